@@ -1,0 +1,176 @@
+"""The emulator's simulated agent: a deterministic plan for one turn.
+
+Given the input, the budget, a seed and the turn number, it plans what a
+research agent would stream: a little reasoning, a web search tool call,
+sources, a multi-sentence answer cut into tokens, perhaps a file, and usage
+and costs consistent with all of it. No I/O here; the emulator paces it.
+
+>>> plan = plan_turn("What's the weather in Barcelona?", "low", seed=0, turn=0)
+>>> plan.answer_tokens[:3] == plan.answer_tokens[:3] and len(plan.sources) > 0
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote_plus
+
+__all__ = ["TurnPlan", "plan_turn"]
+
+SENTENCES = {"low": 3, "standard": 5, "high": 8, "unlimited": 12}
+# USD per 1k tokens of the model tier a budget buys.
+MODEL_RATE = {"low": 0.0004, "standard": 0.002, "high": 0.01, "unlimited": 0.03}
+SANDBOX_RATE = {"low": 0.0005, "standard": 0.001, "high": 0.002, "unlimited": 0.004}
+
+_OPENERS = (
+    "Here is what I found about {topic}.",
+    "I looked into {topic} across several recent sources.",
+    "Short answer on {topic}: the picture is fairly consistent.",
+)
+_BODY = (
+    "The most recent figures point the same way, with only small differences between sources.",
+    "{source} gives the clearest summary, and the others broadly agree with it.",
+    "Conditions can change quickly, so treat anything older than a day with some care.",
+    "A second search turned up a detailed breakdown that matches the first.",
+    "Local reports add useful context that the larger outlets leave out.",
+    "The numbers have been stable over the past week, with one notable exception.",
+    "Experts quoted in {source} expect the trend to continue in the short term.",
+    "There is some disagreement on the details, but not on the overall direction.",
+    "Historical data suggests this is within the usual range for the season.",
+    "One source flags an outlier, which the others do not confirm.",
+    "If you need more precision, the primary data is linked in the sources below.",
+    "I cross-checked the dates so that nothing stale slipped through.",
+)
+_CLOSERS = (
+    "In short: {topic} looks settled for now, and the sources below have the details.",
+    "That is the state of things; ask a follow-up if you want me to dig deeper.",
+)
+_QUESTION = (
+    r"^(please\s+)?(what|how|why|who|when|where|which|tell me about|explain)"
+    r"('s|\s+is|\s+are|\s+was|\s+were|\s+do|\s+does|\s+did)?\s+"
+)
+_SITES = (
+    ("en.wikipedia.org/wiki/{slug}", "{Topic} - Wikipedia"),
+    ("www.reuters.com/search/news?q={q}", "Reuters: {Topic}"),
+    ("www.bbc.co.uk/search?q={q}", "BBC: latest on {topic}"),
+    ("news.ycombinator.com/search?q={q}", "Discussion: {topic}"),
+    ("www.nature.com/search?q={q}", "Research on {topic}"),
+)
+
+
+@dataclass
+class TurnPlan:
+    """Everything one turn will stream, fixed up front."""
+
+    message_id: str
+    reasoning_tokens: list[str]
+    query: str
+    sources: list[dict[str, Any]]
+    answer_tokens: list[str]
+    file: dict[str, Any] | None
+    usage: dict[str, Any]
+    costs: dict[str, float]
+    tool_call_id: str = ""
+    search_results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.answer_tokens)
+
+
+def _tokens(text: str) -> list[str]:
+    # Word-sized tokens that keep their trailing space: joining gives the text back.
+    return re.findall(r"\S+\s*", text)
+
+
+def plan_turn(
+    input: str, budget: str, *, seed: int, turn: int, attach_file: bool | None = None
+) -> TurnPlan:
+    """Plan one turn. The same arguments always give the same plan."""
+    digest = hashlib.sha256(f"{seed}\x00{turn}\x00{budget}\x00{input}".encode()).digest()
+    rng = random.Random(digest)
+    topic = re.sub(r"[\s?!.]+$", "", input.strip()) or "your question"
+    # "What's the weather in X?" reads better as "the weather in X".
+    topic = re.sub(_QUESTION, "", topic, flags=re.I) or topic
+    topic = topic[:80]
+    short = topic[0].lower() + topic[1:] if topic[:2] != topic[:2].upper() else topic
+    slug = quote_plus(topic.replace(" ", "_"))
+    q = quote_plus(topic)
+
+    n_sources = {"low": 2, "standard": 3, "high": 4, "unlimited": 5}[budget]
+    sites = rng.sample(_SITES, n_sources)
+    sources = [
+        {
+            "sourceId": f"src-{turn}-{i}",
+            "url": "https://" + site.format(slug=slug, q=q),
+            "title": title.format(topic=short, Topic=topic[:1].upper() + topic[1:]),
+        }
+        for i, (site, title) in enumerate(sites)
+    ]
+    source_name = sources[0]["title"].split(":")[0].split(" - ")[-1]
+
+    count = SENTENCES[budget]
+    body = rng.sample(_BODY, min(count - 2, len(_BODY)))
+    while len(body) < count - 2:
+        body.append(rng.choice(_BODY))
+    sentences = [rng.choice(_OPENERS), *body, rng.choice(_CLOSERS)]
+    answer = " ".join(s.format(topic=short, source=source_name) for s in sentences)
+    answer_tokens = _tokens(answer)
+
+    reasoning = (
+        f"The user asks: {topic}. I should search for recent information, "
+        f"compare {n_sources} sources and answer concisely."
+    )
+    reasoning_tokens = _tokens(reasoning)
+
+    if attach_file is None:
+        attach_file = budget in ("high", "unlimited") or bool(
+            re.search(r"\b(file|report|csv|document)\b", input, re.I)
+        )
+    file = None
+    if attach_file:
+        lines = [f"# Report: {topic}", "", answer, "", "## Sources", ""]
+        lines += [f"- [{s['title']}]({s['url']})" for s in sources]
+        file = {"filename": "report.md", "mediaType": "text/markdown", "content": "\n".join(lines) + "\n"}
+
+    input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources
+    output_tokens = len(answer_tokens) + len(reasoning_tokens)
+    cache_read = 120 if turn > 0 else 0
+    model_cost = round((input_tokens + output_tokens) / 1000 * MODEL_RATE[budget], 6)
+    tool_cost = round(0.001 * n_sources, 6)
+    sandbox_cost = round(SANDBOX_RATE[budget] * count, 6)
+    internal_cost = round(0.0001 * count, 6)
+    costs = {
+        "internalCostUsd": internal_cost,
+        "modelCostUsd": model_cost,
+        "sandboxCostUsd": sandbox_cost,
+        "toolCostUsd": tool_cost,
+    }
+    usage = {
+        "inputTokens": input_tokens,
+        "outputTokens": output_tokens,
+        "reasoningTokens": len(reasoning_tokens),
+        "cacheReadTokens": cache_read,
+        "cacheWriteTokens": input_tokens if turn == 0 else 0,
+        "totalTokens": input_tokens + output_tokens,
+        "steps": 2,
+        "costUsd": round(sum(costs.values()), 6),
+        "credits": round(sum(costs.values()) * 100, 4),
+    }
+    call = hashlib.sha256(digest + b"call").hexdigest()[:12]
+    return TurnPlan(
+        message_id=f"msg_{hashlib.sha256(digest + b'msg').hexdigest()[:16]}",
+        reasoning_tokens=reasoning_tokens,
+        query=topic,
+        sources=sources,
+        answer_tokens=answer_tokens,
+        file=file,
+        usage=usage,
+        costs=costs,
+        tool_call_id=f"call_{call}",
+        search_results=[{"title": s["title"], "url": s["url"]} for s in sources],
+    )

@@ -1,0 +1,695 @@
+"""An emulator of the Handinger Workers API, on loopback, for offline work and tests.
+
+It speaks the API of ``docs/protocol.md``: workers are created, run by a
+deterministic simulated agent (:mod:`handinger_stream.agent`), streamed as AI
+SDK UI message chunks framed by transient ``data-worker`` snapshots, stored,
+replayed, resumed with ``Last-Event-ID``, continued and subscribed to. Faults
+are injected per request with the ``x-emulator-fault`` header (see
+``docs/emulator.md``).
+
+>>> async def demo():  # doctest: +SKIP
+...     async with Emulator(api_key="test") as emu:
+...         async with AsyncHandinger(api_key="test", base_url=emu.base_url) as client:
+...             return await (await client.workers.create(input="Hi", stream=True)).get_final_worker()
+
+Sync code, trio code and pytest fixtures use it from a background thread:
+
+>>> with Emulator() as emu:  # doctest: +SKIP
+...     print(emu.base_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from .agent import TurnPlan, plan_turn
+from .models import BUDGETS
+
+__all__ = ["FAULT_HEADER", "Emulator", "Fault", "make_app"]
+
+FAULT_HEADER = "x-emulator-fault"
+WORKER_ID_HEADER = "x-handinger-worker-id"
+SSE_HEADERS = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache",
+    "connection": "keep-alive",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass
+class Fault:
+    """Faults asked for by one request's ``x-emulator-fault`` header.
+
+    The header is a ``;``-separated list of ``name=value``:
+    ``drop-after=N``, ``malformed-at=N``, ``error-after=N``,
+    ``stall-after=N`` with ``stall-seconds=S``, ``status=CODE`` with
+    ``status-times=K`` and ``retry-after=S``, ``no-ids=1``.
+    """
+
+    drop_after: int | None = None
+    malformed_at: int | None = None
+    error_after: int | None = None
+    stall_after: int | None = None
+    stall_seconds: float = 0.0
+    status: int | None = None
+    status_times: int = 1
+    retry_after: float | None = None
+    no_ids: bool = False
+
+    @classmethod
+    def parse(cls, header: str | None) -> Fault:
+        fault = cls()
+        if not header:
+            return fault
+        for item in header.split(";"):
+            name, _, value = item.strip().partition("=")
+            attr = name.strip().replace("-", "_")
+            if not attr:
+                continue
+            if attr not in cls.__dataclass_fields__:
+                raise ValueError(f"unknown fault {name!r}")
+            current = getattr(fault, attr)
+            try:
+                if isinstance(current, bool):
+                    setattr(fault, attr, value.strip() not in ("", "0", "false"))
+                elif attr in ("stall_seconds", "retry_after"):
+                    setattr(fault, attr, float(value))
+                else:
+                    setattr(fault, attr, int(value))
+            except ValueError:
+                raise ValueError(f"fault {name!r} needs a number, got {value!r}") from None
+        return fault
+
+
+@dataclass
+class _Worker:
+    id: str
+    created_at: int
+    input: str
+    budget: str
+    status: str = "pending"
+    running: bool = False
+    error: str | None = None
+    turns: int = 0
+    # Stored events: (sequence number, JSON payload). Sequence numbers are the SSE ids.
+    events: list[tuple[int, bytes]] = field(default_factory=list)
+    output: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    file_bytes: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    costs: dict[str, float] | None = None
+    turn_active: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "worker",
+            "created_at": self.created_at,
+            "status": self.status,
+            "running": self.running,
+            "error": self.error,
+            "incomplete_details": None,
+            "output": self.output,
+            "output_text": "".join(c["text"] for m in self.output for c in m["content"]),
+            "sources": self.sources,
+            "files": self.files,
+            "messages": self.messages,
+            "metadata": {"budget": self.budget},
+            "costs": self.costs,
+            "usage": self.usage,
+        }
+
+
+class _Store:
+    def __init__(self, *, api_key: str | None, tokens_per_second: float, seed: int,
+                 keepalive_interval: float, retry_ms: int | None) -> None:
+        self.api_key = api_key
+        self.tokens_per_second = tokens_per_second
+        self.seed = seed
+        self.keepalive_interval = keepalive_interval
+        self.retry_ms = retry_ms
+        self.workers: dict[str, _Worker] = {}
+        self.fault_counts: dict[str, int] = {}
+        self.created = 0
+
+
+def _error(status: int, message: str, kind: str, **headers: str) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "status": status}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+_KINDS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+          405: "method_not_allowed", 429: "rate_limit_error"}
+
+
+@web.middleware
+async def _errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    # Every failure is a JSON body, never aiohttp's HTML page or a traceback.
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason, _KINDS.get(exc.status, "api_error"))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        return _error(500, "internal emulator error", "api_error")
+
+
+def _auth_middleware(store: _Store) -> Any:
+    @web.middleware
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return _error(401, "missing API key: send 'Authorization: Bearer <key>'",
+                          "authentication_error")
+        if store.api_key is not None and not hmac.compare_digest(key.strip(), store.api_key):
+            return _error(401, "invalid API key", "authentication_error")
+        try:
+            fault = Fault.parse(request.headers.get(FAULT_HEADER))
+        except ValueError as exc:
+            return _error(400, f"bad {FAULT_HEADER} header: {exc}", "invalid_request_error")
+        if fault.status is not None:
+            key_ = request.headers.get(FAULT_HEADER, "")
+            seen = store.fault_counts.get(key_, 0)
+            if seen < fault.status_times:
+                store.fault_counts[key_] = seen + 1
+                extra = {}
+                if fault.retry_after is not None:
+                    extra["Retry-After"] = f"{fault.retry_after:g}"
+                return _error(fault.status, f"injected fault: HTTP {fault.status}",
+                              _KINDS.get(fault.status, "api_error"), **extra)
+        request["fault"] = fault
+        return await handler(request)
+
+    return auth
+
+
+def make_app(
+    *,
+    api_key: str | None = None,
+    tokens_per_second: float = 0,
+    seed: int = 0,
+    keepalive_interval: float = 15.0,
+    retry_ms: int | None = None,
+) -> web.Application:
+    """The emulator as an aiohttp application, to mount or run as you like."""
+    store = _Store(api_key=api_key, tokens_per_second=tokens_per_second, seed=seed,
+                   keepalive_interval=keepalive_interval, retry_ms=retry_ms)
+    app = web.Application(middlewares=[_errors_middleware, _auth_middleware(store)])
+    handlers = _Handlers(store)
+    app.router.add_post("/api/workers", handlers.create)
+    app.router.add_get("/api/workers/{id}", handlers.retrieve)
+    app.router.add_post("/api/workers/{id}", handlers.continue_)
+    app.router.add_get("/api/workers/{id}/stream", handlers.subscribe)
+    app.router.add_get("/api/workers/{id}/email", handlers.email)
+    app.router.add_get("/api/workers/{id}/files/{path:.+}", handlers.file)
+    app.on_shutdown.append(handlers.shutdown)
+    app["store"] = store
+    return app
+
+
+class _Handlers:
+    def __init__(self, store: _Store) -> None:
+        self.store = store
+
+    # -- helpers --------------------------------------------------------
+
+    def _worker(self, request: web.Request) -> _Worker:
+        worker = self.store.workers.get(request.match_info["id"])
+        if worker is None:
+            raise web.HTTPNotFound(reason=f"no worker {request.match_info['id']!r}")
+        return worker
+
+    async def _body(self, request: web.Request) -> tuple[str, str, bool]:
+        try:
+            body = msgspec.json.decode(await request.read())
+        except msgspec.DecodeError:
+            raise web.HTTPBadRequest(reason="the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(reason="the body must be a JSON object")
+        text = body.get("input")
+        if not isinstance(text, str) or len(text) < 1:
+            raise web.HTTPBadRequest(reason="input: a string of at least 1 character is required")
+        budget = body.get("budget", "standard")
+        if budget not in BUDGETS:
+            raise web.HTTPBadRequest(reason=f"budget: must be one of {', '.join(BUDGETS)}")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise web.HTTPBadRequest(reason="stream: must be a boolean")
+        return text, budget, stream
+
+    # -- endpoints ------------------------------------------------------
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        text, budget, stream = await self._body(request)
+        store = self.store
+        store.created += 1
+        digest = hashlib.sha256(f"{store.seed}:{store.created}".encode()).hexdigest()
+        worker = _Worker(id=f"wrk_{digest[:20]}", created_at=int(time.time()), input=text,
+                         budget=budget)
+        store.workers[worker.id] = worker
+        start = self._start_turn(request, worker, text, budget)
+        if not stream:
+            return web.json_response(worker.to_json(), headers={WORKER_ID_HEADER: worker.id})
+        return await self._stream(request, worker, after=start - 1, live=True)
+
+    async def continue_(self, request: web.Request) -> web.StreamResponse:
+        worker = self._worker(request)
+        text, budget, stream = await self._body(request)
+        if worker.turn_active:
+            raise web.HTTPConflict(reason="the worker is still running its current turn")
+        start = self._start_turn(request, worker, text, budget)
+        if not stream:
+            return web.json_response(worker.to_json(), headers={WORKER_ID_HEADER: worker.id})
+        return await self._stream(request, worker, after=start - 1, live=True)
+
+    async def retrieve(self, request: web.Request) -> web.StreamResponse:
+        worker = self._worker(request)
+        if request.query.get("stream", "").lower() not in ("1", "true"):
+            return web.json_response(worker.to_json(), headers={WORKER_ID_HEADER: worker.id})
+        return await self._stream(request, worker, after=self._last_event_id(request), live=True)
+
+    async def subscribe(self, request: web.Request) -> web.StreamResponse:
+        worker = self._worker(request)
+        after = self._last_event_id(request)
+        if after < 0:
+            # A fresh subscriber gets the worker as it is, then what happens next.
+            after = worker.events[-1][0] if worker.events else -1
+            return await self._stream(request, worker, after=after, live=True, lead=True)
+        return await self._stream(request, worker, after=after, live=True)
+
+    async def email(self, request: web.Request) -> web.Response:
+        worker = self._worker(request)
+        return web.json_response(f"{worker.id}@workers.handinger.invalid")
+
+    async def file(self, request: web.Request) -> web.Response:
+        worker = self._worker(request)
+        entry = worker.file_bytes.get(request.match_info["path"])
+        if entry is None:
+            raise web.HTTPNotFound(reason=f"no file {request.match_info['path']!r}")
+        media_type, data = entry
+        return web.Response(body=data, content_type=media_type.split(";")[0])
+
+    async def shutdown(self, app: web.Application) -> None:
+        tasks = [w.task for w in self.store.workers.values() if w.task and not w.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    def _last_event_id(request: web.Request) -> int:
+        value = request.headers.get("last-event-id", "").strip()
+        return int(value) if value.isdigit() else -1
+
+    # -- the agent ------------------------------------------------------
+
+    def _start_turn(self, request: web.Request, worker: _Worker, text: str, budget: str) -> int:
+        """Start a turn in the background; return the sequence number of its first event."""
+        fault: Fault = request["fault"]
+        plan = plan_turn(text, budget, seed=self.store.seed, turn=worker.turns)
+        worker.turns += 1
+        worker.status, worker.running, worker.error = "pending", False, None
+        worker.budget = budget
+        worker.messages.append({"id": f"user_{plan.message_id[4:]}", "role": "user",
+                                "parts": [{"type": "text", "text": text}]})
+        worker.turn_active = True
+        base = f"{request.scheme}://{request.host}"
+        first = len(worker.events)
+        self._emit(worker, {"type": "data-worker", "data": worker.to_json(), "transient": True})
+        worker.task = asyncio.get_running_loop().create_task(
+            self._run_turn(worker, plan, fault, base)
+        )
+        return first
+
+    def _emit(self, worker: _Worker, chunk: dict[str, Any]) -> None:
+        worker.events.append((len(worker.events), _encode(chunk)))
+        worker.notify()
+
+    async def _run_turn(self, worker: _Worker, plan: TurnPlan, fault: Fault, base: str) -> None:
+        tps = self.store.tokens_per_second
+        delay = 1.0 / tps if tps > 0 else 0.0
+        emitted = 0
+        # The assistant message as an AI SDK client folds it, built alongside the chunks.
+        message: dict[str, Any] = {"id": plan.message_id, "role": "assistant", "parts": []}
+
+        async def emit(chunk: dict[str, Any], pace: bool = False) -> bool:
+            nonlocal emitted
+            if fault.error_after is not None and emitted >= fault.error_after:
+                return False
+            self._emit(worker, chunk)
+            emitted += 1
+            if pace and delay:
+                await asyncio.sleep(delay)
+            elif emitted % 64 == 0:
+                await asyncio.sleep(0)
+            return True
+
+        try:
+            if not await self._play(worker, plan, emit, base, message):
+                worker.error = "injected fault: the agent failed"
+                self._emit(worker, {"type": "error", "errorText": worker.error})
+        finally:
+            worker.status, worker.running, worker.turn_active = "completed", False, False
+            if message["parts"] or "metadata" in message:
+                worker.messages.append(message)
+            self._emit(worker, {"type": "data-worker", "data": worker.to_json(), "transient": True})
+
+    async def _play(
+        self,
+        worker: _Worker,
+        plan: TurnPlan,
+        emit: Callable[..., Awaitable[bool]],
+        base: str,
+        message: dict[str, Any],
+    ) -> bool:
+        """Stream one turn; False when a fault cut it short."""
+        turn = worker.turns - 1
+        parts: list[dict[str, Any]] = message["parts"]
+        worker.status, worker.running = "running", True
+        metadata = {"workerId": worker.id, "createdAt": worker.created_at}
+        if not await emit({"type": "start", "messageId": plan.message_id,
+                           "messageMetadata": metadata}):
+            return False
+        message["metadata"] = metadata
+        if not await emit({"type": "start-step"}):
+            return False
+        parts.append({"type": "step-start"})
+
+        rid = f"reasoning-{turn}"
+        if not await emit({"type": "reasoning-start", "id": rid}):
+            return False
+        reasoning = {"type": "reasoning", "text": "", "state": "streaming"}
+        parts.append(reasoning)
+        for token in plan.reasoning_tokens:
+            if not await emit({"type": "reasoning-delta", "id": rid, "delta": token}, pace=True):
+                return False
+            reasoning["text"] += token
+        if not await emit({"type": "reasoning-end", "id": rid}):
+            return False
+        reasoning["state"] = "done"
+
+        call = {"toolCallId": plan.tool_call_id, "toolName": "web_search"}
+        tool: dict[str, Any] = {"type": "tool-web_search", "toolCallId": plan.tool_call_id,
+                                "state": "input-streaming"}
+        if not await emit({"type": "tool-input-start", **call}):
+            return False
+        parts.append(tool)
+        args = _encode({"query": plan.query}).decode()
+        half = len(args) // 2
+        for piece in (args[:half], args[half:]):
+            if not await emit({"type": "tool-input-delta", "toolCallId": plan.tool_call_id,
+                               "inputTextDelta": piece}, pace=True):
+                return False
+        tool["input"] = {"query": plan.query}
+        if not await emit({"type": "tool-input-available", **call, "input": tool["input"]}):
+            return False
+        tool["state"] = "input-available"
+        output = {"results": plan.search_results}
+        if not await emit({"type": "tool-output-available", "toolCallId": plan.tool_call_id,
+                           "output": output}):
+            return False
+        tool["state"], tool["output"] = "output-available", output
+        for source in plan.sources:
+            if not await emit({"type": "source-url", **source}):
+                return False
+            parts.append({"type": "source-url", **source})
+            worker.sources.append({"id": source["sourceId"], "title": source["title"],
+                                   "type": "url", "url": source["url"]})
+        if not await emit({"type": "finish-step"}):
+            return False
+        partial = {**plan.usage, "outputTokens": len(plan.reasoning_tokens), "steps": 1}
+        partial["totalTokens"] = partial["inputTokens"] + partial["outputTokens"]
+        if not await emit({"type": "message-metadata", "messageMetadata": {"usage": partial}}):
+            return False
+        message["metadata"] = {**metadata, "usage": partial}
+
+        if not await emit({"type": "start-step"}):
+            return False
+        parts.append({"type": "step-start"})
+        tid = f"text-{turn}"
+        if not await emit({"type": "text-start", "id": tid}):
+            return False
+        text_part = {"type": "text", "text": "", "state": "streaming"}
+        parts.append(text_part)
+        content = {"type": "output_text", "text": ""}
+        worker.output.append({"id": tid, "content": [content], "role": "assistant",
+                              "status": "completed", "type": "message"})
+        for token in plan.answer_tokens:
+            if not await emit({"type": "text-delta", "id": tid, "delta": token}, pace=True):
+                return False
+            text_part["text"] += token
+            content["text"] += token
+        if not await emit({"type": "text-end", "id": tid}):
+            return False
+        text_part["state"] = "done"
+        if plan.file is not None:
+            path, media_type = plan.file["filename"], plan.file["mediaType"]
+            url = f"{base}/api/workers/{worker.id}/files/{path}"
+            worker.file_bytes[path] = (media_type, plan.file["content"].encode())
+            if not await emit({"type": "file", "url": url, "mediaType": media_type}):
+                return False
+            parts.append({"type": "file", "mediaType": media_type, "url": url})
+            worker.files.append({"filename": path, "mediaType": media_type, "url": url})
+        if not await emit({"type": "finish-step"}):
+            return False
+        usage = _add_usage(worker.usage, plan.usage)
+        costs = _add_costs(worker.costs, plan.costs)
+        if not await emit({"type": "finish", "finishReason": "stop",
+                           "messageMetadata": {"usage": usage, "costs": costs}}):
+            return False
+        worker.usage, worker.costs = usage, costs
+        message["metadata"] = {**metadata, "usage": usage, "costs": costs}
+        return True
+
+    # -- streaming responses ---------------------------------------------
+
+    async def _stream(
+        self,
+        request: web.Request,
+        worker: _Worker,
+        *,
+        after: int,
+        live: bool,
+        lead: bool = False,
+    ) -> web.StreamResponse:
+        fault: Fault = request["fault"]
+        response = web.StreamResponse(headers={**SSE_HEADERS, WORKER_ID_HEADER: worker.id})
+        await response.prepare(request)
+        if self.store.retry_ms is not None:
+            await response.write(b"retry: %d\n\n" % self.store.retry_ms)
+        sent = 0
+        pos = after + 1
+        if lead:
+            chunk = _encode({"type": "data-worker", "data": worker.to_json(), "transient": True})
+            await response.write(_frame(None if fault.no_ids else after, chunk))
+        while True:
+            batch: list[bytes] = []
+            while pos < len(worker.events):
+                seq, payload = worker.events[pos]
+                pos += 1
+                if fault.drop_after is not None and sent >= fault.drop_after:
+                    if batch:
+                        await response.write(b"".join(batch))
+                    _drop(request)
+                    return response
+                if fault.stall_after is not None and sent == fault.stall_after and fault.stall_seconds:
+                    if batch:
+                        await response.write(b"".join(batch))
+                        batch = []
+                    stall, fault.stall_seconds = fault.stall_seconds, 0.0
+                    await asyncio.sleep(stall)
+                if fault.malformed_at is not None and sent == fault.malformed_at:
+                    payload = b'{"type": "text-delta", "id": oops'
+                batch.append(_frame(None if fault.no_ids else seq, payload))
+                sent += 1
+            if batch:
+                await response.write(b"".join(batch))
+            if not live or (not worker.turn_active and pos >= len(worker.events)):
+                break
+            waiter = worker.changed
+            try:
+                await asyncio.wait_for(waiter.wait(), self.store.keepalive_interval)
+            except asyncio.TimeoutError:
+                await response.write(b": keep-alive\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _frame(seq: int | None, payload: bytes) -> bytes:
+    if seq is None:
+        return b"data: " + payload + b"\n\n"
+    return b"id: %d\ndata: %s\n\n" % (seq, payload)
+
+
+def _drop(request: web.Request) -> None:
+    # Cut the connection mid-body, as a proxy or a flaky network would.
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _add_usage(total: dict[str, Any] | None, turn: dict[str, Any]) -> dict[str, Any]:
+    if total is None:
+        return dict(turn)
+    out = {k: total.get(k, 0) + v for k, v in turn.items()}
+    out["costUsd"] = round(out["costUsd"], 6)
+    out["credits"] = round(out["credits"], 4)
+    return out
+
+
+def _add_costs(total: dict[str, float] | None, turn: dict[str, float]) -> dict[str, float]:
+    if total is None:
+        return dict(turn)
+    return {k: round(total.get(k, 0) + v, 6) for k, v in turn.items()}
+
+
+class Emulator:
+    """Run the emulator on an ephemeral loopback port.
+
+    ``async with`` runs it on the current asyncio loop; ``with`` runs it in a
+    background thread (for sync code, trio, or a session-wide fixture).
+
+    >>> async def main():  # doctest: +SKIP
+    ...     async with Emulator(api_key="k", tokens_per_second=0, seed=0) as emu:
+    ...         print(emu.base_url)
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        tokens_per_second: float = 0,
+        seed: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keepalive_interval: float = 15.0,
+        retry_ms: int | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.host = host
+        self.port = port
+        self._options = {"api_key": api_key, "tokens_per_second": tokens_per_second, "seed": seed,
+                         "keepalive_interval": keepalive_interval, "retry_ms": retry_ms}
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Emulator(base_url={self.base_url if self.port else None!r})"
+
+    @property
+    def base_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the emulator is not running")
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start serving on the current loop."""
+        app = make_app(**self._options)  # type: ignore[arg-type]
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def serve_forever(self) -> None:
+        """Start, then serve until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- in a thread ----------------------------------------------------
+
+    def __enter__(self) -> Emulator:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            stop = asyncio.Event()
+
+            async def main() -> None:
+                try:
+                    await self.start()
+                except BaseException as exc:
+                    failure.append(exc)
+                    ready.set()
+                    return
+                self._stop = lambda: loop.call_soon_threadsafe(stop.set)
+                ready.set()
+                await stop.wait()
+                await self.stop()
+
+            try:
+                loop.run_until_complete(main())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="handinger-emulator", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stop is not None:
+            self._stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._stop = None
+

@@ -1,0 +1,218 @@
+"""The error hierarchy. Every error is a :class:`HandingerError`.
+
+No error text ever carries the API key: messages are built from statuses,
+bodies and excerpts of event data, never from request headers.
+
+>>> try:
+...     raise NotFoundError("worker not found", status_code=404, body={"error": "not found"})
+... except APIStatusError as e:
+...     e.status_code
+404
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import Worker
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "HandingerError",
+    "IncompleteStreamError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "MissingAPIKeyError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "StreamDecodeError",
+    "StreamError",
+    "UnprocessableEntityError",
+    "WorkerFailedError",
+    "status_error",
+]
+
+EXCERPT_CHARS = 120
+
+
+def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+    """A short, single-line excerpt of raw data for an error message."""
+    if isinstance(text, bytes):
+        text = text[: limit * 4].decode("utf-8", "replace")
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class HandingerError(Exception):
+    """The root of every error this package raises."""
+
+
+class InvalidRequestError(HandingerError, ValueError):
+    """A call's arguments were refused before any request was made."""
+
+
+class MissingAPIKeyError(InvalidRequestError):
+    """No API key was given."""
+
+
+class APIConnectionError(HandingerError):
+    """The server could not be reached, or the connection broke."""
+
+    def __init__(self, message: str = "Connection error.", *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """The request, or a stream's wait for data, took longer than allowed."""
+
+    def __init__(self, message: str = "Request timed out.") -> None:
+        super().__init__(message)
+
+
+class APIStatusError(HandingerError):
+    """The server answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: Any = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.body = body
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{self.status_code}: {self.message}{rid}"
+
+
+class BadRequestError(APIStatusError):
+    """400."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such worker or file."""
+
+
+class ConflictError(APIStatusError):
+    """409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422."""
+
+
+class RateLimitError(APIStatusError):
+    """429."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error(
+    status: int,
+    body: Any,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+) -> APIStatusError:
+    """The error class for an HTTP status, with a message taken from the body."""
+    cls = _BY_STATUS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    message = _message_from_body(body) or f"HTTP {status}"
+    return cls(
+        message, status_code=status, body=body, request_id=request_id, retry_after=retry_after
+    )
+
+
+def _message_from_body(body: Any) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body.get("message"))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        if err is not None:
+            return excerpt(err if isinstance(err, str) else repr(err), 300)
+    if isinstance(body, (str, bytes)) and body:
+        return excerpt(body)
+    return ""
+
+
+class StreamError(HandingerError):
+    """A stream went wrong; ``worker`` is what was folded before it did."""
+
+    def __init__(self, message: str, *, worker: Worker | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.worker = worker
+
+
+class StreamDecodeError(StreamError):
+    """An event's data could not be decoded; names the event and shows an excerpt."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        index: int,
+        event_id: str | None,
+        data: str | bytes,
+        worker: Worker | None = None,
+    ) -> None:
+        self.reason = reason
+        self.index = index
+        self.event_id = event_id
+        self.excerpt = excerpt(data)
+        where = f"event {index}" + (f" (id {event_id!r})" if event_id is not None else "")
+        super().__init__(f"cannot decode {where}: {reason}; data: {self.excerpt!r}", worker=worker)
+
+
+class IncompleteStreamError(StreamError):
+    """The stream ended before its end marker and could not be resumed."""
+
+
+class WorkerFailedError(StreamError):
+    """The worker reported an error; ``worker`` is the whole Worker as it ended."""
+
+    def __init__(self, worker: Worker) -> None:
+        err = worker.error
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        text = err if isinstance(err, str) else repr(err)
+        super().__init__(f"worker {worker.id} failed: {text}", worker=worker)
+        # ``message`` is the worker's own error text; str(e) says whose it is.
+        self.message = text

@@ -1,0 +1,692 @@
+"""The reducer: typed events fold into a Worker. No I/O, no clocks, deterministic.
+
+:func:`apply_event` is the whole folding logic, one ``match`` over the event
+types. It mutates a :class:`WorkerState`, whose :meth:`~WorkerState.snapshot`
+materialises an immutable-by-convention :class:`~handinger_stream.Worker`
+(cached until the next change).
+
+Folding one event costs the same whether it is the tenth or the millionth:
+text accumulates as a list of pieces joined only when a snapshot is taken, so
+nothing folded before is copied.
+
+``Worker.messages`` is built as the AI SDK's own ``readUIMessageStream`` builds
+its ``UIMessage`` from the same chunks (see ``docs/protocol.md``).
+
+>>> from handinger_stream.events import TextStartEvent, TextDeltaEvent
+>>> state = WorkerState()
+>>> for e in [TextStartEvent(id="t"), TextDeltaEvent(id="t", delta="Hel"),
+...           TextDeltaEvent(id="t", delta="lo")]:
+...     _ = apply_event(state, e)
+>>> state.snapshot().output_text
+'Hello'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from .events import (
+    AbortEvent,
+    DataEvent,
+    ErrorEvent,
+    Event,
+    FileEvent,
+    FinishEvent,
+    FinishStepEvent,
+    MessageMetadataEvent,
+    ReasoningDeltaEvent,
+    ReasoningEndEvent,
+    ReasoningStartEvent,
+    SourceDocumentEvent,
+    SourceUrlEvent,
+    StartEvent,
+    StartStepEvent,
+    TextDeltaEvent,
+    TextEndEvent,
+    TextStartEvent,
+    ToolApprovalRequestEvent,
+    ToolInputAvailableEvent,
+    ToolInputDeltaEvent,
+    ToolInputErrorEvent,
+    ToolInputStartEvent,
+    ToolOutputAvailableEvent,
+    ToolOutputDeniedEvent,
+    ToolOutputErrorEvent,
+    UnknownEvent,
+    WorkerSnapshotEvent,
+)
+from .models import Costs, File, OutputMessage, OutputText, Source, Usage, Worker
+from .partial_json import parse_partial_json
+
+__all__ = ["WorkerState", "apply_event", "fold"]
+
+log = logging.getLogger("handinger_stream")
+
+_RESULT_STATES = ("output-available", "output-error")
+
+
+class _Text:
+    """Text as appended pieces; joined (and the join kept) only when read."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, text: str = "") -> None:
+        self.pieces: list[str] = [text] if text else []
+
+    def value(self) -> str:
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return pieces[0]
+        if not pieces:
+            return ""
+        text = "".join(pieces)
+        self.pieces = [text]
+        return text
+
+
+class _PartialInput:
+    """A streaming tool input: its JSON text, parsed only when a snapshot is taken."""
+
+    __slots__ = ("text",)
+
+    def __init__(self) -> None:
+        self.text = _Text()
+
+    def value(self) -> Any:
+        return parse_partial_json(self.text.value())
+
+
+class _Message:
+    """The UI message being streamed, as the AI SDK's client state holds it."""
+
+    __slots__ = ("id", "metadata", "open_reasoning", "open_text", "parts", "tools", "visible")
+
+    def __init__(self, message_id: str) -> None:
+        self.id = message_id
+        self.metadata: Any = UNSET
+        self.parts: list[dict[str, Any]] = []
+        self.open_text: dict[str, dict[str, Any]] = {}
+        self.open_reasoning: dict[str, dict[str, Any]] = {}
+        # toolCallId -> the tool part; streamed input lives in a _PartialInput.
+        self.tools: dict[str, dict[str, Any]] = {}
+        # readUIMessageStream yields a message only once a chunk has written it.
+        self.visible = False
+
+    def to_dict(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"id": self.id}
+        if self.metadata is not UNSET:
+            message["metadata"] = self.metadata
+        message["role"] = "assistant"
+        message["parts"] = [_materialise(p) for p in self.parts]
+        return message
+
+    def step_parts(self) -> Iterable[dict[str, Any]]:
+        """The parts of the current step, newest first."""
+        for part in reversed(self.parts):
+            if part["type"] == "step-start":
+                return
+            yield part
+
+
+def _materialise(part: dict[str, Any]) -> dict[str, Any]:
+    out = dict(part)
+    text = out.get("text")
+    if isinstance(text, _Text):
+        out["text"] = text.value()
+    value = out.get("input")
+    if isinstance(value, _PartialInput):
+        parsed = value.value()
+        if parsed is UNSET:
+            del out["input"]
+        else:
+            out["input"] = parsed
+    return out
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key``, or remove it for an absent value (JS ``undefined``)."""
+    if value is UNSET or value is None:
+        target.pop(key, None)
+    else:
+        target[key] = value
+
+
+def merge_metadata(base: Any, update: Any) -> Any:
+    """Deep merge as the AI SDK merges message metadata: objects merge, all else replaces."""
+    if not isinstance(base, dict) or not isinstance(update, dict):
+        return update
+    merged = dict(base)
+    for key, value in update.items():
+        old = merged.get(key)
+        merged[key] = merge_metadata(old, value) if isinstance(old, dict) else value
+    return merged
+
+
+class WorkerState:
+    """The fold's mutable state. Use :func:`apply_event` to change it.
+
+    >>> WorkerState("w1").snapshot().status
+    'pending'
+    """
+
+    __slots__ = (
+        "_cache",
+        "_text_base",
+        "_text_base_len",
+        "costs",
+        "created_at",
+        "error",
+        "files",
+        "id",
+        "incomplete_details",
+        "message",
+        "messages",
+        "metadata",
+        "output",
+        "running",
+        "sources",
+        "status",
+        "steps",
+        "usage",
+    )
+
+    def __init__(self, worker_id: str = "") -> None:
+        self.id = worker_id
+        self.created_at: int | float | None = None
+        self.status: str = "pending"
+        self.running = False
+        self.metadata: dict[str, Any] = {}
+        self.error: Any = None
+        self.incomplete_details: Any = None
+        self.costs: Costs | None = None
+        self.usage: Usage | None = None
+        # Output entries: settled ones from snapshots, live (id, _Text) pairs.
+        self.output: list[OutputMessage | tuple[str, _Text]] = []
+        # A snapshot's output_text stands for the entries it came with.
+        self._text_base: str | None = None
+        self._text_base_len = 0
+        self.sources: dict[str, Source] = {}
+        self.files: list[File] = []
+        self.messages: list[Any] = []
+        self.message: _Message | None = None
+        self.steps = 0
+        self._cache: Worker | None = None
+
+    def snapshot(self) -> Worker:
+        """The Worker as folded so far."""
+        if self._cache is not None:
+            return self._cache
+        output = [
+            entry
+            if isinstance(entry, OutputMessage)
+            else OutputMessage(id=entry[0], content=[OutputText(text=entry[1].value())])
+            for entry in self.output
+        ]
+        messages = list(self.messages)
+        if self.message is not None and self.message.visible:
+            messages.append(self.message.to_dict())
+        self._cache = Worker(
+            id=self.id,
+            status=self.status,  # type: ignore[arg-type]
+            running=self.running,
+            created_at=self.created_at,
+            output=output,
+            output_text=self._output_text(output),
+            sources=list(self.sources.values()),
+            files=list(self.files),
+            messages=messages,
+            metadata=self.metadata,
+            error=self.error,
+            incomplete_details=self.incomplete_details,
+            costs=self.costs,
+            usage=self.usage,
+        )
+        return self._cache
+
+    def _output_text(self, output: list[OutputMessage]) -> str:
+        start = 0
+        head = ""
+        if self._text_base is not None:
+            head, start = self._text_base, self._text_base_len
+        return head + "".join(c.text for m in output[start:] for c in m.content)
+
+    # -- helpers used by apply_event ------------------------------------
+
+    def _live_message(self) -> _Message:
+        if self.message is None:
+            self.message = _Message("")
+        return self.message
+
+    def _start_text(self, part_id: str, kind: str, metadata: Any) -> dict[str, Any]:
+        message = self._live_message()
+        text = _Text()
+        part: dict[str, Any] = {"type": kind, "text": text}
+        _put(part, "providerMetadata", metadata)
+        part["state"] = "streaming"
+        message.parts.append(part)
+        message.visible = True
+        if kind == "text":
+            message.open_text[part_id] = part
+            self.output.append((part_id, text))
+        else:
+            message.open_reasoning[part_id] = part
+        return part
+
+    def _end_running(self) -> None:
+        self.status = "completed"
+        self.running = False
+
+    def _apply_metadata(self, metadata: Any) -> bool:
+        if metadata is UNSET or metadata is None:
+            return False
+        message = self._live_message()
+        message.metadata = (
+            metadata if message.metadata is UNSET else merge_metadata(message.metadata, metadata)
+        )
+        message.visible = True
+        if isinstance(metadata, dict) and ("usage" in metadata or "costs" in metadata):
+            self._fold_costs(message.metadata)
+        return True
+
+    def _fold_costs(self, metadata: dict[str, Any]) -> None:
+        usage = metadata.get("usage")
+        if isinstance(usage, dict):
+            fields = dict(usage)
+            if "cacheReadTokens" not in fields and "cachedInputTokens" in fields:
+                fields["cacheReadTokens"] = fields["cachedInputTokens"]
+            fields.setdefault(
+                "totalTokens", (fields.get("inputTokens") or 0) + (fields.get("outputTokens") or 0)
+            )
+            fields.setdefault("steps", self.steps)
+            try:
+                self.usage = msgspec.convert(
+                    {k: v for k, v in fields.items() if v is not None}, Usage, strict=False
+                )
+            except msgspec.ValidationError:
+                log.warning("ignoring usage metadata of an unexpected shape: %r", usage)
+        costs = metadata.get("costs")
+        if isinstance(costs, dict):
+            try:
+                self.costs = msgspec.convert(costs, Costs, strict=False)
+            except msgspec.ValidationError:
+                log.warning("ignoring costs metadata of an unexpected shape: %r", costs)
+
+    def _apply_snapshot(self, event: WorkerSnapshotEvent) -> None:
+        worker, fields = event.worker, event.fields
+        for name in ("id", "created_at", "status", "running", "metadata", "error", "costs", "usage"):
+            if name in fields:
+                setattr(self, name, getattr(worker, name))
+        if "incomplete_details" in fields:
+            self.incomplete_details = worker.incomplete_details
+        if "sources" in fields:
+            self.sources = {s.id: s for s in worker.sources}
+        if "files" in fields:
+            self.files = list(worker.files)
+        if "output" in fields:
+            self._adopt_output(worker.output)
+        if "output_text" in fields:
+            self._text_base = worker.output_text
+            self._text_base_len = len(self.output)
+        elif "output" in fields:
+            self._text_base = None
+        if "messages" in fields:
+            self._adopt_messages(worker.messages)
+
+    def _adopt_output(self, output: list[OutputMessage]) -> None:
+        # Parts still streaming keep streaming: their text restarts from the snapshot's.
+        live = dict(e for e in self.output if isinstance(e, tuple))
+        entries: list[OutputMessage | tuple[str, _Text]] = []
+        for entry in output:
+            text = live.get(entry.id)
+            if text is not None and self._is_open_text(entry.id):
+                text.pieces = [c.text for c in entry.content]
+                entries.append((entry.id, text))
+            else:
+                entries.append(entry)
+        self.output = entries
+
+    def _is_open_text(self, part_id: str) -> bool:
+        return self.message is not None and part_id in self.message.open_text
+
+    def _adopt_messages(self, messages: list[Any]) -> None:
+        live = self.message
+        last = messages[-1] if messages else None
+        if live is not None and isinstance(last, dict) and last.get("id") == live.id:
+            # The snapshot carries the message being streamed: continue on top of it.
+            self.messages = list(messages[:-1])
+            self._rebase_message(live, last)
+        else:
+            self.messages = list(messages)
+            self.message = None
+
+    def _rebase_message(self, live: _Message, snap: dict[str, Any]) -> None:
+        open_parts = {id(p): k for k, p in live.open_text.items()}
+        open_parts.update({id(p): k for k, p in live.open_reasoning.items()})
+        old_parts = live.parts
+        new_parts = [dict(p) for p in snap.get("parts", []) if isinstance(p, dict)]
+        live.open_text, live.open_reasoning = {}, {}
+        for index, part in enumerate(new_parts):
+            if isinstance(part.get("text"), str):
+                text = _Text(part["text"])
+                part["text"] = text
+                if index < len(old_parts) and id(old_parts[index]) in open_parts:
+                    key = open_parts[id(old_parts[index])]
+                    target = live.open_text if part["type"] == "text" else live.open_reasoning
+                    target[key] = part
+                    self.output = [
+                        (key, text) if isinstance(e, tuple) and e[0] == key else e
+                        for e in self.output
+                    ]
+        live.parts = new_parts
+        live.tools = {
+            p["toolCallId"]: p for p in new_parts if isinstance(p.get("toolCallId"), str)
+        }
+        if "metadata" in snap:
+            live.metadata = snap["metadata"]
+        live.visible = True
+
+
+def _find_tool(message: _Message, call_id: str, dynamic: bool | None) -> dict[str, Any] | None:
+    part = message.tools.get(call_id)
+    if part is None:
+        return None
+    if dynamic is not None and (part["type"] == "dynamic-tool") != dynamic:
+        return None
+    # A tool call id is looked up in the current step first, as the SDK does.
+    return part
+
+
+def _update_tool(
+    message: _Message,
+    event: ToolInputStartEvent
+    | ToolInputDeltaEvent
+    | ToolInputAvailableEvent
+    | ToolInputErrorEvent
+    | ToolOutputAvailableEvent
+    | ToolOutputErrorEvent,
+    state: str,
+    *,
+    tool_name: str | None,
+    dynamic: bool,
+    input: Any,
+    output: Any = UNSET,
+    error_text: Any = UNSET,
+    raw_input: Any = UNSET,
+    preliminary: Any = UNSET,
+    provider_executed: Any = UNSET,
+    provider_metadata: Any = UNSET,
+    title: Any = UNSET,
+) -> None:
+    call_id = event.tool_call_id
+    part = _find_tool(message, call_id, dynamic)
+    meta_key = "resultProviderMetadata" if state in _RESULT_STATES else "callProviderMetadata"
+    if part is None:
+        part = {"type": "dynamic-tool" if dynamic else f"tool-{tool_name}"}
+        if dynamic:
+            part["toolName"] = tool_name
+        part["toolCallId"] = call_id
+        part["state"] = state
+        _put(part, "title", title)
+        _put(part, "input", input)
+        _put(part, "output", output)
+        _put(part, "rawInput", raw_input)
+        _put(part, "errorText", error_text)
+        _put(part, "providerExecuted", provider_executed)
+        _put(part, "preliminary", preliminary)
+        _put(part, meta_key, provider_metadata)
+        message.parts.append(part)
+        message.tools[call_id] = part
+    else:
+        part["state"] = state
+        if dynamic and tool_name is not None:
+            part["toolName"] = tool_name
+        part.pop("input", None)
+        _put(part, "input", input)
+        _put(part, "output", output)
+        _put(part, "errorText", error_text)
+        if dynamic:
+            if raw_input is not UNSET:
+                part["rawInput"] = raw_input
+        else:
+            _put(part, "rawInput", raw_input)
+        _put(part, "preliminary", preliminary)
+        if title is not UNSET and title is not None:
+            part["title"] = title
+        if provider_executed is not UNSET and provider_executed is not None:
+            part["providerExecuted"] = provider_executed
+        if provider_metadata is not UNSET and provider_metadata is not None:
+            part[meta_key] = provider_metadata
+    message.visible = True
+
+
+def apply_event(state: WorkerState, event: Event) -> bool:
+    """Fold one event into ``state``; return whether the Worker changed.
+
+    >>> from handinger_stream.events import ErrorEvent
+    >>> s = WorkerState("w")
+    >>> apply_event(s, ErrorEvent(error_text="boom")), s.snapshot().error
+    (True, 'boom')
+    """
+    state._cache = None
+    if state.status == "pending" and not isinstance(
+        event, (WorkerSnapshotEvent, UnknownEvent)
+    ):
+        state.status, state.running = "running", True
+    match event:
+        case TextDeltaEvent():
+            message = state._live_message()
+            part = message.open_text.get(event.id)
+            if part is None:
+                # The SDK rejects a delta without its start; keeping the text is kinder.
+                part = state._start_text(event.id, "text", UNSET)
+            part["text"].pieces.append(event.delta)
+            if event.provider_metadata is not UNSET:
+                part["providerMetadata"] = event.provider_metadata
+        case ReasoningDeltaEvent():
+            message = state._live_message()
+            part = message.open_reasoning.get(event.id)
+            if part is None:
+                part = state._start_text(event.id, "reasoning", UNSET)
+            part["text"].pieces.append(event.delta)
+            if event.provider_metadata is not UNSET:
+                part["providerMetadata"] = event.provider_metadata
+        case ToolInputDeltaEvent():
+            message = state._live_message()
+            part = message.tools.get(event.tool_call_id)
+            if part is None:
+                log.warning("tool-input-delta for unknown tool call %r", event.tool_call_id)
+                return False
+            value = part.get("input")
+            if not isinstance(value, _PartialInput):
+                value = part["input"] = _PartialInput()
+            value.text.pieces.append(event.input_text_delta)
+            part["state"] = "input-streaming"
+        case TextStartEvent():
+            state._start_text(event.id, "text", event.provider_metadata)
+        case TextEndEvent() | ReasoningEndEvent():
+            message = state._live_message()
+            table = message.open_text if isinstance(event, TextEndEvent) else message.open_reasoning
+            part = table.pop(event.id, None)
+            if part is None:
+                log.warning("%s for unknown part %r", type(event).__name__, event.id)
+                return False
+            part["state"] = "done"
+            if event.provider_metadata is not UNSET:
+                part["providerMetadata"] = event.provider_metadata
+        case ReasoningStartEvent():
+            state._start_text(event.id, "reasoning", event.provider_metadata)
+        case SourceUrlEvent():
+            message = state._live_message()
+            part = {"type": "source-url", "sourceId": event.source_id, "url": event.url}
+            _put(part, "title", event.title)
+            _put(part, "providerMetadata", event.provider_metadata)
+            message.parts.append(part)
+            message.visible = True
+            state.sources[event.source_id] = Source(
+                id=event.source_id, url=event.url, title=event.title
+            )
+        case SourceDocumentEvent():
+            message = state._live_message()
+            part = {
+                "type": "source-document",
+                "sourceId": event.source_id,
+                "mediaType": event.media_type,
+                "title": event.title,
+            }
+            _put(part, "filename", event.filename)
+            _put(part, "providerMetadata", event.provider_metadata)
+            message.parts.append(part)
+            message.visible = True
+        case FileEvent():
+            message = state._live_message()
+            part = {"type": "file", "mediaType": event.media_type, "url": event.url}
+            _put(part, "providerMetadata", event.provider_metadata)
+            message.parts.append(part)
+            message.visible = True
+            state.files.append(File(url=event.url, media_type=event.media_type))
+        case ToolInputStartEvent():
+            _update_tool(
+                state._live_message(),
+                event,
+                "input-streaming",
+                tool_name=event.tool_name,
+                dynamic=bool(event.dynamic),
+                input=UNSET,
+                provider_executed=event.provider_executed,
+                provider_metadata=event.provider_metadata,
+                title=event.title,
+            )
+        case ToolInputAvailableEvent():
+            _update_tool(
+                state._live_message(),
+                event,
+                "input-available",
+                tool_name=event.tool_name,
+                dynamic=bool(event.dynamic),
+                input=event.input,
+                provider_executed=event.provider_executed,
+                provider_metadata=event.provider_metadata,
+                title=event.title,
+            )
+        case ToolInputErrorEvent():
+            message = state._live_message()
+            existing = message.tools.get(event.tool_call_id)
+            dynamic = (
+                existing["type"] == "dynamic-tool" if existing is not None else bool(event.dynamic)
+            )
+            _update_tool(
+                message,
+                event,
+                "output-error",
+                tool_name=event.tool_name,
+                dynamic=dynamic,
+                input=event.input if dynamic else UNSET,
+                raw_input=UNSET if dynamic else event.input,
+                error_text=event.error_text,
+                provider_executed=event.provider_executed,
+                provider_metadata=event.provider_metadata,
+            )
+        case ToolOutputAvailableEvent() | ToolOutputErrorEvent():
+            message = state._live_message()
+            part = message.tools.get(event.tool_call_id)
+            if part is None:
+                log.warning("%s for unknown tool call %r", event.__class__.__name__, event.tool_call_id)
+                return False
+            dynamic = part["type"] == "dynamic-tool"
+            current = part.get("input", UNSET)
+            if isinstance(current, _PartialInput):
+                current = current.value()
+            is_output = isinstance(event, ToolOutputAvailableEvent)
+            _update_tool(
+                message,
+                event,
+                "output-available" if is_output else "output-error",
+                tool_name=part.get("toolName"),
+                dynamic=dynamic,
+                input=current,
+                output=event.output if isinstance(event, ToolOutputAvailableEvent) else UNSET,
+                error_text=event.error_text if isinstance(event, ToolOutputErrorEvent) else UNSET,
+                raw_input=UNSET if dynamic else part.get("rawInput", UNSET),
+                preliminary=event.preliminary if isinstance(event, ToolOutputAvailableEvent) else UNSET,
+                provider_executed=event.provider_executed,
+                provider_metadata=event.provider_metadata,
+            )
+        case ToolApprovalRequestEvent() | ToolOutputDeniedEvent():
+            message = state._live_message()
+            part = message.tools.get(event.tool_call_id)
+            if part is None:
+                return False
+            if isinstance(event, ToolApprovalRequestEvent):
+                part["state"] = "approval-requested"
+                part["approval"] = {"id": event.approval_id}
+            else:
+                part["state"] = "output-denied"
+            message.visible = True
+        case StartStepEvent():
+            state._live_message().parts.append({"type": "step-start"})
+            state.steps += 1
+        case FinishStepEvent():
+            message = state._live_message()
+            message.open_text = {}
+            message.open_reasoning = {}
+        case StartEvent():
+            message = state._live_message()
+            if event.message_id is not None:
+                message.id = event.message_id
+                message.visible = True
+            state._apply_metadata(event.message_metadata)
+        case FinishEvent():
+            state._apply_metadata(event.message_metadata)
+            if state.error is None:
+                state._end_running()
+        case MessageMetadataEvent():
+            state._apply_metadata(event.message_metadata)
+        case ErrorEvent():
+            state.error = event.error_text
+            state._end_running()
+        case AbortEvent():
+            state.incomplete_details = {"reason": event.reason or "aborted"}
+            state._end_running()
+        case DataEvent():
+            if event.transient:
+                return False
+            message = state._live_message()
+            existing = None
+            if event.id is not None:
+                existing = next(
+                    (p for p in message.parts if p["type"] == event.type and p.get("id") == event.id),
+                    None,
+                )
+            if existing is not None:
+                existing["data"] = event.data
+            else:
+                part = {"type": event.type}
+                _put(part, "id", event.id)
+                part["data"] = event.data
+                if event.transient is not None:
+                    part["transient"] = event.transient
+                message.parts.append(part)
+            message.visible = True
+        case WorkerSnapshotEvent():
+            state._apply_snapshot(event)
+        case UnknownEvent():
+            return False
+    return True
+
+
+def fold(events: Iterable[Event], worker_id: str = "") -> Worker:
+    """Fold a whole sequence of events into a Worker.
+
+    >>> from handinger_stream.events import StartEvent, FinishEvent
+    >>> fold([StartEvent(message_id="m"), FinishEvent()]).status
+    'completed'
+    """
+    state = WorkerState(worker_id)
+    for event in events:
+        apply_event(state, event)
+    return state.snapshot()
