@@ -613,6 +613,10 @@ class Emulator:
             raise RuntimeError("the emulator is not running")
         return f"http://{self.host}:{self.port}"
 
+    def client_options(self) -> dict[str, str]:
+        """Keyword arguments for :class:`~handinger_stream.AsyncHandinger` to talk to it."""
+        return {"api_key": self.api_key or "emulator", "base_url": self.base_url}
+
     async def start(self) -> None:
         """Start serving on the current loop."""
         app = make_app(**self._options)  # type: ignore[arg-type]

@@ -329,11 +329,14 @@ class WorkerState:
             self.files = list(worker.files)
         if "output" in fields:
             self._adopt_output(worker.output)
-        if "output_text" in fields:
-            self._text_base = worker.output_text
-            self._text_base_len = len(self.output)
-        elif "output" in fields:
-            self._text_base = None
+        if "output_text" in fields or "output" in fields:
+            # output_text follows output unless the server says otherwise.
+            derived = "".join(c.text for m in worker.output for c in m.content)
+            if "output_text" in fields and worker.output_text != derived:
+                self._text_base = worker.output_text
+                self._text_base_len = len(self.output)
+            else:
+                self._text_base = None
         if "messages" in fields:
             self._adopt_messages(worker.messages)
 

@@ -134,9 +134,11 @@ class SSEDecoder:
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: complete lines are interpreted, an unfinished event is dropped."""
+        out: list[ServerSentEvent] = []
         if self._pending_cr:
+            # The held-back CR was a line end after all.
             self._pending_cr = False
-            self._buf += b"\n"
+            out = self.feed(b"\n")
         tail = bytes(self._buf)
         self._buf.clear()
         self._scan_from = 0
@@ -149,7 +151,7 @@ class SSEDecoder:
         self._data = []
         self._has_data = False
         self._event = None
-        return []
+        return out
 
     def _strip_bom(self, chunk: bytes) -> bytes:
         head = bytes(self._buf) + chunk

@@ -1,0 +1,1 @@
+"""Benchmarks for handinger-stream. Run ``python -m benchmarks --help``."""

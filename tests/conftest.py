@@ -1,0 +1,128 @@
+"""Shared fixtures: the emulator, a raw-bytes SSE server, and transport choice."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from handinger_stream import AsyncHandinger
+from handinger_stream.emulator import Emulator
+
+API_KEY = "sk-test-secret-key-123"
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    """One emulator for the session, in a thread: serves asyncio and trio tests alike."""
+    with Emulator(api_key=API_KEY, tokens_per_second=0, seed=0, keepalive_interval=0.2) as emu:
+        yield emu
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def client(emulator: Emulator, transport: str) -> AsyncIterator[AsyncHandinger]:
+    async with AsyncHandinger(
+        api_key=API_KEY, base_url=emulator.base_url, transport=transport, max_retries=2  # type: ignore[arg-type]
+    ) as c:
+        yield c
+
+
+@dataclass
+class Canned:
+    """A response the raw server sends: status, headers, and body pieces."""
+
+    body: list[bytes]
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
+    delay: float = 0.0
+
+
+class RawServer:
+    """A real aiohttp server, in a thread, that sends exactly the bytes it is given.
+
+    Every request path answers with the next canned response (or the last one).
+    """
+
+    def __init__(self) -> None:
+        self.responses: list[Canned] = []
+        self.requests: list[dict[str, Any]] = []
+        self.open_streams = 0
+        self._emulator = None
+        self.base_url = ""
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def serve(self, *responses: Canned) -> None:
+        self.responses = list(responses)
+        self.requests = []
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(
+            {"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
+             "body": await request.read()}
+        )
+        canned = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+        response = web.StreamResponse(status=canned.status, headers=canned.headers)
+        await response.prepare(request)
+        self.open_streams += 1
+        try:
+            for piece in canned.body:
+                await response.write(piece)
+                if canned.delay:
+                    await asyncio.sleep(canned.delay)
+            await response.write_eof()
+        finally:
+            self.open_streams -= 1
+        return response
+
+    def __enter__(self) -> RawServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def main() -> None:
+                app = web.Application()
+                app.router.add_route("*", "/{tail:.*}", self._handle)
+                runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+                await runner.setup()
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                await site.start()
+                port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                self.base_url = f"http://127.0.0.1:{port}"
+                self._stop = asyncio.Event()
+                ready.set()
+                await self._stop.wait()
+                await runner.cleanup()
+
+            loop.run_until_complete(main())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        assert self._thread is not None
+        self._thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def raw_server() -> Iterator[RawServer]:
+    with RawServer() as server:
+        yield server
