@@ -146,14 +146,14 @@ async def _watch(args: argparse.Namespace, *, api_key: str | None, base_url: str
         _finish(args, exc.worker or Worker(id=""), started, view)
         _say(f"error: {exc}")
         return EXIT_FAILED
-    except (InvalidRequestError, BadRequestError, UnprocessableEntityError) as exc:
-        _close_view(view)
-        _say(f"error: {exc}")
-        return EXIT_USAGE
     except MissingAPIKeyError as exc:
         _close_view(view)
         _say(f"error: {exc}")
         return EXIT_CONNECTION
+    except (InvalidRequestError, BadRequestError, UnprocessableEntityError) as exc:
+        _close_view(view)
+        _say(f"error: {exc}")
+        return EXIT_USAGE
     except (APIConnectionError, AuthenticationError, APIStatusError, StreamError) as exc:
         _close_view(view)
         where = f" ({base_url})" if base_url else ""

@@ -207,7 +207,6 @@ def _auth_middleware(store: _Store) -> Any:
                     extra["Retry-After"] = f"{fault.retry_after:g}"
                 return _error(fault.status, f"injected fault: HTTP {fault.status}",
                               _KINDS.get(fault.status, "api_error"), **extra)
-        request["fault"] = fault
         return await handler(request)
 
     return auth
@@ -233,7 +232,6 @@ def make_app(
     app.router.add_get("/api/workers/{id}/email", handlers.email)
     app.router.add_get("/api/workers/{id}/files/{path:.+}", handlers.file)
     app.on_shutdown.append(handlers.shutdown)
-    app["store"] = store
     return app
 
 
@@ -334,7 +332,7 @@ class _Handlers:
 
     def _start_turn(self, request: web.Request, worker: _Worker, text: str, budget: str) -> int:
         """Start a turn in the background; return the sequence number of its first event."""
-        fault: Fault = request["fault"]
+        fault = _fault(request)
         plan = plan_turn(text, budget, seed=self.store.seed, turn=worker.turns)
         worker.turns += 1
         worker.status, worker.running, worker.error = "pending", False, None
@@ -501,7 +499,7 @@ class _Handlers:
         live: bool,
         lead: bool = False,
     ) -> web.StreamResponse:
-        fault: Fault = request["fault"]
+        fault = _fault(request)
         response = web.StreamResponse(headers={**SSE_HEADERS, WORKER_ID_HEADER: worker.id})
         await response.prepare(request)
         if self.store.retry_ms is not None:
@@ -543,6 +541,11 @@ class _Handlers:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+def _fault(request: web.Request) -> Fault:
+    # Already validated by the auth middleware, so parsing cannot fail here.
+    return Fault.parse(request.headers.get(FAULT_HEADER))
 
 
 def _frame(seq: int | None, payload: bytes) -> bytes:

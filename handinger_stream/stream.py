@@ -22,7 +22,7 @@ from typing import Literal
 
 import anyio
 
-from .errors import IncompleteStreamError, StreamDecodeError, WorkerFailedError
+from .errors import HandingerError, IncompleteStreamError, StreamDecodeError, WorkerFailedError
 from .events import Event, TextDeltaEvent
 from .models import Worker
 from .reducer import WorkerState, apply_event
@@ -35,6 +35,8 @@ __all__ = ["WorkerStream"]
 log = logging.getLogger("handinger_stream")
 
 OnDecodeError = Literal["raise", "skip"]
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_SECONDS = 1.0
 
 
 class WorkerStream:
@@ -197,7 +199,7 @@ class WorkerStream:
                 if sse.raw == DONE:
                     self._done_marker = True
                     pending.clear()
-                    await self._finish()
+                    await self._drain()
                     continue
                 try:
                     event = decode_event(sse, index)
@@ -243,6 +245,23 @@ class WorkerStream:
             raise
 
     async def _finish(self) -> None:
+        await self._release()
+
+    async def _drain(self) -> None:
+        """After ``[DONE]``: read the (normally empty) rest of the body, then release.
+
+        Reading to the end lets the connection go back to the pool, and lets
+        the transport's readers finish instead of being abandoned mid-body.
+        """
+        response = self._response
+        if response is not None:
+            left = _DRAIN_BYTES
+            with anyio.move_on_after(_DRAIN_SECONDS):
+                try:
+                    while left > 0 and (chunk := await response.read_chunk()):
+                        left -= len(chunk)
+                except HandingerError:
+                    pass
         await self._release()
 
     # -- closing --------------------------------------------------------

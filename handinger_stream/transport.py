@@ -178,6 +178,9 @@ class _HttpxResponse:
             raise APIConnectionError(f"connection broke while reading: {exc!r}", request_sent=True) from exc
 
     async def aclose(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            await chunks.aclose()  # type: ignore[attr-defined]
         await self._resp.aclose()
 
 

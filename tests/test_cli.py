@@ -1,0 +1,80 @@
+"""The command line, run as a subprocess against loopback servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from handinger_stream.emulator import Emulator
+
+from .conftest import API_KEY, Canned, RawServer
+
+
+def cli(*args: str, key: str | None = API_KEY, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
+    if key is not None:
+        env["HANDINGER_API_KEY"] = key
+    if base_url is not None:
+        env["HANDINGER_BASE_URL"] = base_url
+    return subprocess.run(
+        [sys.executable, "-m", "handinger_stream", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+
+
+def test_run_prints_the_answer_and_a_summary(emulator: Emulator) -> None:
+    result = cli("run", "What's the weather in Barcelona?", "--budget", "low", base_url=emulator.base_url)
+    assert result.returncode == 0, result.stderr
+    assert "weather in Barcelona" in result.stdout
+    assert "completed" in result.stderr and "usage:" in result.stderr and "cost: $" in result.stderr
+    assert "https://" in result.stderr  # sources with their URLs
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_json_lines_parse_and_end_with_the_worker(emulator: Emulator) -> None:
+    result = cli("run", "json please", "--json", "--base-url", emulator.base_url)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["type"] == "data-worker"
+    assert {"start", "text-delta", "finish"} <= {line.get("type") for line in lines}
+    final = lines[-1]
+    assert final["object"] == "worker" and final["status"] == "completed"
+    assert final["output_text"] == "".join(x["delta"] for x in lines if x.get("type") == "text-delta")
+
+
+def test_embedded_emulator_when_nothing_is_configured() -> None:
+    result = cli("run", "offline?", "--tokens-per-second", "0", key=None)
+    assert result.returncode == 0, result.stderr
+    assert "embedded emulator" in result.stderr.splitlines()[0]
+    assert result.stdout.strip()
+
+
+def test_worker_failure_exits_1(raw_server: RawServer) -> None:
+    raw_server.serve(Canned([
+        b'data: {"type":"start"}\n\ndata: {"type":"text-start","id":"t"}\n\n',
+        b'data: {"type":"text-delta","id":"t","delta":"half an answer"}\n\n',
+        b'data: {"type":"error","errorText":"the model gave up"}\n\ndata: [DONE]\n\n',
+    ]))
+    result = cli("run", "x", base_url=raw_server.base_url)
+    assert result.returncode == 1
+    assert "half an answer" in result.stdout
+    assert "the model gave up" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert cli("run", "x", "--budget", "huge").returncode == 2
+    assert cli("fly").returncode == 2
+    result = cli("run", "   ", base_url="http://127.0.0.1:9")
+    assert result.returncode == 2 and "empty" in result.stderr
+
+
+def test_connection_and_auth_problems_exit_3(emulator: Emulator) -> None:
+    result = cli("run", "x", base_url="http://127.0.0.1:9")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = cli("run", "x", key="sk-wrong-key", base_url=emulator.base_url)
+    assert result.returncode == 3 and "401" in result.stderr and "sk-wrong-key" not in result.stderr
+    result = cli("run", "x", key=None, base_url=emulator.base_url)
+    assert result.returncode == 3 and "HANDINGER_API_KEY" in result.stderr
