@@ -59,7 +59,17 @@ from .events import (
     UnknownEvent,
     WorkerSnapshotEvent,
 )
-from .models import Budget, Costs, File, OutputMessage, OutputText, Source, Usage, Worker, WorkerStatus
+from .models import (
+    Budget,
+    Costs,
+    File,
+    OutputMessage,
+    OutputText,
+    Source,
+    Usage,
+    Worker,
+    WorkerStatus,
+)
 from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
 from .stream import WorkerStream

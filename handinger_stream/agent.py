@@ -135,7 +135,11 @@ def plan_turn(
     if attach_file:
         lines = [f"# Report: {topic}", "", answer, "", "## Sources", ""]
         lines += [f"- [{s['title']}]({s['url']})" for s in sources]
-        file = {"filename": "report.md", "mediaType": "text/markdown", "content": "\n".join(lines) + "\n"}
+        file = {
+            "filename": "report.md",
+            "mediaType": "text/markdown",
+            "content": "\n".join(lines) + "\n",
+        }
 
     input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources
     output_tokens = len(answer_tokens) + len(reasoning_tokens)

@@ -243,9 +243,7 @@ def summary(worker: Worker, elapsed: float) -> str:
 def status_line(worker: Worker, elapsed: float) -> str:
     tokens = worker.usage.output_tokens if worker.usage else len(worker.output_text.split())
     cost = (
-        worker.costs.total_usd
-        if worker.costs
-        else (worker.usage.cost_usd if worker.usage else 0.0)
+        worker.costs.total_usd if worker.costs else (worker.usage.cost_usd if worker.usage else 0.0)
     )
     state = "failed" if worker.error is not None else worker.status
     return (

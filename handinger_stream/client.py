@@ -71,9 +71,9 @@ class AsyncHandinger:
         on_decode_error: OnDecodeError = "raise",
     ) -> None:
         self._api_key = api_key if api_key is not None else os.environ.get("HANDINGER_API_KEY")
-        self.base_url = (base_url or os.environ.get("HANDINGER_BASE_URL") or DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
+        self.base_url = (
+            base_url or os.environ.get("HANDINGER_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
         self.timeout = timeout
         self.max_retries = max_retries
         self.on_decode_error: OnDecodeError = on_decode_error
@@ -177,7 +177,7 @@ class AsyncHandinger:
             attempt += 1
             await anyio.sleep(_retry_delay(attempt, retry_after))
 
-    async def _json(self, method: str, path: str, *, json: Any = None) -> Any:
+    async def _json(self, method: str, path: str, *, json: Any = None) -> bytes:
         response = await self.request(method, path, json=json)
         try:
             body = await response.read()
@@ -199,7 +199,9 @@ class AsyncHandinger:
             body = await response.read()
         finally:
             await response.aclose()
-        return WorkerStream(None, worker_id=worker_id, initial=_events_from_body(response.status, body))
+        return WorkerStream(
+            None, worker_id=worker_id, initial=_events_from_body(response.status, body)
+        )
 
 
 def _events_from_body(status: int, body: bytes) -> list[Event]:
@@ -263,7 +265,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 def _retry_delay(attempt: int, retry_after: float | None) -> float:
     if retry_after is not None and 0 < retry_after <= 60:
         return retry_after
-    delay = min(_INITIAL_RETRY_DELAY * 2 ** (attempt - 1), _MAX_RETRY_DELAY)
+    delay = min(_INITIAL_RETRY_DELAY * 2.0 ** (attempt - 1), _MAX_RETRY_DELAY)
     # Jitter down by up to a quarter, so many clients do not retry in lockstep.
     return delay * (1 - 0.25 * random.random())
 
@@ -274,9 +276,7 @@ def _check_input(input: str, budget: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"input": input}
     if budget is not None:
         if budget not in BUDGETS:
-            raise InvalidRequestError(
-                f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}"
-            )
+            raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
         body["budget"] = budget
     return body
 

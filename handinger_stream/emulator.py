@@ -10,7 +10,8 @@ are injected per request with the ``x-emulator-fault`` header (see
 >>> async def demo():  # doctest: +SKIP
 ...     async with Emulator(api_key="test") as emu:
 ...         async with AsyncHandinger(api_key="test", base_url=emu.base_url) as client:
-...             return await (await client.workers.create(input="Hi", stream=True)).get_final_worker()
+...             stream = await client.workers.create(input="Hi", stream=True)
+...             return await stream.get_final_worker()
 
 Sync code, trio code and pytest fixtures use it from a background thread:
 
@@ -143,8 +144,15 @@ class _Worker:
 
 
 class _Store:
-    def __init__(self, *, api_key: str | None, tokens_per_second: float, seed: int,
-                 keepalive_interval: float, retry_ms: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        tokens_per_second: float,
+        seed: int,
+        keepalive_interval: float,
+        retry_ms: int | None,
+    ) -> None:
         self.api_key = api_key
         self.tokens_per_second = tokens_per_second
         self.seed = seed
@@ -160,8 +168,13 @@ def _error(status: int, message: str, kind: str, **headers: str) -> web.Response
     return web.json_response(body, status=status, headers=headers or None)
 
 
-_KINDS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          405: "method_not_allowed", 429: "rate_limit_error"}
+_KINDS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "method_not_allowed",
+    429: "rate_limit_error",
+}
 
 
 @web.middleware
@@ -189,8 +202,9 @@ def _auth_middleware(store: _Store) -> Any:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            return _error(401, "missing API key: send 'Authorization: Bearer <key>'",
-                          "authentication_error")
+            return _error(
+                401, "missing API key: send 'Authorization: Bearer <key>'", "authentication_error"
+            )
         if store.api_key is not None and not hmac.compare_digest(key.strip(), store.api_key):
             return _error(401, "invalid API key", "authentication_error")
         try:
@@ -205,8 +219,12 @@ def _auth_middleware(store: _Store) -> Any:
                 extra = {}
                 if fault.retry_after is not None:
                     extra["Retry-After"] = f"{fault.retry_after:g}"
-                return _error(fault.status, f"injected fault: HTTP {fault.status}",
-                              _KINDS.get(fault.status, "api_error"), **extra)
+                return _error(
+                    fault.status,
+                    f"injected fault: HTTP {fault.status}",
+                    _KINDS.get(fault.status, "api_error"),
+                    **extra,
+                )
         return await handler(request)
 
     return auth
@@ -221,8 +239,13 @@ def make_app(
     retry_ms: int | None = None,
 ) -> web.Application:
     """The emulator as an aiohttp application, to mount or run as you like."""
-    store = _Store(api_key=api_key, tokens_per_second=tokens_per_second, seed=seed,
-                   keepalive_interval=keepalive_interval, retry_ms=retry_ms)
+    store = _Store(
+        api_key=api_key,
+        tokens_per_second=tokens_per_second,
+        seed=seed,
+        keepalive_interval=keepalive_interval,
+        retry_ms=retry_ms,
+    )
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware(store)])
     handlers = _Handlers(store)
     app.router.add_post("/api/workers", handlers.create)
@@ -272,8 +295,9 @@ class _Handlers:
         store = self.store
         store.created += 1
         digest = hashlib.sha256(f"{store.seed}:{store.created}".encode()).hexdigest()
-        worker = _Worker(id=f"wrk_{digest[:20]}", created_at=int(time.time()), input=text,
-                         budget=budget)
+        worker = _Worker(
+            id=f"wrk_{digest[:20]}", created_at=int(time.time()), input=text, budget=budget
+        )
         store.workers[worker.id] = worker
         start = self._start_turn(request, worker, text, budget)
         if not stream:
@@ -337,8 +361,13 @@ class _Handlers:
         worker.turns += 1
         worker.status, worker.running, worker.error = "pending", False, None
         worker.budget = budget
-        worker.messages.append({"id": f"user_{plan.message_id[4:]}", "role": "user",
-                                "parts": [{"type": "text", "text": text}]})
+        worker.messages.append(
+            {
+                "id": f"user_{plan.message_id[4:]}",
+                "role": "user",
+                "parts": [{"type": "text", "text": text}],
+            }
+        )
         worker.turn_active = True
         base = f"{request.scheme}://{request.host}"
         first = len(worker.events)
@@ -394,8 +423,9 @@ class _Handlers:
         parts: list[dict[str, Any]] = message["parts"]
         worker.status, worker.running = "running", True
         metadata = {"workerId": worker.id, "createdAt": worker.created_at}
-        if not await emit({"type": "start", "messageId": plan.message_id,
-                           "messageMetadata": metadata}):
+        if not await emit(
+            {"type": "start", "messageId": plan.message_id, "messageMetadata": metadata}
+        ):
             return False
         message["metadata"] = metadata
         if not await emit({"type": "start-step"}):
@@ -416,32 +446,48 @@ class _Handlers:
         reasoning["state"] = "done"
 
         call = {"toolCallId": plan.tool_call_id, "toolName": "web_search"}
-        tool: dict[str, Any] = {"type": "tool-web_search", "toolCallId": plan.tool_call_id,
-                                "state": "input-streaming"}
+        tool: dict[str, Any] = {
+            "type": "tool-web_search",
+            "toolCallId": plan.tool_call_id,
+            "state": "input-streaming",
+        }
         if not await emit({"type": "tool-input-start", **call}):
             return False
         parts.append(tool)
         args = _encode({"query": plan.query}).decode()
         half = len(args) // 2
         for piece in (args[:half], args[half:]):
-            if not await emit({"type": "tool-input-delta", "toolCallId": plan.tool_call_id,
-                               "inputTextDelta": piece}, pace=True):
+            if not await emit(
+                {
+                    "type": "tool-input-delta",
+                    "toolCallId": plan.tool_call_id,
+                    "inputTextDelta": piece,
+                },
+                pace=True,
+            ):
                 return False
         tool["input"] = {"query": plan.query}
         if not await emit({"type": "tool-input-available", **call, "input": tool["input"]}):
             return False
         tool["state"] = "input-available"
         output = {"results": plan.search_results}
-        if not await emit({"type": "tool-output-available", "toolCallId": plan.tool_call_id,
-                           "output": output}):
+        if not await emit(
+            {"type": "tool-output-available", "toolCallId": plan.tool_call_id, "output": output}
+        ):
             return False
         tool["state"], tool["output"] = "output-available", output
         for source in plan.sources:
             if not await emit({"type": "source-url", **source}):
                 return False
             parts.append({"type": "source-url", **source})
-            worker.sources.append({"id": source["sourceId"], "title": source["title"],
-                                   "type": "url", "url": source["url"]})
+            worker.sources.append(
+                {
+                    "id": source["sourceId"],
+                    "title": source["title"],
+                    "type": "url",
+                    "url": source["url"],
+                }
+            )
         if not await emit({"type": "finish-step"}):
             return False
         partial = {**plan.usage, "outputTokens": len(plan.reasoning_tokens), "steps": 1}
@@ -459,8 +505,15 @@ class _Handlers:
         text_part = {"type": "text", "text": "", "state": "streaming"}
         parts.append(text_part)
         content = {"type": "output_text", "text": ""}
-        worker.output.append({"id": tid, "content": [content], "role": "assistant",
-                              "status": "completed", "type": "message"})
+        worker.output.append(
+            {
+                "id": tid,
+                "content": [content],
+                "role": "assistant",
+                "status": "completed",
+                "type": "message",
+            }
+        )
         for token in plan.answer_tokens:
             if not await emit({"type": "text-delta", "id": tid, "delta": token}, pace=True):
                 return False
@@ -481,8 +534,13 @@ class _Handlers:
             return False
         usage = _add_usage(worker.usage, plan.usage)
         costs = _add_costs(worker.costs, plan.costs)
-        if not await emit({"type": "finish", "finishReason": "stop",
-                           "messageMetadata": {"usage": usage, "costs": costs}}):
+        if not await emit(
+            {
+                "type": "finish",
+                "finishReason": "stop",
+                "messageMetadata": {"usage": usage, "costs": costs},
+            }
+        ):
             return False
         worker.usage, worker.costs = usage, costs
         message["metadata"] = {**metadata, "usage": usage, "costs": costs}
@@ -519,7 +577,11 @@ class _Handlers:
                         await response.write(b"".join(batch))
                     _drop(request)
                     return response
-                if fault.stall_after is not None and sent == fault.stall_after and fault.stall_seconds:
+                if (
+                    fault.stall_after is not None
+                    and sent == fault.stall_after
+                    and fault.stall_seconds
+                ):
                     if batch:
                         await response.write(b"".join(batch))
                         batch = []
@@ -601,8 +663,13 @@ class Emulator:
         self.api_key = api_key
         self.host = host
         self.port = port
-        self._options = {"api_key": api_key, "tokens_per_second": tokens_per_second, "seed": seed,
-                         "keepalive_interval": keepalive_interval, "retry_ms": retry_ms}
+        self._options = {
+            "api_key": api_key,
+            "tokens_per_second": tokens_per_second,
+            "seed": seed,
+            "keepalive_interval": keepalive_interval,
+            "retry_ms": retry_ms,
+        }
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._stop: Callable[[], None] | None = None
@@ -623,14 +690,13 @@ class Emulator:
     async def start(self) -> None:
         """Start serving on the current loop."""
         app = make_app(**self._options)  # type: ignore[arg-type]
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                                     shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -650,7 +716,9 @@ class Emulator:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
@@ -672,7 +740,11 @@ class Emulator:
                     failure.append(exc)
                     ready.set()
                     return
-                self._stop = lambda: loop.call_soon_threadsafe(stop.set)
+
+                def request_stop() -> None:
+                    loop.call_soon_threadsafe(stop.set)
+
+                self._stop = request_stop
                 ready.set()
                 await stop.wait()
                 await self.stop()
@@ -690,7 +762,9 @@ class Emulator:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._stop is not None:
@@ -699,4 +773,3 @@ class Emulator:
             self._thread.join(timeout=10)
         self._thread = None
         self._stop = None
-

@@ -12,7 +12,7 @@ TextDeltaEvent(id='t1', delta='Hi', provider_metadata=UNSET, event_id=None)
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -51,7 +51,7 @@ __all__ = [
     "WorkerSnapshotEvent",
 ]
 
-Metadata = Union[dict[str, Any], UnsetType]
+Metadata = dict[str, Any] | UnsetType
 
 
 class _Chunk(msgspec.Struct, tag_field="type", kw_only=True, rename="camel", gc=False):
@@ -202,38 +202,35 @@ class ToolOutputDeniedEvent(_Chunk, tag="tool-output-denied"):
     tool_call_id: str
 
 
-ChunkEvent = Union[
-    StartEvent,
-    StartStepEvent,
-    FinishStepEvent,
-    FinishEvent,
-    AbortEvent,
-    ErrorEvent,
-    MessageMetadataEvent,
-    TextStartEvent,
-    TextDeltaEvent,
-    TextEndEvent,
-    ReasoningStartEvent,
-    ReasoningDeltaEvent,
-    ReasoningEndEvent,
-    SourceUrlEvent,
-    SourceDocumentEvent,
-    FileEvent,
-    ToolInputStartEvent,
-    ToolInputDeltaEvent,
-    ToolInputAvailableEvent,
-    ToolInputErrorEvent,
-    ToolOutputAvailableEvent,
-    ToolOutputErrorEvent,
-    ToolApprovalRequestEvent,
-    ToolOutputDeniedEvent,
-]
+ChunkEvent = (
+    StartEvent
+    | StartStepEvent
+    | FinishStepEvent
+    | FinishEvent
+    | AbortEvent
+    | ErrorEvent
+    | MessageMetadataEvent
+    | TextStartEvent
+    | TextDeltaEvent
+    | TextEndEvent
+    | ReasoningStartEvent
+    | ReasoningDeltaEvent
+    | ReasoningEndEvent
+    | SourceUrlEvent
+    | SourceDocumentEvent
+    | FileEvent
+    | ToolInputStartEvent
+    | ToolInputDeltaEvent
+    | ToolInputAvailableEvent
+    | ToolInputErrorEvent
+    | ToolOutputAvailableEvent
+    | ToolOutputErrorEvent
+    | ToolApprovalRequestEvent
+    | ToolOutputDeniedEvent
+)
 """The chunk types with a fixed ``type`` tag."""
 
-CHUNK_TYPES: frozenset[str] = frozenset(
-    cls.__struct_config__.tag  # type: ignore[misc]
-    for cls in ChunkEvent.__args__  # type: ignore[attr-defined]
-)
+CHUNK_TYPES: frozenset[str] = frozenset(cls.__struct_config__.tag for cls in ChunkEvent.__args__)
 
 
 class DataEvent(msgspec.Struct, kw_only=True):
@@ -273,5 +270,5 @@ class UnknownEvent(msgspec.Struct, kw_only=True):
     event_id: str | None = None
 
 
-Event = Union[ChunkEvent, DataEvent, WorkerSnapshotEvent, UnknownEvent]
+Event = ChunkEvent | DataEvent | WorkerSnapshotEvent | UnknownEvent
 """Everything a :class:`~handinger_stream.WorkerStream` yields."""

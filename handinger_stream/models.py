@@ -80,7 +80,12 @@ class Costs(msgspec.Struct, kw_only=True, rename="camel"):
 
     @property
     def total_usd(self) -> float:
-        return self.internal_cost_usd + self.model_cost_usd + self.sandbox_cost_usd + self.tool_cost_usd
+        return (
+            self.internal_cost_usd
+            + self.model_cost_usd
+            + self.sandbox_cost_usd
+            + self.tool_cost_usd
+        )
 
 
 class Worker(msgspec.Struct, kw_only=True):

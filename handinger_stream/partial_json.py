@@ -95,7 +95,9 @@ def _escaped(text: str, pos: int) -> bool:
 def _complete_tail(head: str) -> str:
     stripped = head.rstrip()
     tail_start = len(stripped)
-    while tail_start > 0 and (stripped[tail_start - 1].isalnum() or stripped[tail_start - 1] in "+-."):
+    while tail_start > 0 and (
+        stripped[tail_start - 1].isalnum() or stripped[tail_start - 1] in "+-."
+    ):
         tail_start -= 1
     tail = stripped[tail_start:]
     if not tail:

@@ -318,7 +318,16 @@ class WorkerState:
 
     def _apply_snapshot(self, event: WorkerSnapshotEvent) -> None:
         worker, fields = event.worker, event.fields
-        for name in ("id", "created_at", "status", "running", "metadata", "error", "costs", "usage"):
+        for name in (
+            "id",
+            "created_at",
+            "status",
+            "running",
+            "metadata",
+            "error",
+            "costs",
+            "usage",
+        ):
             if name in fields:
                 setattr(self, name, getattr(worker, name))
         if "incomplete_details" in fields:
@@ -386,9 +395,7 @@ class WorkerState:
                         for e in self.output
                     ]
         live.parts = new_parts
-        live.tools = {
-            p["toolCallId"]: p for p in new_parts if isinstance(p.get("toolCallId"), str)
-        }
+        live.tools = {p["toolCallId"]: p for p in new_parts if isinstance(p.get("toolCallId"), str)}
         if "metadata" in snap:
             live.metadata = snap["metadata"]
         live.visible = True
@@ -476,9 +483,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
     (True, 'boom')
     """
     state._cache = None
-    if state.status == "pending" and not isinstance(
-        event, (WorkerSnapshotEvent, UnknownEvent)
-    ):
+    if state.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
         state.status, state.running = "running", True
     match event:
         case TextDeltaEvent():
@@ -598,7 +603,9 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             message = state._live_message()
             part = message.tools.get(event.tool_call_id)
             if part is None:
-                log.warning("%s for unknown tool call %r", event.__class__.__name__, event.tool_call_id)
+                log.warning(
+                    "%s for unknown tool call %r", event.__class__.__name__, event.tool_call_id
+                )
                 return False
             dynamic = part["type"] == "dynamic-tool"
             current = part.get("input", UNSET)
@@ -615,7 +622,9 @@ def apply_event(state: WorkerState, event: Event) -> bool:
                 output=event.output if isinstance(event, ToolOutputAvailableEvent) else UNSET,
                 error_text=event.error_text if isinstance(event, ToolOutputErrorEvent) else UNSET,
                 raw_input=UNSET if dynamic else part.get("rawInput", UNSET),
-                preliminary=event.preliminary if isinstance(event, ToolOutputAvailableEvent) else UNSET,
+                preliminary=event.preliminary
+                if isinstance(event, ToolOutputAvailableEvent)
+                else UNSET,
                 provider_executed=event.provider_executed,
                 provider_metadata=event.provider_metadata,
             )
@@ -662,7 +671,11 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             existing = None
             if event.id is not None:
                 existing = next(
-                    (p for p in message.parts if p["type"] == event.type and p.get("id") == event.id),
+                    (
+                        p
+                        for p in message.parts
+                        if p["type"] == event.type and p.get("id") == event.id
+                    ),
                     None,
                 )
             if existing is not None:

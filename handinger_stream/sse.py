@@ -165,7 +165,9 @@ class SSEDecoder:
     def _block(self, block: bytes, out: list[ServerSentEvent]) -> None:
         # Fast path: a lone "data: ..." line, the shape of nearly every event.
         if block.startswith(b"data: ") and b"\n" not in block and not self._has_data:
-            out.append(ServerSentEvent(block[6:], self._event or "message", self._last_id, self._retry))
+            out.append(
+                ServerSentEvent(block[6:], self._event or "message", self._last_id, self._retry)
+            )
             self._event = None
             return
         for line in block.split(b"\n"):

@@ -236,8 +236,11 @@ class WorkerStream:
         except EventTooLargeError as exc:
             await self._release()
             raise StreamDecodeError(
-                str(exc), index=self._index, event_id=self._decoder.last_event_id,
-                data=b"", worker=self._state.snapshot(),
+                str(exc),
+                index=self._index,
+                event_id=self._decoder.last_event_id,
+                data=b"",
+                worker=self._state.snapshot(),
             ) from None
         except BaseException:
             # Cancelled, or the connection broke: release now, keep what was folded.

@@ -76,7 +76,9 @@ class _AiohttpResponse:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError("timed out waiting for stream data") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(f"connection broke while reading: {exc!r}", request_sent=True) from exc
+            raise APIConnectionError(
+                f"connection broke while reading: {exc!r}", request_sent=True
+            ) from exc
 
     async def read(self) -> bytes:
         try:
@@ -84,7 +86,9 @@ class _AiohttpResponse:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError("timed out reading the response") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(f"connection broke while reading: {exc!r}", request_sent=True) from exc
+            raise APIConnectionError(
+                f"connection broke while reading: {exc!r}", request_sent=True
+            ) from exc
 
     async def aclose(self) -> None:
         # close(), not release(): an unfinished stream must not go back to the pool.
@@ -167,7 +171,9 @@ class _HttpxResponse:
         except httpx.TimeoutException as exc:
             raise APITimeoutError("timed out waiting for stream data") from exc
         except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise APIConnectionError(f"connection broke while reading: {exc!r}", request_sent=True) from exc
+            raise APIConnectionError(
+                f"connection broke while reading: {exc!r}", request_sent=True
+            ) from exc
 
     async def read(self) -> bytes:
         try:
@@ -175,7 +181,9 @@ class _HttpxResponse:
         except httpx.TimeoutException as exc:
             raise APITimeoutError("timed out reading the response") from exc
         except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise APIConnectionError(f"connection broke while reading: {exc!r}", request_sent=True) from exc
+            raise APIConnectionError(
+                f"connection broke while reading: {exc!r}", request_sent=True
+            ) from exc
 
     async def aclose(self) -> None:
         chunks, self._chunks = self._chunks, None
@@ -250,6 +258,8 @@ def transport_for(http_client: Any, transport: str | None, library: str) -> Tran
         return HttpxTransport()
     if transport in (None, "aiohttp"):
         if library == "trio":
-            raise ValueError("the aiohttp transport needs asyncio; use transport='httpx' under trio")
+            raise ValueError(
+                "the aiohttp transport needs asyncio; use transport='httpx' under trio"
+            )
         return AiohttpTransport()
     raise ValueError(f"unknown transport {transport!r}: use 'aiohttp' or 'httpx'")

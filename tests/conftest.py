@@ -32,7 +32,10 @@ def transport(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def client(emulator: Emulator, transport: str) -> AsyncIterator[AsyncHandinger]:
     async with AsyncHandinger(
-        api_key=API_KEY, base_url=emulator.base_url, transport=transport, max_retries=2  # type: ignore[arg-type]
+        api_key=API_KEY,
+        base_url=emulator.base_url,
+        transport=transport,
+        max_retries=2,  # type: ignore[arg-type]
     ) as c:
         yield c
 
@@ -69,8 +72,12 @@ class RawServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
-            {"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
-             "body": await request.read()}
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": dict(request.headers),
+                "body": await request.read(),
+            }
         )
         canned = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
         response = web.StreamResponse(status=canned.status, headers=canned.headers)

@@ -12,7 +12,9 @@ from handinger_stream.emulator import Emulator
 from .conftest import API_KEY, Canned, RawServer
 
 
-def cli(*args: str, key: str | None = API_KEY, base_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, key: str | None = API_KEY, base_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
     if key is not None:
         env["HANDINGER_API_KEY"] = key
@@ -20,12 +22,17 @@ def cli(*args: str, key: str | None = API_KEY, base_url: str | None = None) -> s
         env["HANDINGER_BASE_URL"] = base_url
     return subprocess.run(
         [sys.executable, "-m", "handinger_stream", *args],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
 def test_run_prints_the_answer_and_a_summary(emulator: Emulator) -> None:
-    result = cli("run", "What's the weather in Barcelona?", "--budget", "low", base_url=emulator.base_url)
+    result = cli(
+        "run", "What's the weather in Barcelona?", "--budget", "low", base_url=emulator.base_url
+    )
     assert result.returncode == 0, result.stderr
     assert "weather in Barcelona" in result.stdout
     assert "completed" in result.stderr and "usage:" in result.stderr and "cost: $" in result.stderr
@@ -41,7 +48,9 @@ def test_json_lines_parse_and_end_with_the_worker(emulator: Emulator) -> None:
     assert {"start", "text-delta", "finish"} <= {line.get("type") for line in lines}
     final = lines[-1]
     assert final["object"] == "worker" and final["status"] == "completed"
-    assert final["output_text"] == "".join(x["delta"] for x in lines if x.get("type") == "text-delta")
+    assert final["output_text"] == "".join(
+        x["delta"] for x in lines if x.get("type") == "text-delta"
+    )
 
 
 def test_embedded_emulator_when_nothing_is_configured() -> None:
@@ -52,11 +61,15 @@ def test_embedded_emulator_when_nothing_is_configured() -> None:
 
 
 def test_worker_failure_exits_1(raw_server: RawServer) -> None:
-    raw_server.serve(Canned([
-        b'data: {"type":"start"}\n\ndata: {"type":"text-start","id":"t"}\n\n',
-        b'data: {"type":"text-delta","id":"t","delta":"half an answer"}\n\n',
-        b'data: {"type":"error","errorText":"the model gave up"}\n\ndata: [DONE]\n\n',
-    ]))
+    raw_server.serve(
+        Canned(
+            [
+                b'data: {"type":"start"}\n\ndata: {"type":"text-start","id":"t"}\n\n',
+                b'data: {"type":"text-delta","id":"t","delta":"half an answer"}\n\n',
+                b'data: {"type":"error","errorText":"the model gave up"}\n\ndata: [DONE]\n\n',
+            ]
+        )
+    )
     result = cli("run", "x", base_url=raw_server.base_url)
     assert result.returncode == 1
     assert "half an answer" in result.stdout

@@ -24,7 +24,6 @@ from handinger_stream import (
     RateLimitError,
     StreamDecodeError,
     TextDeltaEvent,
-    UnknownEvent,
     UnprocessableEntityError,
     Worker,
     WorkerFailedError,
@@ -76,11 +75,16 @@ async def test_the_fold_without_snapshots_matches_the_server(client: AsyncHandin
             apply_event(state, event)
     folded, server = state.snapshot(), stream.snapshot
     assert folded.output_text == server.output_text
-    assert [(s.id, s.url, s.title) for s in folded.sources] == [(s.id, s.url, s.title) for s in server.sources]
+    assert [(s.id, s.url, s.title) for s in folded.sources] == [
+        (s.id, s.url, s.title) for s in server.sources
+    ]
     assert [f.url for f in folded.files] == [f.url for f in server.files]
     assert folded.usage is not None and server.usage is not None
     assert (folded.usage.input_tokens, folded.usage.output_tokens, folded.usage.total_tokens) == (
-        server.usage.input_tokens, server.usage.output_tokens, server.usage.total_tokens)
+        server.usage.input_tokens,
+        server.usage.output_tokens,
+        server.usage.total_tokens,
+    )
     assert folded.costs == server.costs
     assert folded.messages[-1] == server.messages[-1]
 
@@ -101,7 +105,9 @@ async def test_text_deltas_and_snapshots(client: AsyncHandinger) -> None:
 
 
 async def test_replay_continue_subscribe_email_and_file(client: AsyncHandinger) -> None:
-    first = await (await client.workers.create(input="Write a report", budget="high", stream=True)).get_final_worker()
+    first = await (
+        await client.workers.create(input="Write a report", budget="high", stream=True)
+    ).get_final_worker()
     replay = await client.workers.retrieve(first.id, stream=True)
     assert await replay.get_final_worker() == first
 
@@ -124,10 +130,17 @@ async def test_replay_continue_subscribe_email_and_file(client: AsyncHandinger) 
     assert body.startswith(b"# Report") and first.sources[0].url.encode() in body
 
 
-async def test_subscribe_sees_a_running_worker_to_its_end(emulator: Emulator, transport: str) -> None:
-    async with Emulator(api_key=API_KEY, tokens_per_second=400) as slow, AsyncHandinger(
-        api_key=API_KEY, base_url=slow.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+async def test_subscribe_sees_a_running_worker_to_its_end(
+    emulator: Emulator, transport: str
+) -> None:
+    async with (
+        Emulator(api_key=API_KEY, tokens_per_second=400) as slow,
+        AsyncHandinger(
+            api_key=API_KEY,
+            base_url=slow.base_url,
+            transport=transport,  # type: ignore[arg-type]
+        ) as client,
+    ):
         worker = await client.workers.create(input="Slowly, please")
         live = await client.workers.subscribe(worker.id)
         final = await live.get_final_worker()
@@ -142,10 +155,12 @@ async def test_validation_before_any_request(client: AsyncHandinger) -> None:
         await client.workers.create(input="x", budget="huge")  # type: ignore[call-overload]
 
 
-async def test_missing_key_names_both_ways(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_key_names_both_ways(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HANDINGER_API_KEY", raising=False)
     async with AsyncHandinger(base_url=emulator.base_url) as client:
-        with pytest.raises(MissingAPIKeyError, match="api_key=.*HANDINGER_API_KEY"):
+        with pytest.raises(MissingAPIKeyError, match=r"api_key=.*HANDINGER_API_KEY"):
             await client.workers.create(input="x")
 
 
@@ -161,7 +176,9 @@ async def test_env_configuration(emulator: Emulator, monkeypatch: pytest.MonkeyP
 
 async def test_wrong_key_is_401_and_key_never_leaks(emulator: Emulator, transport: str) -> None:
     secret = "sk-wrong-and-secret"
-    async with AsyncHandinger(api_key=secret, base_url=emulator.base_url, transport=transport) as client:  # type: ignore[arg-type]
+    async with AsyncHandinger(
+        api_key=secret, base_url=emulator.base_url, transport=transport
+    ) as client:  # type: ignore[arg-type]
         assert secret not in repr(client)
         with pytest.raises(AuthenticationError) as info:
             await client.workers.create(input="x", stream=True)
@@ -178,16 +195,30 @@ async def test_unknown_worker_is_404(client: AsyncHandinger) -> None:
 
 @pytest.mark.parametrize(
     ("status", "cls"),
-    [(400, BadRequestError), (401, AuthenticationError), (403, PermissionDeniedError),
-     (404, NotFoundError), (422, UnprocessableEntityError), (429, RateLimitError),
-     (500, InternalServerError), (503, InternalServerError)],
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (422, UnprocessableEntityError),
+        (429, RateLimitError),
+        (500, InternalServerError),
+        (503, InternalServerError),
+    ],
 )
 async def test_each_status_error_class(
     raw_server: RawServer, transport: str, status: int, cls: type[Exception]
 ) -> None:
-    raw_server.serve(Canned([b'{"error": {"message": "nope"}}'], status=status,
-                            headers={"content-type": "application/json", "x-request-id": "req_1"}))
-    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url, transport=transport, max_retries=0) as client:  # type: ignore[arg-type]
+    raw_server.serve(
+        Canned(
+            [b'{"error": {"message": "nope"}}'],
+            status=status,
+            headers={"content-type": "application/json", "x-request-id": "req_1"},
+        )
+    )
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport, max_retries=0
+    ) as client:  # type: ignore[arg-type]
         with pytest.raises(cls) as info:
             await client.workers.create(input="x", stream=True)
     err = info.value
@@ -206,15 +237,22 @@ async def test_429_and_503_are_retried_then_succeed(client: AsyncHandinger) -> N
 
 async def test_401_is_not_retried(raw_server: RawServer, transport: str) -> None:
     raw_server.serve(Canned([b"{}"], status=401, headers={"content-type": "application/json"}))
-    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url, transport=transport) as client:  # type: ignore[arg-type]
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:  # type: ignore[arg-type]
         with pytest.raises(AuthenticationError):
             await client.workers.retrieve("w")
     assert len(raw_server.requests) == 1
 
 
-async def test_malformed_event_raises_with_index_and_keeps_the_snapshot(client: AsyncHandinger) -> None:
+async def test_malformed_event_raises_with_index_and_keeps_the_snapshot(
+    client: AsyncHandinger,
+) -> None:
     response = await client.request(
-        "POST", "/api/workers", json={"input": "malformed", "stream": True}, stream=True,
+        "POST",
+        "/api/workers",
+        json={"input": "malformed", "stream": True},
+        stream=True,
         headers={FAULT_HEADER: "malformed-at=12"},
     )
     stream = WorkerStream(response)
@@ -229,19 +267,33 @@ async def test_malformed_event_raises_with_index_and_keeps_the_snapshot(client: 
 
 
 async def test_skip_on_decode_error(emulator: Emulator, transport: str) -> None:
-    async with AsyncHandinger(api_key=API_KEY, base_url=emulator.base_url, transport=transport,  # type: ignore[arg-type]
-                              on_decode_error="skip") as client:
+    async with AsyncHandinger(
+        api_key=API_KEY,
+        base_url=emulator.base_url,
+        transport=transport,  # type: ignore[arg-type]
+        on_decode_error="skip",
+    ) as client:
         response = await client.request(
-            "POST", "/api/workers", json={"input": "skip me", "stream": True}, stream=True,
-            headers={FAULT_HEADER: "malformed-at=3"})
+            "POST",
+            "/api/workers",
+            json={"input": "skip me", "stream": True},
+            stream=True,
+            headers={FAULT_HEADER: "malformed-at=3"},
+        )
         worker = await WorkerStream(response, on_decode_error="skip").get_final_worker()
         assert worker.status == "completed"
 
 
-async def test_worker_error_raises_worker_failed_with_the_whole_worker(client: AsyncHandinger) -> None:
+async def test_worker_error_raises_worker_failed_with_the_whole_worker(
+    client: AsyncHandinger,
+) -> None:
     response = await client.request(
-        "POST", "/api/workers", json={"input": "fail", "stream": True}, stream=True,
-        headers={FAULT_HEADER: "error-after=20"})
+        "POST",
+        "/api/workers",
+        json={"input": "fail", "stream": True},
+        stream=True,
+        headers={FAULT_HEADER: "error-after=20"},
+    )
     stream = WorkerStream(response)
     with pytest.raises(WorkerFailedError) as info:
         await stream.get_final_worker()
@@ -251,8 +303,12 @@ async def test_worker_error_raises_worker_failed_with_the_whole_worker(client: A
 
 async def test_dropped_connection_is_an_incomplete_stream(client: AsyncHandinger) -> None:
     response = await client.request(
-        "POST", "/api/workers", json={"input": "drop", "stream": True}, stream=True,
-        headers={FAULT_HEADER: "drop-after=10"})
+        "POST",
+        "/api/workers",
+        json={"input": "drop", "stream": True},
+        stream=True,
+        headers={FAULT_HEADER: "drop-after=10"},
+    )
     stream = WorkerStream(response)
     with pytest.raises((IncompleteStreamError, APIConnectionError)):
         await stream.get_final_worker()
@@ -260,18 +316,32 @@ async def test_dropped_connection_is_an_incomplete_stream(client: AsyncHandinger
 
 
 async def test_unknown_chunks_are_surfaced(raw_server: RawServer, transport: str) -> None:
-    raw_server.serve(Canned([b'data: {"type":"start"}\n\ndata: {"type":"brand-new","x":1}\n\n',
-                             b'data: {"type":"finish"}\n\ndata: [DONE]\n\n']))
-    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url, transport=transport) as client:  # type: ignore[arg-type]
+    raw_server.serve(
+        Canned(
+            [
+                b'data: {"type":"start"}\n\ndata: {"type":"brand-new","x":1}\n\n',
+                b'data: {"type":"finish"}\n\ndata: [DONE]\n\n',
+            ]
+        )
+    )
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:  # type: ignore[arg-type]
         stream = await client.workers.create(input="x", stream=True)
         kinds = [type(e).__name__ for e in [e async for e in stream]]
     assert kinds == ["StartEvent", "UnknownEvent", "FinishEvent"]
 
 
-async def test_a_json_answer_to_a_stream_request_is_one_snapshot(raw_server: RawServer, transport: str) -> None:
-    body = msgspec.json.encode({"id": "w5", "object": "worker", "status": "completed", "output_text": "done"})
+async def test_a_json_answer_to_a_stream_request_is_one_snapshot(
+    raw_server: RawServer, transport: str
+) -> None:
+    body = msgspec.json.encode(
+        {"id": "w5", "object": "worker", "status": "completed", "output_text": "done"}
+    )
     raw_server.serve(Canned([body], headers={"content-type": "application/json"}))
-    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url, transport=transport) as client:  # type: ignore[arg-type]
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:  # type: ignore[arg-type]
         stream = await client.workers.create(input="x", stream=True)
         [event] = [e async for e in stream]
         assert isinstance(event, WorkerSnapshotEvent)
@@ -280,11 +350,17 @@ async def test_a_json_answer_to_a_stream_request_is_one_snapshot(raw_server: Raw
 
 # -- closing ------------------------------------------------------------------
 
-async def test_leaving_the_loop_early_closes_the_connection(raw_server: RawServer, transport: str) -> None:
+
+async def test_leaving_the_loop_early_closes_the_connection(
+    raw_server: RawServer, transport: str
+) -> None:
     body = [b'data: {"type":"text-start","id":"t"}\n\n'] + [
-        b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'] * 200
+        b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'
+    ] * 200
     raw_server.serve(Canned(body, delay=0.005))
-    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url, transport=transport) as client:  # type: ignore[arg-type]
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:  # type: ignore[arg-type]
         stream = await client.workers.create(input="x", stream=True)
         async for event in stream:
             if isinstance(event, TextDeltaEvent):
@@ -303,9 +379,13 @@ async def test_leaving_the_loop_early_closes_the_connection(raw_server: RawServe
             await stream.get_final_worker()
 
 
-async def test_cancelling_the_task_closes_the_connection(raw_server: RawServer, transport: str) -> None:
+async def test_cancelling_the_task_closes_the_connection(
+    raw_server: RawServer, transport: str
+) -> None:
     raw_server.serve(Canned([b'data: {"type":"start"}\n\n'] * 500, delay=0.01))
-    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url, transport=transport) as client:  # type: ignore[arg-type]
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:  # type: ignore[arg-type]
         stream = await client.workers.create(input="x", stream=True)
         task = asyncio.create_task(stream.get_final_worker())
         await asyncio.sleep(0.05)
@@ -326,7 +406,9 @@ async def test_callers_http_client_is_not_closed(emulator: Emulator) -> None:
 
     async with aiohttp.ClientSession() as session, httpx.AsyncClient() as hx:
         for own in (session, hx):
-            async with AsyncHandinger(api_key=API_KEY, base_url=emulator.base_url, http_client=own) as client:
+            async with AsyncHandinger(
+                api_key=API_KEY, base_url=emulator.base_url, http_client=own
+            ) as client:
                 assert client.transport.name == ("aiohttp" if own is session else "httpx")
                 await (await client.workers.create(input="x", stream=True)).get_final_worker()
         assert not session.closed and not hx.is_closed
@@ -335,7 +417,10 @@ async def test_callers_http_client_is_not_closed(emulator: Emulator) -> None:
 
 # -- any chunking of the same bytes: the same events, the same Worker ---------
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(st.integers(1, 64), min_size=1, max_size=40))
 def test_any_chunking_gives_the_same_worker(raw_server: RawServer, sizes: list[int]) -> None:
     body = _recorded_stream()
@@ -362,13 +447,21 @@ _RECORDED: list[bytes] = []
 def _recorded_stream() -> bytes:
     """A real emulator stream, with unicode, recorded once."""
     if not _RECORDED:
+
         async def record() -> bytes:
-            async with Emulator() as emu, AsyncHandinger(api_key="k", base_url=emu.base_url) as client:
+            async with (
+                Emulator() as emu,
+                AsyncHandinger(api_key="k", base_url=emu.base_url) as client,
+            ):
                 response = await client.request(
-                    "POST", "/api/workers", json={"input": "Café ☕ 東京 — ümlaut?", "stream": True, "budget": "high"},
-                    stream=True)
+                    "POST",
+                    "/api/workers",
+                    json={"input": "Café ☕ 東京 — ümlaut?", "stream": True, "budget": "high"},
+                    stream=True,
+                )
                 data = await response.read()
                 await response.aclose()
                 return data
+
         _RECORDED.append(asyncio.run(record()))
     return _RECORDED[0]

@@ -81,7 +81,12 @@ def test_sources_one_per_id_in_arrival_order_and_documents_only_in_messages() ->
         {"type": "source-url", "sourceId": "s1", "url": "https://a", "title": "A"},
         {"type": "source-url", "sourceId": "s2", "url": "https://b"},
         {"type": "source-url", "sourceId": "s1", "url": "https://a2", "title": "A2"},
-        {"type": "source-document", "sourceId": "d", "mediaType": "application/pdf", "title": "Doc"},
+        {
+            "type": "source-document",
+            "sourceId": "d",
+            "mediaType": "application/pdf",
+            "title": "Doc",
+        },
     )
     assert [(s.id, s.url, s.title, s.type) for s in w.sources] == [
         ("s1", "https://a2", "A2", "url"),
@@ -89,14 +94,21 @@ def test_sources_one_per_id_in_arrival_order_and_documents_only_in_messages() ->
     ]
     assert w.messages[0]["parts"][1] == {"type": "source-url", "sourceId": "s2", "url": "https://b"}
     assert w.messages[0]["parts"][3] == {
-        "type": "source-document", "sourceId": "d", "mediaType": "application/pdf", "title": "Doc"
+        "type": "source-document",
+        "sourceId": "d",
+        "mediaType": "application/pdf",
+        "title": "Doc",
     }
 
 
 def test_files() -> None:
     w = run({"type": "file", "url": "https://f/x.png", "mediaType": "image/png"})
-    assert [(f.url, f.media_type, f.filename) for f in w.files] == [("https://f/x.png", "image/png", None)]
-    assert w.messages[0]["parts"] == [{"type": "file", "mediaType": "image/png", "url": "https://f/x.png"}]
+    assert [(f.url, f.media_type, f.filename) for f in w.files] == [
+        ("https://f/x.png", "image/png", None)
+    ]
+    assert w.messages[0]["parts"] == [
+        {"type": "file", "mediaType": "image/png", "url": "https://f/x.png"}
+    ]
 
 
 def test_static_tool_lifecycle_with_streamed_input() -> None:
@@ -108,11 +120,21 @@ def test_static_tool_lifecycle_with_streamed_input() -> None:
     for e in chunks:
         apply_event(state, e)
     assert state.snapshot().messages[0]["parts"] == [
-        {"type": "tool-search", "toolCallId": "c1", "state": "input-streaming", "input": {"q": "bar"}}
+        {
+            "type": "tool-search",
+            "toolCallId": "c1",
+            "state": "input-streaming",
+            "input": {"q": "bar"},
+        }
     ]
     for e in events(
         {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": 'celona"}'},
-        {"type": "tool-input-available", "toolCallId": "c1", "toolName": "search", "input": {"q": "barcelona"}},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "c1",
+            "toolName": "search",
+            "input": {"q": "barcelona"},
+        },
         {"type": "tool-output-available", "toolCallId": "c1", "output": [1, 2]},
     ):
         apply_event(state, e)
@@ -131,22 +153,59 @@ def test_tool_output_error_and_input_error() -> None:
     w = run(
         {"type": "tool-input-available", "toolCallId": "c1", "toolName": "t", "input": {}},
         {"type": "tool-output-error", "toolCallId": "c1", "errorText": "nope"},
-        {"type": "tool-input-error", "toolCallId": "c2", "toolName": "t", "input": "bad", "errorText": "parse"},
+        {
+            "type": "tool-input-error",
+            "toolCallId": "c2",
+            "toolName": "t",
+            "input": "bad",
+            "errorText": "parse",
+        },
     )
     parts = w.messages[0]["parts"]
-    assert parts[0] == {"type": "tool-t", "toolCallId": "c1", "state": "output-error", "input": {}, "errorText": "nope"}
-    assert parts[1] == {"type": "tool-t", "toolCallId": "c2", "state": "output-error", "rawInput": "bad", "errorText": "parse"}
+    assert parts[0] == {
+        "type": "tool-t",
+        "toolCallId": "c1",
+        "state": "output-error",
+        "input": {},
+        "errorText": "nope",
+    }
+    assert parts[1] == {
+        "type": "tool-t",
+        "toolCallId": "c2",
+        "state": "output-error",
+        "rawInput": "bad",
+        "errorText": "parse",
+    }
 
 
 def test_dynamic_tool() -> None:
     w = run(
         {"type": "tool-input-start", "toolCallId": "c", "toolName": "mcp", "dynamic": True},
-        {"type": "tool-input-available", "toolCallId": "c", "toolName": "mcp", "input": {"a": 1}, "dynamic": True},
-        {"type": "tool-output-available", "toolCallId": "c", "output": "ok", "dynamic": True, "preliminary": True},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "c",
+            "toolName": "mcp",
+            "input": {"a": 1},
+            "dynamic": True,
+        },
+        {
+            "type": "tool-output-available",
+            "toolCallId": "c",
+            "output": "ok",
+            "dynamic": True,
+            "preliminary": True,
+        },
     )
     assert w.messages[0]["parts"] == [
-        {"type": "dynamic-tool", "toolName": "mcp", "toolCallId": "c", "state": "output-available",
-         "input": {"a": 1}, "output": "ok", "preliminary": True}
+        {
+            "type": "dynamic-tool",
+            "toolName": "mcp",
+            "toolCallId": "c",
+            "state": "output-available",
+            "input": {"a": 1},
+            "output": "ok",
+            "preliminary": True,
+        }
     ]
 
 
@@ -165,10 +224,22 @@ def test_data_parts_replace_by_id_and_transient_are_not_stored() -> None:
 
 def test_metadata_deep_merges_and_folds_usage_and_costs() -> None:
     w = run(
-        {"type": "start", "messageMetadata": {"a": {"b": 1, "c": [1]}, "usage": {"inputTokens": 10}}},
+        {
+            "type": "start",
+            "messageMetadata": {"a": {"b": 1, "c": [1]}, "usage": {"inputTokens": 10}},
+        },
         {"type": "start-step"},
-        {"type": "message-metadata", "messageMetadata": {"a": {"c": [2]}, "usage": {"outputTokens": 5, "cachedInputTokens": 3}}},
-        {"type": "finish", "messageMetadata": {"costs": {"modelCostUsd": 0.5, "toolCostUsd": 0.25}}},
+        {
+            "type": "message-metadata",
+            "messageMetadata": {
+                "a": {"c": [2]},
+                "usage": {"outputTokens": 5, "cachedInputTokens": 3},
+            },
+        },
+        {
+            "type": "finish",
+            "messageMetadata": {"costs": {"modelCostUsd": 0.5, "toolCostUsd": 0.25}},
+        },
     )
     assert w.messages[0]["metadata"] == {
         "a": {"b": 1, "c": [2]},
@@ -205,8 +276,13 @@ def test_snapshot_sets_only_the_fields_it_carries_and_deltas_apply_on_top() -> N
     for e in events(
         {"type": "text-start", "id": "t"},
         {"type": "text-delta", "id": "t", "delta": "Hel"},
-        {"object": "worker", "id": "w9", "status": "running", "output": [
-            {"id": "t", "content": [{"type": "output_text", "text": "Hel"}]}], "output_text": "Hel"},
+        {
+            "object": "worker",
+            "id": "w9",
+            "status": "running",
+            "output": [{"id": "t", "content": [{"type": "output_text", "text": "Hel"}]}],
+            "output_text": "Hel",
+        },
         {"type": "text-delta", "id": "t", "delta": "lo"},
     ):
         apply_event(state, e)
@@ -216,9 +292,17 @@ def test_snapshot_sets_only_the_fields_it_carries_and_deltas_apply_on_top() -> N
 
 
 def test_data_worker_snapshot_is_authoritative_at_the_end() -> None:
-    final = {"id": "w1", "object": "worker", "status": "completed", "running": False,
-             "output_text": "X", "output": [{"id": "o", "content": [{"type": "output_text", "text": "X"}]}],
-             "messages": [{"id": "u", "role": "user", "parts": []}], "sources": [], "files": []}
+    final = {
+        "id": "w1",
+        "object": "worker",
+        "status": "completed",
+        "running": False,
+        "output_text": "X",
+        "output": [{"id": "o", "content": [{"type": "output_text", "text": "X"}]}],
+        "messages": [{"id": "u", "role": "user", "parts": []}],
+        "sources": [],
+        "files": [],
+    }
     w = run(
         {"type": "text-start", "id": "t"},
         {"type": "text-delta", "id": "t", "delta": "draft"},
@@ -231,7 +315,11 @@ def test_unknown_chunk_is_kept_and_changes_nothing() -> None:
     [e] = events({"type": "future-thing", "x": 1})
     state = WorkerState("w")
     assert apply_event(state, e) is False
-    assert type(e).__name__ == "UnknownEvent" and e.type == "future-thing" and e.data == {"type": "future-thing", "x": 1}
+    assert (
+        type(e).__name__ == "UnknownEvent"
+        and e.type == "future-thing"
+        and e.data == {"type": "future-thing", "x": 1}
+    )
 
 
 def test_fold_is_deterministic() -> None:
@@ -259,7 +347,7 @@ def test_snapshot_is_cached_until_the_next_event() -> None:
         ('{"a": [1, 2', {"a": [1, 2]}),
         ('{"a": tr', {"a": True}),
         ('{"a": nu', {"a": None}),
-        ('[1, 2.', [1, 2]),
+        ("[1, 2.", [1, 2]),
         ('{"a": "x\\', {"a": "x"}),
         ('{"a": {"b": "c"}, ', {"a": {"b": "c"}}),
         ("", msgspec.UNSET),

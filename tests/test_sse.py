@@ -32,17 +32,30 @@ CASES: list[tuple[str, bytes, list[ServerSentEvent]]] = [
     ("comment ignored", b": keep-alive\n\ndata: x\n\n", [E(b"x")]),
     ("comment inside an event", b"data: a\n: note\ndata: b\n\n", [E(b"a\nb")]),
     ("event type", b"event: ping\ndata: 1\n\n", [E(b"1", "ping")]),
-    ("event type resets after dispatch", b"event: a\ndata: 1\n\ndata: 2\n\n", [E(b"1", "a"), E(b"2")]),
-    ("event type without data is not dispatched and resets",
-     b"event: a\n\ndata: 2\n\n", [E(b"2")]),
+    (
+        "event type resets after dispatch",
+        b"event: a\ndata: 1\n\ndata: 2\n\n",
+        [E(b"1", "a"), E(b"2")],
+    ),
+    ("event type without data is not dispatched and resets", b"event: a\n\ndata: 2\n\n", [E(b"2")]),
     ("id is sticky", b"id: 1\ndata: a\n\ndata: b\n\n", [E(b"a", id="1"), E(b"b", id="1")]),
-    ("empty id resets to empty", b"id: 1\ndata: a\n\nid\ndata: b\n\n", [E(b"a", id="1"), E(b"b", id="")]),
-    ("id with NUL is ignored", b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n",
-     [E(b"a", id="1"), E(b"b", id="1")]),
+    (
+        "empty id resets to empty",
+        b"id: 1\ndata: a\n\nid\ndata: b\n\n",
+        [E(b"a", id="1"), E(b"b", id="")],
+    ),
+    (
+        "id with NUL is ignored",
+        b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n",
+        [E(b"a", id="1"), E(b"b", id="1")],
+    ),
     ("id without data sets id for later", b"id: 5\n\ndata: a\n\n", [E(b"a", id="5")]),
     ("retry digits", b"retry: 1500\ndata: a\n\n", [E(b"a", retry=1500)]),
-    ("retry non-digits ignored", b"retry: 15x\ndata: a\n\nretry: -1\ndata: b\n\n",
-     [E(b"a"), E(b"b")]),
+    (
+        "retry non-digits ignored",
+        b"retry: 15x\ndata: a\n\nretry: -1\ndata: b\n\n",
+        [E(b"a"), E(b"b")],
+    ),
     ("retry with spaces ignored", b"retry: 1 5\ndata: a\n\n", [E(b"a")]),
     ("retry non-ascii digits ignored", "retry: ١٢\ndata: a\n\n".encode(), [E(b"a")]),
     ("unknown field ignored", b"foo: bar\ndata: a\n\n", [E(b"a")]),
@@ -120,7 +133,9 @@ def test_many_events_in_one_chunk_and_a_tail() -> None:
 # -- differential: httpx-sse as an oracle, outside its documented deviations --
 
 _line = st.one_of(
-    st.builds(lambda v: b"data: " + v, st.sampled_from([b"", b"a", b"{\"x\":1}", b" sp", "é".encode()])),
+    st.builds(
+        lambda v: b"data: " + v, st.sampled_from([b"", b"a", b'{"x":1}', b" sp", "é".encode()])
+    ),
     st.builds(lambda v: b"id: " + v, st.sampled_from([b"1", b"42", b"abc"])),
     st.builds(lambda v: b"event: " + v, st.sampled_from([b"ping", b"update"])),
     st.just(b"retry: 1000"),
@@ -150,9 +165,7 @@ def test_matches_httpx_sse(lines: list[bytes], seed: int) -> None:
     # stays in force, so only event, data and id are compared.
     stream = b"\n".join(lines) + b"\n\n"
     ours = [
-        (e.event, e.data, e.id or "")
-        for e in _decode(_chunkings(stream, seed)[2])
-        if e.data != ""
+        (e.event, e.data, e.id or "") for e in _decode(_chunkings(stream, seed)[2]) if e.data != ""
     ]
     assert ours == _httpx_sse_events(stream)
 

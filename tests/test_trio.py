@@ -22,7 +22,11 @@ def test_streaming_under_trio(emulator: Emulator) -> None:
             assert final == await client.workers.retrieve(final.id)
             replay = await client.workers.retrieve(final.id, stream=True)
             assert await replay.get_final_worker() == final
-            body = b"".join([c async for c in client.workers.retrieve_file(final.id, "report.md")]) if final.files else b""
+            body = (
+                b"".join([c async for c in client.workers.retrieve_file(final.id, "report.md")])
+                if final.files
+                else b""
+            )
             assert not final.files or body
             assert (await client.workers.retrieve_email(final.id)).startswith(final.id)
 
