@@ -240,8 +240,10 @@ def summary(worker: Worker, elapsed: float) -> str:
     return "\n".join(lines)
 
 
-def status_line(worker: Worker, elapsed: float) -> str:
-    tokens = worker.usage.output_tokens if worker.usage else len(worker.output_text.split())
+def status_line(worker: Worker, elapsed: float, *, tokens: int | None = None) -> str:
+    """One line: status, tokens so far, cost, elapsed time and sources."""
+    if tokens is None:
+        tokens = worker.usage.output_tokens if worker.usage else len(worker.output_text.split())
     cost = (
         worker.costs.total_usd if worker.costs else (worker.usage.cost_usd if worker.usage else 0.0)
     )
@@ -270,17 +272,26 @@ class _View:
 
     async def show(self, stream: WorkerStream) -> None:
         self._live.start()
-        async for worker in stream.snapshots(min_interval=1 / 12):
-            self._live.update(self._render(worker))
+        tokens = 0
+        next_paint = 0.0
+        async for event in stream:
+            if type(event) is TextDeltaEvent:
+                tokens += 1
+            now = time.monotonic()
+            if now >= next_paint:
+                next_paint = now + 1 / 12
+                self._live.update(self._render(stream.snapshot, tokens))
+        self._live.update(self._render(stream.snapshot, tokens))
 
-    def _render(self, worker: Worker) -> Any:
+    def _render(self, worker: Worker, tokens: int) -> Any:
         console = self._console
-        text = self._Text(worker.output_text)
-        lines = text.wrap(console, console.width)
+        elapsed = time.monotonic() - self._started
+        status = self._Text(status_line(worker, elapsed, tokens=tokens), style="dim")
+        if not worker.output_text:
+            return self._Group(self._Text("thinking…", style="italic dim"), status)
+        lines = self._Text(worker.output_text).wrap(console, console.width)
         keep = max(console.height - 3, 1)
-        tail = self._Text("\n").join(lines[-keep:])
-        status = self._Text(status_line(worker, time.monotonic() - self._started), style="dim")
-        return self._Group(tail, status)
+        return self._Group(self._Text("\n").join(lines[-keep:]), status)
 
     def close(self) -> None:
         if not self._closed:

@@ -560,6 +560,25 @@ class _Handlers:
         fault = _fault(request)
         response = web.StreamResponse(headers={**SSE_HEADERS, WORKER_ID_HEADER: worker.id})
         await response.prepare(request)
+        try:
+            await self._write_events(
+                request, response, worker, fault, after=after, live=live, lead=lead
+            )
+        except ConnectionError:
+            pass  # The client went away: that is its right, not our error.
+        return response
+
+    async def _write_events(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        worker: _Worker,
+        fault: Fault,
+        *,
+        after: int,
+        live: bool,
+        lead: bool,
+    ) -> None:
         if self.store.retry_ms is not None:
             await response.write(b"retry: %d\n\n" % self.store.retry_ms)
         sent = 0
@@ -576,7 +595,7 @@ class _Handlers:
                     if batch:
                         await response.write(b"".join(batch))
                     _drop(request)
-                    return response
+                    return
                 if (
                     fault.stall_after is not None
                     and sent == fault.stall_after
@@ -602,7 +621,6 @@ class _Handlers:
                 await response.write(b": keep-alive\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        return response
 
 
 def _fault(request: web.Request) -> Fault:

@@ -9,12 +9,18 @@ stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${1:-run}"
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
+pip_install() {
+  # pip's notes about this machine's local package mirrors are noise here.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | grep -v "^WARNING: Location '" >&2 || true
+  return "${PIPESTATUS[0]}"
+}
 if [ ! -f "$stamp" ]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+  pip_install --upgrade pip
   if [ "${1:-run}" = dev ]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[dev]" >&2
+    pip_install -e ".[dev]"
   else
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e . >&2
+    pip_install -e .
   fi
   touch "$stamp"
 fi
