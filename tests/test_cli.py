@@ -91,3 +91,55 @@ def test_connection_and_auth_problems_exit_3(emulator: Emulator) -> None:
     assert result.returncode == 3 and "401" in result.stderr and "sk-wrong-key" not in result.stderr
     result = cli("run", "x", key=None, base_url=emulator.base_url)
     assert result.returncode == 3 and "HANDINGER_API_KEY" in result.stderr
+
+
+def test_serve_runs_the_emulator_until_interrupted() -> None:
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "handinger_stream",
+            "serve",
+            "--port",
+            str(port),
+            "--api-key",
+            "k",
+            "--tokens-per-second",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        assert f"127.0.0.1:{port}" in proc.stderr.readline()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/api/workers",
+                    json={"input": "x"},
+                    headers={"authorization": "Bearer k"},
+                )
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert r.status_code == 200 and r.json()["object"] == "worker"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) in (0, 130)
+        assert proc.stderr is not None
+        assert "Traceback" not in proc.stderr.read()
+        proc.stderr.close()

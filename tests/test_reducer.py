@@ -355,3 +355,55 @@ def test_snapshot_is_cached_until_the_next_event() -> None:
 )
 def test_partial_json(text: str, value: Any) -> None:
     assert parse_partial_json(text) == value
+
+
+def test_tool_approval_and_denial() -> None:
+    w = run(
+        {"type": "tool-input-available", "toolCallId": "c", "toolName": "pay", "input": {"usd": 5}},
+        {"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c"},
+    )
+    assert w.messages[0]["parts"][0]["state"] == "approval-requested"
+    assert w.messages[0]["parts"][0]["approval"] == {"id": "a1"}
+    w = run(
+        {"type": "tool-input-available", "toolCallId": "c", "toolName": "pay", "input": {}},
+        {"type": "tool-output-denied", "toolCallId": "c"},
+    )
+    assert w.messages[0]["parts"][0]["state"] == "output-denied"
+
+
+def test_unknown_worker_fields_are_tolerated() -> None:
+    from handinger_stream.wire import decode_worker
+
+    w = decode_worker(
+        b'{"id": "w", "object": "worker", "status": "running", "brand_new": {"x": 1},'
+        b' "usage": {"inputTokens": 3.0, "futureTokens": 9}, "created_at": 1700000000}'
+    )
+    assert (w.id, w.status, w.created_at) == ("w", "running", 1700000000)
+    assert w.usage is not None and w.usage.input_tokens == 3
+
+
+def test_wire_names_are_the_references() -> None:
+    from handinger_stream.models import Costs, File, Usage, Worker
+
+    encoded = msgspec.json.decode(
+        msgspec.json.encode(
+            Worker(
+                id="w", files=[File(url="u", media_type="text/plain")], usage=Usage(), costs=Costs()
+            )
+        )
+    )
+    assert {"created_at", "output_text", "incomplete_details", "object"} <= encoded.keys()
+    assert encoded["files"][0]["mediaType"] == "text/plain"
+    assert {
+        "cacheReadTokens",
+        "cacheWriteTokens",
+        "costUsd",
+        "reasoningTokens",
+        "totalTokens",
+    } <= encoded["usage"].keys()
+    assert set(encoded["costs"]) == {
+        "internalCostUsd",
+        "modelCostUsd",
+        "sandboxCostUsd",
+        "toolCostUsd",
+    }
