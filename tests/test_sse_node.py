@@ -1,0 +1,114 @@
+"""npm's eventsource-parser as a second differential oracle for SSEDecoder.
+
+Runs when ``node`` and ``npm`` are on the machine (CI has them): the pinned
+parser is installed once into a cache directory outside the repository.
+Without them the test is skipped, saying how to run it.
+
+Documented deviations of eventsource-parser left out of the comparison: it
+reports an ``id`` only on the event whose block set it (the EventSource
+object keeps the last one), and leaves BOM stripping to the text decoder in
+front of it, so no stream here starts with a BOM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from handinger_stream.sse import SSEDecoder
+
+VERSION = "3.1.1"
+HERE = Path(__file__).parent / "node"
+CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "handinger-stream"
+    / f"eventsource-parser-{VERSION}"
+)
+
+
+def _oracle_dir() -> Path:
+    if not (shutil.which("node") and shutil.which("npm")):
+        pytest.skip("node and npm are needed: install Node.js 20 to run this oracle")
+    if not (CACHE / "node_modules" / "eventsource-parser").exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(CACHE),
+                f"eventsource-parser@{VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            pytest.skip(
+                f"npm could not install eventsource-parser@{VERSION}: {result.stderr[-300:]}"
+            )
+    return CACHE
+
+
+_line = st.one_of(
+    st.builds(lambda v: "data: " + v, st.sampled_from(["", "a", '{"x":1}', " sp", "é", "ü 東"])),
+    st.builds(lambda v: "id: " + v, st.sampled_from(["1", "42", "abc"])),
+    st.builds(lambda v: "event: " + v, st.sampled_from(["ping", "update"])),
+    st.sampled_from(["retry: 1000", "retry: x", ": comment", "", "data", "noise: 1"]),
+)
+_ending = st.sampled_from(["\n", "\r\n", "\r"])
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> tuple[str, list[str]]:
+    lines = draw(st.lists(_line, max_size=25))
+    end = draw(_ending)
+    text = end.join(lines) + end + end
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=8)))
+    chunks, last = [], 0
+    for cut in [*cuts, len(text)]:
+        chunks.append(text[last:cut])
+        last = cut
+    return text, [c for c in chunks if c]
+
+
+def _ours(chunks: list[str]) -> list[tuple[str, str, str | None]]:
+    decoder = SSEDecoder()
+    events = []
+    for chunk in chunks:
+        events += decoder.feed(chunk.encode())
+    events += decoder.close()
+    return [(e.event, e.data, e.id) for e in events]
+
+
+@settings(max_examples=1, deadline=None)
+@given(st.lists(_streams(), min_size=400, max_size=400))
+def test_matches_eventsource_parser(streams: list[tuple[str, list[str]]]) -> None:
+    cache = _oracle_dir()
+    result = subprocess.run(
+        ["node", str(HERE / "sse_oracle.js")],
+        input=json.dumps([chunks for _, chunks in streams]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "NODE_PATH": str(cache / "node_modules")},
+    )
+    for (text, chunks), theirs in zip(streams, json.loads(result.stdout), strict=True):
+        ours = _ours(chunks)
+        assert [(e, d) for e, d, _ in ours] == [
+            (t.get("event", "message"), t["data"]) for t in theirs
+        ], text
+        for (_, _, our_id), their in zip(ours, theirs, strict=True):
+            if "id" in their:
+                assert our_id == their["id"], text
