@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from handinger_stream.sse import SSEDecoder
 
@@ -60,26 +59,37 @@ def _oracle_dir() -> Path:
     return CACHE
 
 
-_line = st.one_of(
-    st.builds(lambda v: "data: " + v, st.sampled_from(["", "a", '{"x":1}', " sp", "é", "ü 東"])),
-    st.builds(lambda v: "id: " + v, st.sampled_from(["1", "42", "abc"])),
-    st.builds(lambda v: "event: " + v, st.sampled_from(["ping", "update"])),
-    st.sampled_from(["retry: 1000", "retry: x", ": comment", "", "data", "noise: 1"]),
-)
-_ending = st.sampled_from(["\n", "\r\n", "\r"])
+_VALUES = ["", "a", '{"x":1}', " sp", "é", "ü 東"]
+_LINES = [
+    *("data: " + v for v in _VALUES),
+    "id: 1",
+    "id: 42",
+    "id: abc",
+    "event: ping",
+    "event: update",
+    "retry: 1000",
+    "retry: x",
+    ": comment",
+    "",
+    "",
+    "data",
+    "noise: 1",
+]
 
 
-@st.composite
-def _streams(draw: st.DrawFn) -> tuple[str, list[str]]:
-    lines = draw(st.lists(_line, max_size=25))
-    end = draw(_ending)
-    text = end.join(lines) + end + end
-    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=8)))
-    chunks, last = [], 0
-    for cut in [*cuts, len(text)]:
-        chunks.append(text[last:cut])
-        last = cut
-    return text, [c for c in chunks if c]
+def _streams(seed: int, count: int) -> list[tuple[str, list[str]]]:
+    rnd = random.Random(seed)
+    streams = []
+    for _ in range(count):
+        end = rnd.choice(["\n", "\r\n", "\r"])
+        lines = [rnd.choice(_LINES) for _ in range(rnd.randint(0, 25))]
+        # eventsource-parser waits for the byte after a last CR (it may start a
+        # CRLF) and never learns the input ended: so every stream ends in LF.
+        text = end.join(lines) + end + end + "\n"
+        cuts = sorted(rnd.randint(0, len(text)) for _ in range(rnd.randint(0, 8)))
+        chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True) if b > a]
+        streams.append((text, chunks))
+    return streams
 
 
 def _ours(chunks: list[str]) -> list[tuple[str, str, str | None]]:
@@ -91,9 +101,9 @@ def _ours(chunks: list[str]) -> list[tuple[str, str, str | None]]:
     return [(e.event, e.data, e.id) for e in events]
 
 
-@settings(max_examples=1, deadline=None)
-@given(st.lists(_streams(), min_size=400, max_size=400))
-def test_matches_eventsource_parser(streams: list[tuple[str, list[str]]]) -> None:
+@pytest.mark.parametrize("seed", range(3))
+def test_matches_eventsource_parser(seed: int) -> None:
+    streams = _streams(seed, 500)
     cache = _oracle_dir()
     result = subprocess.run(
         ["node", str(HERE / "sse_oracle.js")],
