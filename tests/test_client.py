@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 import msgspec
 import pytest
@@ -33,6 +34,20 @@ from handinger_stream import (
 from handinger_stream.emulator import FAULT_HEADER, Emulator
 
 from .conftest import API_KEY, Canned, RawServer
+
+
+async def faulted_stream(
+    client: AsyncHandinger, input: str, fault: str, **options: Any
+) -> WorkerStream:
+    """A streamed create whose response carries an emulator fault."""
+    response = await client.request(
+        "POST",
+        "/api/workers",
+        json={"input": input, "stream": True},
+        stream=True,
+        headers={FAULT_HEADER: fault},
+    )
+    return WorkerStream(response, **options)
 
 
 async def test_create_json_returns_a_worker(client: AsyncHandinger) -> None:
@@ -248,14 +263,7 @@ async def test_401_is_not_retried(raw_server: RawServer, transport: str) -> None
 async def test_malformed_event_raises_with_index_and_keeps_the_snapshot(
     client: AsyncHandinger,
 ) -> None:
-    response = await client.request(
-        "POST",
-        "/api/workers",
-        json={"input": "malformed", "stream": True},
-        stream=True,
-        headers={FAULT_HEADER: "malformed-at=12"},
-    )
-    stream = WorkerStream(response)
+    stream = await faulted_stream(client, "malformed", "malformed-at=12")
     delivered = 0
     with pytest.raises(StreamDecodeError) as info:
         async for _ in stream:
@@ -273,28 +281,15 @@ async def test_skip_on_decode_error(emulator: Emulator, transport: str) -> None:
         transport=transport,  # type: ignore[arg-type]
         on_decode_error="skip",
     ) as client:
-        response = await client.request(
-            "POST",
-            "/api/workers",
-            json={"input": "skip me", "stream": True},
-            stream=True,
-            headers={FAULT_HEADER: "malformed-at=3"},
-        )
-        worker = await WorkerStream(response, on_decode_error="skip").get_final_worker()
+        stream = await faulted_stream(client, "skip me", "malformed-at=3", on_decode_error="skip")
+        worker = await stream.get_final_worker()
         assert worker.status == "completed"
 
 
 async def test_worker_error_raises_worker_failed_with_the_whole_worker(
     client: AsyncHandinger,
 ) -> None:
-    response = await client.request(
-        "POST",
-        "/api/workers",
-        json={"input": "fail", "stream": True},
-        stream=True,
-        headers={FAULT_HEADER: "error-after=20"},
-    )
-    stream = WorkerStream(response)
+    stream = await faulted_stream(client, "fail", "error-after=20")
     with pytest.raises(WorkerFailedError) as info:
         await stream.get_final_worker()
     assert info.value.worker is not None and info.value.worker.error == info.value.message
@@ -302,14 +297,7 @@ async def test_worker_error_raises_worker_failed_with_the_whole_worker(
 
 
 async def test_dropped_connection_is_an_incomplete_stream(client: AsyncHandinger) -> None:
-    response = await client.request(
-        "POST",
-        "/api/workers",
-        json={"input": "drop", "stream": True},
-        stream=True,
-        headers={FAULT_HEADER: "drop-after=10"},
-    )
-    stream = WorkerStream(response)
+    stream = await faulted_stream(client, "drop", "drop-after=10")
     with pytest.raises((IncompleteStreamError, APIConnectionError)):
         await stream.get_final_worker()
     assert stream.snapshot.status == "running" and stream.closed
