@@ -125,13 +125,6 @@ class _Message:
         message["parts"] = [_materialise(p) for p in self.parts]
         return message
 
-    def step_parts(self) -> Iterable[dict[str, Any]]:
-        """The parts of the current step, newest first."""
-        for part in reversed(self.parts):
-            if part["type"] == "step-start":
-                return
-            yield part
-
 
 def _materialise(part: dict[str, Any]) -> dict[str, Any]:
     out = dict(part)
@@ -407,7 +400,7 @@ def _find_tool(message: _Message, call_id: str, dynamic: bool | None) -> dict[st
         return None
     if dynamic is not None and (part["type"] == "dynamic-tool") != dynamic:
         return None
-    # A tool call id is looked up in the current step first, as the SDK does.
+    # The SDK looks in the current step first; ids are unique in practice, so one map serves.
     return part
 
 

@@ -172,10 +172,6 @@ class WorkerStream:
             )
         return worker
 
-    async def until_done(self) -> Worker:
-        """Alias of :meth:`get_final_worker`."""
-        return await self.get_final_worker()
-
     # -- the core loop --------------------------------------------------
 
     async def _next_changed(self) -> Event | None:
