@@ -149,6 +149,20 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
         target[key] = value
 
 
+def _put_json(target: dict[str, Any], key: str, value: Any) -> None:
+    """As :func:`_put` for a JSON value, where ``None`` is ``null`` and is kept."""
+    if value is UNSET:
+        target.pop(key, None)
+    else:
+        target[key] = value
+
+
+def _keep(target: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` when a value is given; otherwise leave what is there."""
+    if value is not UNSET and value is not None:
+        target[key] = value
+
+
 def merge_metadata(base: Any, update: Any) -> Any:
     """Deep merge as the AI SDK merges message metadata: objects merge, all else replaces."""
     if not isinstance(base, dict) or not isinstance(update, dict):
@@ -435,9 +449,9 @@ def _update_tool(
         part["toolCallId"] = call_id
         part["state"] = state
         _put(part, "title", title)
-        _put(part, "input", input)
-        _put(part, "output", output)
-        _put(part, "rawInput", raw_input)
+        _put_json(part, "input", input)
+        _put_json(part, "output", output)
+        _put_json(part, "rawInput", raw_input)
         _put(part, "errorText", error_text)
         _put(part, "providerExecuted", provider_executed)
         _put(part, "preliminary", preliminary)
@@ -448,22 +462,15 @@ def _update_tool(
         part["state"] = state
         if dynamic and tool_name is not None:
             part["toolName"] = tool_name
-        part.pop("input", None)
-        _put(part, "input", input)
-        _put(part, "output", output)
+        _put_json(part, "input", input)
+        _put_json(part, "output", output)
         _put(part, "errorText", error_text)
-        if dynamic:
-            if raw_input is not UNSET:
-                part["rawInput"] = raw_input
-        else:
-            _put(part, "rawInput", raw_input)
+        # A dynamic tool keeps the raw input it had; a static one takes what it is given.
+        (_keep if dynamic else _put_json)(part, "rawInput", raw_input)
         _put(part, "preliminary", preliminary)
-        if title is not UNSET and title is not None:
-            part["title"] = title
-        if provider_executed is not UNSET and provider_executed is not None:
-            part["providerExecuted"] = provider_executed
-        if provider_metadata is not UNSET and provider_metadata is not None:
-            part[meta_key] = provider_metadata
+        _keep(part, "title", title)
+        _keep(part, "providerExecuted", provider_executed)
+        _keep(part, meta_key, provider_metadata)
     message.visible = True
 
 

@@ -407,3 +407,13 @@ def test_wire_names_are_the_references() -> None:
         "sandboxCostUsd",
         "toolCostUsd",
     }
+
+
+def test_null_tool_input_and_output_are_kept_as_null() -> None:
+    w = run(
+        {"type": "tool-input-available", "toolCallId": "c", "toolName": "t", "input": None},
+        {"type": "tool-output-available", "toolCallId": "c", "output": None},
+    )
+    part = w.messages[0]["parts"][0]
+    assert "input" in part and part["input"] is None
+    assert "output" in part and part["output"] is None
