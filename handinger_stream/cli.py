@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 
@@ -299,8 +299,8 @@ class _View:
             self._live.stop()
 
 
-def _say(message: str, file: IO[str] | None = None) -> None:
-    print(message, file=file or sys.stderr, flush=True)
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,7 @@ from .events import Event
 from .models import BUDGETS, Budget, Worker
 from .stream import OnDecodeError, WorkerStream
 from .transport import Response, Transport, transport_for
-from .wire import decode_worker, worker_from_object
+from .wire import decode_worker, snapshot_event
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "Workers"]
 
@@ -205,16 +205,12 @@ class AsyncHandinger:
 
 
 def _events_from_body(status: int, body: bytes) -> list[Event]:
-    from .events import WorkerSnapshotEvent
-    from .models import WORKER_FIELDS
-
     try:
         obj = msgspec.json.decode(body)
     except msgspec.DecodeError:
         obj = None
     if isinstance(obj, dict) and obj.get("object") == "worker":
-        worker = worker_from_object(obj)
-        return [WorkerSnapshotEvent(worker=worker, fields=frozenset(obj.keys() & WORKER_FIELDS))]
+        return [snapshot_event(obj)]
     raise APIStatusError(
         f"expected an event stream, got: {excerpt(body)!r}", status_code=status, body=obj
     )

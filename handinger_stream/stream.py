@@ -228,7 +228,7 @@ class WorkerStream:
                 self._pending.extend(self._decoder.feed(chunk))
             else:
                 self._pending.extend(self._decoder.close())
-                await self._finish()
+                await self._release()
         except EventTooLargeError as exc:
             await self._release()
             raise StreamDecodeError(
@@ -242,9 +242,6 @@ class WorkerStream:
             # Cancelled, or the connection broke: release now, keep what was folded.
             await self._release()
             raise
-
-    async def _finish(self) -> None:
-        await self._release()
 
     async def _drain(self) -> None:
         """After ``[DONE]``: read the (normally empty) rest of the body, then release.

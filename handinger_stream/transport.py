@@ -10,7 +10,8 @@ cannot run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import aiohttp
@@ -62,6 +63,18 @@ class Transport(Protocol):
 # -- aiohttp -------------------------------------------------------------
 
 
+@contextmanager
+def _aiohttp_read_errors() -> Iterator[None]:
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise APITimeoutError("timed out waiting for response data") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise APIConnectionError(
+            f"connection broke while reading: {exc!r}", request_sent=True
+        ) from exc
+
+
 class _AiohttpResponse:
     __slots__ = ("_resp", "headers", "status")
 
@@ -71,24 +84,12 @@ class _AiohttpResponse:
         self.headers: Mapping[str, str] = resp.headers
 
     async def read_chunk(self) -> bytes:
-        try:
+        with _aiohttp_read_errors():
             return await self._resp.content.readany()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise APITimeoutError("timed out waiting for stream data") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(
-                f"connection broke while reading: {exc!r}", request_sent=True
-            ) from exc
 
     async def read(self) -> bytes:
-        try:
+        with _aiohttp_read_errors():
             return await self._resp.read()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise APITimeoutError("timed out reading the response") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(
-                f"connection broke while reading: {exc!r}", request_sent=True
-            ) from exc
 
     async def aclose(self) -> None:
         # close(), not release(): an unfinished stream must not go back to the pool.
@@ -152,6 +153,18 @@ class AiohttpTransport:
 # -- httpx ---------------------------------------------------------------
 
 
+@contextmanager
+def _httpx_read_errors() -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise APITimeoutError("timed out waiting for response data") from exc
+    except (httpx.HTTPError, httpx.StreamError) as exc:
+        raise APIConnectionError(
+            f"connection broke while reading: {exc!r}", request_sent=True
+        ) from exc
+
+
 class _HttpxResponse:
     __slots__ = ("_chunks", "_resp", "headers", "status")
 
@@ -164,26 +177,15 @@ class _HttpxResponse:
     async def read_chunk(self) -> bytes:
         if self._chunks is None:
             self._chunks = self._resp.aiter_bytes()
-        try:
-            return await self._chunks.__anext__()
-        except StopAsyncIteration:
-            return b""
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError("timed out waiting for stream data") from exc
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise APIConnectionError(
-                f"connection broke while reading: {exc!r}", request_sent=True
-            ) from exc
+        with _httpx_read_errors():
+            try:
+                return await self._chunks.__anext__()
+            except StopAsyncIteration:
+                return b""
 
     async def read(self) -> bytes:
-        try:
+        with _httpx_read_errors():
             return await self._resp.aread()
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError("timed out reading the response") from exc
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise APIConnectionError(
-                f"connection broke while reading: {exc!r}", request_sent=True
-            ) from exc
 
     async def aclose(self) -> None:
         chunks, self._chunks = self._chunks, None

@@ -28,7 +28,7 @@ from .events import (
 from .models import WORKER_FIELDS, Worker
 from .sse import ServerSentEvent
 
-__all__ = ["DONE", "decode_event", "decode_worker", "worker_from_object"]
+__all__ = ["DONE", "decode_event", "decode_worker", "snapshot_event", "worker_from_object"]
 
 DONE: Final = b"[DONE]"
 
@@ -72,9 +72,9 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
     kind = obj.get("type")
     try:
         if kind is None and obj.get("object") == "worker":
-            return _snapshot(obj, event_id)
+            return snapshot_event(obj, event_id)
         if kind == "data-worker" and isinstance(obj.get("data"), dict):
-            return _snapshot(obj["data"], event_id)
+            return snapshot_event(obj["data"], event_id)
         if isinstance(kind, str) and kind.startswith("data-"):
             data_event = msgspec.convert(obj, DataEvent)
             data_event.event_id = event_id
@@ -95,7 +95,8 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
     )
 
 
-def _snapshot(obj: dict[str, Any], event_id: str | None) -> WorkerSnapshotEvent:
+def snapshot_event(obj: dict[str, Any], event_id: str | None = None) -> WorkerSnapshotEvent:
+    """A snapshot event from a decoded Worker object; ``fields`` are the keys it carried."""
     return WorkerSnapshotEvent(
         worker=worker_from_object(obj),
         fields=frozenset(obj.keys() & WORKER_FIELDS),

@@ -60,7 +60,6 @@ class RawServer:
         self.responses: list[Canned] = []
         self.requests: list[dict[str, Any]] = []
         self.open_streams = 0
-        self._emulator = None
         self.base_url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

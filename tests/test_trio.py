@@ -34,10 +34,6 @@ def test_streaming_under_trio(emulator: Emulator) -> None:
 
 
 def test_cancel_scope_closes_the_stream_under_trio(emulator: Emulator) -> None:
-    async def main() -> None:
-        async with Emulator(api_key=API_KEY, tokens_per_second=200) as _:
-            pass
-
     async def run() -> None:
         async with AsyncHandinger(api_key=API_KEY, base_url=emulator.base_url) as client:
             stream = await client.workers.create(input="x", stream=True)
