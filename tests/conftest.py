@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,15 @@ async def client(emulator: Emulator, transport: str) -> AsyncIterator[AsyncHandi
         max_retries=2,  # type: ignore[arg-type]
     ) as c:
         yield c
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 1.0) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    # The state watched lives in another thread (the server's): nothing to await, so poll.
+    while not predicate() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    return predicate()
 
 
 @dataclass

@@ -33,7 +33,7 @@ from handinger_stream import (
 )
 from handinger_stream.emulator import FAULT_HEADER, Emulator
 
-from .conftest import API_KEY, Canned, RawServer
+from .conftest import API_KEY, Canned, RawServer, until
 
 
 async def faulted_stream(
@@ -353,16 +353,8 @@ async def test_leaving_the_loop_early_closes_the_connection(
         async for event in stream:
             if isinstance(event, TextDeltaEvent):
                 break
-        for _ in range(20):
-            await asyncio.sleep(0.01)
-            if stream.closed:
-                break
-        assert stream.closed
-        for _ in range(100):
-            if raw_server.open_streams == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert raw_server.open_streams == 0
+        assert await until(lambda: stream.closed, 0.2)
+        assert await until(lambda: raw_server.open_streams == 0)
         with pytest.raises(IncompleteStreamError):
             await stream.get_final_worker()
 
@@ -381,11 +373,7 @@ async def test_cancelling_the_task_closes_the_connection(
         with pytest.raises(asyncio.CancelledError):
             await task
         assert stream.closed
-        for _ in range(100):
-            if raw_server.open_streams == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert raw_server.open_streams == 0
+        assert await until(lambda: raw_server.open_streams == 0)
 
 
 async def test_callers_http_client_is_not_closed(emulator: Emulator) -> None:
