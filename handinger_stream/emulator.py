@@ -36,6 +36,7 @@ from aiohttp import web
 
 from .agent import TurnPlan, plan_turn
 from .models import BUDGETS
+from .partial_json import parse_partial_json
 
 __all__ = ["FAULT_HEADER", "Emulator", "Fault", "make_app"]
 
@@ -435,7 +436,7 @@ class _Handlers:
         rid = f"reasoning-{turn}"
         if not await emit({"type": "reasoning-start", "id": rid}):
             return False
-        reasoning = {"type": "reasoning", "text": "", "state": "streaming"}
+        reasoning = {"type": "reasoning", "id": rid, "text": "", "state": "streaming"}
         parts.append(reasoning)
         for token in plan.reasoning_tokens:
             if not await emit({"type": "reasoning-delta", "id": rid, "delta": token}, pace=True):
@@ -456,16 +457,22 @@ class _Handlers:
         parts.append(tool)
         args = _encode({"query": plan.query}).decode()
         half = len(args) // 2
-        for piece in (args[:half], args[half:]):
+        for sent in (args[:half], args):
             if not await emit(
                 {
                     "type": "tool-input-delta",
                     "toolCallId": plan.tool_call_id,
-                    "inputTextDelta": piece,
+                    "inputTextDelta": sent[len(tool.get("rawInput", "")) :],
                 },
                 pace=True,
             ):
                 return False
+            # While it streams, the SDK shows the input parsed so far and the raw text.
+            tool["rawInput"] = sent
+            shown = parse_partial_json(sent)
+            if shown is not msgspec.UNSET:
+                tool["input"] = shown
+        del tool["rawInput"]
         tool["input"] = {"query": plan.query}
         if not await emit({"type": "tool-input-available", **call, "input": tool["input"]}):
             return False

@@ -145,10 +145,13 @@ class FileEvent(_Chunk, tag="file"):
 class ToolInputStartEvent(_Chunk, tag="tool-input-start"):
     tool_call_id: str
     tool_name: str
+    # "text": the deltas are the raw input, not JSON.
+    input_encoding: str | None = None
     provider_executed: bool | None = None
     dynamic: bool | None = None
     title: str | None = None
     provider_metadata: Metadata = UNSET
+    tool_metadata: Metadata = UNSET
 
 
 class ToolInputDeltaEvent(_Chunk, tag="tool-input-delta"):
@@ -162,6 +165,7 @@ class ToolInputAvailableEvent(_Chunk, tag="tool-input-available"):
     input: Any = UNSET
     provider_executed: bool | None = None
     provider_metadata: Metadata = UNSET
+    tool_metadata: Metadata = UNSET
     dynamic: bool | None = None
     title: str | None = None
 
@@ -173,7 +177,9 @@ class ToolInputErrorEvent(_Chunk, tag="tool-input-error"):
     input: Any = UNSET
     provider_executed: bool | None = None
     provider_metadata: Metadata = UNSET
+    tool_metadata: Metadata = UNSET
     dynamic: bool | None = None
+    title: str | None = None
 
 
 class ToolOutputAvailableEvent(_Chunk, tag="tool-output-available"):
@@ -181,6 +187,7 @@ class ToolOutputAvailableEvent(_Chunk, tag="tool-output-available"):
     output: Any = UNSET
     provider_executed: bool | None = None
     provider_metadata: Metadata = UNSET
+    tool_metadata: Metadata = UNSET
     dynamic: bool | None = None
     preliminary: bool | None = None
 
@@ -190,12 +197,16 @@ class ToolOutputErrorEvent(_Chunk, tag="tool-output-error"):
     error_text: str
     provider_executed: bool | None = None
     provider_metadata: Metadata = UNSET
+    tool_metadata: Metadata = UNSET
     dynamic: bool | None = None
 
 
 class ToolApprovalRequestEvent(_Chunk, tag="tool-approval-request"):
     approval_id: str
     tool_call_id: str
+    approval_descriptor: Any = UNSET
+    input_schema_input: Any = UNSET
+    signature: str | None = None
 
 
 class ToolOutputDeniedEvent(_Chunk, tag="tool-output-denied"):

@@ -89,22 +89,42 @@ class _Text:
         return text
 
 
-class _PartialInput:
-    """A streaming tool input: its JSON text, parsed only when a snapshot is taken."""
+class _PartialCall:
+    """A tool call whose input is streaming (the SDK's ``partialToolCalls`` entry).
 
-    __slots__ = ("text",)
+    Stands in a tool part's ``input`` until a snapshot parses its text.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("dynamic", "encoding", "metadata", "name", "text", "title")
+
+    def __init__(self, event: ToolInputStartEvent) -> None:
         self.text = _Text()
+        self.name = event.tool_name
+        self.dynamic = bool(event.dynamic)
+        self.encoding = event.input_encoding
+        self.title = event.title
+        self.metadata = event.tool_metadata
 
     def value(self) -> Any:
-        return parse_partial_json(self.text.value())
+        text = self.text.value()
+        return text if self.encoding == "text" else parse_partial_json(text)
 
 
 class _Message:
-    """The UI message being streamed, as the AI SDK's client state holds it."""
+    """The UI message being streamed, as ``readUIMessageStream`` holds it."""
 
-    __slots__ = ("id", "metadata", "open_reasoning", "open_text", "parts", "tools", "visible")
+    __slots__ = (
+        "calls",
+        "id",
+        "metadata",
+        "open_reasoning",
+        "open_text",
+        "parts",
+        "step",
+        "step_tools",
+        "unwritten",
+        "visible",
+    )
 
     def __init__(self, message_id: str) -> None:
         self.id = message_id
@@ -112,32 +132,99 @@ class _Message:
         self.parts: list[dict[str, Any]] = []
         self.open_text: dict[str, dict[str, Any]] = {}
         self.open_reasoning: dict[str, dict[str, Any]] = {}
-        # toolCallId -> the tool part; streamed input lives in a _PartialInput.
-        self.tools: dict[str, dict[str, Any]] = {}
-        # readUIMessageStream yields a message only once a chunk has written it.
+        self.calls: dict[str, _PartialCall] = {}
+        # The SDK looks tool parts up in the current step (after the last step-start).
+        self.step = 0
+        self.step_tools: dict[str, list[dict[str, Any]]] = {}
+        # readUIMessageStream yields a copy on each write; a step-start is pushed
+        # without one, so trailing step-starts are not in what it last yielded.
+        self.unwritten = 0
         self.visible = False
+
+    def written(self) -> None:
+        self.visible = True
+        self.unwritten = 0
+
+    def start_step(self) -> None:
+        self.parts.append({"type": "step-start"})
+        self.step = len(self.parts)
+        self.step_tools = {}
+        self.unwritten += 1
+
+    def step_tool(self, call_id: str, dynamic: bool | None) -> dict[str, Any] | None:
+        """The first tool part of the current step with this call id (of a kind, if given)."""
+        for part in self.step_tools.get(call_id, ()):
+            if dynamic is None or (part["type"] == "dynamic-tool") == dynamic:
+                return part
+        return None
+
+    def invocation(self, call_id: str) -> dict[str, Any] | None:
+        """The tool part an output refers to: in the current step, else the latest one."""
+        part = self.step_tool(call_id, None)
+        if part is None:
+            part = next(
+                (p for p in reversed(self.parts) if p.get("toolCallId") == call_id and _is_tool(p)),
+                None,
+            )
+        return part
+
+    def reindex(self) -> None:
+        """Rebuild the step and streaming-call indexes after the parts were replaced."""
+        starts = [i for i, p in enumerate(self.parts) if p.get("type") == "step-start"]
+        self.step = starts[-1] + 1 if starts else 0
+        self.step_tools, self.calls = {}, {}
+        for part in self.parts[self.step :]:
+            call_id = part.get("toolCallId")
+            if not (_is_tool(part) and isinstance(call_id, str)):
+                continue
+            self.step_tools.setdefault(call_id, []).append(part)
+            if part.get("state") == "input-streaming":
+                dynamic = part["type"] == "dynamic-tool"
+                call = _PartialCall(
+                    ToolInputStartEvent(
+                        tool_call_id=call_id,
+                        tool_name=part.get("toolName", "") if dynamic else part["type"][5:],
+                        dynamic=dynamic,
+                        input_encoding=part.get("inputEncoding"),
+                        title=part.get("title"),
+                        tool_metadata=part.get("toolMetadata", UNSET),
+                    )
+                )
+                raw = part.get("rawInput")
+                call.text = _Text(raw if isinstance(raw, str) else "")
+                self.calls[call_id] = call
 
     def to_dict(self) -> dict[str, Any]:
         message: dict[str, Any] = {"id": self.id}
         if self.metadata is not UNSET:
             message["metadata"] = self.metadata
         message["role"] = "assistant"
-        message["parts"] = [_materialise(p) for p in self.parts]
+        parts = self.parts[: len(self.parts) - self.unwritten]
+        message["parts"] = [_materialise(p) for p in parts]
         return message
+
+
+def _is_tool(part: dict[str, Any]) -> bool:
+    kind = part.get("type", "")
+    return kind == "dynamic-tool" or str(kind).startswith("tool-")
+
+
+def _frozen(value: Any) -> Any:
+    """A part's value as it reads now (streaming text and inputs settle)."""
+    if isinstance(value, (_Text, _PartialCall)):
+        return value.value()
+    return value
 
 
 def _materialise(part: dict[str, Any]) -> dict[str, Any]:
     out = dict(part)
-    text = out.get("text")
-    if isinstance(text, _Text):
-        out["text"] = text.value()
-    value = out.get("input")
-    if isinstance(value, _PartialInput):
-        parsed = value.value()
-        if parsed is UNSET:
-            del out["input"]
-        else:
-            out["input"] = parsed
+    for key, value in part.items():
+        if isinstance(value, (_Text, _PartialCall)):
+            settled = value.value()
+            if settled is UNSET:
+                del out[key]
+            else:
+                out[key] = settled
     return out
 
 
@@ -272,11 +359,14 @@ class WorkerState:
     def _start_text(self, part_id: str, kind: str, metadata: Any) -> dict[str, Any]:
         message = self._live_message()
         text = _Text()
-        part: dict[str, Any] = {"type": kind, "text": text}
+        part: dict[str, Any] = {"type": kind}
+        if kind == "reasoning":
+            part["id"] = part_id
+        part["text"] = text
         _put(part, "providerMetadata", metadata)
         part["state"] = "streaming"
         message.parts.append(part)
-        message.visible = True
+        message.written()
         if kind == "text":
             message.open_text[part_id] = part
             self.output.append((part_id, text))
@@ -295,7 +385,7 @@ class WorkerState:
         message.metadata = (
             metadata if message.metadata is UNSET else merge_metadata(message.metadata, metadata)
         )
-        message.visible = True
+        message.written()
         if isinstance(metadata, dict) and ("usage" in metadata or "costs" in metadata):
             self._fold_costs(message.metadata)
         return True
@@ -402,45 +492,45 @@ class WorkerState:
                         for e in self.output
                     ]
         live.parts = new_parts
-        live.tools = {p["toolCallId"]: p for p in new_parts if isinstance(p.get("toolCallId"), str)}
+        live.reindex()
         if "metadata" in snap:
             live.metadata = snap["metadata"]
-        live.visible = True
+        live.written()
 
+    def _restart_message(self, message_id: str) -> _Message:
+        """A start with a new message id: readUIMessageStream begins a new message.
 
-def _find_tool(message: _Message, call_id: str, dynamic: bool | None) -> dict[str, Any] | None:
-    part = message.tools.get(call_id)
-    if part is None:
-        return None
-    if dynamic is not None and (part["type"] == "dynamic-tool") != dynamic:
-        return None
-    # The SDK looks in the current step first; ids are unique in practice, so one map serves.
-    return part
+        The SDK drops the old one; a Worker keeps it among its messages.
+        """
+        old = self.message
+        if old is not None and old.visible:
+            self.messages.append(old.to_dict())
+        self.message = _Message(message_id)
+        return self.message
 
 
 def _update_tool(
     message: _Message,
-    event: ToolInputStartEvent
-    | ToolInputDeltaEvent
-    | ToolInputAvailableEvent
-    | ToolInputErrorEvent
-    | ToolOutputAvailableEvent
-    | ToolOutputErrorEvent,
+    call_id: str,
     state: str,
     *,
-    tool_name: str | None,
     dynamic: bool,
-    input: Any,
+    tool_name: str,
+    part: dict[str, Any] | None = None,
+    input: Any = UNSET,
     output: Any = UNSET,
-    error_text: Any = UNSET,
+    error_text: str | None = None,
     raw_input: Any = UNSET,
-    preliminary: Any = UNSET,
-    provider_executed: Any = UNSET,
+    encoding: str | None = None,
+    preliminary: bool | None = None,
+    provider_executed: bool | None = None,
     provider_metadata: Any = UNSET,
-    title: Any = UNSET,
+    title: str | None = None,
+    tool_metadata: Any = UNSET,
 ) -> None:
-    call_id = event.tool_call_id
-    part = _find_tool(message, call_id, dynamic)
+    """The SDK's ``updateToolPart`` / ``updateDynamicToolPart``, field for field."""
+    if part is None:
+        part = message.step_tool(call_id, dynamic)
     meta_key = "resultProviderMetadata" if state in _RESULT_STATES else "callProviderMetadata"
     if part is None:
         part = {"type": "dynamic-tool" if dynamic else f"tool-{tool_name}"}
@@ -449,29 +539,41 @@ def _update_tool(
         part["toolCallId"] = call_id
         part["state"] = state
         _put(part, "title", title)
+        _put(part, "toolMetadata", tool_metadata)
         _put_json(part, "input", input)
+        _put(part, "inputEncoding", encoding)
         _put_json(part, "output", output)
-        _put_json(part, "rawInput", raw_input)
+        if not dynamic:
+            # A new dynamic part starts without rawInput; updates may add it.
+            _put_json(part, "rawInput", raw_input)
         _put(part, "errorText", error_text)
         _put(part, "providerExecuted", provider_executed)
         _put(part, "preliminary", preliminary)
         _put(part, meta_key, provider_metadata)
         message.parts.append(part)
-        message.tools[call_id] = part
+        message.step_tools.setdefault(call_id, []).append(part)
     else:
         part["state"] = state
-        if dynamic and tool_name is not None:
+        if dynamic:
             part["toolName"] = tool_name
+        else:
+            part["type"] = f"tool-{tool_name}"
         _put_json(part, "input", input)
         _put_json(part, "output", output)
         _put(part, "errorText", error_text)
-        # A dynamic tool keeps the raw input it had; a static one takes what it is given.
-        (_keep if dynamic else _put_json)(part, "rawInput", raw_input)
+        _put_json(part, "rawInput", raw_input)
+        _put(part, "inputEncoding", encoding)
         _put(part, "preliminary", preliminary)
         _keep(part, "title", title)
+        _keep(part, "toolMetadata", tool_metadata)
         _keep(part, "providerExecuted", provider_executed)
         _keep(part, meta_key, provider_metadata)
-    message.visible = True
+    message.written()
+
+
+def _tool_name(part: dict[str, Any]) -> str:
+    name = part.get("toolName") if part["type"] == "dynamic-tool" else part["type"][5:]
+    return str(name)
 
 
 def apply_event(state: WorkerState, event: Event) -> bool:
@@ -495,6 +597,8 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             part["text"].pieces.append(event.delta)
             if event.provider_metadata is not UNSET:
                 part["providerMetadata"] = event.provider_metadata
+            if message.unwritten:
+                message.written()
         case ReasoningDeltaEvent():
             message = state._live_message()
             part = message.open_reasoning.get(event.id)
@@ -503,17 +607,28 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             part["text"].pieces.append(event.delta)
             if event.provider_metadata is not UNSET:
                 part["providerMetadata"] = event.provider_metadata
+            if message.unwritten:
+                message.written()
         case ToolInputDeltaEvent():
             message = state._live_message()
-            part = message.tools.get(event.tool_call_id)
-            if part is None:
+            call = message.calls.get(event.tool_call_id)
+            if call is None:
+                # The SDK fails the stream here; skipping the delta keeps the rest.
                 log.warning("tool-input-delta for unknown tool call %r", event.tool_call_id)
                 return False
-            value = part.get("input")
-            if not isinstance(value, _PartialInput):
-                value = part["input"] = _PartialInput()
-            value.text.pieces.append(event.input_text_delta)
-            part["state"] = "input-streaming"
+            call.text.pieces.append(event.input_text_delta)
+            _update_tool(
+                message,
+                event.tool_call_id,
+                "input-streaming",
+                dynamic=call.dynamic,
+                tool_name=call.name,
+                input=call,
+                raw_input=call.text,
+                encoding=call.encoding,
+                title=call.title,
+                tool_metadata=call.metadata,
+            )
         case TextStartEvent():
             state._start_text(event.id, "text", event.provider_metadata)
         case TextEndEvent() | ReasoningEndEvent():
@@ -526,6 +641,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             part["state"] = "done"
             if event.provider_metadata is not UNSET:
                 part["providerMetadata"] = event.provider_metadata
+            message.written()
         case ReasoningStartEvent():
             state._start_text(event.id, "reasoning", event.provider_metadata)
         case SourceUrlEvent():
@@ -534,7 +650,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             _put(part, "title", event.title)
             _put(part, "providerMetadata", event.provider_metadata)
             message.parts.append(part)
-            message.visible = True
+            message.written()
             state.sources[event.source_id] = Source(
                 id=event.source_id, url=event.url, title=event.title
             )
@@ -549,108 +665,123 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             _put(part, "filename", event.filename)
             _put(part, "providerMetadata", event.provider_metadata)
             message.parts.append(part)
-            message.visible = True
+            message.written()
         case FileEvent():
             message = state._live_message()
             part = {"type": "file", "mediaType": event.media_type, "url": event.url}
             _put(part, "providerMetadata", event.provider_metadata)
             message.parts.append(part)
-            message.visible = True
+            message.written()
             state.files.append(File(url=event.url, media_type=event.media_type))
         case ToolInputStartEvent():
+            message = state._live_message()
+            call = message.calls[event.tool_call_id] = _PartialCall(event)
             _update_tool(
-                state._live_message(),
-                event,
+                message,
+                event.tool_call_id,
                 "input-streaming",
+                dynamic=call.dynamic,
                 tool_name=event.tool_name,
-                dynamic=bool(event.dynamic),
-                input=UNSET,
+                encoding=event.input_encoding,
                 provider_executed=event.provider_executed,
                 provider_metadata=event.provider_metadata,
                 title=event.title,
+                tool_metadata=event.tool_metadata,
             )
         case ToolInputAvailableEvent():
             _update_tool(
                 state._live_message(),
-                event,
+                event.tool_call_id,
                 "input-available",
-                tool_name=event.tool_name,
                 dynamic=bool(event.dynamic),
+                tool_name=event.tool_name,
                 input=event.input,
                 provider_executed=event.provider_executed,
                 provider_metadata=event.provider_metadata,
                 title=event.title,
+                tool_metadata=event.tool_metadata,
             )
         case ToolInputErrorEvent():
             message = state._live_message()
-            existing = message.tools.get(event.tool_call_id)
+            existing = message.step_tool(event.tool_call_id, None)
             dynamic = (
                 existing["type"] == "dynamic-tool" if existing is not None else bool(event.dynamic)
             )
+            # A static tool's unusable input is kept raw; a dynamic tool shows it as input.
             _update_tool(
                 message,
-                event,
+                event.tool_call_id,
                 "output-error",
-                tool_name=event.tool_name,
                 dynamic=dynamic,
+                tool_name=event.tool_name,
                 input=event.input if dynamic else UNSET,
                 raw_input=UNSET if dynamic else event.input,
                 error_text=event.error_text,
                 provider_executed=event.provider_executed,
                 provider_metadata=event.provider_metadata,
+                tool_metadata=event.tool_metadata,
             )
         case ToolOutputAvailableEvent() | ToolOutputErrorEvent():
             message = state._live_message()
-            part = message.tools.get(event.tool_call_id)
+            part = message.invocation(event.tool_call_id)
             if part is None:
-                log.warning(
-                    "%s for unknown tool call %r", event.__class__.__name__, event.tool_call_id
-                )
+                log.warning("%s for unknown tool call %r", type(event).__name__, event.tool_call_id)
                 return False
             dynamic = part["type"] == "dynamic-tool"
-            current = part.get("input", UNSET)
-            if isinstance(current, _PartialInput):
-                current = current.value()
             is_output = isinstance(event, ToolOutputAvailableEvent)
             _update_tool(
                 message,
-                event,
+                event.tool_call_id,
                 "output-available" if is_output else "output-error",
-                tool_name=part.get("toolName"),
                 dynamic=dynamic,
-                input=current,
+                tool_name=_tool_name(part),
+                part=part,
+                input=_frozen(part.get("input", UNSET)),
                 output=event.output if isinstance(event, ToolOutputAvailableEvent) else UNSET,
-                error_text=event.error_text if isinstance(event, ToolOutputErrorEvent) else UNSET,
-                raw_input=UNSET if dynamic else part.get("rawInput", UNSET),
+                error_text=event.error_text if isinstance(event, ToolOutputErrorEvent) else None,
+                # Only a static tool's failure keeps the raw input it had.
+                raw_input=UNSET
+                if dynamic or is_output
+                else _frozen(part.get("rawInput", UNSET)),
                 preliminary=event.preliminary
                 if isinstance(event, ToolOutputAvailableEvent)
-                else UNSET,
+                else None,
                 provider_executed=event.provider_executed,
                 provider_metadata=event.provider_metadata,
+                title=part.get("title"),
+                tool_metadata=part.get("toolMetadata", UNSET)
+                if event.tool_metadata is UNSET
+                else event.tool_metadata,
             )
         case ToolApprovalRequestEvent() | ToolOutputDeniedEvent():
             message = state._live_message()
-            part = message.tools.get(event.tool_call_id)
+            part = message.invocation(event.tool_call_id)
             if part is None:
+                log.warning("%s for unknown tool call %r", type(event).__name__, event.tool_call_id)
                 return False
             if isinstance(event, ToolApprovalRequestEvent):
                 part["state"] = "approval-requested"
-                part["approval"] = {"id": event.approval_id}
+                approval: dict[str, Any] = {"id": event.approval_id}
+                _put(approval, "descriptor", event.approval_descriptor)
+                _put_json(approval, "inputSchemaInput", event.input_schema_input)
+                _put(approval, "signature", event.signature)
+                part["approval"] = approval
             else:
                 part["state"] = "output-denied"
-            message.visible = True
+            message.written()
         case StartStepEvent():
-            state._live_message().parts.append({"type": "step-start"})
+            state._live_message().start_step()
             state.steps += 1
         case FinishStepEvent():
             message = state._live_message()
             message.open_text = {}
             message.open_reasoning = {}
         case StartEvent():
-            message = state._live_message()
             if event.message_id is not None:
-                message.id = event.message_id
-                message.visible = True
+                message = state._live_message()
+                if event.message_id != message.id:
+                    message = state._restart_message(event.message_id)
+                message.written()
             state._apply_metadata(event.message_metadata)
         case FinishEvent():
             state._apply_metadata(event.message_metadata)
@@ -687,7 +818,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
                 if event.transient is not None:
                     part["transient"] = event.transient
                 message.parts.append(part)
-            message.visible = True
+            message.written()
         case WorkerSnapshotEvent():
             state._apply_snapshot(event)
         case UnknownEvent():

@@ -71,7 +71,13 @@ def test_reasoning_parts() -> None:
         {"type": "reasoning-end", "id": "r"},
     )
     assert w.messages[0]["parts"] == [
-        {"type": "reasoning", "text": "think", "providerMetadata": {"x": {"y": 1}}, "state": "done"}
+        {
+            "type": "reasoning",
+            "id": "r",
+            "text": "think",
+            "providerMetadata": {"x": {"y": 1}},
+            "state": "done",
+        }
     ]
     assert w.output_text == ""
 
@@ -125,6 +131,7 @@ def test_static_tool_lifecycle_with_streamed_input() -> None:
             "toolCallId": "c1",
             "state": "input-streaming",
             "input": {"q": "bar"},
+            "rawInput": '{"q": "bar',
         }
     ]
     for e in events(
