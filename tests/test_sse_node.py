@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,40 +22,10 @@ import pytest
 
 from handinger_stream.sse import SSEDecoder
 
+from .nodejs import npm_package
+
 VERSION = "3.1.1"
 HERE = Path(__file__).parent / "node"
-CACHE = (
-    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    / "handinger-stream"
-    / f"eventsource-parser-{VERSION}"
-)
-
-
-def _oracle_dir() -> Path:
-    if not (shutil.which("node") and shutil.which("npm")):
-        pytest.skip("node and npm are needed: install Node.js 20 to run this oracle")
-    if not (CACHE / "node_modules" / "eventsource-parser").exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                "npm",
-                "install",
-                "--silent",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-                str(CACHE),
-                f"eventsource-parser@{VERSION}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode != 0:
-            pytest.skip(
-                f"npm could not install eventsource-parser@{VERSION}: {result.stderr[-300:]}"
-            )
-    return CACHE
 
 
 _VALUES = ["", "a", '{"x":1}', " sp", "é", "ü 東"]
@@ -104,7 +73,7 @@ def _ours(chunks: list[str]) -> list[tuple[str, str, str | None]]:
 @pytest.mark.parametrize("seed", range(3))
 def test_matches_eventsource_parser(seed: int) -> None:
     streams = _streams(seed, 500)
-    cache = _oracle_dir()
+    cache = npm_package(f"eventsource-parser@{VERSION}")
     result = subprocess.run(
         ["node", str(HERE / "sse_oracle.js")],
         input=json.dumps([chunks for _, chunks in streams]),
