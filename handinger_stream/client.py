@@ -31,9 +31,9 @@ from .errors import (
     excerpt,
     status_error,
 )
-from .events import Event
+from .events import Event, WorkerSnapshotEvent
 from .models import BUDGETS, Budget, Worker
-from .stream import OnDecodeError, WorkerStream
+from .stream import Checkpoint, OnDecodeError, Opened, StreamPolicy, WorkerStream
 from .transport import Response, Transport, transport_for
 from .wire import decode_worker, snapshot_event
 
@@ -53,6 +53,10 @@ class AsyncHandinger:
     ``api_key`` defaults to ``HANDINGER_API_KEY``, ``base_url`` to
     ``HANDINGER_BASE_URL`` or the public service. ``http_client`` may be your
     own ``aiohttp.ClientSession`` or ``httpx.AsyncClient`` (never closed by us).
+    ``max_retries`` covers requests before their first byte; streams resume by
+    themselves up to ``max_reconnects`` times in a row, and the ``*_timeout``
+    limits (seconds, ``None`` for none) say when a silent stream counts as
+    stalled (see ``docs/resilience.md``).
 
     >>> client = AsyncHandinger(api_key="sk-secret", base_url="http://127.0.0.1:8787")
     >>> "sk-secret" in repr(client)
@@ -69,6 +73,10 @@ class AsyncHandinger:
         *,
         transport: Literal["aiohttp", "httpx"] | None = None,
         on_decode_error: OnDecodeError = "raise",
+        max_reconnects: int = 5,
+        first_event_timeout: float | None = 60.0,
+        idle_timeout: float | None = 300.0,
+        total_timeout: float | None = None,
     ) -> None:
         self._api_key = api_key if api_key is not None else os.environ.get("HANDINGER_API_KEY")
         self.base_url = (
@@ -77,6 +85,12 @@ class AsyncHandinger:
         self.timeout = timeout
         self.max_retries = max_retries
         self.on_decode_error: OnDecodeError = on_decode_error
+        self.stream_policy = StreamPolicy(
+            max_reconnects=max_reconnects,
+            first_event_timeout=first_event_timeout,
+            idle_timeout=idle_timeout,
+            total_timeout=total_timeout,
+        )
         self._http_client = http_client
         self._transport_name = transport
         self._transport: Transport | None = None
@@ -88,6 +102,33 @@ class AsyncHandinger:
     def __repr__(self) -> str:
         name = self._transport.name if self._transport else (self._transport_name or "auto")
         return f"AsyncHandinger(base_url={self.base_url!r}, transport={name!r})"
+
+    def with_options(self, **options: Any) -> AsyncHandinger:
+        """A client with some options changed, sharing this one's HTTP connections.
+
+        >>> patient = AsyncHandinger(api_key="k").with_options(idle_timeout=None, max_reconnects=20)
+        >>> patient.stream_policy.max_reconnects
+        20
+        """
+        policy = self.stream_policy
+        settings: dict[str, Any] = {
+            "api_key": self._api_key,
+            "base_url": self.base_url,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "on_decode_error": self.on_decode_error,
+            "max_reconnects": policy.max_reconnects,
+            "first_event_timeout": policy.first_event_timeout,
+            "idle_timeout": policy.idle_timeout,
+            "total_timeout": policy.total_timeout,
+        }
+        unknown = options.keys() - settings.keys()
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        copy = AsyncHandinger(**{**settings, **options})
+        # The copy borrows the transport: closing it must not close ours.
+        copy._transport = _Borrowed(self.transport)
+        return copy
 
     @property
     def transport(self) -> Transport:
@@ -141,11 +182,13 @@ class AsyncHandinger:
         json: Any = None,
         stream: bool = False,
         headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
     ) -> Response:
         """Send a request (retrying what is safe to retry); an error status raises.
 
         The returned response is open: read it, then ``aclose()`` it.
         """
+        retries = self.max_retries if max_retries is None else max_retries
         all_headers = self._headers(stream=stream, extra=headers)
         body = None
         if json is not None:
@@ -161,7 +204,7 @@ class AsyncHandinger:
                 )
             except APIConnectionError as exc:
                 # A POST that reached the server may have created a worker: never resend it.
-                if attempt >= self.max_retries or (exc.request_sent and method != "GET"):
+                if attempt >= retries or (exc.request_sent and method != "GET"):
                     if exc.request_sent and method != "GET":
                         exc.message += " (the request was sent; it was not retried, "
                         exc.message += "since the server may have acted on it)"
@@ -171,14 +214,21 @@ class AsyncHandinger:
                 if response.status < 400:
                     return response
                 error = await _status_error(response)
-                if attempt >= self.max_retries or response.status not in _RETRY_STATUSES:
+                if attempt >= retries or response.status not in _RETRY_STATUSES:
                     raise error
                 retry_after = error.retry_after
             attempt += 1
             await anyio.sleep(_retry_delay(attempt, retry_after))
 
-    async def _json(self, method: str, path: str, *, json: Any = None) -> bytes:
-        response = await self.request(method, path, json=json)
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        response = await self.request(method, path, json=json, headers=headers)
         try:
             body = await response.read()
         finally:
@@ -186,22 +236,79 @@ class AsyncHandinger:
         return body
 
     async def _open_stream(
-        self, method: str, path: str, *, json: Any = None, last_event_id: str | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        last_event_id: str | None = None,
+        from_start: bool = False,
     ) -> WorkerStream:
-        extra = {"last-event-id": last_event_id} if last_event_id is not None else None
-        response = await self.request(method, path, json=json, stream=True, headers=extra)
-        worker_id = response.headers.get(WORKER_ID_HEADER, "")
-        content_type = response.headers.get("content-type", "")
-        if "text/event-stream" in content_type:
-            return WorkerStream(response, worker_id=worker_id, on_decode_error=self.on_decode_error)
+        extra = dict(headers or {})
+        if last_event_id is not None:
+            extra["last-event-id"] = last_event_id
+        response, initial = await self._opened(method, path, json=json, headers=extra)
+        worker_id = response.headers.get(WORKER_ID_HEADER, "") if response else ""
+        if not worker_id:
+            worker_id = next(
+                (e.worker.id for e in initial if isinstance(e, WorkerSnapshotEvent)), ""
+            )
+
+        async def reopen(worker_id: str, last_event_id: str | None) -> Opened:
+            # Resuming always reads the worker's replay stream: never re-sends a create.
+            replay_headers = dict(headers or {})
+            if last_event_id is not None:
+                replay_headers["last-event-id"] = last_event_id
+            return await self._opened(
+                "GET",
+                f"/api/workers/{_path_id(worker_id)}?stream=true",
+                headers=replay_headers,
+                max_retries=0,
+            )
+
+        return WorkerStream(
+            response,
+            worker_id=worker_id,
+            on_decode_error=self.on_decode_error,
+            initial=initial,
+            reopen=reopen,
+            policy=self.stream_policy,
+            from_start=from_start,
+        )
+
+    async def _opened(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
+    ) -> Opened:
+        """A stream request's answer: the response if it streams, else its events."""
+        response = await self.request(
+            method, path, json=json, stream=True, headers=headers, max_retries=max_retries
+        )
+        if "text/event-stream" in response.headers.get("content-type", ""):
+            return response, []
         # Not a stream: a Worker JSON is taken as one snapshot, anything else is an error.
         try:
             body = await response.read()
         finally:
             await response.aclose()
-        return WorkerStream(
-            None, worker_id=worker_id, initial=_events_from_body(response.status, body)
-        )
+        return None, _events_from_body(response.status, body)
+
+
+class _Borrowed:
+    """A transport lent to a :meth:`AsyncHandinger.with_options` copy; it never closes it."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.name = transport.name
+        self.send = transport.send
+
+    async def aclose(self) -> None:
+        pass
 
 
 def _events_from_body(status: int, body: bytes) -> list[Event]:
@@ -211,6 +318,9 @@ def _events_from_body(status: int, body: bytes) -> list[Event]:
         obj = None
     if isinstance(obj, dict) and obj.get("object") == "worker":
         return [snapshot_event(obj)]
+    if isinstance(obj, dict) and "error" in obj:
+        raise status_error(status, obj)
+    # Often a proxy's HTML error page: say what it was, briefly.
     raise APIStatusError(
         f"expected an event stream, got: {excerpt(body)!r}", status_code=status, body=obj
     )
@@ -283,36 +393,63 @@ def _path_id(worker_id: str) -> str:
     return quote(worker_id, safe="")
 
 
+Headers = Mapping[str, str] | None
+
+
 class Workers:
-    """``client.workers``: create, retrieve, continue and watch workers."""
+    """``client.workers``: create, retrieve, continue and watch workers.
+
+    Every call takes ``extra_headers`` (sent with it, and with any resume of its stream).
+    """
 
     def __init__(self, client: AsyncHandinger) -> None:
         self._client = client
 
     @overload
     async def create(
-        self, *, input: str, budget: Budget | None = None, stream: Literal[False] = False
+        self,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: Literal[False] = False,
+        extra_headers: Headers = None,
     ) -> Worker: ...
 
     @overload
     async def create(
-        self, *, input: str, budget: Budget | None = None, stream: Literal[True]
+        self,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: Literal[True],
+        extra_headers: Headers = None,
     ) -> WorkerStream: ...
 
     @overload
     async def create(
-        self, *, input: str, budget: Budget | None = None, stream: bool
+        self,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: bool,
+        extra_headers: Headers = None,
     ) -> Worker | WorkerStream: ...
 
     async def create(
-        self, *, input: str, budget: Budget | None = None, stream: bool = False
+        self,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: bool = False,
+        extra_headers: Headers = None,
     ) -> Worker | WorkerStream:
         """Create a worker and start it on ``input``.
 
         >>> stream = await client.workers.create(input="Hi", stream=True)  # doctest: +SKIP
         """
         body = _check_input(input, budget)
-        return await self._send("POST", "/api/workers", body, stream)
+        # The create stream begins at the worker's first event, so it can resume by position.
+        return await self._send("POST", "/api/workers", body, stream, extra_headers, True)
 
     @overload
     async def continue_(
@@ -322,53 +459,123 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: Literal[False] = False,
+        extra_headers: Headers = None,
     ) -> Worker: ...
 
     @overload
     async def continue_(
-        self, worker_id: str, *, input: str, budget: Budget | None = None, stream: Literal[True]
+        self,
+        worker_id: str,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: Literal[True],
+        extra_headers: Headers = None,
     ) -> WorkerStream: ...
 
     @overload
     async def continue_(
-        self, worker_id: str, *, input: str, budget: Budget | None = None, stream: bool
+        self,
+        worker_id: str,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: bool,
+        extra_headers: Headers = None,
     ) -> Worker | WorkerStream: ...
 
     async def continue_(
-        self, worker_id: str, *, input: str, budget: Budget | None = None, stream: bool = False
+        self,
+        worker_id: str,
+        *,
+        input: str,
+        budget: Budget | None = None,
+        stream: bool = False,
+        extra_headers: Headers = None,
     ) -> Worker | WorkerStream:
         """Add a turn to a worker."""
         body = _check_input(input, budget)
-        return await self._send("POST", f"/api/workers/{_path_id(worker_id)}", body, stream)
+        path = f"/api/workers/{_path_id(worker_id)}"
+        return await self._send("POST", path, body, stream, extra_headers, False)
 
     async def _send(
-        self, method: str, path: str, body: dict[str, Any], stream: bool
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        stream: bool,
+        headers: Headers,
+        from_start: bool,
     ) -> Worker | WorkerStream:
+        client = self._client
         if stream:
-            return await self._client._open_stream(method, path, json={**body, "stream": True})
-        return decode_worker(await self._client._json(method, path, json=body))
+            return await client._open_stream(
+                method, path, json={**body, "stream": True}, headers=headers, from_start=from_start
+            )
+        return decode_worker(await client._json(method, path, json=body, headers=headers))
 
     @overload
-    async def retrieve(self, worker_id: str, *, stream: Literal[False] = False) -> Worker: ...
+    async def retrieve(
+        self, worker_id: str, *, stream: Literal[False] = False, extra_headers: Headers = None
+    ) -> Worker: ...
 
     @overload
-    async def retrieve(self, worker_id: str, *, stream: Literal[True]) -> WorkerStream: ...
+    async def retrieve(
+        self, worker_id: str, *, stream: Literal[True], extra_headers: Headers = None
+    ) -> WorkerStream: ...
 
     @overload
-    async def retrieve(self, worker_id: str, *, stream: bool) -> Worker | WorkerStream: ...
+    async def retrieve(
+        self, worker_id: str, *, stream: bool, extra_headers: Headers = None
+    ) -> Worker | WorkerStream: ...
 
-    async def retrieve(self, worker_id: str, *, stream: bool = False) -> Worker | WorkerStream:
+    async def retrieve(
+        self, worker_id: str, *, stream: bool = False, extra_headers: Headers = None
+    ) -> Worker | WorkerStream:
         """The worker's state; with ``stream=True`` every stored event, then live ones."""
         path = f"/api/workers/{_path_id(worker_id)}"
+        client = self._client
         if stream:
-            return await self._client._open_stream("GET", path + "?stream=true")
-        return decode_worker(await self._client._json("GET", path))
+            return await client._open_stream(
+                "GET", path + "?stream=true", headers=extra_headers, from_start=True
+            )
+        return decode_worker(await client._json("GET", path, headers=extra_headers))
 
-    async def subscribe(self, worker_id: str, *, last_event_id: str | None = None) -> WorkerStream:
+    async def subscribe(
+        self, worker_id: str, *, last_event_id: str | None = None, extra_headers: Headers = None
+    ) -> WorkerStream:
         """The worker's live updates (``GET /api/workers/{id}/stream``)."""
         return await self._client._open_stream(
-            "GET", f"/api/workers/{_path_id(worker_id)}/stream", last_event_id=last_event_id
+            "GET",
+            f"/api/workers/{_path_id(worker_id)}/stream",
+            headers=extra_headers,
+            last_event_id=last_event_id,
         )
+
+    async def resume(
+        self, checkpoint: Checkpoint, *, extra_headers: Headers = None
+    ) -> WorkerStream:
+        """Continue a stream from a :class:`Checkpoint`, in this process or another.
+
+        The worker's replay is folded up to the checkpoint without being
+        yielded, so the new stream's snapshot equals the checkpoint's and its
+        first event is the one after it.
+
+        >>> stream = await client.workers.resume(checkpoint)  # doctest: +SKIP
+        """
+        if checkpoint.last_event_id is None and checkpoint.position is None:
+            raise InvalidRequestError(
+                "this checkpoint has neither an event id nor a position: "
+                "its stream cannot be resumed exactly"
+            )
+        stream = await self._client._open_stream(
+            "GET",
+            f"/api/workers/{_path_id(checkpoint.worker_id)}?stream=true",
+            headers=extra_headers,
+            from_start=True,
+        )
+        stream._catch_up_to(checkpoint)
+        return stream
 
     async def retrieve_email(self, worker_id: str) -> str:
         """The worker's inbound email address."""

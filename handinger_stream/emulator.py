@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -97,6 +98,9 @@ class Fault:
         return fault
 
 
+_FAULT_KEY: web.RequestKey[Fault] = web.RequestKey("handinger_emulator_fault", Fault)
+
+
 @dataclass
 class _Worker:
     id: str
@@ -153,8 +157,11 @@ class _Store:
         seed: int,
         keepalive_interval: float,
         retry_ms: int | None,
+        fault_queue: deque[str] | None = None,
     ) -> None:
         self.api_key = api_key
+        # Faults queued by Emulator.inject_fault, for the next streaming requests.
+        self.fault_queue: deque[str] = fault_queue if fault_queue is not None else deque()
         self.tokens_per_second = tokens_per_second
         self.seed = seed
         self.keepalive_interval = keepalive_interval
@@ -208,13 +215,23 @@ def _auth_middleware(store: _Store) -> Any:
             )
         if store.api_key is not None and not hmac.compare_digest(key.strip(), store.api_key):
             return _error(401, "invalid API key", "authentication_error")
+        spec = request.headers.get(FAULT_HEADER)
+        queued = False
+        if spec is None and store.fault_queue and "text/event-stream" in request.headers.get(
+            "accept", ""
+        ):
+            try:
+                spec, queued = store.fault_queue.popleft(), True
+            except IndexError:
+                pass
         try:
-            fault = Fault.parse(request.headers.get(FAULT_HEADER))
+            fault = Fault.parse(spec)
         except ValueError as exc:
             return _error(400, f"bad {FAULT_HEADER} header: {exc}", "invalid_request_error")
+        request[_FAULT_KEY] = fault
         if fault.status is not None:
-            key_ = request.headers.get(FAULT_HEADER, "")
-            seen = store.fault_counts.get(key_, 0)
+            key_ = spec or ""
+            seen = 0 if queued else store.fault_counts.get(key_, 0)
             if seen < fault.status_times:
                 store.fault_counts[key_] = seen + 1
                 extra = {}
@@ -238,14 +255,20 @@ def make_app(
     seed: int = 0,
     keepalive_interval: float = 15.0,
     retry_ms: int | None = None,
+    fault_queue: deque[str] | None = None,
 ) -> web.Application:
-    """The emulator as an aiohttp application, to mount or run as you like."""
+    """The emulator as an aiohttp application, to mount or run as you like.
+
+    ``fault_queue`` holds ``x-emulator-fault`` specs applied, one each, to the
+    next requests that ask for an event stream and carry no header of their own.
+    """
     store = _Store(
         api_key=api_key,
         tokens_per_second=tokens_per_second,
         seed=seed,
         keepalive_interval=keepalive_interval,
         retry_ms=retry_ms,
+        fault_queue=fault_queue,
     )
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware(store)])
     handlers = _Handlers(store)
@@ -631,8 +654,9 @@ class _Handlers:
 
 
 def _fault(request: web.Request) -> Fault:
-    # Already validated by the auth middleware, so parsing cannot fail here.
-    return Fault.parse(request.headers.get(FAULT_HEADER))
+    # Parsed (from the header, or the queue) by the auth middleware.
+    fault: Fault = request.get(_FAULT_KEY) or Fault()
+    return fault
 
 
 def _frame(seq: int | None, payload: bytes) -> bytes:
@@ -695,6 +719,7 @@ class Emulator:
             "keepalive_interval": keepalive_interval,
             "retry_ms": retry_ms,
         }
+        self._faults: deque[str] = deque()
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
         self._stop: Callable[[], None] | None = None
@@ -708,13 +733,31 @@ class Emulator:
             raise RuntimeError("the emulator is not running")
         return f"http://{self.host}:{self.port}"
 
+    def inject_fault(self, spec: str, times: int = 1) -> None:
+        """Give the next ``times`` streaming requests this fault (``x-emulator-fault`` syntax).
+
+        Queued faults apply in order, one per request that asks for an event
+        stream without a fault header of its own: a client's automatic resume
+        can be made to fail, or to succeed, on cue.
+
+        >>> emu = Emulator()
+        >>> emu.inject_fault("drop-after=10")
+        >>> emu.inject_fault("status=503", times=2)
+        """
+        Fault.parse(spec)  # fail here, not in the server, on a bad spec
+        self._faults.extend([spec] * times)
+
+    def clear_faults(self) -> None:
+        """Forget faults queued by :meth:`inject_fault` and not yet used."""
+        self._faults.clear()
+
     def client_options(self) -> dict[str, str]:
         """Keyword arguments for :class:`~handinger_stream.AsyncHandinger` to talk to it."""
         return {"api_key": self.api_key or "emulator", "base_url": self.base_url}
 
     async def start(self) -> None:
         """Start serving on the current loop."""
-        app = make_app(**self._options)  # type: ignore[arg-type]
+        app = make_app(**self._options, fault_queue=self._faults)  # type: ignore[arg-type]
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )

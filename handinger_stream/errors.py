@@ -72,10 +72,13 @@ class APIConnectionError(HandingerError):
 
 
 class APITimeoutError(APIConnectionError):
-    """The request, or a stream's wait for data, took longer than allowed."""
+    """The request, or a stream's wait for data, took longer than allowed.
 
-    def __init__(self, message: str = "Request timed out.") -> None:
-        super().__init__(message)
+    ``request_sent`` is False only for a timeout while connecting.
+    """
+
+    def __init__(self, message: str = "Request timed out.", *, request_sent: bool = True) -> None:
+        super().__init__(message, request_sent=request_sent)
 
 
 class APIStatusError(HandingerError):
@@ -202,7 +205,24 @@ class StreamDecodeError(StreamError):
 
 
 class IncompleteStreamError(StreamError):
-    """The stream ended before its end marker and could not be resumed."""
+    """The stream ended before its end marker and could not be resumed.
+
+    ``worker`` is everything folded until then; ``__cause__`` is the last break.
+    """
+
+
+class StreamTimeoutError(IncompleteStreamError):
+    """A stall limit was hit and resuming did not help.
+
+    ``limit`` names it: ``"first_event"``, ``"idle"`` or ``"total"``; ``seconds`` is its value.
+    """
+
+    def __init__(
+        self, message: str, *, limit: str, seconds: float, worker: Worker | None = None
+    ) -> None:
+        super().__init__(message, worker=worker)
+        self.limit = limit
+        self.seconds = seconds
 
 
 class WorkerFailedError(StreamError):

@@ -32,6 +32,7 @@ __all__ = [
     "ReasoningDeltaEvent",
     "ReasoningEndEvent",
     "ReasoningStartEvent",
+    "Reconnected",
     "SourceDocumentEvent",
     "SourceUrlEvent",
     "StartEvent",
@@ -283,3 +284,17 @@ class UnknownEvent(msgspec.Struct, kw_only=True):
 
 Event = ChunkEvent | DataEvent | WorkerSnapshotEvent | UnknownEvent
 """Everything a :class:`~handinger_stream.WorkerStream` yields."""
+
+
+class Reconnected(msgspec.Struct, kw_only=True, frozen=True):
+    """The stream broke and was resumed: yielded only by ``stream.events(reconnects=True)``.
+
+    ``reason`` says what broke; ``last_event_id`` is where the resume started
+    (``None``: replayed from the start, ``skipped`` events already delivered).
+    """
+
+    attempt: int
+    reason: str
+    delay: float
+    last_event_id: str | None
+    skipped: int = 0

@@ -6,6 +6,10 @@ sans-IO :class:`~handinger_stream.sse.SSEDecoder`, then
 :func:`~handinger_stream.reducer.apply_event`. The HTTP response is released
 as soon as the stream ends, fails, is left early or is cancelled.
 
+When the connection breaks or stalls before the end, the stream resumes by
+itself from the worker's replay stream (see ``docs/resilience.md``): the
+consumer sees each event once, and the Worker ends as if nothing happened.
+
 >>> async def show(client):  # doctest: +SKIP
 ...     stream = await client.workers.create(input="Hi", stream=True)
 ...     async for text in stream.text_deltas():
@@ -14,29 +18,98 @@ as soon as the stream ends, fails, is left early or is cancelled.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
+import msgspec
+import sniffio
 
-from .errors import HandingerError, IncompleteStreamError, StreamDecodeError, WorkerFailedError
-from .events import Event, TextDeltaEvent
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    HandingerError,
+    IncompleteStreamError,
+    StreamDecodeError,
+    StreamTimeoutError,
+    WorkerFailedError,
+)
+from .events import Event, Reconnected, TextDeltaEvent
 from .models import Worker
 from .reducer import WorkerState, apply_event
 from .sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, ServerSentEvent, SSEDecoder
 from .transport import Response
 from .wire import DONE, decode_event
 
-__all__ = ["WorkerStream"]
+__all__ = ["Checkpoint", "StreamPolicy", "WorkerStream"]
 
 log = logging.getLogger("handinger_stream")
 
 OnDecodeError = Literal["raise", "skip"]
+Opened = tuple["Response | None", list[Event]]
+"""What opening a stream gives: a streaming response, or events from a JSON answer."""
+Reopen = Callable[[str, "str | None"], Awaitable[Opened]]
+"""Opens the worker's replay stream: ``(worker_id, last_event_id)``."""
+
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
+_FIRST_RECONNECT_DELAY = 0.5
+_MAX_RECONNECT_DELAY = 8.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """How hard a stream tries to reach its end.
+
+    ``max_reconnects`` bounds consecutive resume attempts (the count resets
+    when events flow again). The limits are in seconds, ``None`` for none:
+    ``first_event_timeout`` until the first event, ``idle_timeout`` between
+    events (keep-alive comments do not count), ``total_timeout`` for the
+    whole stream.
+
+    >>> StreamPolicy(max_reconnects=0).max_reconnects
+    0
+    """
+
+    max_reconnects: int = 5
+    first_event_timeout: float | None = 60.0
+    idle_timeout: float | None = 300.0
+    total_timeout: float | None = None
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a consumer got to: enough to continue in another process.
+
+    ``position`` counts the events delivered since the worker's first event
+    (``None`` when the stream did not start there); ``last_event_id`` is the
+    SSE id of the last one. ``snapshot`` is the Worker as folded so far.
+
+    >>> cp = Checkpoint(worker_id="wrk_1", last_event_id="41", position=42, snapshot=Worker())
+    >>> msgspec.json.decode(msgspec.json.encode(cp), type=Checkpoint) == cp
+    True
+    """
+
+    worker_id: str
+    last_event_id: str | None
+    position: int | None
+    snapshot: Worker
+
+
+class _Break(Exception):
+    """Why a connection ended before the stream's end: a reason, and its cause."""
+
+    def __init__(self, reason: str, cause: BaseException | None = None, limit: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+        self.limit = limit
 
 
 class WorkerStream:
@@ -57,15 +130,34 @@ class WorkerStream:
         on_decode_error: OnDecodeError = "raise",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         initial: list[Event] | None = None,
+        reopen: Reopen | None = None,
+        policy: StreamPolicy | None = None,
+        from_start: bool = False,
     ) -> None:
         self._response = response
+        self._max_event_bytes = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes)
         self._pending: deque[ServerSentEvent] = deque()
-        self._ready: deque[Event] = deque(initial or ())
+        self._ready: deque[Event | Reconnected] = deque(initial or ())
         self._state = WorkerState(worker_id)
         self._on_decode_error = on_decode_error
-        self._index = 0
-        self._eof = response is None
+        self._reopen = reopen
+        self._policy = policy or StreamPolicy()
+        # Positions line up with the worker's replay stream only if we began at its start.
+        self._from_start = from_start
+        self._index = 0  # SSE events taken from the queue (the index errors name)
+        self._received = 0  # SSE events received, across connections
+        self._received_id: str | None = None
+        self._skip = 0  # replayed events still to skip after a resume by position
+        self._quiet_until: tuple[str | None, int] | None = None
+        self._attempts = 0
+        self._reconnects = 0
+        self._retry_ms: int | None = None
+        self._started: float | None = None
+        self._last_activity: float | None = None
+        self._seen_event = False
+        self._break: _Break | None = None if response is not None else _Break("no stream")
+        self._finished = False
         self._done_marker = False
         self._last_event_id: str | None = None
         self._changed = False
@@ -87,6 +179,11 @@ class WorkerStream:
         return self._last_event_id
 
     @property
+    def reconnects(self) -> int:
+        """How many times the stream was resumed after a break."""
+        return self._reconnects
+
+    @property
     def closed(self) -> bool:
         """True once the HTTP response has been released."""
         return self._response is None
@@ -94,14 +191,25 @@ class WorkerStream:
     @property
     def completed(self) -> bool:
         """True when the stream reached its end marker, or the worker completed."""
-        return self._done_marker or (self._eof and self._state.status == "completed")
+        return self._done_marker or (self._response is None and self._state.status == "completed")
+
+    def checkpoint(self) -> Checkpoint:
+        """Where this consumer got to; ``client.workers.resume(cp)`` continues from it.
+
+        >>> cp = stream.checkpoint()  # doctest: +SKIP
+        >>> open("cp.json", "wb").write(msgspec.json.encode(cp))  # doctest: +SKIP
+        """
+        return Checkpoint(
+            worker_id=self.worker_id,
+            last_event_id=self._last_event_id,
+            position=self._index if self._from_start else None,
+            snapshot=self._state.snapshot(),
+        )
 
     # -- iteration ------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        # A fresh generator per loop: when the loop is left early the generator
-        # is finalised and its ``finally`` releases the response.
-        return self._events()
+        return _Iterator(self, self._next)
 
     async def __anext__(self) -> Event:
         event = await self._next()
@@ -109,23 +217,24 @@ class WorkerStream:
             raise StopAsyncIteration
         return event
 
-    async def _events(self) -> AsyncIterator[Event]:
-        try:
-            while (event := await self._next()) is not None:
-                yield event
-        finally:
-            await self.aclose()
+    def events(self, *, reconnects: bool = False) -> AsyncIterator[Event | Reconnected]:
+        """The events; with ``reconnects=True`` a :class:`Reconnected` marks each resume."""
+        if not reconnects:
+            return _Iterator(self, self._next)
+        return _Iterator(self, self._next_notice)
 
-    async def text_deltas(self) -> AsyncIterator[str]:
+    def text_deltas(self) -> AsyncIterator[str]:
         """Only the answer's text, piece by piece: for live token display."""
-        try:
+
+        async def step() -> str | None:
             while (event := await self._next()) is not None:
                 if type(event) is TextDeltaEvent:
-                    yield event.delta
-        finally:
-            await self.aclose()
+                    return event.delta
+            return None
 
-    async def snapshots(self, min_interval: float | None = None) -> AsyncIterator[Worker]:
+        return _Iterator(self, step)
+
+    def snapshots(self, min_interval: float | None = None) -> AsyncIterator[Worker]:
         """The Worker after each event that changed it.
 
         With ``min_interval`` (seconds) snapshots are coalesced so a display
@@ -134,9 +243,10 @@ class WorkerStream:
         """
         last_sent = -float("inf")
         unsent = False
-        try:
-            while (event := await self._next_changed()) is not None:
-                del event
+
+        async def step() -> Worker | None:
+            nonlocal last_sent, unsent
+            while await self._next_changed() is not None:
                 if min_interval:
                     now = anyio.current_time()
                     if now - last_sent < min_interval:
@@ -144,11 +254,13 @@ class WorkerStream:
                         continue
                     last_sent = now
                 unsent = False
-                yield self._state.snapshot()
+                return self._state.snapshot()
             if unsent:
-                yield self._state.snapshot()
-        finally:
-            await self.aclose()
+                unsent = False
+                return self._state.snapshot()
+            return None
+
+        return _Iterator(self, step)
 
     async def get_final_worker(self) -> Worker:
         """Read to the end; the whole Worker.
@@ -181,13 +293,20 @@ class WorkerStream:
         return None
 
     async def _next(self) -> Event | None:
+        while (item := await self._next_notice()) is not None:
+            if not isinstance(item, Reconnected):
+                return item
+        return None
+
+    async def _next_notice(self) -> Event | Reconnected | None:
         ready = self._ready
         pending = self._pending
         while True:
             if ready:
-                event = ready.popleft()
-                self._deliver(event)
-                return event
+                item = ready.popleft()
+                if not isinstance(item, Reconnected):
+                    self._deliver(item)
+                return item
             if pending:
                 sse = pending.popleft()
                 index = self._index
@@ -196,6 +315,7 @@ class WorkerStream:
                     self._done_marker = True
                     pending.clear()
                     await self._drain()
+                    self._finished = True
                     continue
                 try:
                     event = decode_event(sse, index)
@@ -204,44 +324,226 @@ class WorkerStream:
                         log.warning("skipping undecodable event: %s", exc)
                         continue
                     exc.worker = self._state.snapshot()
-                    await self._release()
+                    await self._finish()
                     raise
                 self._deliver(event)
+                if self._quiet_until is not None:
+                    self._check_caught_up(event, index)
+                    continue
                 return event
-            if self._eof:
+            if self._finished:
                 return None
-            await self._fill()
+            if self._response is not None:
+                await self._fill()
+            else:
+                await self._after_connection()
 
     def _deliver(self, event: Event) -> None:
         self._changed = apply_event(self._state, event)
         if event.event_id is not None:
             self._last_event_id = event.event_id
 
+    def _check_caught_up(self, event: Event, index: int) -> None:
+        # Replaying up to a checkpoint: everything up to its last event is folded, not yielded.
+        assert self._quiet_until is not None
+        target_id, target_position = self._quiet_until
+        if (target_id is not None and event.event_id == target_id) or index + 1 >= target_position:
+            self._quiet_until = None
+
     async def _fill(self) -> None:
         response = self._response
-        if response is None:
-            self._eof = True
+        assert response is not None
+        now = anyio.current_time()
+        if self._started is None:
+            self._started = now
+        limit, seconds, deadline = self._deadline(now)
+        try:
+            with anyio.move_on_after(deadline - now if deadline is not None else None) as scope:
+                chunk = await response.read_chunk()
+        except APIConnectionError as exc:
+            await self._release()
+            self._break = _Break(f"connection broke ({exc.message})", exc)
+            return
+        except BaseException:
+            # Cancelled: release now, keep what was folded.
+            await self._release()
+            raise
+        if scope.cancelled_caught:
+            await self._release()
+            self._break = _Break(f"no event for {seconds:g} s ({limit} limit)", limit=limit)
+            if limit == "total":
+                raise self._give_up(self._break)
             return
         try:
-            chunk = await response.read_chunk()
-            if chunk:
-                self._pending.extend(self._decoder.feed(chunk))
-            else:
-                self._pending.extend(self._decoder.close())
-                await self._release()
+            events = self._decoder.feed(chunk) if chunk else self._decoder.close()
         except EventTooLargeError as exc:
-            await self._release()
+            await self._finish()
             raise StreamDecodeError(
                 str(exc),
-                index=self._index,
+                index=self._index + len(self._pending),
                 event_id=self._decoder.last_event_id,
                 data=b"",
                 worker=self._state.snapshot(),
             ) from None
-        except BaseException:
-            # Cancelled, or the connection broke: release now, keep what was folded.
+        if self._decoder.retry is not None:
+            self._retry_ms = self._decoder.retry
+        if events:
+            self._take(events)
+        if not chunk:
             await self._release()
-            raise
+            self._break = _Break("the connection ended before the stream's end")
+
+    def _take(self, events: list[ServerSentEvent]) -> None:
+        if self._skip:
+            # Resumed by position: the first events replay what we already have.
+            skipped = min(self._skip, len(events))
+            self._skip -= skipped
+            events = events[skipped:]
+            if not events:
+                self._last_activity = anyio.current_time()
+                return
+        self._pending.extend(events)
+        self._received += len(events) - (events[-1].raw == DONE)
+        last_id = events[-1].id
+        if last_id is not None:
+            self._received_id = last_id
+        self._last_activity = anyio.current_time()
+        self._seen_event = True
+        self._attempts = 0
+
+    def _deadline(self, now: float) -> tuple[str, float, float | None]:
+        """The nearest stall limit: its name, its seconds, and when it expires."""
+        policy = self._policy
+        best: tuple[str, float, float | None] = ("", 0.0, None)
+        candidates: list[tuple[str, float | None, float | None]] = [
+            ("total", policy.total_timeout, self._started),
+            (
+                "idle" if self._seen_event else "first_event",
+                policy.idle_timeout if self._seen_event else policy.first_event_timeout,
+                self._last_activity if self._last_activity is not None else self._started,
+            ),
+        ]
+        for name, seconds, since in candidates:
+            if seconds is None or since is None:
+                continue
+            expires = since + seconds
+            if best[2] is None or expires < best[2]:
+                best = (name, seconds, expires)
+        return best
+
+    async def _after_connection(self) -> None:
+        """The connection is gone and all it brought was delivered: end, resume or fail."""
+        brk = self._break or _Break("the stream was closed")
+        if self._done_marker:
+            self._finished = True
+            return
+        clean_end = brk.cause is None and not brk.limit
+        if clean_end and self._state.status == "completed":
+            # Some servers send no [DONE]; a completed worker is the end all the same.
+            self._finished = True
+            return
+        if brk.reason == "no stream":
+            self._finished = True
+            return
+        why_not = self._why_not_resumable()
+        if why_not or self._attempts >= self._policy.max_reconnects:
+            raise self._give_up(brk, why_not)
+        await self._resume(brk)
+
+    def _why_not_resumable(self) -> str:
+        if self._reopen is None:
+            return "this stream cannot be resumed"
+        if not self.worker_id:
+            return (
+                "the worker id was not known yet, so it cannot be resumed "
+                "(creating it again could make a second worker)"
+            )
+        if self._received_id is None and not self._from_start:
+            return (
+                "the server sent no event ids and the stream did not start at the "
+                "worker's first event, so there is nowhere exact to resume from"
+            )
+        return ""
+
+    def _give_up(self, brk: _Break, why_not: str = "") -> IncompleteStreamError:
+        self._finished = True
+        worker = self._state.snapshot()
+        name = worker.id or "(unknown)"
+        tail = f"; {why_not}" if why_not else ""
+        if self._attempts and not why_not:
+            tail = f"; gave up after {self._attempts} reconnect attempts"
+        message = f"stream of worker {name} ended early: {brk.reason}{tail}"
+        error: IncompleteStreamError
+        if brk.limit:
+            seconds = self._deadline_seconds(brk.limit)
+            error = StreamTimeoutError(message, limit=brk.limit, seconds=seconds, worker=worker)
+        else:
+            error = IncompleteStreamError(message, worker=worker)
+        error.__cause__ = brk.cause
+        return error
+
+    def _deadline_seconds(self, limit: str) -> float:
+        value = getattr(self._policy, f"{limit}_timeout", None)
+        return float(value or 0.0)
+
+    async def _resume(self, brk: _Break) -> None:
+        assert self._reopen is not None
+        while True:
+            self._attempts += 1
+            delay = _reconnect_delay(self._attempts, self._retry_ms)
+            await anyio.sleep(delay)
+            last_id = self._received_id
+            try:
+                response, initial = await self._reopen(self.worker_id, last_id)
+            except (APIConnectionError, APIStatusError) as exc:
+                retryable = isinstance(exc, APIConnectionError) or exc.status_code in (
+                    408,
+                    409,
+                    429,
+                    500,
+                    502,
+                    503,
+                    504,
+                )
+                brk = _Break(f"{brk.reason}; resuming failed ({exc})", exc, brk.limit)
+                if not retryable or self._attempts >= self._policy.max_reconnects:
+                    raise self._give_up(brk) from exc
+                continue
+            break
+        self._reconnects += 1
+        skipped = 0
+        if last_id is None:
+            skipped = self._skip = self._received
+        log.info(
+            "resumed worker %s after: %s (attempt %d, from %s)",
+            self.worker_id,
+            brk.reason,
+            self._attempts,
+            f"id {last_id}" if last_id is not None else f"the start, skipping {skipped}",
+        )
+        self._decoder = SSEDecoder(self._max_event_bytes)
+        self._break = None
+        self._response = response
+        if response is None:
+            # A JSON answer: one snapshot, and nothing more to follow.
+            self._break = _Break("no stream")
+        self._ready.append(
+            Reconnected(
+                attempt=self._attempts,
+                reason=brk.reason,
+                delay=delay,
+                last_event_id=last_id,
+                skipped=skipped,
+            )
+        )
+        self._ready.extend(initial)
+
+    def _catch_up_to(self, checkpoint: Checkpoint) -> None:
+        """Fold silently until the checkpoint's last event: used by ``workers.resume``."""
+        if checkpoint.last_event_id is None and not checkpoint.position:
+            return
+        position = checkpoint.position if checkpoint.position is not None else 1 << 62
+        self._quiet_until = (checkpoint.last_event_id, position)
 
     async def _drain(self) -> None:
         """After ``[DONE]``: read the (normally empty) rest of the body, then release.
@@ -265,16 +567,32 @@ class WorkerStream:
     async def aclose(self) -> None:
         """Stop the stream and release the HTTP response. Idempotent; what was
         folded stays readable on :attr:`snapshot`."""
+        await self._finish()
+
+    async def _finish(self) -> None:
+        self._finished = True
         self._pending.clear()
         self._ready.clear()
         await self._release()
 
     async def _release(self) -> None:
         response, self._response = self._response, None
-        self._eof = True
         if response is not None:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+
+    def _abandon(self) -> None:
+        """Left without ``aclose()`` (a loop exited early): close as soon as possible."""
+        self._finished = True
+        self._pending.clear()
+        self._ready.clear()
+        response = self._response
+        if response is None:
+            return
+        if response.abort():
+            self._response = None
+            return
+        _close_later(self)
 
     async def __aenter__(self) -> WorkerStream:
         return self
@@ -290,3 +608,78 @@ class WorkerStream:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<WorkerStream worker={self.worker_id or '?'} {state} events={self._index}>"
+
+
+class _Iterator(Generic[T]):
+    """An async iterator over a stream that closes the stream when it ends or is dropped.
+
+    A class, not an async generator: a generator left unfinished is closed by
+    the event loop's finaliser, which trio reports as a ResourceWarning.
+    """
+
+    __slots__ = ("_done", "_step", "_stream")
+
+    def __init__(self, stream: WorkerStream, step: Callable[[], Awaitable[T | None]]) -> None:
+        self._stream = stream
+        self._step = step
+        self._done = False
+
+    def __aiter__(self) -> _Iterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            item = await self._step()
+        except BaseException:
+            self._done = True
+            await self._stream.aclose()
+            raise
+        if item is None:
+            self._done = True
+            await self._stream.aclose()
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        self._done = True
+        await self._stream.aclose()
+
+    def __del__(self) -> None:
+        if not self._done:
+            self._stream._abandon()
+
+
+def _reconnect_delay(attempt: int, retry_ms: int | None) -> float:
+    # The server's retry: is the first wait; repeated failures back off from it.
+    base = retry_ms / 1000 if retry_ms is not None else _FIRST_RECONNECT_DELAY
+    delay = min(base * 2.0 ** (attempt - 1), max(_MAX_RECONNECT_DELAY, base))
+    return delay * (1 - 0.25 * random.random()) if attempt > 1 else delay
+
+
+_closing: set[Any] = set()
+
+
+def _close_later(stream: WorkerStream) -> None:
+    """Schedule ``stream.aclose()`` on the running loop, from a synchronous context."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+
+    async def close() -> None:
+        try:
+            await stream.aclose()
+        except Exception:  # nobody is left to report it to
+            log.debug("closing an abandoned stream failed", exc_info=True)
+
+    if library == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        token.run_sync_soon(lambda: trio.lowlevel.spawn_system_task(close))
+    else:
+        task = asyncio.get_running_loop().create_task(close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)

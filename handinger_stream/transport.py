@@ -42,6 +42,10 @@ class Response(Protocol):
         """Release the connection; safe to call twice."""
         ...
 
+    def abort(self) -> bool:
+        """Close the connection at once, without awaiting, where the library can; whether it did."""
+        ...
+
 
 class Transport(Protocol):
     name: str
@@ -99,6 +103,10 @@ class _AiohttpResponse:
             else:
                 self._resp.close()
 
+    def abort(self) -> bool:
+        self._resp.close()
+        return True
+
 
 class AiohttpTransport:
     """The default transport. Pass ``session`` to use your own (never closed by us)."""
@@ -138,6 +146,8 @@ class AiohttpTransport:
             )
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(f"cannot connect: {exc.os_error!r}") from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise APITimeoutError("timed out connecting", request_sent=False) from exc
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError() from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -193,6 +203,9 @@ class _HttpxResponse:
             await chunks.aclose()  # type: ignore[attr-defined]
         await self._resp.aclose()
 
+    def abort(self) -> bool:
+        return False  # httpx closes only by awaiting
+
 
 class HttpxTransport:
     """The httpx transport. Pass ``client`` to use your own (never closed by us)."""
@@ -230,7 +243,7 @@ class HttpxTransport:
         try:
             resp = await client.send(request, stream=True)
         except httpx.ConnectTimeout as exc:
-            raise APITimeoutError("timed out connecting") from exc
+            raise APITimeoutError("timed out connecting", request_sent=False) from exc
         except httpx.ConnectError as exc:
             raise APIConnectionError(f"cannot connect: {exc!r}") from exc
         except httpx.TimeoutException as exc:
