@@ -10,6 +10,8 @@ cannot run.
 from __future__ import annotations
 
 import asyncio
+import gc
+import types
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -200,11 +202,27 @@ class _HttpxResponse:
     async def aclose(self) -> None:
         chunks, self._chunks = self._chunks, None
         if chunks is not None:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            # httpx reads a body through a chain of async generators; closing the
+            # outermost leaves the inner ones to the garbage collector, which trio
+            # reports as unfinished generators (httpx PR #3777). Close each one.
+            for generator in _suspended_chain(chunks):
+                await generator.aclose()
         await self._resp.aclose()
 
     def abort(self) -> bool:
         return False  # httpx closes only by awaiting
+
+
+def _suspended_chain(outer: Any) -> list[Any]:
+    """The async generators an iteration is suspended in, outermost first."""
+    chain = []
+    generator = outer
+    while isinstance(generator, types.AsyncGeneratorType) and generator.ag_frame is not None:
+        chain.append(generator)
+        # A suspended generator holds the one it iterates on its frame's value stack.
+        inner = (r for r in gc.get_referents(generator) if isinstance(r, types.AsyncGeneratorType))
+        generator = next(inner, None)
+    return chain
 
 
 class HttpxTransport:
