@@ -33,6 +33,7 @@ from .errors import (
 )
 from .events import Event, WorkerSnapshotEvent
 from .models import BUDGETS, Budget, Worker
+from .sse import DEFAULT_MAX_EVENT_BYTES
 from .stream import Checkpoint, OnDecodeError, Opened, StreamPolicy, WorkerStream
 from .transport import Response, Transport, transport_for
 from .wire import decode_worker, snapshot_event
@@ -73,6 +74,7 @@ class AsyncHandinger:
         *,
         transport: Literal["aiohttp", "httpx"] | None = None,
         on_decode_error: OnDecodeError = "raise",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_reconnects: int = 5,
         first_event_timeout: float | None = 60.0,
         idle_timeout: float | None = 300.0,
@@ -85,6 +87,7 @@ class AsyncHandinger:
         self.timeout = timeout
         self.max_retries = max_retries
         self.on_decode_error: OnDecodeError = on_decode_error
+        self.max_event_bytes = max_event_bytes
         self.stream_policy = StreamPolicy(
             max_reconnects=max_reconnects,
             first_event_timeout=first_event_timeout,
@@ -117,6 +120,7 @@ class AsyncHandinger:
             "timeout": self.timeout,
             "max_retries": self.max_retries,
             "on_decode_error": self.on_decode_error,
+            "max_event_bytes": self.max_event_bytes,
             "max_reconnects": policy.max_reconnects,
             "first_event_timeout": policy.first_event_timeout,
             "idle_timeout": policy.idle_timeout,
@@ -271,6 +275,7 @@ class AsyncHandinger:
             response,
             worker_id=worker_id,
             on_decode_error=self.on_decode_error,
+            max_event_bytes=self.max_event_bytes,
             initial=initial,
             reopen=reopen,
             policy=self.stream_policy,
@@ -574,7 +579,7 @@ class Workers:
             headers=extra_headers,
             from_start=True,
         )
-        stream._catch_up_to(checkpoint)
+        await stream._catch_up_to(checkpoint)
         return stream
 
     async def retrieve_email(self, worker_id: str) -> str:

@@ -816,6 +816,11 @@ class Emulator:
                 ready.set()
                 await stop.wait()
                 await self.stop()
+                # Handlers still sleeping (a stall fault) end here, not with the loop.
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
 
             try:
                 loop.run_until_complete(main())

@@ -149,6 +149,10 @@ class WorkerStream:
         self._received = 0  # SSE events received, across connections
         self._received_id: str | None = None
         self._skip = 0  # replayed events still to skip after a resume by position
+        self._skip_through: str | None = None  # ...or up to and including this id
+        self._first_id: str | None = None
+        self._resumed_from: str | None = None
+        self._resyncing = False
         self._quiet_until: tuple[str | None, int] | None = None
         self._attempts = 0
         self._reconnects = 0
@@ -298,10 +302,12 @@ class WorkerStream:
                 return item
         return None
 
-    async def _next_notice(self) -> Event | Reconnected | None:
+    async def _next_notice(self, *, catch_up: bool = False) -> Event | Reconnected | None:
         ready = self._ready
         pending = self._pending
         while True:
+            if catch_up and self._quiet_until is None:
+                return None
             if ready:
                 item = ready.popleft()
                 if not isinstance(item, Reconnected):
@@ -394,22 +400,49 @@ class WorkerStream:
             self._break = _Break("the connection ended before the stream's end")
 
     def _take(self, events: list[ServerSentEvent]) -> None:
+        if self._resyncing:
+            self._resync(events[0])
         if self._skip:
             # Resumed by position: the first events replay what we already have.
             skipped = min(self._skip, len(events))
             self._skip -= skipped
             events = events[skipped:]
-            if not events:
-                self._last_activity = anyio.current_time()
-                return
+        if self._skip_through is not None and events:
+            last, i = self._skip_through, 0
+            while i < len(events) and _not_after(events[i].id, last):
+                i += 1
+            if i < len(events):
+                self._skip_through = None
+            events = events[i:]
+        self._last_activity = anyio.current_time()
+        if not events:
+            return
         self._pending.extend(events)
         self._received += len(events) - (events[-1].raw == DONE)
         last_id = events[-1].id
         if last_id is not None:
             self._received_id = last_id
-        self._last_activity = anyio.current_time()
+            if self._first_id is None:
+                self._first_id = next(e.id for e in events if e.id is not None)
         self._seen_event = True
         self._attempts = 0
+
+    def _resync(self, first: ServerSentEvent) -> None:
+        """From a resumed connection's first event, tell where the server restarted.
+
+        A server that honours Last-Event-ID continues after it. One that
+        replays the worker from the start instead shows it by the first id:
+        the first one we ever saw (skip what we have, by count), or one not
+        after our last (skip through our last id).
+        """
+        self._resyncing = False
+        last = self._resumed_from
+        if last is None or first.id is None:
+            return
+        if first.id == self._first_id:
+            self._skip = self._received
+        elif _not_after(first.id, last):
+            self._skip_through = last
 
     def _deadline(self, now: float) -> tuple[str, float, float | None]:
         """The nearest stall limit: its name, its seconds, and when it expires."""
@@ -512,6 +545,8 @@ class WorkerStream:
             break
         self._reconnects += 1
         skipped = 0
+        self._resumed_from, self._resyncing = last_id, last_id is not None
+        self._skip_through = None
         if last_id is None:
             skipped = self._skip = self._received
         log.info(
@@ -523,6 +558,8 @@ class WorkerStream:
         )
         self._decoder = SSEDecoder(self._max_event_bytes)
         self._break = None
+        # Each connection gets the whole idle allowance.
+        self._last_activity = anyio.current_time()
         self._response = response
         if response is None:
             # A JSON answer: one snapshot, and nothing more to follow.
@@ -538,12 +575,13 @@ class WorkerStream:
         )
         self._ready.extend(initial)
 
-    def _catch_up_to(self, checkpoint: Checkpoint) -> None:
-        """Fold silently until the checkpoint's last event: used by ``workers.resume``."""
+    async def _catch_up_to(self, checkpoint: Checkpoint) -> None:
+        """Fold the replay silently through the checkpoint's last event (``workers.resume``)."""
         if checkpoint.last_event_id is None and not checkpoint.position:
             return
         position = checkpoint.position if checkpoint.position is not None else 1 << 62
         self._quiet_until = (checkpoint.last_event_id, position)
+        await self._next_notice(catch_up=True)
 
     async def _drain(self) -> None:
         """After ``[DONE]``: read the (normally empty) rest of the body, then release.
@@ -576,10 +614,14 @@ class WorkerStream:
         await self._release()
 
     async def _release(self) -> None:
-        response, self._response = self._response, None
+        response = self._response
         if response is not None:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            finally:
+                # Only now is it closed: `closed` never runs ahead of the transport.
+                self._response = None
 
     def _abandon(self) -> None:
         """Left without ``aclose()`` (a loop exited early): close as soon as possible."""
@@ -649,6 +691,18 @@ class _Iterator(Generic[T]):
     def __del__(self) -> None:
         if not self._done:
             self._stream._abandon()
+
+
+def _not_after(event_id: str | None, last: str) -> bool:
+    """Whether an event with this id comes no later than the event with id ``last``.
+
+    Ids are opaque, so only equality is sure; decimal ids also compare as numbers.
+    """
+    if event_id is None:
+        return False
+    if event_id == last:
+        return True
+    return event_id.isdigit() and last.isdigit() and int(event_id) <= int(last)
 
 
 def _reconnect_delay(attempt: int, retry_ms: int | None) -> float:

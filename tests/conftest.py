@@ -57,6 +57,8 @@ class Canned:
     status: int = 200
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
     delay: float = 0.0
+    # Cut the connection after reading the request, before any answer.
+    abort: bool = False
 
 
 class RawServer:
@@ -69,6 +71,7 @@ class RawServer:
         self.responses: list[Canned] = []
         self.requests: list[dict[str, Any]] = []
         self.open_streams = 0
+        self.finished = 0
         self.base_url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -77,6 +80,7 @@ class RawServer:
     def serve(self, *responses: Canned) -> None:
         self.responses = list(responses)
         self.requests = []
+        self.finished = 0
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
@@ -88,6 +92,9 @@ class RawServer:
             }
         )
         canned = self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+        if canned.abort and request.transport is not None:
+            request.transport.abort()
+            return web.Response()
         response = web.StreamResponse(status=canned.status, headers=canned.headers)
         await response.prepare(request)
         self.open_streams += 1
@@ -97,6 +104,9 @@ class RawServer:
                 if canned.delay:
                     await asyncio.sleep(canned.delay)
             await response.write_eof()
+            self.finished += 1
+        except ConnectionError:
+            pass  # the client left: tests check that it did
         finally:
             self.open_streams -= 1
         return response
