@@ -25,6 +25,7 @@ from .errors import (
     RateLimitError,
     StreamDecodeError,
     StreamError,
+    StreamTimeoutError,
     UnprocessableEntityError,
     WorkerFailedError,
 )
@@ -41,6 +42,7 @@ from .events import (
     ReasoningDeltaEvent,
     ReasoningEndEvent,
     ReasoningStartEvent,
+    Reconnected,
     SourceDocumentEvent,
     SourceUrlEvent,
     StartEvent,
@@ -72,7 +74,7 @@ from .models import (
 )
 from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
-from .stream import WorkerStream
+from .stream import Checkpoint, StreamPolicy, WorkerStream
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -84,6 +86,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "Budget",
+    "Checkpoint",
     "ChunkEvent",
     "ConflictError",
     "Costs",
@@ -108,6 +111,7 @@ __all__ = [
     "ReasoningDeltaEvent",
     "ReasoningEndEvent",
     "ReasoningStartEvent",
+    "Reconnected",
     "SSEDecoder",
     "ServerSentEvent",
     "Source",
@@ -117,6 +121,8 @@ __all__ = [
     "StartStepEvent",
     "StreamDecodeError",
     "StreamError",
+    "StreamPolicy",
+    "StreamTimeoutError",
     "TextDeltaEvent",
     "TextEndEvent",
     "TextStartEvent",

@@ -91,7 +91,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     (``None`` when the stream did not start there); ``last_event_id`` is the
     SSE id of the last one. ``snapshot`` is the Worker as folded so far.
 
-    >>> cp = Checkpoint(worker_id="wrk_1", last_event_id="41", position=42, snapshot=Worker())
+    >>> cp = Checkpoint(worker_id="w1", last_event_id="41", position=42, snapshot=Worker(id="w1"))
     >>> msgspec.json.decode(msgspec.json.encode(cp), type=Checkpoint) == cp
     True
     """
