@@ -71,21 +71,45 @@ _RESULT_STATES = ("output-available", "output-error")
 
 
 class _Text:
-    """Text as appended pieces; joined (and the join kept) only when read."""
+    """Text as appended pieces; joined (and the join kept) only when read.
 
-    __slots__ = ("pieces",)
+    Every ``COMPACT_AT`` pieces are joined into one block, so a long stream's
+    text costs about its own size in memory, not a string object per delta.
+    """
+
+    __slots__ = ("blocks", "pieces")
+    COMPACT_AT = 512
 
     def __init__(self, text: str = "") -> None:
-        self.pieces: list[str] = [text] if text else []
+        self.blocks: list[str] = [text] if text else []
+        # Appended to in place (the hot path holds on to it), never replaced.
+        self.pieces: list[str] = []
+
+    def add(self, piece: str) -> None:
+        pieces = self.pieces
+        pieces.append(piece)
+        if len(pieces) >= self.COMPACT_AT:
+            self.compact()
+
+    def compact(self) -> None:
+        self.blocks.append("".join(self.pieces))
+        self.pieces.clear()
+
+    def set(self, pieces: list[str]) -> None:
+        self.blocks[:] = pieces
+        self.pieces.clear()
 
     def value(self) -> str:
-        pieces = self.pieces
-        if len(pieces) == 1:
-            return pieces[0]
-        if not pieces:
+        blocks, pieces = self.blocks, self.pieces
+        if pieces:
+            blocks.append("".join(pieces))
+            pieces.clear()
+        if len(blocks) == 1:
+            return blocks[0]
+        if not blocks:
             return ""
-        text = "".join(pieces)
-        self.pieces = [text]
+        text = "".join(blocks)
+        blocks[:] = [text]
         return text
 
 
@@ -453,7 +477,7 @@ class WorkerState:
         for entry in output:
             text = live.get(entry.id)
             if text is not None and self._is_open_text(entry.id):
-                text.pieces = [c.text for c in entry.content]
+                text.set([c.text for c in entry.content])
                 entries.append((entry.id, text))
             else:
                 entries.append(entry)
@@ -585,6 +609,18 @@ def apply_event(state: WorkerState, event: Event) -> bool:
     (True, 'boom')
     """
     state._cache = None
+    if type(event) is TextDeltaEvent and event.provider_metadata is UNSET:
+        # The hot path: most events of a stream append to an open text part.
+        message = state.message
+        if message is not None and not message.unwritten:
+            part = message.open_text.get(event.id)
+            if part is not None:
+                text = part["text"]
+                pieces = text.pieces
+                pieces.append(event.delta)
+                if len(pieces) >= _Text.COMPACT_AT:
+                    text.compact()
+                return True
     if state.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
         state.status, state.running = "running", True
     match event:
@@ -594,7 +630,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             if part is None:
                 # The SDK rejects a delta without its start; keeping the text is kinder.
                 part = state._start_text(event.id, "text", UNSET)
-            part["text"].pieces.append(event.delta)
+            part["text"].add(event.delta)
             if event.provider_metadata is not UNSET:
                 part["providerMetadata"] = event.provider_metadata
             if message.unwritten:
@@ -604,7 +640,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
             part = message.open_reasoning.get(event.id)
             if part is None:
                 part = state._start_text(event.id, "reasoning", UNSET)
-            part["text"].pieces.append(event.delta)
+            part["text"].add(event.delta)
             if event.provider_metadata is not UNSET:
                 part["providerMetadata"] = event.provider_metadata
             if message.unwritten:
@@ -616,7 +652,7 @@ def apply_event(state: WorkerState, event: Event) -> bool:
                 # The SDK fails the stream here; skipping the delta keeps the rest.
                 log.warning("tool-input-delta for unknown tool call %r", event.tool_call_id)
                 return False
-            call.text.pieces.append(event.input_text_delta)
+            call.text.add(event.input_text_delta)
             _update_tool(
                 message,
                 event.tool_call_id,

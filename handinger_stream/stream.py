@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
@@ -43,9 +43,15 @@ from .errors import (
 from .events import Event, Reconnected, TextDeltaEvent
 from .models import Worker
 from .reducer import WorkerState, apply_event
-from .sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, ServerSentEvent, SSEDecoder
+from .sse import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DataRun,
+    EventTooLargeError,
+    ServerSentEvent,
+    SSEDecoder,
+)
 from .transport import Response
-from .wire import DONE, decode_event
+from .wire import DONE, decode_event, decode_run
 
 __all__ = ["Checkpoint", "StreamPolicy", "WorkerStream"]
 
@@ -137,8 +143,9 @@ class WorkerStream:
         self._response = response
         self._max_event_bytes = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes)
-        self._pending: deque[ServerSentEvent] = deque()
-        self._ready: deque[Event | Reconnected] = deque(initial or ())
+        self._pending: deque[ServerSentEvent | DataRun] = deque()
+        # Decoded, not yet delivered; a decode error waits here for its turn.
+        self._ready: deque[Event | Reconnected | StreamDecodeError] = deque(initial or ())
         self._state = WorkerState(worker_id)
         self._on_decode_error = on_decode_error
         self._reopen = reopen
@@ -213,7 +220,7 @@ class WorkerStream:
     # -- iteration ------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return _Iterator(self, self._next)
+        return _Iterator(self, self._next, self._pop_ready)
 
     async def __anext__(self) -> Event:
         event = await self._next()
@@ -224,7 +231,7 @@ class WorkerStream:
     def events(self, *, reconnects: bool = False) -> AsyncIterator[Event | Reconnected]:
         """The events; with ``reconnects=True`` a :class:`Reconnected` marks each resume."""
         if not reconnects:
-            return _Iterator(self, self._next)
+            return _Iterator(self, self._next, self._pop_ready)
         return _Iterator(self, self._next_notice)
 
     def text_deltas(self) -> AsyncIterator[str]:
@@ -304,45 +311,74 @@ class WorkerStream:
 
     async def _next_notice(self, *, catch_up: bool = False) -> Event | Reconnected | None:
         ready = self._ready
-        pending = self._pending
         while True:
             if catch_up and self._quiet_until is None:
                 return None
             if ready:
                 item = ready.popleft()
-                if not isinstance(item, Reconnected):
-                    self._deliver(item)
-                return item
-            if pending:
-                sse = pending.popleft()
+                if type(item) is Reconnected:
+                    return item
                 index = self._index
                 self._index = index + 1
-                if sse.raw == DONE:
-                    self._done_marker = True
-                    pending.clear()
-                    await self._drain()
-                    self._finished = True
-                    continue
-                try:
-                    event = decode_event(sse, index)
-                except StreamDecodeError as exc:
+                if type(item) is StreamDecodeError:
                     if self._on_decode_error == "skip":
-                        log.warning("skipping undecodable event: %s", exc)
+                        log.warning("skipping undecodable event: %s", item)
                         continue
-                    exc.worker = self._state.snapshot()
+                    item.worker = self._state.snapshot()
                     await self._finish()
-                    raise
+                    raise item
+                event: Event = item  # type: ignore[assignment]
                 self._deliver(event)
                 if self._quiet_until is not None:
                     self._check_caught_up(event, index)
                     continue
                 return event
+            if self._pending:
+                if self._decode_pending():
+                    self._done_marker = True
+                    self._index += 1
+                    self._pending.clear()
+                    await self._drain()
+                    self._finished = True
+                continue
             if self._finished:
                 return None
             if self._response is not None:
                 await self._fill()
             else:
                 await self._after_connection()
+
+    def _pop_ready(self) -> Event | None:
+        """The next event if one is decoded and plain to hand over: the loop's fast path."""
+        ready = self._ready
+        if not ready or self._quiet_until is not None:
+            return None
+        item = ready[0]
+        if type(item) is Reconnected or type(item) is StreamDecodeError:
+            return None
+        ready.popleft()
+        self._index += 1
+        self._deliver(item)  # type: ignore[arg-type]
+        return item  # type: ignore[return-value]
+
+    def _decode_pending(self) -> bool:
+        """Decode what arrived into ``_ready`` (errors in place); True at ``[DONE]``."""
+        item = self._pending.popleft()
+        if type(item) is DataRun:
+            events = None if item.region.endswith(b"data: [DONE]") else decode_run(item)
+            if events is not None:
+                self._ready.extend(events)
+            else:
+                self._pending.extendleft(reversed(item.events()))
+            return False
+        sse: ServerSentEvent = item  # type: ignore[assignment]
+        if sse.raw == DONE:
+            return True
+        try:
+            self._ready.append(decode_event(sse, self._index + len(self._ready)))
+        except StreamDecodeError as exc:
+            self._ready.append(exc)  # raised in its turn, after the events before it
+        return False
 
     def _deliver(self, event: Event) -> None:
         self._changed = apply_event(self._state, event)
@@ -381,7 +417,7 @@ class WorkerStream:
                 raise self._give_up(self._break)
             return
         try:
-            events = self._decoder.feed(chunk) if chunk else self._decoder.close()
+            events = self._decoder.feed_runs(chunk) if chunk else self._decoder.close()
         except EventTooLargeError as exc:
             await self._finish()
             raise StreamDecodeError(
@@ -399,8 +435,25 @@ class WorkerStream:
             await self._release()
             self._break = _Break("the connection ended before the stream's end")
 
-    def _take(self, events: list[ServerSentEvent]) -> None:
-        if self._resyncing:
+    def _take(self, items: Sequence[ServerSentEvent | DataRun]) -> None:
+        self._last_activity = anyio.current_time()
+        if self._resyncing or self._skip or self._skip_through is not None:
+            # Resuming: work event by event until the replay has caught up.
+            self._take_events(_expand(items))
+            return
+        received = 0
+        last_id = None
+        for item in items:
+            if type(item) is DataRun:
+                received += item.count - item.region.endswith(b"data: [DONE]")
+            else:
+                received += item.raw != DONE  # type: ignore[union-attr]
+            last_id = item.id if item.id is not None else last_id
+        self._pending.extend(items)
+        self._took(received, last_id, items)
+
+    def _take_events(self, events: list[ServerSentEvent]) -> None:
+        if self._resyncing and events:
             self._resync(events[0])
         if self._skip:
             # Resumed by position: the first events replay what we already have.
@@ -414,16 +467,19 @@ class WorkerStream:
             if i < len(events):
                 self._skip_through = None
             events = events[i:]
-        self._last_activity = anyio.current_time()
         if not events:
             return
         self._pending.extend(events)
-        self._received += len(events) - (events[-1].raw == DONE)
-        last_id = events[-1].id
+        self._took(len(events) - (events[-1].raw == DONE), events[-1].id, events)
+
+    def _took(
+        self, received: int, last_id: str | None, items: Sequence[ServerSentEvent | DataRun]
+    ) -> None:
+        self._received += received
         if last_id is not None:
             self._received_id = last_id
             if self._first_id is None:
-                self._first_id = next(e.id for e in events if e.id is not None)
+                self._first_id = next(i.id for i in items if i.id is not None)
         self._seen_event = True
         self._attempts = 0
 
@@ -659,17 +715,27 @@ class _Iterator(Generic[T]):
     the event loop's finaliser, which trio reports as a ResourceWarning.
     """
 
-    __slots__ = ("_done", "_step", "_stream")
+    __slots__ = ("_done", "_fast", "_step", "_stream")
 
-    def __init__(self, stream: WorkerStream, step: Callable[[], Awaitable[T | None]]) -> None:
+    def __init__(
+        self,
+        stream: WorkerStream,
+        step: Callable[[], Awaitable[T | None]],
+        fast: Callable[[], T | None] | None = None,
+    ) -> None:
         self._stream = stream
         self._step = step
+        # Takes an already decoded event without awaiting, when there is one.
+        self._fast = fast
         self._done = False
 
     def __aiter__(self) -> _Iterator[T]:
         return self
 
     async def __anext__(self) -> T:
+        fast = self._fast
+        if fast is not None and (ready := fast()) is not None:
+            return ready
         if self._done:
             raise StopAsyncIteration
         try:
@@ -691,6 +757,16 @@ class _Iterator(Generic[T]):
     def __del__(self) -> None:
         if not self._done:
             self._stream._abandon()
+
+
+def _expand(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEvent]:
+    out: list[ServerSentEvent] = []
+    for item in items:
+        if isinstance(item, DataRun):
+            out += item.events()
+        else:
+            out.append(item)
+    return out
 
 
 def _not_after(event_id: str | None, last: str) -> bool:

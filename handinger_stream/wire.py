@@ -26,14 +26,22 @@ from .events import (
     WorkerSnapshotEvent,
 )
 from .models import WORKER_FIELDS, Worker
-from .sse import ServerSentEvent
+from .sse import DataRun, ServerSentEvent
 
-__all__ = ["DONE", "decode_event", "decode_worker", "snapshot_event", "worker_from_object"]
+__all__ = [
+    "DONE",
+    "decode_event",
+    "decode_run",
+    "decode_worker",
+    "snapshot_event",
+    "worker_from_object",
+]
 
 DONE: Final = b"[DONE]"
 
 _chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
 _any_decoder: Final = msgspec.json.Decoder()
+_run_decoder: Final = msgspec.json.Decoder(list[ChunkEvent])
 _worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
 _DATA_PREFIX: Final = b'{"type":"data-'
 
@@ -54,6 +62,28 @@ def decode_event(sse: ServerSentEvent, index: int) -> Event:
             event.event_id = sse.id
             return event
     return _decode_generic(raw, sse.id, index)
+
+
+def decode_run(run: DataRun) -> list[ChunkEvent] | None:
+    """A run of one-line data events decoded in one pass, or ``None`` when it cannot be.
+
+    The run's events become one JSON array by rewriting their separators, so
+    msgspec decodes them in a single call. ``None`` (a data part, a snapshot,
+    an unknown chunk, bad JSON, ``[DONE]``) means: decode them one by one.
+    """
+    region = run.region
+    if b'"type":"data-' in region:
+        return None
+    try:
+        events: list[ChunkEvent] = _run_decoder.decode(
+            b"[" + region[6:].replace(b"\n\ndata: ", b",") + b"]"
+        )
+    except msgspec.DecodeError:
+        return None
+    if run.id is not None:
+        for event in events:
+            event.event_id = run.id
+    return events
 
 
 def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
