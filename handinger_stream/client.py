@@ -93,6 +93,7 @@ class AsyncHandinger:
             first_event_timeout=first_event_timeout,
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
+            read_timeout=timeout,
         )
         self._http_client = http_client
         self._transport_name = transport

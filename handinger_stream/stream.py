@@ -24,6 +24,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
@@ -88,6 +89,8 @@ class StreamPolicy:
     first_event_timeout: float | None = 60.0
     idle_timeout: float | None = 300.0
     total_timeout: float | None = None
+    # The transport's timeout for one read, if it has one (the client's ``timeout``).
+    read_timeout: float | None = None
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,9 +282,13 @@ class WorkerStream:
         Raises :class:`WorkerFailedError` when the worker reported an error and
         :class:`IncompleteStreamError` when the stream ended before its end.
         """
+        pop = self._pop_ready
         try:
-            while await self._next() is not None:
-                pass
+            while True:
+                while pop() is not None:
+                    pass
+                if await self._next() is None:
+                    break
         finally:
             await self.aclose()
         worker = self._state.snapshot()
@@ -354,12 +361,16 @@ class WorkerStream:
         if not ready or self._quiet_until is not None:
             return None
         item = ready[0]
-        if type(item) is Reconnected or type(item) is StreamDecodeError:
+        kind = type(item)
+        if kind is Reconnected or kind is StreamDecodeError:
             return None
         ready.popleft()
         self._index += 1
-        self._deliver(item)  # type: ignore[arg-type]
-        return item  # type: ignore[return-value]
+        event: Event = item  # type: ignore[assignment]
+        self._changed = apply_event(self._state, event)
+        if event.event_id is not None:
+            self._last_event_id = event.event_id
+        return event
 
     def _decode_pending(self) -> bool:
         """Decode what arrived into ``_ready`` (errors in place); True at ``[DONE]``."""
@@ -395,22 +406,24 @@ class WorkerStream:
     async def _fill(self) -> None:
         response = self._response
         assert response is not None
-        now = anyio.current_time()
+        now = monotonic()
         if self._started is None:
             self._started = now
         limit, seconds, deadline = self._deadline(now)
-        try:
-            with anyio.move_on_after(deadline - now if deadline is not None else None) as scope:
-                chunk = await response.read_chunk()
-        except APIConnectionError as exc:
-            await self._release()
-            self._break = _Break(f"connection broke ({exc.message})", exc)
-            return
-        except BaseException:
-            # Cancelled: release now, keep what was folded.
-            await self._release()
-            raise
-        if scope.cancelled_caught:
+        if deadline is not None and deadline <= now:
+            chunk: bytes | None = None
+        else:
+            try:
+                chunk = await self._read(response, now, deadline)
+            except APIConnectionError as exc:
+                await self._release()
+                self._break = _Break(f"connection broke ({exc.message})", exc)
+                return
+            except BaseException:
+                # Cancelled: release now, keep what was folded.
+                await self._release()
+                raise
+        if chunk is None:
             await self._release()
             self._break = _Break(f"no event for {seconds:g} s ({limit} limit)", limit=limit)
             if limit == "total":
@@ -435,8 +448,19 @@ class WorkerStream:
             await self._release()
             self._break = _Break("the connection ended before the stream's end")
 
+    async def _read(self, response: Response, now: float, deadline: float | None) -> bytes | None:
+        """The next bytes, or ``None`` if the stall deadline came first."""
+        read_timeout = self._policy.read_timeout
+        if deadline is None or (read_timeout is not None and deadline - now > read_timeout):
+            # The transport's own read timeout fires first: no scope needed, and
+            # a live stream saves a timer per read.
+            return await response.read_chunk()
+        with anyio.move_on_after(deadline - now):
+            return await response.read_chunk()
+        return None
+
     def _take(self, items: Sequence[ServerSentEvent | DataRun]) -> None:
-        self._last_activity = anyio.current_time()
+        self._last_activity = monotonic()
         if self._resyncing or self._skip or self._skip_through is not None:
             # Resuming: work event by event until the replay has caught up.
             self._take_events(_expand(items))
@@ -615,7 +639,7 @@ class WorkerStream:
         self._decoder = SSEDecoder(self._max_event_bytes)
         self._break = None
         # Each connection gets the whole idle allowance.
-        self._last_activity = anyio.current_time()
+        self._last_activity = monotonic()
         self._response = response
         if response is None:
             # A JSON answer: one snapshot, and nothing more to follow.
