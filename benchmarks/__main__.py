@@ -1,24 +1,52 @@
-"""``python -m benchmarks fold [N]`` or ``python -m benchmarks smoke``."""
+"""``python -m benchmarks all | smoke | report | fold``: see ``benchmarks/README.md``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
+from pathlib import Path
 
 from . import fold
+from .report import render
+from .suite import run_all
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results.json"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("scenario", choices=["fold", "smoke"])
-    parser.add_argument("-n", type=int, default=1_000_000, help="number of deltas")
+    parser.add_argument("command", choices=["all", "smoke", "report", "fold"])
+    parser.add_argument("-n", type=int, default=1_000_000, help="fold: number of deltas")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency-rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.scenario == "smoke":
-        # Keeps the suite from rotting; a few hundred events, no numbers judged.
-        result = fold.run(500)
-        print(f"benchmarks smoke: fold of {result['deltas']} deltas ran")
-        return
-    print(json.dumps(fold.run(args.n), indent=2))
+    if args.command == "fold":
+        print(json.dumps(fold.run(args.n), indent=2))
+    elif args.command == "smoke":
+        # Every scenario and consumer, a few hundred events, one round: only that it runs.
+        result = run_all(rounds=1, quick=True)
+        failed = [
+            f"{scenario}: {name}"
+            for scenario, body in result["scenarios"].items()
+            for name, entry in body["consumers"].items()
+            if "failed" in entry
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            render(result, Path(tmp))
+        if failed:
+            sys.exit(f"benchmarks smoke: failed: {failed}")
+        print(
+            f"benchmarks smoke: {len(result['scenarios'])} scenarios ran, and the report rendered"
+        )
+    else:
+        if args.command == "all":
+            result = run_all(rounds=args.rounds, concurrency_rounds=args.concurrency_rounds)
+            RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        result = json.loads(RESULTS.read_text(encoding="utf-8"))
+        print(f"wrote {render(result, ROOT / 'docs')}")
 
 
 main()
