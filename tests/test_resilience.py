@@ -7,6 +7,7 @@ Everything runs over real loopback HTTP: the emulator (with faults queued by
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -54,6 +55,16 @@ async def rclient(emu: Emulator, transport: str) -> AsyncIterator[AsyncHandinger
         transport=transport,  # type: ignore[arg-type]
     ) as client:
         yield client
+
+
+def raw_client(raw_server: RawServer, transport: str, **options: Any) -> AsyncHandinger:
+    """A client of the raw-bytes server."""
+    return AsyncHandinger(
+        api_key="k",
+        base_url=raw_server.base_url,
+        transport=transport,  # type: ignore[arg-type]
+        **options,
+    )
 
 
 def plain(event: Event) -> bytes:
@@ -179,9 +190,7 @@ async def test_resume_sends_last_event_id_and_the_callers_headers(
         Canned([b'id: 1\ndata: {"type":"start"}\n\nid: 2\ndata: {"type":"start-step"}\n\n'], headers=SSE),
         Canned([b'id: 3\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
     )
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport) as client:
         stream = await client.workers.create(
             input="x", stream=True, extra_headers={"x-trace": "t-1"}
         )
@@ -203,9 +212,7 @@ async def test_a_replay_that_ignores_last_event_id_is_not_delivered_twice(
         Canned([start], headers=SSE),  # ends early, without its end
         Canned([start, rest, b"data: [DONE]\n\n"], headers=SSE),  # replays from the start
     )
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport) as client:
         stream = await client.workers.create(input="x", stream=True)
         ids = [e.event_id async for e in stream]
     assert ids == ["1", "2", "3", "4"]
@@ -222,9 +229,7 @@ async def test_a_continued_stream_skips_a_full_replay_by_numeric_id(
         Canned([events(5, 6)], headers=SSE),
         Canned([events(1, 2, 3, 4, 5, 6, 7), b'id: 8\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
     )
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport) as client:
         stream = await client.workers.continue_("w1", input="x", stream=True)
         ids = [e.event_id async for e in stream]
     assert ids == ["5", "6", "7", "8"]
@@ -234,9 +239,7 @@ async def test_a_create_cut_before_its_worker_id_is_known_is_not_sent_again(
     raw_server: RawServer, transport: str
 ) -> None:
     raw_server.serve(Canned([b'data: {"type":"start"}\n\n']))  # no id header, no snapshot
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport) as client:
         stream = await client.workers.create(input="x", stream=True)
         with pytest.raises(IncompleteStreamError, match="worker id was not known"):
             await stream.get_final_worker()
@@ -247,9 +250,7 @@ async def test_a_sent_create_without_an_answer_is_not_retried_but_a_get_is(
     raw_server: RawServer, transport: str
 ) -> None:
     raw_server.serve(Canned([], abort=True))
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport, max_retries=2  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport, max_retries=2) as client:
         with pytest.raises(APIConnectionError, match="not retried") as info:
             await client.workers.create(input="x", stream=True)
         assert info.value.request_sent
@@ -271,9 +272,7 @@ async def test_retry_after_is_honoured_before_the_first_byte(
         Canned([error], status=503, headers={**json, "retry-after": "0"}),
         Canned([b'data: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
     )
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport) as client:
         stream = await client.workers.create(input="x", stream=True)
         assert (await stream.get_final_worker()).status == "completed"
     assert [r["method"] for r in raw_server.requests] == ["POST"] * 3
@@ -293,10 +292,9 @@ async def test_keepalives_are_not_progress_an_idle_stream_resumes(
         Canned([b'id: 1\ndata: {"type":"start"}\n\n', *keepalives(60)], headers=SSE, delay=0.02),
         Canned([b'id: 2\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
     )
-    async with AsyncHandinger(
-        api_key="k",
-        base_url=raw_server.base_url,
-        transport=transport,  # type: ignore[arg-type]
+    async with raw_client(
+        raw_server,
+        transport,
         idle_timeout=0.2,
     ) as client:
         stream = await client.workers.create(input="x", stream=True)
@@ -313,10 +311,9 @@ async def test_a_slow_first_event_resumes_from_the_start(
         Canned(keepalives(60), headers=SSE, delay=0.02),
         Canned([b'data: {"type":"start"}\n\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
     )
-    async with AsyncHandinger(
-        api_key="k",
-        base_url=raw_server.base_url,
-        transport=transport,  # type: ignore[arg-type]
+    async with raw_client(
+        raw_server,
+        transport,
         first_event_timeout=0.2,
     ) as client:
         stream = await client.workers.create(input="x", stream=True)
@@ -331,10 +328,9 @@ async def test_stalls_that_do_not_heal_say_which_limit(
     raw_server.serve(
         Canned([b'id: 1\ndata: {"type":"start"}\n\n', *keepalives(40)], headers=SSE, delay=0.02)
     )
-    async with AsyncHandinger(
-        api_key="k",
-        base_url=raw_server.base_url,
-        transport=transport,  # type: ignore[arg-type]
+    async with raw_client(
+        raw_server,
+        transport,
         idle_timeout=0.1,
         max_reconnects=2,
     ) as client:
@@ -351,10 +347,9 @@ async def test_stalls_that_do_not_heal_say_which_limit(
 async def test_the_total_deadline_is_final(raw_server: RawServer, transport: str) -> None:
     delta = b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'
     raw_server.serve(Canned([b'data: {"type":"text-start","id":"t"}\n\n'] + [delta] * 200, headers=SSE, delay=0.01))
-    async with AsyncHandinger(
-        api_key="k",
-        base_url=raw_server.base_url,
-        transport=transport,  # type: ignore[arg-type]
+    async with raw_client(
+        raw_server,
+        transport,
         total_timeout=0.3,
     ) as client:
         stream = await client.workers.create(input="x", stream=True)
@@ -423,10 +418,9 @@ async def test_an_oversized_event_fails_without_reading_it_all(
     raw_server.serve(
         Canned([b'id: 1\ndata: {"type":"start"}\n\ndata: {"type":"text-delta","delta":"', *[piece] * 200], headers=SSE, delay=0.002)
     )
-    async with AsyncHandinger(
-        api_key="k",
-        base_url=raw_server.base_url,
-        transport=transport,  # type: ignore[arg-type]
+    async with raw_client(
+        raw_server,
+        transport,
         max_event_bytes=256 * 1024,
     ) as client:
         stream = await client.workers.create(input="x", stream=True)
@@ -460,9 +454,7 @@ async def test_a_stream_request_answered_otherwise_is_a_clear_status_error(
     text: str,
 ) -> None:
     raw_server.serve(Canned([body], status=status, headers={"content-type": content_type}))
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport, max_retries=0  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport, max_retries=0) as client:
         with pytest.raises(error) as info:
             await client.workers.create(input="x", stream=True)
     assert isinstance(info.value, APIStatusError) and info.value.status_code == status
@@ -482,9 +474,7 @@ async def test_invalid_utf8_becomes_replacement_characters(
             headers=SSE,
         )
     )
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport) as client:
         stream = await client.workers.create(input="x", stream=True)
         worker = await stream.get_final_worker()
     assert worker.output_text == "café \ufffd\ufffd ok"
@@ -496,9 +486,7 @@ async def test_a_stream_ending_early_without_resume_raises_with_the_partial_work
     raw_server.serve(
         Canned([b'data: {"type":"text-start","id":"t"}\n\ndata: {"type":"text-delta","id":"t","delta":"half"}\n\n'], headers=SSE)
     )
-    async with AsyncHandinger(
-        api_key="k", base_url=raw_server.base_url, transport=transport, max_reconnects=0  # type: ignore[arg-type]
-    ) as client:
+    async with raw_client(raw_server, transport, max_reconnects=0) as client:
         stream = await client.workers.create(input="x", stream=True)
         deltas: list[str] = []
         with pytest.raises(IncompleteStreamError) as info:
