@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import fold
 from .report import render
-from .suite import run_all
+from .suite import add_concurrency, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -18,7 +18,10 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("command", choices=["all", "smoke", "report", "fold"])
+    parser.add_argument("command", choices=["all", "smoke", "report", "fold", "concurrency"])
+    parser.add_argument(
+        "--consumers", nargs="*", help="concurrency: the consumers to (re)measure and merge"
+    )
     parser.add_argument("-n", type=int, default=1_000_000, help="fold: number of deltas")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency-rounds", type=int, default=3)
@@ -44,6 +47,10 @@ def main() -> None:
     else:
         if args.command == "all":
             result = run_all(rounds=args.rounds, concurrency_rounds=args.concurrency_rounds)
+            RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        if args.command == "concurrency":
+            result = json.loads(RESULTS.read_text(encoding="utf-8"))
+            add_concurrency(result, args.consumers or [], args.concurrency_rounds)
             RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         result = json.loads(RESULTS.read_text(encoding="utf-8"))
         print(f"wrote {render(result, ROOT / 'docs')}")

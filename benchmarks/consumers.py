@@ -46,7 +46,8 @@ def _shared(key: str, make: Callable[[], Any]) -> Any:
 
 async def _close_shared() -> None:
     for client in _clients.values():
-        await client.aclose()
+        # The Stainless SDKs close with close(); everything else with aclose().
+        await (client.aclose() if hasattr(client, "aclose") else client.close())
     _clients.clear()
 
 
@@ -146,7 +147,10 @@ async def handinger_sdk(base_url: str, spec: str, lags: array[int]) -> tuple[int
 
     events = text = 0
     stamped = "stamp" in spec
-    async with AsyncHandinger(api_key="bench", base_url=base_url, max_retries=0) as client:
+    client = _shared(
+        "handinger", lambda: AsyncHandinger(api_key="bench", base_url=base_url, max_retries=0)
+    )
+    if True:
         stream = await client.workers.stream_updates("wrk_bench", extra_query={"spec": spec})
         try:
             async for chunk in stream:
@@ -211,7 +215,10 @@ async def openai_stream(base_url: str, spec: str, lags: array[int]) -> tuple[int
     chunk_type = _openai_models()
     events = text = 0
     stamped = "stamp" in spec
-    async with openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0) as client:
+    client = _shared(
+        "openai", lambda: openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
+    )
+    if True:
         http = client._client
         request = http.build_request(
             "POST", f"{base_url}/api/workers", json={"input": spec, "stream": True}

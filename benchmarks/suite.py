@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,10 @@ def measure(consumer: str, base_url: str, spec: str, streams: int = 1) -> dict[s
         timeout=1800,
     )
     if done.returncode != 0:
-        return {"consumer": consumer, "failed": done.stderr.strip().splitlines()[-1:]}
+        # The last line naming an exception says more than a traceback's frame.
+        lines = [ln.strip(" |+") for ln in done.stderr.splitlines()]
+        named = [ln for ln in lines if re.match(r"[\w.]+(Error|Exception|Timeout)\b", ln)]
+        return {"consumer": consumer, "failed": (named or lines or ["no output"])[-1]}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -121,6 +125,43 @@ def run_scenario(
     }
 
 
+CONCURRENT = [c for c in ALL if c != "limit: read"]
+PACINGS = ((100, 20), (500, 20), (1000, 20), (500, 5))
+
+
+def run_concurrency(
+    base_url: str,
+    server: subprocess.Popen[str],
+    consumers: list[str],
+    rounds: int,
+    quick: bool = False,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for streams, pace in PACINGS:
+        n = 20 if quick else 1000
+        count = max(streams // 20, 2) if quick else streams
+        out[f"concurrency {streams}x{1000 // pace}/s"] = run_scenario(
+            base_url,
+            server,
+            "concurrency",
+            f"n={n}&pace_ms={pace}&stamp=1",
+            consumers,
+            rounds,
+            streams=count,
+        )
+    return out
+
+
+def add_concurrency(results: dict[str, Any], consumers: list[str], rounds: int) -> None:
+    """Measure more consumers in the concurrency scenarios and merge them into ``results``."""
+    with replay_server() as (base_url, server):
+        extra = run_concurrency(base_url, server, consumers, rounds)
+    for key, scenario in extra.items():
+        target = results["scenarios"].setdefault(key, scenario)
+        if target is not scenario:
+            target["consumers"].update(scenario["consumers"])
+
+
 def machine() -> dict[str, Any]:
     packages = {}
     names = ("handinger-stream", "aiohttp", "httpx", "httpx-sse", "msgspec", "anyio")
@@ -172,19 +213,8 @@ def run_all(*, rounds: int = 5, concurrency_rounds: int = 3, quick: bool = False
         scenarios["live 1/ms"] = run_scenario(
             base_url, server, "live", f"n={live_n}&pace_ms=1&stamp=1", ALL, rounds
         )
-        concurrent = ["httpx-sse + msgspec", *OURS]
-        for streams, pace in ((100, 20), (500, 20), (1000, 20), (500, 5)):
-            n = max(int(1000 * scale), 20)
-            count = max(int(streams * (0.05 if quick else 1)), 2)
-            scenarios[f"concurrency {streams}x{1000 // pace}/s"] = run_scenario(
-                base_url,
-                server,
-                "concurrency",
-                f"n={n}&pace_ms={pace}&stamp=1",
-                concurrent,
-                concurrency_rounds if not quick else 1,
-                streams=count,
-            )
+        rounds_here = concurrency_rounds if not quick else 1
+        scenarios.update(run_concurrency(base_url, server, CONCURRENT, rounds_here, quick))
     fold_runs = [fold.run(max(int(1_000_000 * scale), 500)) for _ in range(rounds)]
     results["fold"] = {
         "deltas": fold_runs[0]["deltas"],
@@ -195,4 +225,4 @@ def run_all(*, rounds: int = 5, concurrency_rounds: int = 3, quick: bool = False
     return results
 
 
-__all__ = ["ALL", "CONSUMERS", "run_all"]
+__all__ = ["ALL", "CONSUMERS", "add_concurrency", "run_all"]
