@@ -64,6 +64,7 @@ Opened = tuple["Response | None", list[Event]]
 Reopen = Callable[[str, "str | None"], Awaitable[Opened]]
 """Opens the worker's replay stream: ``(worker_id, last_event_id)``."""
 
+_DONE_TAIL = b"\n\ndata: " + DONE
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
 _FIRST_RECONNECT_DELAY = 0.5
@@ -376,7 +377,11 @@ class WorkerStream:
         """Decode what arrived into ``_ready`` (errors in place); True at ``[DONE]``."""
         item = self._pending.popleft()
         if type(item) is DataRun:
-            events = None if item.region.endswith(b"data: [DONE]") else decode_run(item)
+            if item.count > 1 and item.region.endswith(_DONE_TAIL):
+                # The last read of a stream: the run before [DONE] still decodes at once.
+                self._pending.appendleft(ServerSentEvent(DONE, "message", item.id, item.retry))
+                item = DataRun(item.region[: -len(_DONE_TAIL)], item.count - 1, item.id, item.retry)
+            events = decode_run(item)
             if events is not None:
                 self._ready.extend(events)
             else:
