@@ -495,3 +495,22 @@ async def test_a_stream_ending_early_without_resume_raises_with_the_partial_work
                     deltas.append(event.delta)
     assert deltas == ["half"]
     assert info.value.worker is not None and info.value.worker.output_text == "half"
+
+
+async def test_a_bad_event_inside_a_run_is_raised_in_its_turn(
+    raw_server: RawServer, transport: str
+) -> None:
+    # One read of plain data events decodes in one call; a bad one among them must
+    # still arrive after the good ones before it, with its own index.
+    good = b'data: {"type":"text-delta","id":"t","delta":"ok"}\n\n'
+    body = b'data: {"type":"text-start","id":"t"}\n\n' + good * 3 + b"data: {oops\n\n" + good
+    raw_server.serve(Canned([body + b"data: [DONE]\n\n"], headers=SSE))
+    async with raw_client(raw_server, transport) as client:
+        stream = await client.workers.create(input="x", stream=True)
+        seen: list[str] = []
+        with pytest.raises(StreamDecodeError) as info:
+            async for event in stream:
+                seen.append(type(event).__name__)
+    assert seen == ["TextStartEvent"] + ["TextDeltaEvent"] * 3
+    assert info.value.index == 4 and "oops" in info.value.excerpt
+    assert info.value.worker is not None and info.value.worker.output_text == "okokok"
