@@ -50,6 +50,7 @@ from .sse import (
     EventTooLargeError,
     ServerSentEvent,
     SSEDecoder,
+    expand_runs,
 )
 from .transport import Response
 from .wire import DONE, decode_event, decode_run
@@ -115,11 +116,18 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
 class _Break(Exception):
     """Why a connection ended before the stream's end: a reason, and its cause."""
 
-    def __init__(self, reason: str, cause: BaseException | None = None, limit: str = "") -> None:
+    def __init__(
+        self,
+        reason: str,
+        cause: BaseException | None = None,
+        limit: str = "",
+        seconds: float = 0.0,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.cause = cause
         self.limit = limit
+        self.seconds = seconds
 
 
 class WorkerStream:
@@ -171,8 +179,9 @@ class WorkerStream:
         self._started: float | None = None
         self._last_activity: float | None = None
         self._seen_event = False
-        self._break: _Break | None = None if response is not None else _Break("no stream")
-        self._finished = False
+        self._break: _Break | None = None
+        # A JSON answer (no response) is complete in ``initial``: nothing more to read.
+        self._finished = response is None
         self._done_marker = False
         self._last_event_id: str | None = None
         self._changed = False
@@ -323,6 +332,10 @@ class WorkerStream:
             if catch_up and self._quiet_until is None:
                 return None
             if ready:
+                event = self._pop_ready()
+                if event is not None:
+                    return event
+                # Not a plain event: a resume notice, a decode error, or a catch-up.
                 item = ready.popleft()
                 if type(item) is Reconnected:
                     return item
@@ -335,12 +348,11 @@ class WorkerStream:
                     item.worker = self._state.snapshot()
                     await self._finish()
                     raise item
-                event: Event = item  # type: ignore[assignment]
-                self._deliver(event)
-                if self._quiet_until is not None:
-                    self._check_caught_up(event, index)
-                    continue
-                return event
+                # Replaying up to a checkpoint: folded, not yielded.
+                folded: Event = item  # type: ignore[assignment]
+                self._deliver(folded)
+                self._check_caught_up(folded, index)
+                continue
             if self._pending:
                 if self._decode_pending():
                     self._done_marker = True
@@ -368,9 +380,7 @@ class WorkerStream:
         ready.popleft()
         self._index += 1
         event: Event = item  # type: ignore[assignment]
-        self._changed = apply_event(self._state, event)
-        if event.event_id is not None:
-            self._last_event_id = event.event_id
+        self._deliver(event)
         return event
 
     def _decode_pending(self) -> bool:
@@ -402,7 +412,6 @@ class WorkerStream:
             self._last_event_id = event.event_id
 
     def _check_caught_up(self, event: Event, index: int) -> None:
-        # Replaying up to a checkpoint: everything up to its last event is folded, not yielded.
         assert self._quiet_until is not None
         target_id, target_position = self._quiet_until
         if (target_id is not None and event.event_id == target_id) or index + 1 >= target_position:
@@ -430,7 +439,9 @@ class WorkerStream:
                 raise
         if chunk is None:
             await self._release()
-            self._break = _Break(f"no event for {seconds:g} s ({limit} limit)", limit=limit)
+            self._break = _Break(
+                f"no event for {seconds:g} s ({limit} limit)", limit=limit, seconds=seconds
+            )
             if limit == "total":
                 raise self._give_up(self._break)
             return
@@ -468,7 +479,7 @@ class WorkerStream:
         self._last_activity = monotonic()
         if self._resyncing or self._skip or self._skip_through is not None:
             # Resuming: work event by event until the replay has caught up.
-            self._take_events(_expand(items))
+            self._take_events(expand_runs(items))
             return
         received = 0
         last_id = None
@@ -560,9 +571,6 @@ class WorkerStream:
             # Some servers send no [DONE]; a completed worker is the end all the same.
             self._finished = True
             return
-        if brk.reason == "no stream":
-            self._finished = True
-            return
         why_not = self._why_not_resumable()
         if why_not or self._attempts >= self._policy.max_reconnects:
             raise self._give_up(brk, why_not)
@@ -593,16 +601,11 @@ class WorkerStream:
         message = f"stream of worker {name} ended early: {brk.reason}{tail}"
         error: IncompleteStreamError
         if brk.limit:
-            seconds = self._deadline_seconds(brk.limit)
-            error = StreamTimeoutError(message, limit=brk.limit, seconds=seconds, worker=worker)
+            error = StreamTimeoutError(message, limit=brk.limit, seconds=brk.seconds, worker=worker)
         else:
             error = IncompleteStreamError(message, worker=worker)
         error.__cause__ = brk.cause
         return error
-
-    def _deadline_seconds(self, limit: str) -> float:
-        value = getattr(self._policy, f"{limit}_timeout", None)
-        return float(value or 0.0)
 
     async def _resume(self, brk: _Break) -> None:
         assert self._reopen is not None
@@ -623,7 +626,7 @@ class WorkerStream:
                     503,
                     504,
                 )
-                brk = _Break(f"{brk.reason}; resuming failed ({exc})", exc, brk.limit)
+                brk = _Break(f"{brk.reason}; resuming failed ({exc})", exc, brk.limit, brk.seconds)
                 if not retryable or self._attempts >= self._policy.max_reconnects:
                     raise self._give_up(brk) from exc
                 continue
@@ -648,7 +651,7 @@ class WorkerStream:
         self._response = response
         if response is None:
             # A JSON answer: one snapshot, and nothing more to follow.
-            self._break = _Break("no stream")
+            self._finished = True
         self._ready.append(
             Reconnected(
                 attempt=self._attempts,
@@ -786,16 +789,6 @@ class _Iterator(Generic[T]):
     def __del__(self) -> None:
         if not self._done:
             self._stream._abandon()
-
-
-def _expand(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEvent]:
-    out: list[ServerSentEvent] = []
-    for item in items:
-        if isinstance(item, DataRun):
-            out += item.events()
-        else:
-            out.append(item)
-    return out
 
 
 def _not_after(event_id: str | None, last: str) -> bool:
