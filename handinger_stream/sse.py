@@ -29,6 +29,7 @@ __all__ = [
     "EventTooLargeError",
     "SSEDecoder",
     "ServerSentEvent",
+    "expand_runs",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -85,6 +86,17 @@ class DataRun(msgspec.Struct, frozen=True, gc=False):
         ]
 
 
+def expand_runs(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEvent]:
+    """Runs back into separate events, for consumers that take them one by one."""
+    out: list[ServerSentEvent] = []
+    for item in items:
+        if isinstance(item, DataRun):
+            out += item.events()
+        else:
+            out.append(item)
+    return out
+
+
 class SSEDecoder:
     """Feed bytes, get the events each chunk completes.
 
@@ -130,13 +142,7 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events that they complete, in order."""
-        out: list[ServerSentEvent] = []
-        for item in self.feed_runs(chunk):
-            if isinstance(item, DataRun):
-                out += item.events()
-            else:
-                out.append(item)
-        return out
+        return expand_runs(self.feed_runs(chunk))
 
     def feed_runs(self, chunk: bytes) -> Sequence[ServerSentEvent | DataRun]:
         """As :meth:`feed`, but a chunk of only one-line data events is one :class:`DataRun`."""
