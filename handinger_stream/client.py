@@ -250,10 +250,9 @@ class AsyncHandinger:
         last_event_id: str | None = None,
         from_start: bool = False,
     ) -> WorkerStream:
-        extra = dict(headers or {})
-        if last_event_id is not None:
-            extra["last-event-id"] = last_event_id
-        response, initial = await self._opened(method, path, json=json, headers=extra)
+        response, initial = await self._opened(
+            method, path, json=json, headers=_resuming(headers, last_event_id)
+        )
         worker_id = response.headers.get(WORKER_ID_HEADER, "") if response else ""
         if not worker_id:
             worker_id = next(
@@ -262,13 +261,10 @@ class AsyncHandinger:
 
         async def reopen(worker_id: str, last_event_id: str | None) -> Opened:
             # Resuming always reads the worker's replay stream: never re-sends a create.
-            replay_headers = dict(headers or {})
-            if last_event_id is not None:
-                replay_headers["last-event-id"] = last_event_id
             return await self._opened(
                 "GET",
-                f"/api/workers/{_path_id(worker_id)}?stream=true",
-                headers=replay_headers,
+                _replay_path(worker_id),
+                headers=_resuming(headers, last_event_id),
                 max_retries=0,
             )
 
@@ -397,6 +393,19 @@ def _path_id(worker_id: str) -> str:
     if not worker_id:
         raise InvalidRequestError("worker_id must be a non-empty string")
     return quote(worker_id, safe="")
+
+
+def _resuming(headers: Mapping[str, str] | None, last_event_id: str | None) -> dict[str, str]:
+    """The caller's headers, plus ``Last-Event-ID`` when there is one to resume after."""
+    out = dict(headers or {})
+    if last_event_id is not None:
+        out["last-event-id"] = last_event_id
+    return out
+
+
+def _replay_path(worker_id: str) -> str:
+    """The worker's replay stream: every stored event, then live ones."""
+    return f"/api/workers/{_path_id(worker_id)}?stream=true"
 
 
 Headers = Mapping[str, str] | None
@@ -539,12 +548,12 @@ class Workers:
         self, worker_id: str, *, stream: bool = False, extra_headers: Headers = None
     ) -> Worker | WorkerStream:
         """The worker's state; with ``stream=True`` every stored event, then live ones."""
-        path = f"/api/workers/{_path_id(worker_id)}"
         client = self._client
         if stream:
             return await client._open_stream(
-                "GET", path + "?stream=true", headers=extra_headers, from_start=True
+                "GET", _replay_path(worker_id), headers=extra_headers, from_start=True
             )
+        path = f"/api/workers/{_path_id(worker_id)}"
         return decode_worker(await client._json("GET", path, headers=extra_headers))
 
     async def subscribe(
@@ -574,12 +583,7 @@ class Workers:
                 "this checkpoint has neither an event id nor a position: "
                 "its stream cannot be resumed exactly"
             )
-        stream = await self._client._open_stream(
-            "GET",
-            f"/api/workers/{_path_id(checkpoint.worker_id)}?stream=true",
-            headers=extra_headers,
-            from_start=True,
-        )
+        stream = await self.retrieve(checkpoint.worker_id, stream=True, extra_headers=extra_headers)
         await stream._catch_up_to(checkpoint)
         return stream
 
