@@ -108,18 +108,17 @@ async def _httpx_sse(
     client = _shared(
         "httpx", lambda: httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=None))
     )
-    if True:
-        body = {"input": spec, "stream": True}
-        async with aconnect_sse(client, "POST", f"{base_url}/api/workers", json=body) as source:
-            async for sse in source.aiter_sse():
-                if sse.data == "[DONE]":
-                    break
-                chunk = decode(sse.data)
-                events += 1
-                if chunk.get("type") == "text-delta":
-                    text += len(chunk["delta"])
-                    if stamped:
-                        lags.append(time.monotonic_ns() - chunk["providerMetadata"]["b"]["t"])
+    body = {"input": spec, "stream": True}
+    async with aconnect_sse(client, "POST", f"{base_url}/api/workers", json=body) as source:
+        async for sse in source.aiter_sse():
+            if sse.data == "[DONE]":
+                break
+            chunk = decode(sse.data)
+            events += 1
+            if chunk.get("type") == "text-delta":
+                text += len(chunk["delta"])
+                if stamped:
+                    lags.append(time.monotonic_ns() - chunk["providerMetadata"]["b"]["t"])
     return events, text
 
 
@@ -150,18 +149,17 @@ async def handinger_sdk(base_url: str, spec: str, lags: array[int]) -> tuple[int
     client = _shared(
         "handinger", lambda: AsyncHandinger(api_key="bench", base_url=base_url, max_retries=0)
     )
-    if True:
-        stream = await client.workers.stream_updates("wrk_bench", extra_query={"spec": spec})
-        try:
-            async for chunk in stream:
-                events += 1
-                data: Any = chunk
-                if data.get("type") == "text-delta":
-                    text += len(data["delta"])
-                    if stamped:
-                        lags.append(time.monotonic_ns() - data["providerMetadata"]["b"]["t"])
-        except json.JSONDecodeError:
-            pass  # [DONE]: expected, see the docstring
+    stream = await client.workers.stream_updates("wrk_bench", extra_query={"spec": spec})
+    try:
+        async for chunk in stream:
+            events += 1
+            data: Any = chunk
+            if data.get("type") == "text-delta":
+                text += len(data["delta"])
+                if stamped:
+                    lags.append(time.monotonic_ns() - data["providerMetadata"]["b"]["t"])
+    except json.JSONDecodeError:
+        pass  # [DONE]: expected, see the docstring
     return events, text
 
 
@@ -218,19 +216,18 @@ async def openai_stream(base_url: str, spec: str, lags: array[int]) -> tuple[int
     client = _shared(
         "openai", lambda: openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
     )
-    if True:
-        http = client._client
-        request = http.build_request(
-            "POST", f"{base_url}/api/workers", json={"input": spec, "stream": True}
-        )
-        response = await http.send(request, stream=True)
-        stream = openai.AsyncStream(cast_to=chunk_type, response=response, client=client)
-        async for chunk in stream:
-            events += 1
-            if chunk.type == "text-delta":
-                text += len(chunk.delta)
-                if stamped:
-                    lags.append(time.monotonic_ns() - chunk.providerMetadata["b"]["t"])
+    http = client._client
+    request = http.build_request(
+        "POST", f"{base_url}/api/workers", json={"input": spec, "stream": True}
+    )
+    response = await http.send(request, stream=True)
+    stream = openai.AsyncStream(cast_to=chunk_type, response=response, client=client)
+    async for chunk in stream:
+        events += 1
+        if chunk.type == "text-delta":
+            text += len(chunk.delta)
+            if stamped:
+                lags.append(time.monotonic_ns() - chunk.providerMetadata["b"]["t"])
     return events, text
 
 
@@ -247,13 +244,12 @@ def _handinger_stream(transport: str) -> Consume:
             transport,
             lambda: AsyncHandinger(api_key="bench", base_url=base_url, transport=transport),
         )  # type: ignore[arg-type]
-        if True:
-            stream = await client.workers.create(input=spec, stream=True)
-            async for event in stream:
-                events += 1
-                if stamped and type(event) is TextDeltaEvent:
-                    lags.append(time.monotonic_ns() - event.provider_metadata["b"]["t"])  # type: ignore[index]
-            worker = stream.snapshot
+        stream = await client.workers.create(input=spec, stream=True)
+        async for event in stream:
+            events += 1
+            if stamped and type(event) is TextDeltaEvent:
+                lags.append(time.monotonic_ns() - event.provider_metadata["b"]["t"])  # type: ignore[index]
+        worker = stream.snapshot
         return events, len(worker.output_text)
 
     return consume
