@@ -1,9 +1,11 @@
 """The reducer: typed events fold into a Worker. No I/O, no clocks, deterministic.
 
-:func:`apply_event` is the whole folding logic, one ``match`` over the event
-types. It mutates a :class:`WorkerState`, whose :meth:`~WorkerState.snapshot`
-materialises an immutable-by-convention :class:`~handinger_stream.Worker`
-(cached until the next change).
+:meth:`WorkerState.apply` is the whole folding logic: one ``match`` over the
+event types, each arm a few lines or a named method (tools, text, data
+parts); a chunk type added to the union and not handled here is a type error.
+:func:`apply_event` is the same as a function. The state's
+:meth:`~WorkerState.snapshot` materialises an immutable-by-convention
+:class:`~handinger_stream.Worker` (cached until the next change).
 
 Folding one event costs the same whether it is the tenth or the millionth:
 text accumulates as a list of pieces joined only when a snapshot is taken, so
@@ -24,8 +26,14 @@ its ``UIMessage`` from the same chunks (see ``docs/protocol.md``).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
 
 import msgspec
 from msgspec import UNSET
@@ -286,7 +294,7 @@ def merge_metadata(base: Any, update: Any) -> Any:
 
 
 class WorkerState:
-    """The fold's mutable state. Use :func:`apply_event` to change it.
+    """The fold's mutable state; :meth:`apply` folds an event into it.
 
     >>> WorkerState("w1").snapshot().status
     'pending'
@@ -379,24 +387,6 @@ class WorkerState:
         if self.message is None:
             self.message = _Message("")
         return self.message
-
-    def _start_text(self, part_id: str, kind: str, metadata: Any) -> dict[str, Any]:
-        message = self._live_message()
-        text = _Text()
-        part: dict[str, Any] = {"type": kind}
-        if kind == "reasoning":
-            part["id"] = part_id
-        part["text"] = text
-        _put(part, "providerMetadata", metadata)
-        part["state"] = "streaming"
-        message.parts.append(part)
-        message.written()
-        if kind == "text":
-            message.open_text[part_id] = part
-            self.output.append((part_id, text))
-        else:
-            message.open_reasoning[part_id] = part
-        return part
 
     def _end_running(self) -> None:
         self.status = "completed"
@@ -533,6 +523,340 @@ class WorkerState:
         return self.message
 
 
+    # -- folding ----------------------------------------------------------
+
+    def apply(self, event: Event) -> bool:
+        """Fold one event; return whether the Worker changed.
+
+        >>> from handinger_stream.events import ErrorEvent
+        >>> s = WorkerState("w")
+        >>> s.apply(ErrorEvent(error_text="boom")), s.snapshot().error
+        (True, 'boom')
+        """
+        self._cache = None
+        if type(event) is TextDeltaEvent:
+            # The hot path: most events of a stream append to an open text part.
+            # It does exactly what _delta does when that part is open and nothing else changes.
+            message = self.message
+            if (
+                message is not None
+                and not message.unwritten
+                and event.provider_metadata is UNSET
+                and self.status != "pending"
+            ):
+                part = message.open_text.get(event.id)
+                if part is not None:
+                    part["text"].add(event.delta)
+                    return True
+        if self.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
+            self.status, self.running = "running", True
+        match event:
+            case TextDeltaEvent():
+                self._delta(event, "text")
+            case ReasoningDeltaEvent():
+                self._delta(event, "reasoning")
+            case TextStartEvent():
+                self._start_part(event.id, "text", event.provider_metadata)
+            case ReasoningStartEvent():
+                self._start_part(event.id, "reasoning", event.provider_metadata)
+            case TextEndEvent():
+                return self._end_part(event, "text")
+            case ReasoningEndEvent():
+                return self._end_part(event, "reasoning")
+            case ToolInputStartEvent():
+                self._tool_input_start(event)
+            case ToolInputDeltaEvent():
+                return self._tool_input_delta(event)
+            case ToolInputAvailableEvent():
+                self._tool_input_available(event)
+            case ToolInputErrorEvent():
+                self._tool_input_error(event)
+            case ToolOutputAvailableEvent() | ToolOutputErrorEvent():
+                return self._tool_result(event)
+            case ToolApprovalRequestEvent() | ToolOutputDeniedEvent():
+                return self._tool_approval(event)
+            case SourceUrlEvent():
+                self._add_part(
+                    {"type": "source-url", "sourceId": event.source_id, "url": event.url},
+                    title=event.title,
+                    providerMetadata=event.provider_metadata,
+                )
+                self.sources[event.source_id] = Source(
+                    id=event.source_id, url=event.url, title=event.title
+                )
+            case SourceDocumentEvent():
+                self._add_part(
+                    {
+                        "type": "source-document",
+                        "sourceId": event.source_id,
+                        "mediaType": event.media_type,
+                        "title": event.title,
+                    },
+                    filename=event.filename,
+                    providerMetadata=event.provider_metadata,
+                )
+            case FileEvent():
+                self._add_part(
+                    {"type": "file", "mediaType": event.media_type, "url": event.url},
+                    providerMetadata=event.provider_metadata,
+                )
+                self.files.append(File(url=event.url, media_type=event.media_type))
+            case StartStepEvent():
+                self._live_message().start_step()
+                self.steps += 1
+            case FinishStepEvent():
+                message = self._live_message()
+                message.open_text = {}
+                message.open_reasoning = {}
+            case StartEvent():
+                if event.message_id is not None:
+                    message = self._live_message()
+                    if event.message_id != message.id:
+                        message = self._restart_message(event.message_id)
+                    message.written()
+                self._apply_metadata(event.message_metadata)
+            case FinishEvent():
+                self._apply_metadata(event.message_metadata)
+                if self.error is None:
+                    self._end_running()
+            case MessageMetadataEvent():
+                self._apply_metadata(event.message_metadata)
+            case ErrorEvent():
+                self.error = event.error_text
+                self._end_running()
+            case AbortEvent():
+                self.incomplete_details = {"reason": event.reason or "aborted"}
+                self._end_running()
+            case DataEvent():
+                return self._data(event)
+            case WorkerSnapshotEvent():
+                self._apply_snapshot(event)
+            case UnknownEvent():
+                return False
+            case _:
+                assert_never(event)
+        return True
+
+    def apply_all(self, events: Iterable[Event]) -> bool:
+        """Fold events in order; return whether any of them changed the Worker."""
+        changed = False
+        apply = self.apply
+        for event in events:
+            changed = apply(event) or changed
+        return changed
+
+    # -- text and reasoning ---------------------------------------------
+
+    def _start_part(self, part_id: str, kind: str, metadata: Any) -> dict[str, Any]:
+        message = self._live_message()
+        text = _Text()
+        part: dict[str, Any] = {"type": kind}
+        if kind == "reasoning":
+            part["id"] = part_id
+        part["text"] = text
+        _put(part, "providerMetadata", metadata)
+        part["state"] = "streaming"
+        message.parts.append(part)
+        message.written()
+        if kind == "text":
+            message.open_text[part_id] = part
+            self.output.append((part_id, text))
+        else:
+            message.open_reasoning[part_id] = part
+        return part
+
+    def _delta(self, event: TextDeltaEvent | ReasoningDeltaEvent, kind: str) -> None:
+        message = self._live_message()
+        part = (message.open_text if kind == "text" else message.open_reasoning).get(event.id)
+        if part is None:
+            # The SDK rejects a delta without its start; keeping the text is kinder.
+            part = self._start_part(event.id, kind, UNSET)
+        part["text"].add(event.delta)
+        if event.provider_metadata is not UNSET:
+            part["providerMetadata"] = event.provider_metadata
+        if message.unwritten:
+            message.written()
+
+    def _end_part(self, event: TextEndEvent | ReasoningEndEvent, kind: str) -> bool:
+        message = self._live_message()
+        table = message.open_text if kind == "text" else message.open_reasoning
+        part = table.pop(event.id, None)
+        if part is None:
+            log.warning("%s for unknown part %r", type(event).__name__, event.id)
+            return False
+        part["state"] = "done"
+        if event.provider_metadata is not UNSET:
+            part["providerMetadata"] = event.provider_metadata
+        message.written()
+        return True
+
+    def _add_part(self, part: dict[str, Any], **optional: Any) -> None:
+        """Append a part; ``optional`` fields only when they have a value."""
+        message = self._live_message()
+        for key, value in optional.items():
+            _put(part, key, value)
+        message.parts.append(part)
+        message.written()
+
+    # -- tools ------------------------------------------------------------
+
+    def _tool_input_start(self, event: ToolInputStartEvent) -> None:
+        message = self._live_message()
+        call = message.calls[event.tool_call_id] = _PartialCall(event)
+        _update_tool(
+            message,
+            event.tool_call_id,
+            "input-streaming",
+            dynamic=call.dynamic,
+            tool_name=event.tool_name,
+            encoding=event.input_encoding,
+            provider_executed=event.provider_executed,
+            provider_metadata=event.provider_metadata,
+            title=event.title,
+            tool_metadata=event.tool_metadata,
+        )
+
+    def _tool_input_delta(self, event: ToolInputDeltaEvent) -> bool:
+        message = self._live_message()
+        call = message.calls.get(event.tool_call_id)
+        if call is None:
+            # The SDK fails the stream here; skipping the delta keeps the rest.
+            log.warning("tool-input-delta for unknown tool call %r", event.tool_call_id)
+            return False
+        call.text.add(event.input_text_delta)
+        _update_tool(
+            message,
+            event.tool_call_id,
+            "input-streaming",
+            dynamic=call.dynamic,
+            tool_name=call.name,
+            input=call,
+            raw_input=call.text,
+            encoding=call.encoding,
+            title=call.title,
+            tool_metadata=call.metadata,
+        )
+        return True
+
+    def _tool_input_available(self, event: ToolInputAvailableEvent) -> None:
+        _update_tool(
+            self._live_message(),
+            event.tool_call_id,
+            "input-available",
+            dynamic=bool(event.dynamic),
+            tool_name=event.tool_name,
+            input=event.input,
+            provider_executed=event.provider_executed,
+            provider_metadata=event.provider_metadata,
+            title=event.title,
+            tool_metadata=event.tool_metadata,
+        )
+
+    def _tool_input_error(self, event: ToolInputErrorEvent) -> None:
+        message = self._live_message()
+        existing = message.step_tool(event.tool_call_id, None)
+        if existing is not None:
+            dynamic = existing["type"] == "dynamic-tool"
+        else:
+            dynamic = bool(event.dynamic)
+        # A static tool's unusable input is kept raw; a dynamic tool shows it as input.
+        _update_tool(
+            message,
+            event.tool_call_id,
+            "output-error",
+            dynamic=dynamic,
+            tool_name=event.tool_name,
+            input=event.input if dynamic else UNSET,
+            raw_input=UNSET if dynamic else event.input,
+            error_text=event.error_text,
+            provider_executed=event.provider_executed,
+            provider_metadata=event.provider_metadata,
+            tool_metadata=event.tool_metadata,
+        )
+
+    def _tool_result(self, event: ToolOutputAvailableEvent | ToolOutputErrorEvent) -> bool:
+        message = self._live_message()
+        part = message.invocation(event.tool_call_id)
+        if part is None:
+            log.warning("%s for unknown tool call %r", type(event).__name__, event.tool_call_id)
+            return False
+        dynamic = part["type"] == "dynamic-tool"
+        if isinstance(event, ToolOutputAvailableEvent):
+            state, output, error_text, preliminary = (
+                "output-available",
+                event.output,
+                None,
+                event.preliminary,
+            )
+        else:
+            state, output, error_text, preliminary = "output-error", UNSET, event.error_text, None
+        _update_tool(
+            message,
+            event.tool_call_id,
+            state,
+            dynamic=dynamic,
+            tool_name=_tool_name(part),
+            part=part,
+            input=_frozen(part.get("input", UNSET)),
+            output=output,
+            error_text=error_text,
+            # Only a static tool's failure keeps the raw input it had.
+            raw_input=_frozen(part.get("rawInput", UNSET))
+            if state == "output-error" and not dynamic
+            else UNSET,
+            preliminary=preliminary,
+            provider_executed=event.provider_executed,
+            provider_metadata=event.provider_metadata,
+            title=part.get("title"),
+            tool_metadata=part.get("toolMetadata", UNSET)
+            if event.tool_metadata is UNSET
+            else event.tool_metadata,
+        )
+        return True
+
+    def _tool_approval(self, event: ToolApprovalRequestEvent | ToolOutputDeniedEvent) -> bool:
+        message = self._live_message()
+        part = message.invocation(event.tool_call_id)
+        if part is None:
+            log.warning("%s for unknown tool call %r", type(event).__name__, event.tool_call_id)
+            return False
+        if isinstance(event, ToolApprovalRequestEvent):
+            part["state"] = "approval-requested"
+            approval: dict[str, Any] = {"id": event.approval_id}
+            _put(approval, "descriptor", event.approval_descriptor)
+            _put_json(approval, "inputSchemaInput", event.input_schema_input)
+            _put(approval, "signature", event.signature)
+            part["approval"] = approval
+        else:
+            part["state"] = "output-denied"
+        message.written()
+        return True
+
+    # -- data parts ---------------------------------------------------------
+
+    def _data(self, event: DataEvent) -> bool:
+        if event.transient:
+            return False
+        message = self._live_message()
+        existing = None
+        if event.id is not None:
+            existing = next(
+                (p for p in message.parts if p["type"] == event.type and p.get("id") == event.id),
+                None,
+            )
+        if existing is not None:
+            existing["data"] = event.data
+        else:
+            part: dict[str, Any] = {"type": event.type}
+            _put(part, "id", event.id)
+            part["data"] = event.data
+            if event.transient is not None:
+                part["transient"] = event.transient
+            message.parts.append(part)
+        message.written()
+        return True
+
+
 def _update_tool(
     message: _Message,
     call_id: str,
@@ -603,263 +927,14 @@ def _tool_name(part: dict[str, Any]) -> str:
 def apply_event(state: WorkerState, event: Event) -> bool:
     """Fold one event into ``state``; return whether the Worker changed.
 
+    The same as ``state.apply(event)``.
+
     >>> from handinger_stream.events import ErrorEvent
     >>> s = WorkerState("w")
     >>> apply_event(s, ErrorEvent(error_text="boom")), s.snapshot().error
     (True, 'boom')
     """
-    state._cache = None
-    if type(event) is TextDeltaEvent and event.provider_metadata is UNSET:
-        # The hot path: most events of a stream append to an open text part.
-        message = state.message
-        if message is not None and not message.unwritten:
-            part = message.open_text.get(event.id)
-            if part is not None:
-                text = part["text"]
-                pieces = text.pieces
-                pieces.append(event.delta)
-                if len(pieces) >= _Text.COMPACT_AT:
-                    text.compact()
-                return True
-    if state.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
-        state.status, state.running = "running", True
-    match event:
-        case TextDeltaEvent():
-            message = state._live_message()
-            part = message.open_text.get(event.id)
-            if part is None:
-                # The SDK rejects a delta without its start; keeping the text is kinder.
-                part = state._start_text(event.id, "text", UNSET)
-            part["text"].add(event.delta)
-            if event.provider_metadata is not UNSET:
-                part["providerMetadata"] = event.provider_metadata
-            if message.unwritten:
-                message.written()
-        case ReasoningDeltaEvent():
-            message = state._live_message()
-            part = message.open_reasoning.get(event.id)
-            if part is None:
-                part = state._start_text(event.id, "reasoning", UNSET)
-            part["text"].add(event.delta)
-            if event.provider_metadata is not UNSET:
-                part["providerMetadata"] = event.provider_metadata
-            if message.unwritten:
-                message.written()
-        case ToolInputDeltaEvent():
-            message = state._live_message()
-            call = message.calls.get(event.tool_call_id)
-            if call is None:
-                # The SDK fails the stream here; skipping the delta keeps the rest.
-                log.warning("tool-input-delta for unknown tool call %r", event.tool_call_id)
-                return False
-            call.text.add(event.input_text_delta)
-            _update_tool(
-                message,
-                event.tool_call_id,
-                "input-streaming",
-                dynamic=call.dynamic,
-                tool_name=call.name,
-                input=call,
-                raw_input=call.text,
-                encoding=call.encoding,
-                title=call.title,
-                tool_metadata=call.metadata,
-            )
-        case TextStartEvent():
-            state._start_text(event.id, "text", event.provider_metadata)
-        case TextEndEvent() | ReasoningEndEvent():
-            message = state._live_message()
-            table = message.open_text if isinstance(event, TextEndEvent) else message.open_reasoning
-            part = table.pop(event.id, None)
-            if part is None:
-                log.warning("%s for unknown part %r", type(event).__name__, event.id)
-                return False
-            part["state"] = "done"
-            if event.provider_metadata is not UNSET:
-                part["providerMetadata"] = event.provider_metadata
-            message.written()
-        case ReasoningStartEvent():
-            state._start_text(event.id, "reasoning", event.provider_metadata)
-        case SourceUrlEvent():
-            message = state._live_message()
-            part = {"type": "source-url", "sourceId": event.source_id, "url": event.url}
-            _put(part, "title", event.title)
-            _put(part, "providerMetadata", event.provider_metadata)
-            message.parts.append(part)
-            message.written()
-            state.sources[event.source_id] = Source(
-                id=event.source_id, url=event.url, title=event.title
-            )
-        case SourceDocumentEvent():
-            message = state._live_message()
-            part = {
-                "type": "source-document",
-                "sourceId": event.source_id,
-                "mediaType": event.media_type,
-                "title": event.title,
-            }
-            _put(part, "filename", event.filename)
-            _put(part, "providerMetadata", event.provider_metadata)
-            message.parts.append(part)
-            message.written()
-        case FileEvent():
-            message = state._live_message()
-            part = {"type": "file", "mediaType": event.media_type, "url": event.url}
-            _put(part, "providerMetadata", event.provider_metadata)
-            message.parts.append(part)
-            message.written()
-            state.files.append(File(url=event.url, media_type=event.media_type))
-        case ToolInputStartEvent():
-            message = state._live_message()
-            call = message.calls[event.tool_call_id] = _PartialCall(event)
-            _update_tool(
-                message,
-                event.tool_call_id,
-                "input-streaming",
-                dynamic=call.dynamic,
-                tool_name=event.tool_name,
-                encoding=event.input_encoding,
-                provider_executed=event.provider_executed,
-                provider_metadata=event.provider_metadata,
-                title=event.title,
-                tool_metadata=event.tool_metadata,
-            )
-        case ToolInputAvailableEvent():
-            _update_tool(
-                state._live_message(),
-                event.tool_call_id,
-                "input-available",
-                dynamic=bool(event.dynamic),
-                tool_name=event.tool_name,
-                input=event.input,
-                provider_executed=event.provider_executed,
-                provider_metadata=event.provider_metadata,
-                title=event.title,
-                tool_metadata=event.tool_metadata,
-            )
-        case ToolInputErrorEvent():
-            message = state._live_message()
-            existing = message.step_tool(event.tool_call_id, None)
-            dynamic = (
-                existing["type"] == "dynamic-tool" if existing is not None else bool(event.dynamic)
-            )
-            # A static tool's unusable input is kept raw; a dynamic tool shows it as input.
-            _update_tool(
-                message,
-                event.tool_call_id,
-                "output-error",
-                dynamic=dynamic,
-                tool_name=event.tool_name,
-                input=event.input if dynamic else UNSET,
-                raw_input=UNSET if dynamic else event.input,
-                error_text=event.error_text,
-                provider_executed=event.provider_executed,
-                provider_metadata=event.provider_metadata,
-                tool_metadata=event.tool_metadata,
-            )
-        case ToolOutputAvailableEvent() | ToolOutputErrorEvent():
-            message = state._live_message()
-            part = message.invocation(event.tool_call_id)
-            if part is None:
-                log.warning("%s for unknown tool call %r", type(event).__name__, event.tool_call_id)
-                return False
-            dynamic = part["type"] == "dynamic-tool"
-            is_output = isinstance(event, ToolOutputAvailableEvent)
-            _update_tool(
-                message,
-                event.tool_call_id,
-                "output-available" if is_output else "output-error",
-                dynamic=dynamic,
-                tool_name=_tool_name(part),
-                part=part,
-                input=_frozen(part.get("input", UNSET)),
-                output=event.output if isinstance(event, ToolOutputAvailableEvent) else UNSET,
-                error_text=event.error_text if isinstance(event, ToolOutputErrorEvent) else None,
-                # Only a static tool's failure keeps the raw input it had.
-                raw_input=UNSET
-                if dynamic or is_output
-                else _frozen(part.get("rawInput", UNSET)),
-                preliminary=event.preliminary
-                if isinstance(event, ToolOutputAvailableEvent)
-                else None,
-                provider_executed=event.provider_executed,
-                provider_metadata=event.provider_metadata,
-                title=part.get("title"),
-                tool_metadata=part.get("toolMetadata", UNSET)
-                if event.tool_metadata is UNSET
-                else event.tool_metadata,
-            )
-        case ToolApprovalRequestEvent() | ToolOutputDeniedEvent():
-            message = state._live_message()
-            part = message.invocation(event.tool_call_id)
-            if part is None:
-                log.warning("%s for unknown tool call %r", type(event).__name__, event.tool_call_id)
-                return False
-            if isinstance(event, ToolApprovalRequestEvent):
-                part["state"] = "approval-requested"
-                approval: dict[str, Any] = {"id": event.approval_id}
-                _put(approval, "descriptor", event.approval_descriptor)
-                _put_json(approval, "inputSchemaInput", event.input_schema_input)
-                _put(approval, "signature", event.signature)
-                part["approval"] = approval
-            else:
-                part["state"] = "output-denied"
-            message.written()
-        case StartStepEvent():
-            state._live_message().start_step()
-            state.steps += 1
-        case FinishStepEvent():
-            message = state._live_message()
-            message.open_text = {}
-            message.open_reasoning = {}
-        case StartEvent():
-            if event.message_id is not None:
-                message = state._live_message()
-                if event.message_id != message.id:
-                    message = state._restart_message(event.message_id)
-                message.written()
-            state._apply_metadata(event.message_metadata)
-        case FinishEvent():
-            state._apply_metadata(event.message_metadata)
-            if state.error is None:
-                state._end_running()
-        case MessageMetadataEvent():
-            state._apply_metadata(event.message_metadata)
-        case ErrorEvent():
-            state.error = event.error_text
-            state._end_running()
-        case AbortEvent():
-            state.incomplete_details = {"reason": event.reason or "aborted"}
-            state._end_running()
-        case DataEvent():
-            if event.transient:
-                return False
-            message = state._live_message()
-            existing = None
-            if event.id is not None:
-                existing = next(
-                    (
-                        p
-                        for p in message.parts
-                        if p["type"] == event.type and p.get("id") == event.id
-                    ),
-                    None,
-                )
-            if existing is not None:
-                existing["data"] = event.data
-            else:
-                part = {"type": event.type}
-                _put(part, "id", event.id)
-                part["data"] = event.data
-                if event.transient is not None:
-                    part["transient"] = event.transient
-                message.parts.append(part)
-            message.written()
-        case WorkerSnapshotEvent():
-            state._apply_snapshot(event)
-        case UnknownEvent():
-            return False
-    return True
+    return state.apply(event)
 
 
 def fold(events: Iterable[Event], worker_id: str = "") -> Worker:
@@ -870,6 +945,5 @@ def fold(events: Iterable[Event], worker_id: str = "") -> Worker:
     'completed'
     """
     state = WorkerState(worker_id)
-    for event in events:
-        apply_event(state, event)
+    state.apply_all(events)
     return state.snapshot()
