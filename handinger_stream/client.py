@@ -9,11 +9,9 @@
 
 from __future__ import annotations
 
-import email.utils
+import logging
 import os
-import random
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Literal, overload
 from urllib.parse import quote
@@ -33,19 +31,18 @@ from .errors import (
 )
 from .events import Event, WorkerSnapshotEvent
 from .models import BUDGETS, Budget, Worker
+from .retry import RetryPolicy, retry_after
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .stream import Checkpoint, OnDecodeError, Opened, StreamPolicy, WorkerStream
-from .transport import Response, Transport, transport_for
+from .transport import Response, Transport, TransportName, close_soon, transport_for
 from .wire import decode_worker, snapshot_event
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "Workers"]
+__all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "FileDownload", "Workers"]
 
 DEFAULT_BASE_URL = "https://v3.handinger.com"
 WORKER_ID_HEADER = "x-handinger-worker-id"
-_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-_INITIAL_RETRY_DELAY = 0.5
-_MAX_RETRY_DELAY = 8.0
 _json_encoder = msgspec.json.Encoder()
+log = logging.getLogger("handinger_stream")
 
 
 class AsyncHandinger:
@@ -72,7 +69,7 @@ class AsyncHandinger:
         max_retries: int = 2,
         http_client: Any = None,
         *,
-        transport: Literal["aiohttp", "httpx"] | None = None,
+        transport: TransportName | None = None,
         on_decode_error: OnDecodeError = "raise",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_reconnects: int = 5,
@@ -88,19 +85,21 @@ class AsyncHandinger:
         self.max_retries = max_retries
         self.on_decode_error: OnDecodeError = on_decode_error
         self.max_event_bytes = max_event_bytes
+        self.retry_policy = RetryPolicy()
         self.stream_policy = StreamPolicy(
             max_reconnects=max_reconnects,
             first_event_timeout=first_event_timeout,
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
             read_timeout=timeout,
+            retry=self.retry_policy,
         )
         self._http_client = http_client
         self._transport_name = transport
         self._transport: Transport | None = None
         if http_client is not None or transport is not None:
-            # Fail early on a wrong http_client or transport name.
-            self._transport = transport_for(http_client, transport, "asyncio")
+            # Fail early on a wrong http_client or transport name, or aiohttp under trio.
+            self._transport = transport_for(http_client, transport, _running_library())
         self.workers = Workers(self)
 
     def __repr__(self) -> str:
@@ -139,11 +138,7 @@ class AsyncHandinger:
     def transport(self) -> Transport:
         """The HTTP transport in use (chosen on first use when not given)."""
         if self._transport is None:
-            try:
-                library = sniffio.current_async_library()
-            except sniffio.AsyncLibraryNotFoundError:
-                library = "asyncio"
-            self._transport = transport_for(None, self._transport_name, library)
+            self._transport = transport_for(None, self._transport_name, _running_library())
         return self._transport
 
     async def aclose(self) -> None:
@@ -194,36 +189,51 @@ class AsyncHandinger:
         The returned response is open: read it, then ``aclose()`` it.
         """
         retries = self.max_retries if max_retries is None else max_retries
+        policy = self.retry_policy
         all_headers = self._headers(stream=stream, extra=headers)
         body = None
         if json is not None:
             body = _json_encoder.encode(json)
             all_headers["content-type"] = "application/json"
         url = self.base_url + path
+        idempotent = method == "GET"
         attempt = 0
         while True:
-            retry_after: float | None = None
             try:
                 response = await self.transport.send(
                     method, url, headers=all_headers, body=body, timeout=self.timeout, stream=stream
                 )
             except APIConnectionError as exc:
-                # A POST that reached the server may have created a worker: never resend it.
-                if attempt >= retries or (exc.request_sent and method != "GET"):
-                    if exc.request_sent and method != "GET":
-                        exc.message += " (the request was sent; it was not retried, "
-                        exc.message += "since the server may have acted on it)"
-                        exc.args = (exc.message,)
+                if not policy.retryable(exc, idempotent=idempotent):
+                    raise type(exc)(
+                        f"{exc.message} (the request was sent; it was not retried, "
+                        "since the server may have acted on it)",
+                        request_sent=True,
+                    ) from exc
+                if attempt >= retries:
                     raise
+                failure: APIConnectionError | APIStatusError = exc
             else:
                 if response.status < 400:
                     return response
-                error = await _status_error(response)
-                if attempt >= retries or response.status not in _RETRY_STATUSES:
-                    raise error
-                retry_after = error.retry_after
+                failure = await _status_error(response)
+                if attempt >= retries or not policy.retryable(failure, idempotent=idempotent):
+                    raise failure
             attempt += 1
-            await anyio.sleep(_retry_delay(attempt, retry_after))
+            wait = policy.delay(
+                attempt,
+                retry_after=failure.retry_after if isinstance(failure, APIStatusError) else None,
+            )
+            log.debug(
+                "retrying %s %s in %.2f s (retry %d of %d) after: %s",
+                method,
+                path,
+                wait,
+                attempt,
+                retries,
+                failure,
+            )
+            await anyio.sleep(wait)
 
     async def _json(
         self,
@@ -343,39 +353,17 @@ async def _status_error(response: Response) -> APIStatusError:
     return status_error(
         response.status,
         body,
-        request_id=headers.get("x-request-id"),
-        retry_after=_retry_after(headers),
+        request_id=headers.get("x-request-id") or headers.get("request-id"),
+        retry_after=retry_after(headers),
     )
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """The server's wish, from ``retry-after-ms`` or ``retry-after`` (seconds or a date)."""
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
+def _running_library() -> str:
+    """The async library running here ("asyncio" when none is)."""
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
-def _retry_delay(attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None and 0 < retry_after <= 60:
-        return retry_after
-    delay = min(_INITIAL_RETRY_DELAY * 2.0 ** (attempt - 1), _MAX_RETRY_DELAY)
-    # Jitter down by up to a quarter, so many clients do not retry in lockstep.
-    return delay * (1 - 0.25 * random.random())
+        return sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return "asyncio"
 
 
 def _check_input(input: str, budget: str | None) -> dict[str, Any]:
@@ -587,9 +575,11 @@ class Workers:
         await stream._catch_up_to(checkpoint)
         return stream
 
-    async def retrieve_email(self, worker_id: str) -> str:
+    async def retrieve_email(self, worker_id: str, *, extra_headers: Headers = None) -> str:
         """The worker's inbound email address."""
-        raw = await self._client._json("GET", f"/api/workers/{_path_id(worker_id)}/email")
+        raw = await self._client._json(
+            "GET", f"/api/workers/{_path_id(worker_id)}/email", headers=extra_headers
+        )
         try:
             value = msgspec.json.decode(raw)
         except msgspec.DecodeError:
@@ -602,21 +592,81 @@ class Workers:
             )
         return value
 
-    async def retrieve_file(self, worker_id: str, path: str) -> AsyncIterator[bytes]:
+    def retrieve_file(
+        self, worker_id: str, path: str, *, extra_headers: Headers = None
+    ) -> FileDownload:
         """The bytes of a file in the worker's workspace, as they arrive.
+
+        The request is sent when iteration starts; leaving the loop early
+        closes the response.
 
         >>> async for chunk in client.workers.retrieve_file(wid, "report.md"):  # doctest: +SKIP
         ...     out.write(chunk)
+        >>> data = await client.workers.retrieve_file(wid, "report.md").read()  # doctest: +SKIP
         """
         if not path:
             raise InvalidRequestError("path must be a non-empty string")
         file_path = "/".join(quote(p, safe="") for p in path.lstrip("/").split("/"))
-        response = await self._client.request(
-            "GET", f"/api/workers/{_path_id(worker_id)}/files/{file_path}"
+        return FileDownload(
+            self._client, f"/api/workers/{_path_id(worker_id)}/files/{file_path}", extra_headers
         )
+
+
+class FileDownload:
+    """A file's bytes, chunk by chunk: an async iterator that closes its response
+    when it ends, fails, is closed or is dropped.
+    """
+
+    def __init__(self, client: AsyncHandinger, path: str, headers: Headers) -> None:
+        self._client = client
+        self._path = path
+        self._headers = headers
+        self._response: Response | None = None
+        self._done = False
+
+    def __aiter__(self) -> FileDownload:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
         try:
-            while chunk := await response.read_chunk():
-                yield chunk
-        finally:
+            if self._response is None:
+                self._response = await self._client.request(
+                    "GET", self._path, headers=self._headers
+                )
+            chunk = await self._response.read_chunk()
+        except BaseException:
+            await self.aclose()
+            raise
+        if not chunk:
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
+
+    async def read(self) -> bytes:
+        """The whole file."""
+        return b"".join([chunk async for chunk in self])
+
+    async def aclose(self) -> None:
+        self._done = True
+        response, self._response = self._response, None
+        if response is not None:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+
+    async def __aenter__(self) -> FileDownload:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        response = self._response
+        if response is not None and not response.abort():
+            close_soon(self.aclose)

@@ -11,19 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import types
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import httpx
+import sniffio
 
-from .errors import APIConnectionError, APITimeoutError
+from .errors import APIConnectionError, APITimeoutError, InvalidRequestError
 
-__all__ = ["AiohttpTransport", "HttpxTransport", "Response", "Transport"]
+__all__ = [
+    "AiohttpTransport",
+    "HttpxTransport",
+    "Response",
+    "Transport",
+    "TransportName",
+    "close_soon",
+]
+
+log = logging.getLogger("handinger_stream")
 
 CONNECT_TIMEOUT = 5.0
+TransportName = Literal["aiohttp", "httpx"]
 
 
 class Response(Protocol):
@@ -280,19 +292,49 @@ def transport_for(http_client: Any, transport: str | None, library: str) -> Tran
     """Choose the transport from what the caller passed and the running event loop."""
     if isinstance(http_client, httpx.AsyncClient):
         return HttpxTransport(http_client)
-    if isinstance(http_client, aiohttp.ClientSession):
-        return AiohttpTransport(http_client)
-    if http_client is not None:
+    if http_client is not None and not isinstance(http_client, aiohttp.ClientSession):
         raise TypeError(
             "http_client must be an httpx.AsyncClient or an aiohttp.ClientSession, "
             f"not {type(http_client).__name__}"
         )
-    if transport == "httpx" or (transport is None and library == "trio"):
+    if transport not in (None, "aiohttp", "httpx"):
+        raise InvalidRequestError(f"unknown transport {transport!r}: use 'aiohttp' or 'httpx'")
+    if http_client is None and (transport == "httpx" or (transport is None and library == "trio")):
         return HttpxTransport()
-    if transport in (None, "aiohttp"):
-        if library == "trio":
-            raise ValueError(
-                "the aiohttp transport needs asyncio; use transport='httpx' under trio"
-            )
-        return AiohttpTransport()
-    raise ValueError(f"unknown transport {transport!r}: use 'aiohttp' or 'httpx'")
+    if library == "trio":
+        raise InvalidRequestError(
+            "the aiohttp transport needs asyncio, and trio is running here: "
+            "use transport='httpx' (the default under trio) or pass an httpx.AsyncClient"
+        )
+    return AiohttpTransport(http_client)
+
+
+_closing: set[Any] = set()
+
+
+def close_soon(close: Callable[[], Awaitable[None]]) -> None:
+    """Run ``close()`` soon on the running event loop, from code that cannot await.
+
+    For finalisers of dropped iterators; errors are logged at DEBUG, since
+    nobody is left to report them to.
+    """
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return
+
+    async def run() -> None:
+        try:
+            await close()
+        except Exception:
+            log.debug("closing an abandoned response failed", exc_info=True)
+
+    if library == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        token.run_sync_soon(lambda: trio.lowlevel.spawn_system_task(run))
+    else:
+        task = asyncio.get_running_loop().create_task(run())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
