@@ -5,7 +5,8 @@
     handinger-stream serve --port 8787
 
 Exit codes: 0 completed, 1 the worker failed, 2 usage error, 3 connection or
-authentication problem, 130 interrupted.
+authentication problem, 4 the server's stream could not be decoded, 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .errors import (
     HandingerError,
     InvalidRequestError,
     MissingAPIKeyError,
+    StreamDecodeError,
     StreamError,
     UnprocessableEntityError,
     WorkerFailedError,
@@ -40,7 +42,8 @@ from .stream import WorkerStream
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_PROTOCOL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
 DEFAULT_PROMPT = "What's the weather in Barcelona?"
 EMULATOR_PACE = 25.0  # tokens per second: about a real model's pace
 _json = msgspec.json.Encoder()
@@ -154,6 +157,11 @@ async def _watch(args: argparse.Namespace, *, api_key: str | None, base_url: str
         _close_view(view)
         _say(f"error: {exc}")
         return EXIT_USAGE
+    except StreamDecodeError as exc:
+        # Not the network's fault: the server sent something that is not the protocol.
+        _close_view(view)
+        _say(f"error: the stream could not be decoded: {exc}")
+        return EXIT_PROTOCOL
     except (APIConnectionError, AuthenticationError, APIStatusError, StreamError) as exc:
         _close_view(view)
         where = f" ({base_url})" if base_url else ""

@@ -34,6 +34,7 @@ __all__ = [
     "RateLimitError",
     "StreamDecodeError",
     "StreamError",
+    "StreamTimeoutError",
     "UnprocessableEntityError",
     "WorkerFailedError",
     "status_error",

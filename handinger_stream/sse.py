@@ -37,12 +37,18 @@ _BOM = b"\xef\xbb\xbf"
 
 
 class EventTooLargeError(ValueError):
-    """An event grew past the decoder's size bound before it was complete."""
+    """An event grew past the decoder's size bound.
 
-    def __init__(self, size: int, limit: int) -> None:
+    ``events`` are the complete events that came before it in the same feed.
+    """
+
+    def __init__(
+        self, size: int, limit: int, events: Sequence[ServerSentEvent | DataRun] = ()
+    ) -> None:
         super().__init__(f"event exceeds {limit} bytes (at least {size} buffered)")
         self.size = size
         self.limit = limit
+        self.events = events
 
 
 class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
@@ -142,7 +148,10 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Add bytes; return the events that they complete, in order."""
-        return expand_runs(self.feed_runs(chunk))
+        try:
+            return expand_runs(self.feed_runs(chunk))
+        except EventTooLargeError as exc:
+            raise EventTooLargeError(exc.size, exc.limit, expand_runs(exc.events)) from None
 
     def feed_runs(self, chunk: bytes) -> Sequence[ServerSentEvent | DataRun]:
         """As :meth:`feed`, but a chunk of only one-line data events is one :class:`DataRun`."""
@@ -173,8 +182,12 @@ class SSEDecoder:
         region = bytes(buf[:end])
         del buf[: end + 2]
         self._scan_from = 0
+        items = self._events(region)
         if len(buf) > self._max:
-            raise EventTooLargeError(len(buf), self._max)
+            raise EventTooLargeError(len(buf), self._max, items)
+        return items
+
+    def _events(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
         # Only one-line data events? Then every line end is half of a "\n\ndata: ".
         separators = region.count(b"\n\ndata: ")
         if region.startswith(b"data: ") and region.count(b"\n") == 2 * separators:

@@ -1,14 +1,17 @@
 """WorkerStream: a live worker, as typed events and a growing snapshot.
 
-The stream is a thin I/O shell: bytes from the transport go through the
-sans-IO :class:`~handinger_stream.sse.SSEDecoder`, then
-:func:`~handinger_stream.wire.decode_event`, then
-:func:`~handinger_stream.reducer.apply_event`. The HTTP response is released
-as soon as the stream ends, fails, is left early or is cancelled.
+The stream is a thin I/O shell around sans-IO parts: bytes from the
+transport go through the :class:`~handinger_stream.sse.SSEDecoder` and
+:mod:`~handinger_stream.wire` into a queue of typed events, handed over one
+by one and folded into a :class:`~handinger_stream.reducer.WorkerState`. The
+:class:`~handinger_stream.cursor.ReplayCursor` says how to resume after a
+break, the :class:`~handinger_stream.stall.StallClock` when a silent stream
+counts as broken, and the :class:`~handinger_stream.retry.RetryPolicy` how
+long to wait before trying again (see ``docs/resilience.md``).
 
-When the connection breaks or stalls before the end, the stream resumes by
-itself from the worker's replay stream (see ``docs/resilience.md``): the
-consumer sees each event once, and the Worker ends as if nothing happened.
+Handing an event over costs a list index: folding happens in batches, when
+the snapshot is looked at and before the next read, so ``stream.snapshot``
+is exact whenever it is read.
 
 >>> async def show(client):  # doctest: +SKIP
 ...     stream = await client.workers.create(input="Hi", stream=True)
@@ -18,20 +21,17 @@ consumer sees each event once, and the Worker ends as if nothing happened.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import monotonic
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import anyio
 import msgspec
-import sniffio
 
+from .cursor import ReplayCursor, reached
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -43,7 +43,8 @@ from .errors import (
 )
 from .events import Event, Reconnected, TextDeltaEvent
 from .models import Worker
-from .reducer import WorkerState, apply_event
+from .reducer import WorkerState
+from .retry import RetryPolicy
 from .sse import (
     DEFAULT_MAX_EVENT_BYTES,
     DataRun,
@@ -52,7 +53,8 @@ from .sse import (
     SSEDecoder,
     expand_runs,
 )
-from .transport import Response
+from .stall import Limit, StallClock
+from .transport import Response, close_soon
 from .wire import DONE, decode_event, decode_run
 
 __all__ = ["Checkpoint", "StreamPolicy", "WorkerStream"]
@@ -65,11 +67,10 @@ Opened = tuple["Response | None", list[Event]]
 Reopen = Callable[[str, "str | None"], Awaitable[Opened]]
 """Opens the worker's replay stream: ``(worker_id, last_event_id)``."""
 
-_DONE_TAIL = b"\n\ndata: " + DONE
+_DONE_LINE = b"data: " + DONE
+_DONE_TAIL = b"\n\n" + _DONE_LINE
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
-_FIRST_RECONNECT_DELAY = 0.5
-_MAX_RECONNECT_DELAY = 8.0
 T = TypeVar("T")
 
 
@@ -78,10 +79,10 @@ class StreamPolicy:
     """How hard a stream tries to reach its end.
 
     ``max_reconnects`` bounds consecutive resume attempts (the count resets
-    when events flow again). The limits are in seconds, ``None`` for none:
-    ``first_event_timeout`` until the first event, ``idle_timeout`` between
-    events (keep-alive comments do not count), ``total_timeout`` for the
-    whole stream.
+    when events flow again); ``retry`` says how long each waits. The limits
+    are in seconds, ``None`` for none: ``first_event_timeout`` until the first
+    event, ``idle_timeout`` between events (keep-alive comments do not
+    count), ``total_timeout`` for the whole stream.
 
     >>> StreamPolicy(max_reconnects=0).max_reconnects
     0
@@ -93,6 +94,7 @@ class StreamPolicy:
     total_timeout: float | None = None
     # The transport's timeout for one read, if it has one (the client's ``timeout``).
     read_timeout: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,21 +115,18 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     snapshot: Worker
 
 
-class _Break(Exception):
+@dataclass(frozen=True, slots=True)
+class _Break:
     """Why a connection ended before the stream's end: a reason, and its cause."""
 
-    def __init__(
-        self,
-        reason: str,
-        cause: BaseException | None = None,
-        limit: str = "",
-        seconds: float = 0.0,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.cause = cause
-        self.limit = limit
-        self.seconds = seconds
+    reason: str
+    cause: BaseException | None = None
+    limit: str = ""  # the stall limit that expired, if that was why
+    seconds: float = 0.0
+
+
+class _TooLarge(StreamDecodeError):
+    """An event past ``max_event_bytes``: raised in its turn even when skipping bad events."""
 
 
 class WorkerStream:
@@ -152,54 +151,56 @@ class WorkerStream:
         policy: StreamPolicy | None = None,
         from_start: bool = False,
     ) -> None:
+        policy = policy or StreamPolicy()
         self._response = response
         self._max_event_bytes = max_event_bytes
         self._decoder = SSEDecoder(max_event_bytes)
-        self._pending: deque[ServerSentEvent | DataRun] = deque()
-        # Decoded, not yet delivered; a decode error waits here for its turn.
-        self._ready: deque[Event | Reconnected | StreamDecodeError] = deque(initial or ())
         self._state = WorkerState(worker_id)
+        self._cursor = ReplayCursor(from_start=from_start)
+        self._clock = StallClock(
+            first_event=policy.first_event_timeout,
+            idle=policy.idle_timeout,
+            total=policy.total_timeout,
+        )
         self._on_decode_error = on_decode_error
         self._reopen = reopen
-        self._policy = policy or StreamPolicy()
-        # Positions line up with the worker's replay stream only if we began at its start.
-        self._from_start = from_start
-        self._index = 0  # SSE events taken from the queue (the index errors name)
-        self._received = 0  # SSE events received, across connections
-        self._received_id: str | None = None
-        self._skip = 0  # replayed events still to skip after a resume by position
-        self._skip_through: str | None = None  # ...or up to and including this id
-        self._first_id: str | None = None
-        self._resumed_from: str | None = None
-        self._resyncing = False
-        self._quiet_until: tuple[str | None, int] | None = None
-        self._attempts = 0
+        self._policy = policy
+        # The delivery queue: what the last read decoded. queue[_head:_limit]
+        # are plain events, handed over without a look; a decode error sits in
+        # its own slot (listed in _stops) and is raised in its turn.
+        self._queue: list[Event | StreamDecodeError] = list(initial or ())
+        self._head = 0
+        self._limit = len(self._queue)
+        self._stops: list[int] = []
+        self._folded = 0  # queue[:_folded] are in the state
+        self._base = 0  # events taken from earlier queues: index = _base + _head
+        self._notice: Reconnected | None = None
+        self._last_event_id: str | None = None
+        self._attempts = 0  # resume attempts in a row
         self._reconnects = 0
         self._retry_ms: int | None = None
-        self._started: float | None = None
-        self._last_activity: float | None = None
-        self._seen_event = False
         self._break: _Break | None = None
+        self._done_marker = False
         # A JSON answer (no response) is complete in ``initial``: nothing more to read.
         self._finished = response is None
-        self._done_marker = False
-        self._last_event_id: str | None = None
-        self._changed = False
 
     # -- state ----------------------------------------------------------
 
     @property
     def snapshot(self) -> Worker:
         """The Worker as folded after the last event delivered."""
+        self._fold()
         return self._state.snapshot()
 
     @property
     def worker_id(self) -> str:
+        self._fold()
         return self._state.id
 
     @property
     def last_event_id(self) -> str | None:
         """The SSE id of the last event delivered (what a resume starts after)."""
+        self._fold()
         return self._last_event_id
 
     @property
@@ -215,7 +216,9 @@ class WorkerStream:
     @property
     def completed(self) -> bool:
         """True when the stream reached its end marker, or the worker completed."""
-        return self._done_marker or (self._response is None and self._state.status == "completed")
+        if self._done_marker:
+            return True
+        return self._response is None and self.snapshot.status == "completed"
 
     def checkpoint(self) -> Checkpoint:
         """Where this consumer got to; ``client.workers.resume(cp)`` continues from it.
@@ -223,17 +226,23 @@ class WorkerStream:
         >>> cp = stream.checkpoint()  # doctest: +SKIP
         >>> open("cp.json", "wb").write(msgspec.json.encode(cp))  # doctest: +SKIP
         """
+        snapshot = self.snapshot
         return Checkpoint(
-            worker_id=self.worker_id,
+            worker_id=self._state.id,
             last_event_id=self._last_event_id,
-            position=self._index if self._from_start else None,
-            snapshot=self._state.snapshot(),
+            position=self._index if self._cursor.from_start else None,
+            snapshot=snapshot,
         )
+
+    @property
+    def _index(self) -> int:
+        """Events (and bad events) taken so far: the index the next one has."""
+        return self._base + self._head
 
     # -- iteration ------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return _Iterator(self, self._next, self._pop_ready)
+        return _Events(self)
 
     async def __anext__(self) -> Event:
         event = await self._next()
@@ -243,48 +252,25 @@ class WorkerStream:
 
     def events(self, *, reconnects: bool = False) -> AsyncIterator[Event | Reconnected]:
         """The events; with ``reconnects=True`` a :class:`Reconnected` marks each resume."""
-        if not reconnects:
-            return _Iterator(self, self._next, self._pop_ready)
-        return _Iterator(self, self._next_notice)
+        return _Notices(self) if reconnects else _Events(self)
 
     def text_deltas(self) -> AsyncIterator[str]:
-        """Only the answer's text, piece by piece: for live token display."""
+        """Only the answer's text, piece by piece: for live token display.
 
-        async def step() -> str | None:
-            while (event := await self._next()) is not None:
-                if type(event) is TextDeltaEvent:
-                    return event.delta
-            return None
-
-        return _Iterator(self, step)
+        When the worker failed, :class:`WorkerFailedError` is raised after the
+        last piece, so a display shows everything written and then the failure.
+        """
+        return _TextDeltas(self)
 
     def snapshots(self, min_interval: float | None = None) -> AsyncIterator[Worker]:
         """The Worker after each event that changed it.
 
         With ``min_interval`` (seconds) snapshots are coalesced so a display
         refreshing a few times a second does not pay per token; the last one
-        is always delivered.
+        is always delivered. Raises :class:`WorkerFailedError` after the last
+        one when the worker failed.
         """
-        last_sent = -float("inf")
-        unsent = False
-
-        async def step() -> Worker | None:
-            nonlocal last_sent, unsent
-            while await self._next_changed() is not None:
-                if min_interval:
-                    now = anyio.current_time()
-                    if now - last_sent < min_interval:
-                        unsent = True
-                        continue
-                    last_sent = now
-                unsent = False
-                return self._state.snapshot()
-            if unsent:
-                unsent = False
-                return self._state.snapshot()
-            return None
-
-        return _Iterator(self, step)
+        return _Snapshots(self, min_interval)
 
     async def get_final_worker(self) -> Worker:
         """Read to the end; the whole Worker.
@@ -292,11 +278,9 @@ class WorkerStream:
         Raises :class:`WorkerFailedError` when the worker reported an error and
         :class:`IncompleteStreamError` when the stream ended before its end.
         """
-        pop = self._pop_ready
         try:
             while True:
-                while pop() is not None:
-                    pass
+                self._head = self._limit  # hand over what is decoded, all at once
                 if await self._next() is None:
                     break
         finally:
@@ -312,123 +296,108 @@ class WorkerStream:
             )
         return worker
 
-    # -- the core loop --------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        worker = self.snapshot
+        if worker.error is not None:
+            raise WorkerFailedError(worker)
 
-    async def _next_changed(self) -> Event | None:
-        while (event := await self._next()) is not None:
-            if self._changed:
-                return event
-        return None
+    # -- the delivery loop ------------------------------------------------
 
     async def _next(self) -> Event | None:
-        while (item := await self._next_notice()) is not None:
-            if not isinstance(item, Reconnected):
-                return item
+        while (item := await self._step(notices=False)) is not None:
+            if type(item) is not Reconnected:
+                return item  # type: ignore[return-value]
         return None
 
-    async def _next_notice(self, *, catch_up: bool = False) -> Event | Reconnected | None:
-        ready = self._ready
+    async def _step(self, *, notices: bool) -> Event | Reconnected | None:
+        """The next event (or resume notice); ``None`` at the end. Reads when it must."""
         while True:
-            if catch_up and self._quiet_until is None:
-                return None
-            if ready:
-                event = self._pop_ready()
-                if event is not None:
-                    return event
-                # Not a plain event: a resume notice, a decode error, or a catch-up.
-                item = ready.popleft()
-                if type(item) is Reconnected:
-                    return item
-                index = self._index
-                self._index = index + 1
-                if type(item) is StreamDecodeError:
-                    if self._on_decode_error == "skip":
-                        log.warning("skipping undecodable event: %s", item)
-                        continue
-                    item.worker = self._state.snapshot()
-                    await self._finish()
-                    raise item
-                # Replaying up to a checkpoint: folded, not yielded.
-                folded: Event = item  # type: ignore[assignment]
-                self._deliver(folded)
-                self._check_caught_up(folded, index)
+            head = self._head
+            if head < self._limit:
+                self._head = head + 1
+                return self._queue[head]  # type: ignore[return-value]
+            if self._notice is not None:
+                notice, self._notice = self._notice, None
+                self._set_limit()
+                if notices:
+                    return notice
                 continue
-            if self._pending:
-                if self._decode_pending():
-                    self._done_marker = True
-                    self._index += 1
-                    self._pending.clear()
-                    await self._drain()
-                    self._finished = True
+            if head < len(self._queue):
+                await self._bad_event(head)
                 continue
             if self._finished:
                 return None
+            if self._done_marker:
+                await self._release(drain=True)
+                self._finished = True
+                return None
+            self._next_queue()
             if self._response is not None:
                 await self._fill()
             else:
                 await self._after_connection()
 
-    def _pop_ready(self) -> Event | None:
-        """The next event if one is decoded and plain to hand over: the loop's fast path."""
-        ready = self._ready
-        if not ready or self._quiet_until is not None:
-            return None
-        item = ready[0]
-        kind = type(item)
-        if kind is Reconnected or kind is StreamDecodeError:
-            return None
-        ready.popleft()
-        self._index += 1
-        event: Event = item  # type: ignore[assignment]
-        self._deliver(event)
-        return event
+    def _set_limit(self) -> None:
+        """Where the plain events of the queue end: at the next bad event, or a notice."""
+        if self._notice is not None:
+            self._limit = self._head
+        else:
+            self._limit = self._stops[0] if self._stops else len(self._queue)
 
-    def _decode_pending(self) -> bool:
-        """Decode what arrived into ``_ready`` (errors in place); True at ``[DONE]``."""
-        item = self._pending.popleft()
-        if type(item) is DataRun:
-            if item.count > 1 and item.region.endswith(_DONE_TAIL):
-                # The last read of a stream: the run before [DONE] still decodes at once.
-                self._pending.appendleft(ServerSentEvent(DONE, "message", item.id, item.retry))
-                item = DataRun(item.region[: -len(_DONE_TAIL)], item.count - 1, item.id, item.retry)
-            events = decode_run(item)
-            if events is not None:
-                self._ready.extend(events)
-            else:
-                self._pending.extendleft(reversed(item.events()))
+    def _next_queue(self) -> None:
+        """Fold what was handed over, and start an empty queue for the next read."""
+        self._fold()
+        self._base += len(self._queue)
+        self._queue = []
+        self._head = self._limit = self._folded = 0
+
+    def _fold(self) -> bool:
+        """Fold the events handed over since the last fold; whether the Worker changed."""
+        start, end = self._folded, self._head
+        if start >= end:
             return False
-        sse: ServerSentEvent = item  # type: ignore[assignment]
-        if sse.raw == DONE:
-            return True
-        try:
-            self._ready.append(decode_event(sse, self._index + len(self._ready)))
-        except StreamDecodeError as exc:
-            self._ready.append(exc)  # raised in its turn, after the events before it
-        return False
+        self._folded = end
+        events: list[Event] = self._queue[start:end]  # type: ignore[assignment]
+        for event in reversed(events):
+            if event.event_id is not None:
+                self._last_event_id = event.event_id
+                break
+        return self._state.apply_all(events)
 
-    def _deliver(self, event: Event) -> None:
-        self._changed = apply_event(self._state, event)
-        if event.event_id is not None:
-            self._last_event_id = event.event_id
-
-    def _check_caught_up(self, event: Event, index: int) -> None:
-        assert self._quiet_until is not None
-        target_id, target_position = self._quiet_until
-        if (target_id is not None and event.event_id == target_id) or index + 1 >= target_position:
-            self._quiet_until = None
+    async def _bad_event(self, at: int) -> None:
+        """The queue's next item is an event that could not be decoded: raise or skip it."""
+        self._fold()
+        bad = self._queue[at]
+        assert isinstance(bad, StreamDecodeError)
+        error = StreamDecodeError(
+            bad.reason,
+            index=self._base + at,
+            event_id=bad.event_id,
+            data=bad.excerpt,
+            worker=self._state.snapshot(),
+        )
+        self._head = self._folded = at + 1
+        self._stops.pop(0)
+        self._set_limit()
+        if self._on_decode_error == "skip" and not isinstance(bad, _TooLarge):
+            log.warning("skipping undecodable event: %s", error)
+            return
+        await self.aclose()
+        raise error
 
     async def _fill(self) -> None:
+        """Read from the connection and decode what arrived into the queue."""
         response = self._response
         assert response is not None
         now = monotonic()
-        if self._started is None:
-            self._started = now
-        limit, seconds, deadline = self._deadline(now)
-        if deadline is not None and deadline <= now:
+        clock = self._clock
+        clock.start(now)
+        limit = clock.next
+        if limit is not None and limit.expires <= now:
             chunk: bytes | None = None
         else:
             try:
-                chunk = await self._read(response, now, deadline)
+                chunk = await self._read(response, now, limit)
             except APIConnectionError as exc:
                 await self._release()
                 self._break = _Break(f"connection broke ({exc.message})", exc)
@@ -438,136 +407,93 @@ class WorkerStream:
                 await self._release()
                 raise
         if chunk is None:
+            assert limit is not None
             await self._release()
             self._break = _Break(
-                f"no event for {seconds:g} s ({limit} limit)", limit=limit, seconds=seconds
+                f"no event for {limit.seconds:g} s ({limit.name} limit)",
+                limit=limit.name,
+                seconds=limit.seconds,
             )
-            if limit == "total":
+            if limit.name == "total":
                 raise self._give_up(self._break)
             return
-        try:
-            events = self._decoder.feed_runs(chunk) if chunk else self._decoder.close()
-        except EventTooLargeError as exc:
-            await self._finish()
-            raise StreamDecodeError(
-                str(exc),
-                index=self._index + len(self._pending),
-                event_id=self._decoder.last_event_id,
-                data=b"",
-                worker=self._state.snapshot(),
-            ) from None
-        if self._decoder.retry is not None:
-            self._retry_ms = self._decoder.retry
-        if events:
-            self._take(events)
+        self._take(chunk)
         if not chunk:
             await self._release()
             self._break = _Break("the connection ended before the stream's end")
 
-    async def _read(self, response: Response, now: float, deadline: float | None) -> bytes | None:
-        """The next bytes, or ``None`` if the stall deadline came first."""
+    async def _read(self, response: Response, now: float, limit: Limit | None) -> bytes | None:
+        """The next bytes, or ``None`` if a stall limit expired first."""
         read_timeout = self._policy.read_timeout
-        if deadline is None or (read_timeout is not None and deadline - now > read_timeout):
+        if limit is None or (read_timeout is not None and limit.expires - now > read_timeout):
             # The transport's own read timeout fires first: no scope needed, and
             # a live stream saves a timer per read.
             return await response.read_chunk()
-        with anyio.move_on_after(deadline - now):
+        with anyio.move_on_after(limit.expires - now):
             return await response.read_chunk()
         return None
 
-    def _take(self, items: Sequence[ServerSentEvent | DataRun]) -> None:
-        self._last_activity = monotonic()
-        if self._resyncing or self._skip or self._skip_through is not None:
-            # Resuming: work event by event until the replay has caught up.
-            self._take_events(expand_runs(items))
-            return
-        received = 0
-        last_id = None
+    def _take(self, chunk: bytes) -> None:
+        """Decode bytes into the queue (``b""``: the connection ended)."""
+        decoder = self._decoder
+        too_large: EventTooLargeError | None = None
+        try:
+            items = decoder.feed_runs(chunk) if chunk else decoder.close()
+        except EventTooLargeError as exc:
+            items, too_large = exc.events, exc
+        if decoder.retry is not None:
+            self._retry_ms = decoder.retry
+        if items:
+            self._clock.progress(monotonic())
+            cursor = self._cursor
+            if cursor.resuming:
+                items = cursor.admit(expand_runs(items))
+            else:
+                cursor.take(*_tally(items))
+            if items:
+                self._attempts = 0
+                self._decode(items)
+        if too_large is not None and not self._done_marker:
+            self._stops.append(len(self._queue))
+            self._queue.append(
+                _TooLarge(str(too_large), index=0, event_id=decoder.last_event_id, data=b"")
+            )
+        self._set_limit()
+
+    def _decode(self, items: Sequence[ServerSentEvent | DataRun]) -> None:
+        """Typed events into the queue, a bad event into a slot of its own; stop at ``[DONE]``."""
+        queue = self._queue
         for item in items:
             if type(item) is DataRun:
-                received += item.count - item.region.endswith(b"data: [DONE]")
+                if item.count > 1 and item.region.endswith(_DONE_TAIL):
+                    # The last read of a stream: the run before [DONE] still decodes at once.
+                    head = DataRun(item.region[: -len(_DONE_TAIL)], item.count - 1, item.id)
+                    self._decode((head, ServerSentEvent(DONE, id=item.id)))
+                    return
+                events = decode_run(item)
+                if events is not None:
+                    queue.extend(events)
+                    continue
+                singles: Sequence[ServerSentEvent] = item.events()
             else:
-                received += item.raw != DONE  # type: ignore[union-attr]
-            last_id = item.id if item.id is not None else last_id
-        self._pending.extend(items)
-        self._took(received, last_id, items)
+                singles = (item,)  # type: ignore[assignment]
+            for sse in singles:
+                if sse.raw == DONE:
+                    self._done_marker = True
+                    return
+                try:
+                    queue.append(decode_event(sse, 0))
+                except StreamDecodeError as exc:
+                    self._stops.append(len(queue))
+                    queue.append(exc)
 
-    def _take_events(self, events: list[ServerSentEvent]) -> None:
-        if self._resyncing and events:
-            self._resync(events[0])
-        if self._skip:
-            # Resumed by position: the first events replay what we already have.
-            skipped = min(self._skip, len(events))
-            self._skip -= skipped
-            events = events[skipped:]
-        if self._skip_through is not None and events:
-            last, i = self._skip_through, 0
-            while i < len(events) and _not_after(events[i].id, last):
-                i += 1
-            if i < len(events):
-                self._skip_through = None
-            events = events[i:]
-        if not events:
-            return
-        self._pending.extend(events)
-        self._took(len(events) - (events[-1].raw == DONE), events[-1].id, events)
-
-    def _took(
-        self, received: int, last_id: str | None, items: Sequence[ServerSentEvent | DataRun]
-    ) -> None:
-        self._received += received
-        if last_id is not None:
-            self._received_id = last_id
-            if self._first_id is None:
-                self._first_id = next(i.id for i in items if i.id is not None)
-        self._seen_event = True
-        self._attempts = 0
-
-    def _resync(self, first: ServerSentEvent) -> None:
-        """From a resumed connection's first event, tell where the server restarted.
-
-        A server that honours Last-Event-ID continues after it. One that
-        replays the worker from the start instead shows it by the first id:
-        the first one we ever saw (skip what we have, by count), or one not
-        after our last (skip through our last id).
-        """
-        self._resyncing = False
-        last = self._resumed_from
-        if last is None or first.id is None:
-            return
-        if first.id == self._first_id:
-            self._skip = self._received
-        elif _not_after(first.id, last):
-            self._skip_through = last
-
-    def _deadline(self, now: float) -> tuple[str, float, float | None]:
-        """The nearest stall limit: its name, its seconds, and when it expires."""
-        policy = self._policy
-        best: tuple[str, float, float | None] = ("", 0.0, None)
-        candidates: list[tuple[str, float | None, float | None]] = [
-            ("total", policy.total_timeout, self._started),
-            (
-                "idle" if self._seen_event else "first_event",
-                policy.idle_timeout if self._seen_event else policy.first_event_timeout,
-                self._last_activity if self._last_activity is not None else self._started,
-            ),
-        ]
-        for name, seconds, since in candidates:
-            if seconds is None or since is None:
-                continue
-            expires = since + seconds
-            if best[2] is None or expires < best[2]:
-                best = (name, seconds, expires)
-        return best
+    # -- breaks and resumes -------------------------------------------------
 
     async def _after_connection(self) -> None:
         """The connection is gone and all it brought was delivered: end, resume or fail."""
         brk = self._break or _Break("the stream was closed")
-        if self._done_marker:
-            self._finished = True
-            return
         clean_end = brk.cause is None and not brk.limit
-        if clean_end and self._state.status == "completed":
+        if clean_end and self.snapshot.status == "completed":
             # Some servers send no [DONE]; a completed worker is the end all the same.
             self._finished = True
             return
@@ -584,16 +510,11 @@ class WorkerStream:
                 "the worker id was not known yet, so it cannot be resumed "
                 "(creating it again could make a second worker)"
             )
-        if self._received_id is None and not self._from_start:
-            return (
-                "the server sent no event ids and the stream did not start at the "
-                "worker's first event, so there is nowhere exact to resume from"
-            )
-        return ""
+        return self._cursor.unresumable()
 
     def _give_up(self, brk: _Break, why_not: str = "") -> IncompleteStreamError:
         self._finished = True
-        worker = self._state.snapshot()
+        worker = self.snapshot
         name = worker.id or "(unknown)"
         tail = f"; {why_not}" if why_not else ""
         if self._attempts and not why_not:
@@ -608,35 +529,33 @@ class WorkerStream:
         return error
 
     async def _resume(self, brk: _Break) -> None:
+        """Reopen the worker's replay stream, waiting as the retry policy says."""
         assert self._reopen is not None
+        retry = self._policy.retry
+        server_retry = self._retry_ms / 1000 if self._retry_ms is not None else None
+        self._attempts += 1
+        delay = retry.delay(self._attempts, server_retry=server_retry)
         while True:
-            self._attempts += 1
-            delay = _reconnect_delay(self._attempts, self._retry_ms)
             await anyio.sleep(delay)
-            last_id = self._received_id
             try:
-                response, initial = await self._reopen(self.worker_id, last_id)
+                response, initial = await self._reopen(self.worker_id, self._cursor.last_id)
             except (APIConnectionError, APIStatusError) as exc:
-                retryable = isinstance(exc, APIConnectionError) or exc.status_code in (
-                    408,
-                    409,
-                    429,
-                    500,
-                    502,
-                    503,
-                    504,
-                )
                 brk = _Break(f"{brk.reason}; resuming failed ({exc})", exc, brk.limit, brk.seconds)
-                if not retryable or self._attempts >= self._policy.max_reconnects:
+                if (
+                    not retry.retryable(exc, idempotent=True)
+                    or self._attempts >= self._policy.max_reconnects
+                ):
                     raise self._give_up(brk) from exc
+                self._attempts += 1
+                retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+                delay = retry.delay(
+                    self._attempts, retry_after=retry_after, server_retry=server_retry
+                )
                 continue
             break
+        last_id = self._cursor.last_id
+        skipped = self._cursor.resumed()
         self._reconnects += 1
-        skipped = 0
-        self._resumed_from, self._resyncing = last_id, last_id is not None
-        self._skip_through = None
-        if last_id is None:
-            skipped = self._skip = self._received
         log.info(
             "resumed worker %s after: %s (attempt %d, from %s)",
             self.worker_id,
@@ -646,83 +565,86 @@ class WorkerStream:
         )
         self._decoder = SSEDecoder(self._max_event_bytes)
         self._break = None
-        # Each connection gets the whole idle allowance.
-        self._last_activity = monotonic()
+        self._clock.connected(monotonic())
         self._response = response
         if response is None:
             # A JSON answer: one snapshot, and nothing more to follow.
             self._finished = True
-        self._ready.append(
-            Reconnected(
-                attempt=self._attempts,
-                reason=brk.reason,
-                delay=delay,
-                last_event_id=last_id,
-                skipped=skipped,
-            )
+        self._notice = Reconnected(
+            attempt=self._attempts,
+            reason=brk.reason,
+            delay=delay,
+            last_event_id=last_id,
+            skipped=skipped,
         )
-        self._ready.extend(initial)
+        self._queue.extend(initial)
+        self._set_limit()
 
     async def _catch_up_to(self, checkpoint: Checkpoint) -> None:
         """Fold the replay silently through the checkpoint's last event (``workers.resume``)."""
         if checkpoint.last_event_id is None and not checkpoint.position:
             return
         position = checkpoint.position if checkpoint.position is not None else 1 << 62
-        self._quiet_until = (checkpoint.last_event_id, position)
-        await self._next_notice(catch_up=True)
-
-    async def _drain(self) -> None:
-        """After ``[DONE]``: read the (normally empty) rest of the body, then release.
-
-        Reading to the end lets the connection go back to the pool, and lets
-        the transport's readers finish instead of being abandoned mid-body.
-        """
-        response = self._response
-        if response is not None:
-            left = _DRAIN_BYTES
-            with anyio.move_on_after(_DRAIN_SECONDS):
-                try:
-                    while left > 0 and (chunk := await response.read_chunk()):
-                        left -= len(chunk)
-                except HandingerError:
-                    pass
-        await self._release()
+        while True:
+            index = self._index
+            event = await self._next()
+            if event is None or reached(checkpoint.last_event_id, position, event.event_id, index):
+                break
 
     # -- closing --------------------------------------------------------
+    # aclose() ends the stream; _release() ends one connection (a resume may
+    # open another); _abandon() is aclose() for a dropped iterator, which
+    # cannot await.
 
     async def aclose(self) -> None:
         """Stop the stream and release the HTTP response. Idempotent; what was
-        folded stays readable on :attr:`snapshot`."""
-        await self._finish()
-
-    async def _finish(self) -> None:
-        self._finished = True
-        self._pending.clear()
-        self._ready.clear()
+        delivered stays readable on :attr:`snapshot`."""
+        self._stop()
         await self._release()
 
-    async def _release(self) -> None:
+    def _stop(self) -> None:
+        self._fold()
+        self._finished = True
+        del self._queue[self._head :]
+        self._stops.clear()
+        self._notice = None
+        self._set_limit()
+
+    async def _release(self, *, drain: bool = False) -> None:
+        """Let the connection go; ``drain``: read the (normally empty) rest of the body first.
+
+        Reading to the end after ``[DONE]`` lets the connection go back to the
+        pool, and lets the transport's readers finish instead of being abandoned.
+        """
         response = self._response
-        if response is not None:
-            try:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-            finally:
-                # Only now is it closed: `closed` never runs ahead of the transport.
-                self._response = None
+        if response is None:
+            return
+        try:
+            if drain:
+                left = _DRAIN_BYTES
+                with anyio.move_on_after(_DRAIN_SECONDS):
+                    try:
+                        while left > 0 and (chunk := await response.read_chunk()):
+                            left -= len(chunk)
+                    except HandingerError:
+                        pass
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        finally:
+            # Only now is it closed: `closed` never runs ahead of the transport.
+            self._response = None
 
     def _abandon(self) -> None:
         """Left without ``aclose()`` (a loop exited early): close as soon as possible."""
-        self._finished = True
-        self._pending.clear()
-        self._ready.clear()
+        self._stop()
         response = self._response
         if response is None:
             return
         if response.abort():
             self._response = None
             return
-        _close_later(self)
+        # The transport closes only by awaiting: on the running loop, soon.
+        close_soon(self.aclose)
 
     async def __aenter__(self) -> WorkerStream:
         return self
@@ -737,7 +659,23 @@ class WorkerStream:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<WorkerStream worker={self.worker_id or '?'} {state} events={self._index}>"
+        return f"<WorkerStream worker={self._state.id or '?'} {state} events={self._index}>"
+
+
+def _tally(items: Sequence[ServerSentEvent | DataRun]) -> tuple[int, str | None, str | None]:
+    """How many events a read brought ([DONE] is not one), and its first and last ids."""
+    count = 0
+    first_id = last_id = None
+    for item in items:
+        if type(item) is DataRun:
+            count += item.count - item.region.endswith(_DONE_LINE)
+        else:
+            count += item.raw != DONE  # type: ignore[union-attr]
+        if item.id is not None:
+            last_id = item.id
+            if first_id is None:
+                first_id = item.id
+    return count, first_id, last_id
 
 
 class _Iterator(Generic[T]):
@@ -747,40 +685,37 @@ class _Iterator(Generic[T]):
     the event loop's finaliser, which trio reports as a ResourceWarning.
     """
 
-    __slots__ = ("_done", "_fast", "_step", "_stream")
+    __slots__ = ("_done", "_stream")
 
-    def __init__(
-        self,
-        stream: WorkerStream,
-        step: Callable[[], Awaitable[T | None]],
-        fast: Callable[[], T | None] | None = None,
-    ) -> None:
+    def __init__(self, stream: WorkerStream) -> None:
         self._stream = stream
-        self._step = step
-        # Takes an already decoded event without awaiting, when there is one.
-        self._fast = fast
         self._done = False
 
     def __aiter__(self) -> _Iterator[T]:
         return self
 
     async def __anext__(self) -> T:
-        fast = self._fast
-        if fast is not None and (ready := fast()) is not None:
-            return ready
         if self._done:
             raise StopAsyncIteration
         try:
-            item = await self._step()
+            item = await self._next()
+            if item is None:
+                self._done = True
+                await self._stream.aclose()
+                self._ended()
         except BaseException:
             self._done = True
             await self._stream.aclose()
             raise
         if item is None:
-            self._done = True
-            await self._stream.aclose()
             raise StopAsyncIteration
         return item
+
+    async def _next(self) -> T | None:
+        raise NotImplementedError
+
+    def _ended(self) -> None:
+        """Called once at the end, after the stream closed; may raise."""
 
     async def aclose(self) -> None:
         self._done = True
@@ -791,47 +726,79 @@ class _Iterator(Generic[T]):
             self._stream._abandon()
 
 
-def _not_after(event_id: str | None, last: str) -> bool:
-    """Whether an event with this id comes no later than the event with id ``last``.
+class _Events(_Iterator[Event]):
+    __slots__ = ()
 
-    Ids are opaque, so only equality is sure; decimal ids also compare as numbers.
-    """
-    if event_id is None:
-        return False
-    if event_id == last:
-        return True
-    return event_id.isdigit() and last.isdigit() and int(event_id) <= int(last)
+    async def __anext__(self) -> Event:
+        # The hot path: a decoded event is handed over without another call.
+        stream = self._stream
+        head = stream._head
+        if head < stream._limit:
+            stream._head = head + 1
+            return stream._queue[head]  # type: ignore[return-value]
+        return await super().__anext__()
 
-
-def _reconnect_delay(attempt: int, retry_ms: int | None) -> float:
-    # The server's retry: is the first wait; repeated failures back off from it.
-    base = retry_ms / 1000 if retry_ms is not None else _FIRST_RECONNECT_DELAY
-    delay = min(base * 2.0 ** (attempt - 1), max(_MAX_RECONNECT_DELAY, base))
-    return delay * (1 - 0.25 * random.random()) if attempt > 1 else delay
+    async def _next(self) -> Event | None:
+        return await self._stream._next()
 
 
-_closing: set[Any] = set()
+class _Notices(_Iterator["Event | Reconnected"]):
+    __slots__ = ()
+
+    async def _next(self) -> Event | Reconnected | None:
+        return await self._stream._step(notices=True)
 
 
-def _close_later(stream: WorkerStream) -> None:
-    """Schedule ``stream.aclose()`` on the running loop, from a synchronous context."""
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return
+class _TextDeltas(_Iterator[str]):
+    __slots__ = ()
 
-    async def close() -> None:
-        try:
-            await stream.aclose()
-        except Exception:  # nobody is left to report it to
-            log.debug("closing an abandoned stream failed", exc_info=True)
+    async def _next(self) -> str | None:
+        stream = self._stream
+        while True:
+            queue, head, limit = stream._queue, stream._head, stream._limit
+            while head < limit:
+                event = queue[head]
+                head += 1
+                if type(event) is TextDeltaEvent:
+                    stream._head = head
+                    return event.delta
+            stream._head = head
+            taken = await stream._next()
+            if taken is None:
+                return None
+            if type(taken) is TextDeltaEvent:
+                return taken.delta
 
-    if library == "trio":
-        import trio
+    def _ended(self) -> None:
+        self._stream._raise_if_failed()
 
-        token = trio.lowlevel.current_trio_token()
-        token.run_sync_soon(lambda: trio.lowlevel.spawn_system_task(close))
-    else:
-        task = asyncio.get_running_loop().create_task(close())
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+
+class _Snapshots(_Iterator[Worker]):
+    __slots__ = ("_last_sent", "_min_interval", "_unsent")
+
+    def __init__(self, stream: WorkerStream, min_interval: float | None) -> None:
+        super().__init__(stream)
+        self._min_interval = min_interval
+        self._last_sent = -float("inf")
+        self._unsent = False
+
+    async def _next(self) -> Worker | None:
+        stream = self._stream
+        while await stream._next() is not None:
+            if not stream._fold():
+                continue
+            if self._min_interval:
+                now = anyio.current_time()
+                if now - self._last_sent < self._min_interval:
+                    self._unsent = True
+                    continue
+                self._last_sent = now
+            self._unsent = False
+            return stream._state.snapshot()
+        if self._unsent:
+            self._unsent = False
+            return stream._state.snapshot()
+        return None
+
+    def _ended(self) -> None:
+        self._stream._raise_if_failed()

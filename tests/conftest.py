@@ -13,6 +13,7 @@ from aiohttp import web
 
 from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
+from handinger_stream.transport import TransportName
 
 API_KEY = "sk-test-secret-key-123"
 
@@ -25,17 +26,18 @@ def emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def transport(request: pytest.FixtureRequest) -> TransportName:
+    name: TransportName = request.param
+    return name
 
 
 @pytest.fixture
-async def client(emulator: Emulator, transport: str) -> AsyncIterator[AsyncHandinger]:
+async def client(emulator: Emulator, transport: TransportName) -> AsyncIterator[AsyncHandinger]:
     async with AsyncHandinger(
         api_key=API_KEY,
         base_url=emulator.base_url,
         transport=transport,
-        max_retries=2,  # type: ignore[arg-type]
+        max_retries=2,
     ) as c:
         yield c
 

@@ -32,6 +32,8 @@ from handinger_stream import (
     WorkerStream,
 )
 from handinger_stream.emulator import FAULT_HEADER, Emulator
+from handinger_stream.events import Event
+from handinger_stream.transport import TransportName
 
 from .conftest import API_KEY, Canned, RawServer, until
 
@@ -146,14 +148,14 @@ async def test_replay_continue_subscribe_email_and_file(client: AsyncHandinger) 
 
 
 async def test_subscribe_sees_a_running_worker_to_its_end(
-    emulator: Emulator, transport: str
+    emulator: Emulator, transport: TransportName
 ) -> None:
     async with (
         Emulator(api_key=API_KEY, tokens_per_second=400) as slow,
         AsyncHandinger(
             api_key=API_KEY,
             base_url=slow.base_url,
-            transport=transport,  # type: ignore[arg-type]
+            transport=transport,
         ) as client,
     ):
         worker = await client.workers.create(input="Slowly, please")
@@ -189,11 +191,13 @@ async def test_env_configuration(emulator: Emulator, monkeypatch: pytest.MonkeyP
     assert AsyncHandinger().base_url == "https://v3.handinger.com"
 
 
-async def test_wrong_key_is_401_and_key_never_leaks(emulator: Emulator, transport: str) -> None:
+async def test_wrong_key_is_401_and_key_never_leaks(
+    emulator: Emulator, transport: TransportName
+) -> None:
     secret = "sk-wrong-and-secret"
     async with AsyncHandinger(
         api_key=secret, base_url=emulator.base_url, transport=transport
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         assert secret not in repr(client)
         with pytest.raises(AuthenticationError) as info:
             await client.workers.create(input="x", stream=True)
@@ -222,7 +226,7 @@ async def test_unknown_worker_is_404(client: AsyncHandinger) -> None:
     ],
 )
 async def test_each_status_error_class(
-    raw_server: RawServer, transport: str, status: int, cls: type[Exception]
+    raw_server: RawServer, transport: TransportName, status: int, cls: type[Exception]
 ) -> None:
     raw_server.serve(
         Canned(
@@ -233,7 +237,7 @@ async def test_each_status_error_class(
     )
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport, max_retries=0
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         with pytest.raises(cls) as info:
             await client.workers.create(input="x", stream=True)
     err = info.value
@@ -250,11 +254,11 @@ async def test_429_and_503_are_retried_then_succeed(client: AsyncHandinger) -> N
         await response.aclose()
 
 
-async def test_401_is_not_retried(raw_server: RawServer, transport: str) -> None:
+async def test_401_is_not_retried(raw_server: RawServer, transport: TransportName) -> None:
     raw_server.serve(Canned([b"{}"], status=401, headers={"content-type": "application/json"}))
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         with pytest.raises(AuthenticationError):
             await client.workers.retrieve("w")
     assert len(raw_server.requests) == 1
@@ -274,11 +278,11 @@ async def test_malformed_event_raises_with_index_and_keeps_the_snapshot(
     assert stream.snapshot.status == "running" and stream.closed
 
 
-async def test_skip_on_decode_error(emulator: Emulator, transport: str) -> None:
+async def test_skip_on_decode_error(emulator: Emulator, transport: TransportName) -> None:
     async with AsyncHandinger(
         api_key=API_KEY,
         base_url=emulator.base_url,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
         on_decode_error="skip",
     ) as client:
         stream = await faulted_stream(client, "skip me", "malformed-at=3", on_decode_error="skip")
@@ -303,7 +307,7 @@ async def test_dropped_connection_is_an_incomplete_stream(client: AsyncHandinger
     assert stream.snapshot.status == "running" and stream.closed
 
 
-async def test_unknown_chunks_are_surfaced(raw_server: RawServer, transport: str) -> None:
+async def test_unknown_chunks_are_surfaced(raw_server: RawServer, transport: TransportName) -> None:
     raw_server.serve(
         Canned(
             [
@@ -314,14 +318,14 @@ async def test_unknown_chunks_are_surfaced(raw_server: RawServer, transport: str
     )
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         stream = await client.workers.create(input="x", stream=True)
         kinds = [type(e).__name__ for e in [e async for e in stream]]
     assert kinds == ["StartEvent", "UnknownEvent", "FinishEvent"]
 
 
 async def test_a_json_answer_to_a_stream_request_is_one_snapshot(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     body = msgspec.json.encode(
         {"id": "w5", "object": "worker", "status": "completed", "output_text": "done"}
@@ -329,7 +333,7 @@ async def test_a_json_answer_to_a_stream_request_is_one_snapshot(
     raw_server.serve(Canned([body], headers={"content-type": "application/json"}))
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         stream = await client.workers.create(input="x", stream=True)
         [event] = [e async for e in stream]
         assert isinstance(event, WorkerSnapshotEvent)
@@ -340,7 +344,7 @@ async def test_a_json_answer_to_a_stream_request_is_one_snapshot(
 
 
 async def test_leaving_the_loop_early_closes_the_connection(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     body = [b'data: {"type":"text-start","id":"t"}\n\n'] + [
         b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'
@@ -348,7 +352,7 @@ async def test_leaving_the_loop_early_closes_the_connection(
     raw_server.serve(Canned(body, delay=0.005))
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         stream = await client.workers.create(input="x", stream=True)
         async for event in stream:
             if isinstance(event, TextDeltaEvent):
@@ -360,12 +364,12 @@ async def test_leaving_the_loop_early_closes_the_connection(
 
 
 async def test_cancelling_the_task_closes_the_connection(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(Canned([b'data: {"type":"start"}\n\n'] * 500, delay=0.01))
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
-    ) as client:  # type: ignore[arg-type]
+    ) as client:
         stream = await client.workers.create(input="x", stream=True)
         task = asyncio.create_task(stream.get_final_worker())
         await asyncio.sleep(0.05)
@@ -400,13 +404,14 @@ async def test_callers_http_client_is_not_closed(emulator: Emulator) -> None:
 @given(st.lists(st.integers(1, 64), min_size=1, max_size=40))
 def test_any_chunking_gives_the_same_worker(raw_server: RawServer, sizes: list[int]) -> None:
     body = _recorded_stream()
-    pieces, i = [], 0
+    pieces: list[bytes] = []
+    i = 0
     while i < len(body):
         n = sizes[len(pieces) % len(sizes)]
         pieces.append(body[i : i + n])
         i += n
 
-    async def fold(chunks: list[bytes]) -> tuple[list[object], Worker]:
+    async def fold(chunks: list[bytes]) -> tuple[list[Event], Worker]:
         raw_server.serve(Canned(chunks))
         async with AsyncHandinger(api_key="k", base_url=raw_server.base_url) as client:
             stream = await client.workers.create(input="x", stream=True)
@@ -441,3 +446,77 @@ def _recorded_stream() -> bytes:
 
         _RECORDED.append(asyncio.run(record()))
     return _RECORDED[0]
+
+
+async def test_text_deltas_and_snapshots_raise_after_the_last_item_when_the_worker_failed(
+    client: AsyncHandinger,
+) -> None:
+    stream = await faulted_stream(client, "fail", "error-after=40")
+    pieces: list[str] = []
+    with pytest.raises(WorkerFailedError) as info:
+        async for piece in stream.text_deltas():
+            pieces.append(piece)
+    # Everything the worker wrote was shown before the failure.
+    assert pieces and "".join(pieces) == stream.snapshot.output_text
+    assert info.value.worker is not None and info.value.worker.error is not None
+
+    stream = await faulted_stream(client, "fail", "error-after=40")
+    snaps: list[Worker] = []
+    with pytest.raises(WorkerFailedError):
+        async for snap in stream.snapshots(min_interval=10):
+            snaps.append(snap)
+    assert snaps[-1].error is not None and snaps[-1] == stream.snapshot
+
+
+async def test_every_workers_call_sends_extra_headers(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    json_headers = {"content-type": "application/json"}
+    raw_server.serve(
+        Canned([b'"w1@workers.handinger.invalid"'], headers=json_headers),
+        Canned([b"file ", b"bytes"], headers={"content-type": "text/plain"}),
+    )
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:
+        extra = {"x-trace": "t-1"}
+        assert await client.workers.retrieve_email("w1", extra_headers=extra) == (
+            "w1@workers.handinger.invalid"
+        )
+        download = client.workers.retrieve_file("w1", "dir/a b.txt", extra_headers=extra)
+        assert await download.read() == b"file bytes"
+    assert [r["headers"].get("x-trace") for r in raw_server.requests] == ["t-1", "t-1"]
+    assert raw_server.requests[1]["path"] == "/api/workers/w1/files/dir/a%20b.txt"
+
+
+async def test_a_file_download_closes_its_response_when_left(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    raw_server.serve(
+        Canned([b"x" * 1000] * 200, headers={"content-type": "text/plain"}, delay=0.01)
+    )
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:
+        async with client.workers.retrieve_file("w1", "big.bin") as download:
+            async for _chunk in download:
+                break
+        assert await until(lambda: raw_server.open_streams == 0, timeout=5)
+    assert raw_server.finished == 0  # the server never got to write it all
+
+
+def test_the_public_names_are_exported() -> None:
+    import handinger_stream
+    from handinger_stream import errors
+
+    assert set(errors.__all__) - {"status_error"} <= set(handinger_stream.__all__)
+    for name in handinger_stream.__all__:
+        assert hasattr(handinger_stream, name), name
+
+
+def test_the_version_has_one_source() -> None:
+    from importlib.metadata import version
+
+    import handinger_stream
+
+    assert handinger_stream.__version__ == version("handinger-stream")

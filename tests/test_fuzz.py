@@ -13,8 +13,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handinger_stream.errors import StreamDecodeError
-from handinger_stream.events import CHUNK_TYPES
+from handinger_stream.errors import EXCERPT_CHARS, StreamDecodeError, excerpt
+from handinger_stream.events import CHUNK_TYPES, DataEvent, UnknownEvent, WorkerSnapshotEvent
 from handinger_stream.reducer import WorkerState, apply_event
 from handinger_stream.sse import EventTooLargeError, SSEDecoder
 from handinger_stream.wire import DONE, decode_event
@@ -51,7 +51,10 @@ def run(pieces: list[bytes], max_event_bytes: int = 4096) -> WorkerState:
                 try:
                     apply_event(state, decode_event(sse, index))
                 except StreamDecodeError as exc:
-                    assert exc.index == index and len(exc.excerpt) <= 200
+                    # The excerpt is short, on one line, and from the event's own data.
+                    assert exc.excerpt and len(exc.excerpt) <= EXCERPT_CHARS
+                    assert "\n" not in exc.excerpt and "\r" not in exc.excerpt
+                    assert exc.excerpt[:8] == excerpt(sse.raw)[:8]
                 index += 1
     except EventTooLargeError:
         pass
@@ -81,19 +84,27 @@ def test_chunks_of_any_shape_raise_only_documented_errors(frames: list[bytes]) -
 
 
 @given(st.lists(chunk_objects, max_size=15))
-def test_every_wellformed_json_chunk_is_an_event_or_an_error_naming_it(
+def test_every_wellformed_json_chunk_is_one_event_of_its_own_type_or_an_error(
     chunks: list[dict[str, Any]],
 ) -> None:
     body = b"".join(b"data: " + msgspec.json.encode(c) + b"\n\n" for c in chunks)
-    decoder = SSEDecoder()
-    failed: list[int] = []
-    decoded = 0
-    for index, sse in enumerate(decoder.feed(body)):
+    sses = SSEDecoder().feed(body)
+    # Nothing is lost or merged: one SSE event per chunk...
+    assert len(sses) == len(chunks)
+    for index, (sse, chunk) in enumerate(zip(sses, chunks, strict=True)):
+        kind = chunk["type"]
         try:
-            decode_event(sse, index)
-            decoded += 1
+            event = decode_event(sse, index)
         except StreamDecodeError as exc:
-            failed.append(exc.index)
-    # Nothing is lost or merged: each chunk is exactly one event or one error, in order.
-    assert decoded + len(failed) == len(chunks)
-    assert failed == sorted(set(failed))
+            # ...and an error names the chunk's type (or "worker" for a snapshot).
+            assert kind in exc.reason or (kind == "data-worker" and "worker" in exc.reason)
+            continue
+        # ...and a decoded event is of the chunk's own type.
+        if kind == "data-worker" and isinstance(chunk.get("data"), dict):
+            assert isinstance(event, WorkerSnapshotEvent)
+        elif kind.startswith("data-"):
+            assert isinstance(event, DataEvent) and event.type == kind
+        elif kind in CHUNK_TYPES:
+            assert event.__struct_config__.tag == kind
+        else:
+            assert isinstance(event, UnknownEvent) and event.type == kind

@@ -41,6 +41,7 @@ from handinger_stream import (
 from handinger_stream.emulator import Emulator
 from handinger_stream.reducer import fold
 from handinger_stream.sse import SSEDecoder
+from handinger_stream.transport import TransportName
 from handinger_stream.wire import DONE, decode_event
 
 from .conftest import API_KEY, Canned, RawServer
@@ -115,9 +116,9 @@ def assert_follows_from_sdk(worker: Worker, sdk: dict[str, Any]) -> None:
     assert worker.error == (errors[-1] if errors else None)
 
 
-async def stream_worker(base_url: str, transport: str, input: str = "replay") -> Worker:
+async def stream_worker(base_url: str, transport: TransportName, input: str = "replay") -> Worker:
     async with AsyncHandinger(
-        api_key="interop-key", base_url=base_url, transport=transport, max_retries=0  # type: ignore[arg-type]
+        api_key="interop-key", base_url=base_url, transport=transport, max_retries=0
     ) as client:
         async with await client.workers.create(input=input, stream=True) as stream:
             async for _ in stream:
@@ -137,14 +138,14 @@ def test_every_scenario_has_a_fixture() -> None:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-async def test_fixture_whole(raw_server: RawServer, transport: str, name: str) -> None:
+async def test_fixture_whole(raw_server: RawServer, transport: TransportName, name: str) -> None:
     data, record = recorded(name)
     raw_server.serve(Canned([data], headers=SSE_HEADERS))
     assert_follows_from_sdk(await stream_worker(raw_server.base_url, transport), record)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-async def test_fixture_rechunked(raw_server: RawServer, transport: str, name: str) -> None:
+async def test_fixture_rechunked(raw_server: RawServer, transport: TransportName, name: str) -> None:
     data, record = recorded(name)
     pieces = random_pieces(data, seed=len(name))
     if any(b >= 0x80 for b in data):
@@ -208,7 +209,7 @@ def sdk_server() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-async def test_live_sdk_server(sdk_server: str, transport: str, name: str) -> None:
+async def test_live_sdk_server(sdk_server: str, transport: TransportName, name: str) -> None:
     worker = await stream_worker(sdk_server, transport, input=name)
     async with httpx.AsyncClient() as http:
         sdk = (await http.get(f"{sdk_server}/sdk/{name}", timeout=30)).json()

@@ -27,6 +27,7 @@ from handinger_stream import (
 from handinger_stream.emulator import Emulator
 from handinger_stream.events import Event, Reconnected
 from handinger_stream.stream import Checkpoint, WorkerStream
+from handinger_stream.transport import TransportName
 
 from .conftest import API_KEY, Canned, RawServer, until
 
@@ -48,21 +49,21 @@ def no_leftover_faults(emu: Emulator) -> Iterator[None]:
 
 
 @pytest.fixture
-async def rclient(emu: Emulator, transport: str) -> AsyncIterator[AsyncHandinger]:
+async def rclient(emu: Emulator, transport: TransportName) -> AsyncIterator[AsyncHandinger]:
     async with AsyncHandinger(
         api_key=API_KEY,
         base_url=emu.base_url,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
     ) as client:
         yield client
 
 
-def raw_client(raw_server: RawServer, transport: str, **options: Any) -> AsyncHandinger:
+def raw_client(raw_server: RawServer, transport: TransportName, **options: Any) -> AsyncHandinger:
     """A client of the raw-bytes server."""
     return AsyncHandinger(
         api_key="k",
         base_url=raw_server.base_url,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
         **options,
     )
 
@@ -122,7 +123,7 @@ async def test_default_iteration_never_shows_reconnects(
 ) -> None:
     emu.inject_fault("drop-after=7")
     stream = await rclient.workers.create(input=PROMPT, stream=True)
-    kinds = {type(e) async for e in stream}
+    kinds: set[type[object]] = {type(e) async for e in stream}
     assert Reconnected not in kinds and stream.reconnects == 1
     emu.inject_fault("drop-after=7")
     stream = await rclient.workers.create(input=PROMPT, stream=True)
@@ -184,7 +185,7 @@ async def test_a_404_while_resuming_is_not_retried(emu: Emulator, rclient: Async
 
 
 async def test_resume_sends_last_event_id_and_the_callers_headers(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
         Canned([b'id: 1\ndata: {"type":"start"}\n\nid: 2\ndata: {"type":"start-step"}\n\n'], headers=SSE),
@@ -204,7 +205,7 @@ async def test_resume_sends_last_event_id_and_the_callers_headers(
 
 
 async def test_a_replay_that_ignores_last_event_id_is_not_delivered_twice(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     start = b'id: 1\ndata: {"type":"start"}\n\nid: 2\ndata: {"type":"start-step"}\n\n'
     rest = b'id: 3\ndata: {"type":"finish-step"}\n\nid: 4\ndata: {"type":"finish"}\n\n'
@@ -220,7 +221,7 @@ async def test_a_replay_that_ignores_last_event_id_is_not_delivered_twice(
 
 
 async def test_a_continued_stream_skips_a_full_replay_by_numeric_id(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     def events(*ids: int) -> bytes:
         return b"".join(b'id: %d\ndata: {"type":"start-step"}\n\n' % i for i in ids)
@@ -236,7 +237,7 @@ async def test_a_continued_stream_skips_a_full_replay_by_numeric_id(
 
 
 async def test_a_create_cut_before_its_worker_id_is_known_is_not_sent_again(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(Canned([b'data: {"type":"start"}\n\n']))  # no id header, no snapshot
     async with raw_client(raw_server, transport) as client:
@@ -247,7 +248,7 @@ async def test_a_create_cut_before_its_worker_id_is_known_is_not_sent_again(
 
 
 async def test_a_sent_create_without_an_answer_is_not_retried_but_a_get_is(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(Canned([], abort=True))
     async with raw_client(raw_server, transport, max_retries=2) as client:
@@ -263,7 +264,7 @@ async def test_a_sent_create_without_an_answer_is_not_retried_but_a_get_is(
 
 
 async def test_retry_after_is_honoured_before_the_first_byte(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     error = b'{"error":{"message":"slow down"}}'
     json = {"content-type": "application/json"}
@@ -286,7 +287,7 @@ def keepalives(n: int) -> list[bytes]:
 
 
 async def test_keepalives_are_not_progress_an_idle_stream_resumes(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
         Canned([b'id: 1\ndata: {"type":"start"}\n\n', *keepalives(60)], headers=SSE, delay=0.02),
@@ -305,7 +306,7 @@ async def test_keepalives_are_not_progress_an_idle_stream_resumes(
 
 
 async def test_a_slow_first_event_resumes_from_the_start(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
         Canned(keepalives(60), headers=SSE, delay=0.02),
@@ -323,7 +324,7 @@ async def test_a_slow_first_event_resumes_from_the_start(
 
 
 async def test_stalls_that_do_not_heal_say_which_limit(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
         Canned([b'id: 1\ndata: {"type":"start"}\n\n', *keepalives(40)], headers=SSE, delay=0.02)
@@ -344,7 +345,7 @@ async def test_stalls_that_do_not_heal_say_which_limit(
     assert len(raw_server.requests) == 3
 
 
-async def test_the_total_deadline_is_final(raw_server: RawServer, transport: str) -> None:
+async def test_the_total_deadline_is_final(raw_server: RawServer, transport: TransportName) -> None:
     delta = b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'
     raw_server.serve(Canned([b'data: {"type":"text-start","id":"t"}\n\n'] + [delta] * 200, headers=SSE, delay=0.01))
     async with raw_client(
@@ -360,12 +361,12 @@ async def test_the_total_deadline_is_final(raw_server: RawServer, transport: str
     assert len(raw_server.requests) == 1  # resuming cannot beat a deadline
 
 
-async def test_a_stalled_emulator_stream_resumes(emu: Emulator, transport: str) -> None:
+async def test_a_stalled_emulator_stream_resumes(emu: Emulator, transport: TransportName) -> None:
     emu.inject_fault("stall-after=8; stall-seconds=5")
     async with AsyncHandinger(
         api_key=API_KEY,
         base_url=emu.base_url,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
         idle_timeout=0.3,
     ) as client:
         stream = await client.workers.create(input=PROMPT, stream=True)
@@ -380,19 +381,19 @@ async def test_a_stalled_emulator_stream_resumes(emu: Emulator, transport: str) 
 @pytest.mark.parametrize("ids", [True, False], ids=["ids", "no-ids"])
 @pytest.mark.parametrize("at", [0, 1, 17, 40])
 async def test_a_checkpoint_resumes_in_a_fresh_client(
-    emu: Emulator, transport: str, ids: bool, at: int
+    emu: Emulator, transport: TransportName, ids: bool, at: int
 ) -> None:
-    options = {"api_key": API_KEY, "base_url": emu.base_url, "transport": transport}
+    options: dict[str, Any] = {"api_key": API_KEY, "base_url": emu.base_url, "transport": transport}
     if not ids:
         emu.inject_fault("no-ids=1", times=2)
-    async with AsyncHandinger(**options) as first:  # type: ignore[arg-type]
+    async with AsyncHandinger(**options) as first:
         stream = await first.workers.create(input=PROMPT, stream=True)
         before = [await stream.__anext__() for _ in range(at)]
         saved = msgspec.json.encode(stream.checkpoint())
         await stream.aclose()
     checkpoint = msgspec.json.decode(saved, type=Checkpoint)
     assert checkpoint.position == at and (checkpoint.last_event_id is not None) == (ids and at > 0)
-    async with AsyncHandinger(**options) as second:  # type: ignore[arg-type]
+    async with AsyncHandinger(**options) as second:
         resumed = await second.workers.resume(checkpoint)
         assert resumed.snapshot == checkpoint.snapshot
         after = [e async for e in resumed]
@@ -412,7 +413,7 @@ async def test_a_checkpoint_without_a_place_is_refused(rclient: AsyncHandinger) 
 
 
 async def test_an_oversized_event_fails_without_reading_it_all(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     piece = b"x" * 65536
     raw_server.serve(
@@ -446,7 +447,7 @@ async def test_an_oversized_event_fails_without_reading_it_all(
 )
 async def test_a_stream_request_answered_otherwise_is_a_clear_status_error(
     raw_server: RawServer,
-    transport: str,
+    transport: TransportName,
     status: int,
     body: bytes,
     content_type: str,
@@ -462,7 +463,7 @@ async def test_a_stream_request_answered_otherwise_is_a_clear_status_error(
 
 
 async def test_invalid_utf8_becomes_replacement_characters(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
         Canned(
@@ -481,7 +482,7 @@ async def test_invalid_utf8_becomes_replacement_characters(
 
 
 async def test_a_stream_ending_early_without_resume_raises_with_the_partial_worker(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
         Canned([b'data: {"type":"text-start","id":"t"}\n\ndata: {"type":"text-delta","id":"t","delta":"half"}\n\n'], headers=SSE)
@@ -498,7 +499,7 @@ async def test_a_stream_ending_early_without_resume_raises_with_the_partial_work
 
 
 async def test_a_bad_event_inside_a_run_is_raised_in_its_turn(
-    raw_server: RawServer, transport: str
+    raw_server: RawServer, transport: TransportName
 ) -> None:
     # One read of plain data events decodes in one call; a bad one among them must
     # still arrive after the good ones before it, with its own index.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
+
 import pytest
 import trio
 
-from handinger_stream import AsyncHandinger, TextDeltaEvent
+from handinger_stream import AsyncHandinger, InvalidRequestError, TextDeltaEvent
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY
@@ -44,11 +47,30 @@ def test_cancel_scope_closes_the_stream_under_trio(emulator: Emulator) -> None:
     trio.run(run)
 
 
-def test_aiohttp_under_trio_is_refused_clearly() -> None:
+def test_aiohttp_under_trio_is_refused_at_construction() -> None:
     async def main() -> None:
-        client = AsyncHandinger(api_key="k", base_url="http://127.0.0.1:9")
-        client._transport_name = "aiohttp"
-        with pytest.raises(ValueError, match="asyncio"):
-            _ = client.transport
+        with pytest.raises(InvalidRequestError, match=r"asyncio.*httpx"):
+            AsyncHandinger(api_key="k", base_url="http://127.0.0.1:9", transport="aiohttp")
 
     trio.run(main)
+
+
+def test_a_file_download_left_early_under_trio_leaves_nothing(emulator: Emulator) -> None:
+    async def main() -> None:
+        async with AsyncHandinger(api_key=API_KEY, base_url=emulator.base_url) as client:
+            stream = await client.workers.create(input="a report file please", stream=True)
+            worker = await stream.get_final_worker()
+            download = client.workers.retrieve_file(worker.id, "report.md")
+            async for chunk in download:
+                assert chunk
+                break
+            del download
+            gc.collect()
+            # The dropped download's close runs as a system task: let it.
+            await trio.sleep(0.05)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trio.run(main)
+    # An async generator dropped like this is reported by trio as a ResourceWarning.
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
