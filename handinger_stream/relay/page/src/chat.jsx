@@ -1,0 +1,95 @@
+import { useChat } from '@ai-sdk/react';
+import { DefaultChatTransport } from 'ai';
+import { useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { Message } from './parts.jsx';
+
+export function Chat({ id, initialMessages, api }) {
+  const [transport] = useState(() => new DefaultChatTransport({ api }));
+  const { messages, sendMessage, status, error, stop } = useChat({
+    id,
+    messages: initialMessages,
+    transport,
+    resume: true,
+  });
+  const [draft, setDraft] = useState('');
+  const list = useRef(null);
+  const pinned = useRef(true);
+  const busy = status === 'submitted' || status === 'streaming';
+
+  useEffect(() => {
+    // After useChat's own effects, which start the resume request.
+    document.body.dataset.ready = '1';
+    return () => {
+      delete document.body.dataset.ready;
+    };
+  }, []);
+
+  // Follow the answer as it grows, unless the reader scrolled up to read something.
+  useLayoutEffect(() => {
+    const el = list.current;
+    if (el && pinned.current) el.scrollTop = el.scrollHeight;
+  }, [messages]);
+  const onScroll = () => {
+    const el = list.current;
+    pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+  };
+
+  const send = () => {
+    const text = draft.trim();
+    if (!text || busy) return;
+    setDraft('');
+    pinned.current = true;
+    sendMessage({ text });
+  };
+  const onKeyDown = (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.nativeEvent.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  };
+
+  return (
+    <>
+      <main id="messages" ref={list} onScroll={onScroll}>
+        {messages.length === 0 && <p className="empty">Ask the worker something.</p>}
+        {messages.map((message) => (
+          <Message key={message.id} message={message} />
+        ))}
+      </main>
+      <footer>
+        <div className="status-line">
+          <span id="status" data-status={status}>
+            {status}
+          </span>
+          {error && <span id="error">{error.message}</span>}
+        </div>
+        <form
+          className="composer"
+          onSubmit={(event) => {
+            event.preventDefault();
+            send();
+          }}
+        >
+          <textarea
+            id="prompt"
+            rows={1}
+            placeholder="Message the worker (Enter sends, Shift+Enter for a new line)"
+            value={draft}
+            onChange={(event) => setDraft(event.target.value)}
+            onKeyDown={onKeyDown}
+          />
+          {busy ? (
+            // Stops reading here; the worker on the server keeps going.
+            <button id="stop" type="button" onClick={() => stop()}>
+              Stop
+            </button>
+          ) : (
+            <button id="send" type="submit" disabled={!draft.trim()}>
+              Send
+            </button>
+          )}
+        </form>
+      </footer>
+    </>
+  );
+}

@@ -1,0 +1,84 @@
+import { createRoot } from 'react-dom/client';
+import { useEffect, useState } from 'react';
+import { Chat } from './chat.jsx';
+import './style.css';
+
+// Relative to the page, so the relay works mounted under a prefix such as /relay/.
+const apiUrl = (path) => new URL(path, document.baseURI).href;
+
+function newChatId() {
+  // randomUUID exists only in secure contexts; a relay on a LAN address over http is not one.
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+function chatIdFromHash() {
+  const id = decodeURIComponent(location.hash.slice(1));
+  if (id) return id;
+  const fresh = newChatId();
+  // replaceState, unlike assigning location.hash, adds no history entry and fires no hashchange.
+  history.replaceState(null, '', `#${encodeURIComponent(fresh)}`);
+  return fresh;
+}
+
+function App() {
+  const [chatId, setChatId] = useState(chatIdFromHash);
+  const [history, setHistory] = useState(null);
+  const [loadError, setLoadError] = useState(null);
+
+  useEffect(() => {
+    const onHash = () => setChatId(chatIdFromHash());
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, []);
+
+  useEffect(() => {
+    const abort = new AbortController();
+    setHistory(null);
+    setLoadError(null);
+    delete document.body.dataset.ready;
+    fetch(apiUrl(`api/chat/${encodeURIComponent(chatId)}`), { signal: abort.signal })
+      .then(async (response) => {
+        if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+        const body = await response.json();
+        setHistory(Array.isArray(body.messages) ? body.messages : []);
+      })
+      .catch((error) => {
+        if (!abort.signal.aborted) setLoadError(String(error.message || error));
+      });
+    return () => abort.abort();
+  }, [chatId]);
+
+  return (
+    <div className="app">
+      <header>
+        <h1>handinger-stream relay</h1>
+        <code className="chat-id" title="chat id">{chatId}</code>
+      </header>
+      {history ? (
+        // The chat mounts only once its history is in place, so that useChat's resume
+        // continues the running turn after the history instead of racing it.
+        <Chat key={chatId} id={chatId} initialMessages={history} api={apiUrl('api/chat')} />
+      ) : (
+        <>
+          <main id="messages" />
+          <footer>
+            <div className="status-line">
+              {loadError ? (
+                <>
+                  <span id="status">error</span>
+                  <span id="error">could not load the chat: {loadError}</span>
+                </>
+              ) : (
+                <span id="status">loading</span>
+              )}
+            </div>
+          </footer>
+        </>
+      )}
+    </div>
+  );
+}
+
+createRoot(document.getElementById('root')).render(<App />);
