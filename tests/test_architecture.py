@@ -1,0 +1,64 @@
+"""The import rules of docs/architecture.md, checked against the code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "handinger_stream"
+
+# module -> every package module it may import
+ALLOWED: dict[str, set[str]] = {
+    "sse": set(),
+    "stall": set(),
+    "models": set(),
+    "partial_json": set(),
+    "agent": set(),
+    "events": {"models"},
+    "errors": {"models"},
+    "wire": {"errors", "events", "models", "sse"},
+    "reducer": {"events", "models", "partial_json"},
+    "cursor": {"sse", "wire"},
+    "retry": {"errors"},
+    "transport": {"errors"},
+}
+# module -> package modules it must not import (the rest is allowed)
+FORBIDDEN: dict[str, set[str]] = {
+    "stream": {"client", "cli", "emulator"},
+    "client": {"cli", "emulator"},
+    "emulator": {"client", "stream", "wire", "reducer", "sse", "transport"},
+}
+
+
+def package_imports(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("handinger_stream."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("handinger_stream."):
+                    found.add(alias.name.split(".")[1])
+    return found - {"__init__"}
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_sans_io_parts_import_only_what_the_table_allows(module: str) -> None:
+    assert package_imports(module) <= ALLOWED[module]
+
+
+@pytest.mark.parametrize("module", sorted(FORBIDDEN))
+def test_no_part_imports_what_sits_on_top_of_it(module: str) -> None:
+    assert not package_imports(module) & FORBIDDEN[module]
+
+
+def test_the_checker_sees_imports() -> None:
+    assert {"cursor", "reducer", "sse", "stall", "wire"} <= package_imports("stream")
