@@ -10,7 +10,18 @@ an unterminated last event is dropped at end of stream.
 
 It works on bytes and splits on ``b"\\n\\n"`` first, because framing is most of
 a replay's cost and a bytes-level split is an order of magnitude cheaper than
-decoding and walking each line.
+decoding and walking each line. :meth:`SSEDecoder.feed` gives every event as
+the standard defines it. :meth:`SSEDecoder.feed_runs` is for consumers that
+decode the events' data and nothing else: it hands a read of the shapes
+servers really send (one ``data:`` line per event, with or without an
+``id:`` line each) over as one :class:`DataRun`, after dropping comments,
+``event:`` names and ``retry:`` lines (whose value it keeps), which such a
+consumer never reads.
+
+The size bound, ``max_event_bytes``, applies to each event: the bytes of its
+lines and of the line ends between them (each line end one byte, whether the
+server sent LF, CR or CRLF), not counting the blank line that ends it. It
+holds whether the event arrives whole in one read or grows over many.
 
 >>> decoder = SSEDecoder()
 >>> [e.data for e in decoder.feed(b"data: hel") + decoder.feed(b"lo\\n\\n")]
@@ -19,6 +30,7 @@ decoding and walking each line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import msgspec
@@ -45,7 +57,7 @@ class EventTooLargeError(ValueError):
     def __init__(
         self, size: int, limit: int, events: Sequence[ServerSentEvent | DataRun] = ()
     ) -> None:
-        super().__init__(f"event exceeds {limit} bytes (at least {size} buffered)")
+        super().__init__(f"event exceeds {limit} bytes (at least {size} received)")
         self.size = size
         self.limit = limit
         self.events = events
@@ -69,27 +81,57 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class DataRun(msgspec.Struct, frozen=True, gc=False):
-    """``count`` consecutive one-line ``data:`` events, as the bytes they arrived in.
+    """``count`` consecutive events of one ``data:`` line each, as they arrived.
 
-    ``region`` is ``b"data: A\\n\\ndata: B"``: a consumer that can take many
-    events at once (see :func:`handinger_stream.wire.decode_run`) avoids
-    building one object per event. All share the ``id`` and ``retry`` in force.
+    Either none has an ``id:`` line (``lines`` holds their data, one event a
+    line, and all share the id in force, ``id``), or each has one, first
+    (``ids``; ``region`` is ``b"id: 1\\ndata: A\\n\\nid: 2\\ndata: B"``).
+    A consumer that can take many events at once (see
+    :func:`handinger_stream.wire.decode_run`) avoids building one object per
+    event; :meth:`events` gives them one by one. ``id`` is the id in force
+    after the run, ``retry`` the reconnection time.
 
-    >>> SSEDecoder().feed_runs(b"data: 1\\n\\ndata: 2\\n\\n")
-    [DataRun(region=b'data: 1\\n\\ndata: 2', count=2, id=None, retry=None)]
+    >>> SSEDecoder().feed_runs(b"data: 1\\n\\ndata: 2\\n\\n")[0].lines
+    b'1\\n2'
     """
 
     region: bytes
     count: int
     id: str | None = None
     retry: int | None = None
+    ids: bool = False
+    lines: bytes = b""
+
+    def split_last(self) -> tuple[DataRun, ServerSentEvent]:
+        """The run without its last event, and that event (for runs of two or more)."""
+        if not self.ids:
+            cut = self.lines.rfind(b"\n")
+            last = ServerSentEvent(self.lines[cut + 1 :], "message", self.id, self.retry)
+            head = self.region[: self.region.rfind(b"\n\ndata: ")]
+            return DataRun(head, self.count - 1, self.id, self.retry, lines=self.lines[:cut]), last
+        cut = self.region.rfind(b"\n\nid: ")
+        [last] = DataRun(self.region[cut + 2 :], 1, ids=True).events()
+        head = self.region[:cut]
+        start = head.rfind(b"\n\nid: ")
+        start = start + 6 if start >= 0 else 4
+        head_id = head[start : head.find(b"\n", start)].decode("utf-8", "replace")
+        return DataRun(head, self.count - 1, head_id, self.retry, ids=True), last
 
     def events(self) -> list[ServerSentEvent]:
         """The run as separate events."""
-        return [
-            ServerSentEvent(block[6:], "message", self.id, self.retry)
-            for block in self.region.split(b"\n\n")
-        ]
+        if not self.ids:
+            return [
+                ServerSentEvent(line, "message", self.id, self.retry)
+                for line in self.lines.split(b"\n")
+            ]
+        # Every block starts with its own id line, so no earlier state matters.
+        parser = SSEDecoder()
+        parser._retry = self.retry
+        out: list[ServerSentEvent] = []
+        for line in self.region.split(b"\n"):
+            parser._line(line, out)
+        parser._dispatch(out)
+        return out
 
 
 def expand_runs(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEvent]:
@@ -101,6 +143,12 @@ def expand_runs(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEv
         else:
             out.append(item)
     return out
+
+
+# Lines a consumer of data never reads: comments, event names, retry (kept aside).
+_UNREAD_LINE = re.compile(rb"^(?::|event:|retry:)[^\n]*(?:\n|\Z)", re.MULTILINE)
+_RETRY_LINE = re.compile(rb"^retry: ?([^\n]*)$", re.MULTILINE)
+_BLANK_LINES = re.compile(rb"\n{3,}")
 
 
 class SSEDecoder:
@@ -115,6 +163,7 @@ class SSEDecoder:
         "_buf",
         "_data",
         "_event",
+        "_failed",
         "_has_data",
         "_last_id",
         "_max",
@@ -135,6 +184,7 @@ class SSEDecoder:
         self._event: str | None = None
         self._last_id: str | None = None
         self._retry: int | None = None
+        self._failed: EventTooLargeError | None = None
 
     @property
     def last_event_id(self) -> str | None:
@@ -147,63 +197,28 @@ class SSEDecoder:
         return self._retry
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        """Add bytes; return the events that they complete, in order."""
-        try:
-            return expand_runs(self.feed_runs(chunk))
-        except EventTooLargeError as exc:
-            raise EventTooLargeError(exc.size, exc.limit, expand_runs(exc.events)) from None
+        """Add bytes; return the events that they complete, in order.
+
+        Raises :class:`EventTooLargeError` (carrying the complete events before
+        it) when an event passes the size bound; the decoder stays failed.
+        """
+        region, too_large = self._frame(chunk)
+        events = self._parse(region) if region else []
+        if too_large is not None:
+            raise EventTooLargeError(too_large.size, too_large.limit, events)
+        return events
 
     def feed_runs(self, chunk: bytes) -> Sequence[ServerSentEvent | DataRun]:
-        """As :meth:`feed`, but a chunk of only one-line data events is one :class:`DataRun`."""
-        if not chunk:
-            return []
-        if not self._started:
-            chunk = self._strip_bom(chunk)
-            if not chunk:
-                return []
-        if self._pending_cr:
-            self._pending_cr = False
-            chunk = b"\r" + chunk
-        if b"\r" in chunk:
-            # A CR as the last byte may be the first half of a CRLF: hold it back.
-            if chunk[-1] == 13:
-                self._pending_cr = True
-                chunk = chunk[:-1]
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf
-        buf += chunk
-        end = buf.rfind(b"\n\n", self._scan_from)
-        if end < 0:
-            # Rescan one byte back next time: the "\n\n" may straddle reads.
-            self._scan_from = max(len(buf) - 1, 0)
-            if len(buf) > self._max:
-                raise EventTooLargeError(len(buf), self._max)
-            return []
-        region = bytes(buf[:end])
-        del buf[: end + 2]
-        self._scan_from = 0
-        items = self._events(region)
-        if len(buf) > self._max:
-            raise EventTooLargeError(len(buf), self._max, items)
-        return items
+        """As :meth:`feed`, for a consumer of data alone: runs of events as one :class:`DataRun`.
 
-    def _events(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
-        # Only one-line data events? Then every line end is half of a "\n\ndata: ".
-        separators = region.count(b"\n\ndata: ")
-        if region.startswith(b"data: ") and region.count(b"\n") == 2 * separators:
-            return [DataRun(region, separators + 1, self._last_id, self._retry)]
-        blocks = region.split(b"\n\n")
-        out: list[ServerSentEvent] = []
-        append = out.append
-        for block in blocks:
-            # Fast path: a lone "data: ..." line, the shape of nearly every event.
-            if block.startswith(b"data: ") and not self._has_data and block.find(b"\n") < 0:
-                append(ServerSentEvent(block[6:], "message", self._last_id, self._retry))
-            else:
-                for line in block.split(b"\n"):
-                    self._line(line, out)
-                self._dispatch(out)
-        return out
+        Comments, ``event:`` names and ``retry:`` lines are dropped first (the
+        retry value is kept), so the events of a run all say ``"message"``.
+        """
+        region, too_large = self._frame(chunk)
+        items = self._runs(region) if region else []
+        if too_large is not None:
+            raise EventTooLargeError(too_large.size, too_large.limit, items)
+        return items
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: complete lines are interpreted, an unfinished event is dropped."""
@@ -224,6 +239,139 @@ class SSEDecoder:
         self._data = []
         self._has_data = False
         self._event = None
+        return out
+
+    # -- framing ------------------------------------------------------------
+
+    def _frame(self, chunk: bytes) -> tuple[bytes, EventTooLargeError | None]:
+        """The complete events the chunk finishes, as one region; and a size failure."""
+        if self._failed is not None:
+            return b"", self._failed
+        if not chunk:
+            return b"", None
+        if not self._started:
+            chunk = self._strip_bom(chunk)
+            if not chunk:
+                return b"", None
+        if self._pending_cr:
+            self._pending_cr = False
+            chunk = b"\r" + chunk
+        if b"\r" in chunk:
+            # A CR as the last byte may be the first half of a CRLF: hold it back.
+            if chunk[-1] == 13:
+                self._pending_cr = True
+                chunk = chunk[:-1]
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf
+        buf += chunk
+        end = buf.rfind(b"\n\n", self._scan_from)
+        if end < 0:
+            # Rescan one byte back next time: the "\n\n" may straddle reads.
+            self._scan_from = max(len(buf) - 1, 0)
+            return b"", self._check_tail()
+        region = bytes(buf[:end])
+        del buf[: end + 2]
+        self._scan_from = 0
+        if len(region) > self._max:
+            region, too_large = self._cut_at_too_large(region)
+            if too_large is not None:
+                return region, too_large
+        return region, self._check_tail()
+
+    def _check_tail(self) -> EventTooLargeError | None:
+        """Fail if the unfinished event is already past the bound."""
+        buf = self._buf
+        if len(buf) <= self._max:
+            return None
+        # Not counted: blank lines before it, and the end of its last line so far.
+        size = len(buf.lstrip(b"\n")) - (buf[-1:] == b"\n")
+        if size > self._max:
+            self._failed = EventTooLargeError(size, self._max)
+        return self._failed
+
+    def _cut_at_too_large(self, region: bytes) -> tuple[bytes, EventTooLargeError | None]:
+        """The region up to its first event past the bound, and that failure (or the region)."""
+        offset = 0
+        for block in region.split(b"\n\n"):
+            size = len(block.lstrip(b"\n"))
+            if size > self._max:
+                self._failed = EventTooLargeError(size, self._max)
+                return region[: max(offset - 2, 0)], self._failed
+            offset += len(block) + 2
+        return region, None
+
+    # -- runs ----------------------------------------------------------------
+
+    def _runs(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
+        run = self._run(region)
+        if run is not None:
+            return [run]
+        if region[:1] == b":" or b"\n:" in region or b"event:" in region or b"retry:" in region:
+            region = self._drop_unread_lines(region)
+            if not region:
+                return []
+            run = self._run(region)
+            if run is not None:
+                return [run]
+        # Often all is a run but the last event (the id-less `data: [DONE]` of a stream with ids).
+        head, separator, last = region.rpartition(b"\n\n")
+        if separator:
+            run = self._run(head)
+            if run is not None:
+                return [run, *self._parse(last)]
+        return self._parse(region)
+
+    def _run(self, region: bytes) -> DataRun | None:
+        """The region as one run, when it is one; updates the id in force."""
+        if region[:6] == b"data: ":
+            # Without the separators, the data lines: every line end must have been one.
+            lines = region[6:].replace(b"\n\ndata: ", b"\n")
+            separators = (len(region) - 6 - len(lines)) // 7
+            if lines.count(b"\n") == separators:
+                return DataRun(region, separators + 1, self._last_id, self._retry, lines=lines)
+            return None
+        if region[:4] == b"id: " and b"\x00" not in region:
+            # n blocks; every line end is in a block separator followed by an id line,
+            # or before a data line: then each block is an id line and data lines.
+            count = region.count(b"\n\nid: ") + 1
+            if region.count(b"\n") != 3 * count - 2 or region.count(b"\ndata: ") != count:
+                return None
+            last = region.rfind(b"\n\nid: ")
+            start = last + 6 if last >= 0 else 4
+            end = region.find(b"\n", start)
+            value = region[start:] if end < 0 else region[start:end]
+            self._last_id = value.decode("utf-8", "replace")
+            return DataRun(region, count, self._last_id, self._retry, ids=True)
+        return None
+
+    def _drop_unread_lines(self, region: bytes) -> bytes:
+        for value in _RETRY_LINE.findall(region):
+            if value.isdigit() and value.isascii():
+                self._retry = int(value)
+        region = _UNREAD_LINE.sub(b"", region)
+        return _BLANK_LINES.sub(b"\n\n", region).strip(b"\n")
+
+    # -- line by line ----------------------------------------------------------
+
+    def _parse(self, region: bytes) -> list[ServerSentEvent]:
+        """Every event of the region, by the standard's rules."""
+        # Only one-line data events? Then every line end is half of a "\n\ndata: ".
+        if region[:6] == b"data: " and not self._has_data:
+            lines = region[6:].replace(b"\n\ndata: ", b"\n")
+            if lines.count(b"\n") == (len(region) - 6 - len(lines)) // 7:
+                last_id, retry = self._last_id, self._retry
+                return [
+                    ServerSentEvent(line, "message", last_id, retry) for line in lines.split(b"\n")
+                ]
+        out: list[ServerSentEvent] = []
+        for block in region.split(b"\n\n"):
+            # Fast path: a lone "data: ..." line, the shape of nearly every event.
+            if block[:6] == b"data: " and not self._has_data and block.find(b"\n") < 0:
+                out.append(ServerSentEvent(block[6:], "message", self._last_id, self._retry))
+            else:
+                for line in block.split(b"\n"):
+                    self._line(line, out)
+                self._dispatch(out)
         return out
 
     def _strip_bom(self, chunk: bytes) -> bytes:

@@ -55,7 +55,7 @@ from .sse import (
 )
 from .stall import Limit, StallClock
 from .transport import Response, close_soon
-from .wire import DONE, decode_event, decode_run
+from .wire import decode_items
 
 __all__ = ["Checkpoint", "StreamPolicy", "WorkerStream"]
 
@@ -67,8 +67,6 @@ Opened = tuple["Response | None", list[Event]]
 Reopen = Callable[[str, "str | None"], Awaitable[Opened]]
 """Opens the worker's replay stream: ``(worker_id, last_event_id)``."""
 
-_DONE_LINE = b"data: " + DONE
-_DONE_TAIL = b"\n\n" + _DONE_LINE
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
 T = TypeVar("T")
@@ -446,13 +444,18 @@ class WorkerStream:
         if items:
             self._clock.progress(monotonic())
             cursor = self._cursor
+            queue = self._queue
+            start = len(queue)
             if cursor.resuming:
                 items = cursor.admit(expand_runs(items))
+                self._decode(items)
             else:
-                cursor.take(*_tally(items))
+                self._decode(items)
+                if len(queue) > start:
+                    # Counted as decoded: a run that was not what it seemed is exact here.
+                    cursor.take(len(queue) - start, *_first_and_last_ids(queue, start))
             if items:
                 self._attempts = 0
-                self._decode(items)
         if too_large is not None and not self._done_marker:
             self._stops.append(len(self._queue))
             self._queue.append(
@@ -461,31 +464,8 @@ class WorkerStream:
         self._set_limit()
 
     def _decode(self, items: Sequence[ServerSentEvent | DataRun]) -> None:
-        """Typed events into the queue, a bad event into a slot of its own; stop at ``[DONE]``."""
-        queue = self._queue
-        for item in items:
-            if type(item) is DataRun:
-                if item.count > 1 and item.region.endswith(_DONE_TAIL):
-                    # The last read of a stream: the run before [DONE] still decodes at once.
-                    head = DataRun(item.region[: -len(_DONE_TAIL)], item.count - 1, item.id)
-                    self._decode((head, ServerSentEvent(DONE, id=item.id)))
-                    return
-                events = decode_run(item)
-                if events is not None:
-                    queue.extend(events)
-                    continue
-                singles: Sequence[ServerSentEvent] = item.events()
-            else:
-                singles = (item,)  # type: ignore[assignment]
-            for sse in singles:
-                if sse.raw == DONE:
-                    self._done_marker = True
-                    return
-                try:
-                    queue.append(decode_event(sse, 0))
-                except StreamDecodeError as exc:
-                    self._stops.append(len(queue))
-                    queue.append(exc)
+        if decode_items(items, self._queue, self._stops):
+            self._done_marker = True
 
     # -- breaks and resumes -------------------------------------------------
 
@@ -662,20 +642,18 @@ class WorkerStream:
         return f"<WorkerStream worker={self._state.id or '?'} {state} events={self._index}>"
 
 
-def _tally(items: Sequence[ServerSentEvent | DataRun]) -> tuple[int, str | None, str | None]:
-    """How many events a read brought ([DONE] is not one), and its first and last ids."""
-    count = 0
-    first_id = last_id = None
-    for item in items:
-        if type(item) is DataRun:
-            count += item.count - item.region.endswith(_DONE_LINE)
-        else:
-            count += item.raw != DONE  # type: ignore[union-attr]
-        if item.id is not None:
-            last_id = item.id
-            if first_id is None:
-                first_id = item.id
-    return count, first_id, last_id
+def _first_and_last_ids(
+    queue: Sequence[Event | StreamDecodeError], start: int
+) -> tuple[str | None, str | None]:
+    """The SSE ids of the first and the last of ``queue[start:]`` that had one."""
+    first = last = None
+    for i in range(start, len(queue)):
+        if (first := queue[i].event_id) is not None:
+            break
+    for i in range(len(queue) - 1, start - 1, -1):
+        if (last := queue[i].event_id) is not None:
+            break
+    return first, last
 
 
 class _Iterator(Generic[T]):

@@ -12,6 +12,8 @@ TextDeltaEvent(id='t', delta='x', provider_metadata=UNSET, event_id='3')
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -31,6 +33,7 @@ from .sse import DataRun, ServerSentEvent
 __all__ = [
     "DONE",
     "decode_event",
+    "decode_items",
     "decode_run",
     "decode_worker",
     "snapshot_event",
@@ -38,10 +41,14 @@ __all__ = [
 ]
 
 DONE: Final = b"[DONE]"
+_DONE_LINE: Final = b"data: " + DONE
 
 _chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
 _any_decoder: Final = msgspec.json.Decoder()
-_run_decoder: Final = msgspec.json.Decoder(list[ChunkEvent])
+# An id line whose value JSON would not read back as itself; an escaped letter of "eventId".
+_UNSAFE_ID: Final = re.compile(rb'["\\\x00-\x1f]')
+_UNSAFE_ID_LINE: Final = re.compile(rb'\nid: [^\n"\\\x00-\x1f]*["\\\x00-\x09\x0b-\x1f]')
+_ESCAPED_KEY_LETTER: Final = re.compile(rb"\\u00(?:6[45eE]|7[46]|49)")
 _worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
 _DATA_PREFIX: Final = b'{"type":"data-'
 
@@ -64,26 +71,115 @@ def decode_event(sse: ServerSentEvent, index: int) -> Event:
     return _decode_generic(raw, sse.id, index)
 
 
-def decode_run(run: DataRun) -> list[ChunkEvent] | None:
-    """A run of one-line data events decoded in one pass, or ``None`` when it cannot be.
+def decode_items(
+    items: Sequence[ServerSentEvent | DataRun],
+    out: list[Event | StreamDecodeError],
+    bad: list[int],
+) -> bool:
+    """Typed events of what the SSE decoder gave, appended to ``out``; True at ``[DONE]``.
 
-    The run's events become one JSON array by rewriting their separators, so
-    msgspec decodes them in a single call. ``None`` (a data part, a snapshot,
-    an unknown chunk, bad JSON, ``[DONE]``) means: decode them one by one.
+    A bad event takes its own place in ``out`` as its :class:`StreamDecodeError`
+    (its position is appended to ``bad``), so the events before it can be
+    delivered first. What follows ``[DONE]`` is dropped.
+
+    >>> from handinger_stream.sse import SSEDecoder
+    >>> out, bad = [], []
+    >>> items = SSEDecoder().feed_runs(b'data: {"type":"start"}\\n\\ndata: [DONE]\\n\\n')
+    >>> decode_items(items, out, bad)
+    True
+    >>> out, bad
+    ([StartEvent(message_id=None, message_metadata=UNSET, event_id=None)], [])
     """
-    region = run.region
-    if b'"type":"data-' in region:
-        return None
-    try:
-        events: list[ChunkEvent] = _run_decoder.decode(
-            b"[" + region[6:].replace(b"\n\ndata: ", b",") + b"]"
+    for item in items:
+        if type(item) is DataRun:
+            if item.count > 1 and item.region.endswith(_DONE_LINE):
+                # The last read of a stream: the run before [DONE] still decodes at once.
+                return decode_items(item.split_last(), out, bad)
+            events = decode_run(item)
+            if events is not None:
+                out += events
+                continue
+            singles: Sequence[ServerSentEvent] = item.events()
+        else:
+            singles = (item,)  # type: ignore[assignment]
+        for sse in singles:
+            if sse.raw == DONE:
+                return True
+            try:
+                out.append(decode_event(sse, len(out)))
+            except StreamDecodeError as exc:
+                bad.append(len(out))
+                out.append(exc)
+    return False
+
+
+def decode_run(run: DataRun) -> list[Event] | None:
+    """A run of events decoded in one pass, or ``None`` when it cannot be.
+
+    The events' data become JSON lines, one event a line, so msgspec decodes
+    them in a single call and no line can run into the next; with an id line
+    per event, each id is written into its line as the ``eventId`` key. Data
+    parts and snapshots (``"type":"data-...``) are decoded on their own in
+    between. ``None`` (an unknown chunk, bad JSON, a wrong shape, ``[DONE]``,
+    an id that JSON would read differently) means: decode them one by one,
+    which then raises for the bad event in its turn. Either way the events
+    are exactly what :func:`decode_event` gives for each.
+    """
+    if run.ids:
+        region = run.region
+        first = region[4 : region.find(b"\n")]
+        # An id is copied into a JSON string: it must read back as itself, and
+        # the data must not carry a key that would read as "eventId" too.
+        if (
+            _UNSAFE_ID.search(first) is not None
+            or _UNSAFE_ID_LINE.search(region) is not None
+            or b"eventId" in region
+            or (b"\\u00" in region and _ESCAPED_KEY_LETTER.search(region) is not None)
+        ):
+            return None
+        text = b'{"eventId":"' + region[4:].replace(b"\ndata: {", b'",').replace(
+            b"\n\nid: ", b'\n{"eventId":"'
         )
-    except msgspec.DecodeError:
+    else:
+        text = run.lines
+    events: list[Event]
+    try:
+        if b'"type":"data-' in text:
+            events = _decode_around_data_parts(text, run.ids)
+        else:
+            events = _chunk_decoder.decode_lines(text)  # type: ignore[assignment]
+    except (msgspec.DecodeError, StreamDecodeError, ValueError):
         return None
-    if run.id is not None:
+    if len(events) != run.count:
+        return None  # a blank line, or an event without data: not what it seemed
+    if not run.ids and run.id is not None:
         for event in events:
             event.event_id = run.id
     return events
+
+
+def _decode_around_data_parts(text: bytes, ids: bool) -> list[Event]:
+    """JSON lines with data parts among them: runs between them in one call each."""
+    out: list[Event] = []
+    at = 0
+    while (hit := text.find(b'"type":"data-', at)) >= 0:
+        start = text.rfind(b"\n", 0, hit) + 1  # the line it is on (at is a line start)
+        end = text.find(b"\n", hit)
+        end = len(text) if end < 0 else end
+        if start > at:
+            out += _chunk_decoder.decode_lines(text[at : start - 1])
+        line = text[start:end]
+        event_id = None
+        if ids:
+            # {"eventId":"<id>",<the rest of the event's object>
+            close = line.index(b'",', 12)
+            event_id = line[12:close].decode()
+            line = b"{" + line[close + 2 :]
+        out.append(_decode_generic(line, event_id, 0))
+        at = end + 1
+    if at < len(text):
+        out += _chunk_decoder.decode_lines(text[at:])
+    return out
 
 
 def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:

@@ -52,7 +52,7 @@ def run(pieces: list[bytes], max_event_bytes: int = 4096) -> WorkerState:
                     apply_event(state, decode_event(sse, index))
                 except StreamDecodeError as exc:
                     # The excerpt is short, on one line, and from the event's own data.
-                    assert exc.excerpt and len(exc.excerpt) <= EXCERPT_CHARS
+                    assert len(exc.excerpt) <= EXCERPT_CHARS
                     assert "\n" not in exc.excerpt and "\r" not in exc.excerpt
                     assert exc.excerpt[:8] == excerpt(sse.raw)[:8]
                 index += 1
