@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from aiohttp import web
 
 from ._background import LoopThread, under_trio
 from .agent import TurnPlan, plan_turn
+from .cassette import Cassette, _Player
 from .models import BUDGETS
 from .partial_json import parse_partial_json
 
@@ -264,11 +266,15 @@ def make_app(
     keepalive_interval: float = 15.0,
     retry_ms: int | None = None,
     fault_queue: deque[str] | None = None,
+    cassette: Cassette | None = None,
+    realtime: bool = False,
 ) -> web.Application:
     """The emulator as an aiohttp application, to mount or run as you like.
 
     ``fault_queue`` holds ``x-emulator-fault`` specs applied, one each, to the
     next requests that ask for an event stream and carry no header of their own.
+    With ``cassette``, every request is answered from the recording instead
+    of by the simulated agent (at the recorded pace when ``realtime``).
 
     >>> app = make_app(api_key="k", tokens_per_second=0)
     """
@@ -280,6 +286,8 @@ def make_app(
         retry_ms=retry_ms,
         fault_queue=fault_queue,
     )
+    if cassette is not None:
+        return _replay_app(store, cassette, realtime=realtime)
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware(store)])
     handlers = _Handlers(store)
     app.router.add_post("/api/workers", handlers.create)
@@ -289,6 +297,38 @@ def make_app(
     app.router.add_get("/api/workers/{id}/email", handlers.email)
     app.router.add_get("/api/workers/{id}/files/{path:.+}", handlers.file)
     app.on_shutdown.append(handlers.shutdown)
+    return app
+
+
+def _replay_app(store: _Store, cassette: Cassette, *, realtime: bool) -> web.Application:
+    app = web.Application(
+        middlewares=[_errors_middleware, _auth_middleware(store)],
+        client_max_size=256 * 1024 * 1024,
+    )
+    player = _Player(cassette, realtime=realtime)
+
+    async def replay(request: web.Request) -> web.StreamResponse:
+        fault = _fault(request)
+        # A recording has no events to cut or break; only an injected status can apply.
+        unusable = [
+            name
+            for name, value in (
+                ("drop-after", fault.drop_after),
+                ("malformed-at", fault.malformed_at),
+                ("error-after", fault.error_after),
+                ("stall-after", fault.stall_after),
+                ("no-ids", fault.no_ids or None),
+            )
+            if value is not None
+        ]
+        if unusable:
+            raise web.HTTPBadRequest(
+                reason=f"fault {', '.join(unusable)} cannot apply to a cassette replay "
+                "(only status= can)"
+            )
+        return await player.handle(request)
+
+    app.router.add_route("*", "/{tail:.*}", replay)
     return app
 
 
@@ -710,6 +750,9 @@ class Emulator:
     is deterministic for a given input and seed), ``keepalive_interval=15``
     (seconds of silence before a ``: keep-alive`` comment), ``port=0`` (an
     ephemeral port), ``retry_ms=None`` (no SSE ``retry:`` field).
+    ``cassette`` (a path or a :class:`~handinger_stream.cassette.Cassette`)
+    serves a recording instead of the simulated agent, as fast as possible
+    or, with ``realtime=True``, at the recorded pace.
 
     >>> async def main():  # doctest: +SKIP
     ...     async with Emulator(api_key="k", tokens_per_second=0, seed=0) as emu:
@@ -726,16 +769,23 @@ class Emulator:
         port: int = 0,
         keepalive_interval: float = 15.0,
         retry_ms: int | None = None,
+        cassette: Cassette | str | os.PathLike[str] | None = None,
+        realtime: bool = False,
     ) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
+        if cassette is not None and not isinstance(cassette, Cassette):
+            cassette = Cassette.load(cassette)  # a bad file fails here, not at the first request
+        self.cassette = cassette
         self._options: dict[str, Any] = {
             "api_key": api_key,
             "tokens_per_second": tokens_per_second,
             "seed": seed,
             "keepalive_interval": keepalive_interval,
             "retry_ms": retry_ms,
+            "cassette": cassette,
+            "realtime": realtime,
         }
         self._faults: deque[str] = deque()
         self._runner: web.AppRunner | None = None
