@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -733,7 +733,7 @@ def _interaction(exchange: _Exchange, secrets: set[str], long_secrets: list[str]
 # -- record when possible, replay otherwise --------------------------------------
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(repr=False)
 class CassetteSession:
     """Where to point a client while a cassette records or replays.
 
@@ -745,6 +745,7 @@ class CassetteSession:
     path: Path
     base_url: str
     api_key: str
+    _keep: bool = field(default=True, init=False, compare=False)
 
     def __repr__(self) -> str:
         return (
@@ -755,6 +756,14 @@ class CassetteSession:
     def client_options(self) -> ClientOptions:
         """Keyword arguments for ``AsyncHandinger(**session.client_options())``."""
         return {"api_key": self.api_key, "base_url": self.base_url}
+
+    def discard(self) -> None:
+        """Do not write what this session recorded (the test failed, say); a replay ignores it.
+
+        >>> session = CassetteSession("replay", Path("c.json"), "http://127.0.0.1:1", "k")
+        >>> session.discard()
+        """
+        self._keep = False
 
 
 REPLAY_API_KEY = "cassette-replay"
@@ -785,6 +794,10 @@ def use_cassette(
     asyncio and trio code. Replaying a file that does not exist raises
     :class:`CassetteNotFoundError` saying how to record it.
 
+    A recording is written only when the block ends without an exception,
+    something was recorded, and :meth:`CassetteSession.discard` was not
+    called: a failed attempt is recorded again next time rather than replayed.
+
     >>> with use_cassette("cassettes/weather.json") as session:  # doctest: +SKIP
     ...     client = AsyncHandinger(**session.client_options())
     """
@@ -793,8 +806,12 @@ def use_cassette(
     target = Path(path)
     key = api_key if api_key is not None else os.environ.get("HANDINGER_API_KEY")
     if key and not target.exists():
-        with Recorder(target, upstream=upstream, secrets=[key]) as recorder:
-            yield CassetteSession("record", target, recorder.base_url, key)
+        with Recorder(None, upstream=upstream, secrets=[key]) as recorder:
+            session = CassetteSession("record", target, recorder.base_url, key)
+            yield session
+        cassette = recorder.cassette
+        if session._keep and cassette.interactions:
+            cassette.save(target)
         return
     if not target.exists():
         raise CassetteNotFoundError(_how_to_record(target))

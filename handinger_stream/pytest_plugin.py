@@ -54,6 +54,18 @@ _LoopScope = Literal["function", "class", "module", "package", "session"]
 _LOOP_SCOPES: tuple[_LoopScope, ...] = ("function", "class", "module", "package", "session")
 
 
+_TEST_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # The cassette fixture keeps a recording only if the test that made it passed.
+    outcome: Any = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.stash[_TEST_FAILED] = True
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -94,10 +106,19 @@ def handinger_client(request: pytest.FixtureRequest) -> AsyncHandinger:
     a test marked ``@pytest.mark.asyncio`` (in strict or auto mode, at any
     ``loop_scope``), anyio for one marked ``@pytest.mark.anyio``.
     """
+    asyncio_test = request.node.get_closest_marker("asyncio") is not None and (
+        request.config.pluginmanager.has_plugin("asyncio")
+    )
     if "anyio_backend" in request.fixturenames:
         name = "_handinger_client_anyio"
-    elif request.node.get_closest_marker("asyncio") is not None and pytest_asyncio is not None:
+    elif asyncio_test and _ASYNCIO_CLIENTS:
         name = f"_handinger_client_asyncio_{_asyncio_loop_scope(request)}"
+    elif asyncio_test:
+        pytest.fail(
+            "handinger_client needs pytest-asyncio 0.24 or later (its fixtures' loop_scope); "
+            "or mark the test @pytest.mark.anyio instead",
+            pytrace=False,
+        )
     else:
         pytest.fail(
             "handinger_client is an async client: ask for it from an async test marked "
@@ -145,11 +166,18 @@ def _asyncio_client_fixture(loop_scope: _LoopScope) -> Callable[..., Any]:
     return cast(Callable[..., Any], fixture)
 
 
+_ASYNCIO_CLIENTS = False
 if pytest_asyncio is not None:
     # One per loop scope: a client used by a test on a module-scoped loop is
     # opened and closed on that loop, not on a loop of its own.
-    for _scope in _LOOP_SCOPES:
-        globals()[f"_handinger_client_asyncio_{_scope}_fixture"] = _asyncio_client_fixture(_scope)
+    try:
+        for _scope in _LOOP_SCOPES:
+            globals()[f"_handinger_client_asyncio_{_scope}_fixture"] = _asyncio_client_fixture(
+                _scope
+            )
+        _ASYNCIO_CLIENTS = True
+    except TypeError:
+        pass  # pytest-asyncio before 0.24 has no loop_scope: the client fixture says so when asked
 
 
 @pytest.fixture
@@ -158,7 +186,8 @@ def handinger_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSessi
 
     Records (through a proxy to ``HANDINGER_BASE_URL`` or the public service)
     when ``HANDINGER_API_KEY`` is set and the file is missing; replays it
-    otherwise, failing with instructions when there is nothing to replay.
+    otherwise, failing with instructions when there is nothing to replay. A
+    recording is written only if the test passed and something was recorded.
 
         @pytest.mark.handinger_cassette("cassettes/weather.json")
         def test_weather(handinger_cassette):
@@ -177,5 +206,7 @@ def handinger_cassette(request: pytest.FixtureRequest) -> Iterator[CassetteSessi
     try:
         with use_cassette(path, realtime=bool(kwargs.get("realtime", False))) as session:
             yield session
+            if request.node.stash.get(_TEST_FAILED, False):
+                session.discard()
     except CassetteNotFoundError as exc:
         pytest.fail(str(exc), pytrace=False)

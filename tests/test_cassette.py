@@ -471,3 +471,29 @@ def test_request_key_order_and_spacing() -> None:
     b = request_key("post", "/api/workers", b'{"stream":true,  "input":"x"}')
     c = request_key("POST", "/api/workers", b'{"stream":false,"input":"x"}')
     assert a == b != c
+
+
+def test_use_cassette_writes_nothing_for_a_failed_or_empty_recording(
+    emulator: Emulator, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_env.setenv("HANDINGER_API_KEY", API_KEY)
+    clean_env.setenv("HANDINGER_BASE_URL", emulator.base_url)
+    path = tmp_path / "attempt.json"
+
+    with pytest.raises(RuntimeError, match="the app broke"), use_cassette(path) as session:
+        _create(session.client_options())
+        raise RuntimeError("the app broke")
+    assert not path.exists()
+
+    with use_cassette(path) as session:
+        _create(session.client_options())
+        session.discard()
+    assert not path.exists()
+
+    with use_cassette(path) as session:
+        pass  # no request made: nothing to replay later
+    assert not path.exists()
+
+    with use_cassette(path) as session:
+        _create(session.client_options())
+    assert len(Cassette.load(path).interactions) == 1

@@ -201,6 +201,17 @@ async def test_weather(handinger_cassette: CassetteSession) -> None:
     assert worker.status == "completed" and "Barcelona" in worker.output_text
 
 
+@pytest.mark.handinger_cassette("cassettes/failing.json")
+def test_fails_while_recording(handinger_cassette: CassetteSession) -> None:
+    response = httpx.post(
+        handinger_cassette.base_url + "/api/workers",
+        json={"input": "doomed"},
+        headers={"authorization": f"Bearer {handinger_cassette.api_key}"},
+    )
+    assert response.status_code == 200
+    assert handinger_cassette.mode != "record", "a failure while recording"
+
+
 def test_sync_code_and_the_default_path(handinger_cassette: CassetteSession) -> None:
     assert handinger_cassette.mode == os.environ["EXPECTED_MODE"]
     response = httpx.post(
@@ -223,8 +234,9 @@ def test_cassette_fixture_records_with_a_key_then_replays_offline(
     monkeypatch.setenv("HANDINGER_API_KEY", API_KEY)
     monkeypatch.setenv("HANDINGER_BASE_URL", emulator.base_url)
     monkeypatch.setenv("EXPECTED_MODE", "record")
-    run(project).assert_outcomes(passed=2)
+    run(project).assert_outcomes(passed=2, failed=1)
     assert weather.exists() and default.exists()
+    assert not (project.path / "cassettes" / "failing.json").exists()  # a failed test's recording
     assert API_KEY not in weather.read_text() + default.read_text()
     recorded = weather.read_bytes()
 
@@ -232,11 +244,11 @@ def test_cassette_fixture_records_with_a_key_then_replays_offline(
     monkeypatch.delenv("HANDINGER_API_KEY")
     monkeypatch.setenv("HANDINGER_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("EXPECTED_MODE", "replay")
-    run(project).assert_outcomes(passed=2)
+    result = run(project)
+    result.assert_outcomes(passed=2, errors=1)  # failing.json was never written
+    result.stdout.fnmatch_lines(["*no cassette at*failing.json*HANDINGER_API_KEY*"])
     assert weather.read_bytes() == recorded
 
     # Nothing to replay: the test fails, saying how to record.
     weather.unlink()
-    result = run(project)
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*no cassette at*weather.json*HANDINGER_API_KEY*"])
+    run(project).assert_outcomes(passed=1, errors=2)
