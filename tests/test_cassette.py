@@ -187,6 +187,25 @@ async def test_realtime_replay_takes_at_least_the_recorded_time(tmp_path: Path) 
     assert elapsed >= recorded.duration
 
 
+async def test_the_proxy_relays_each_chunk_as_it_arrives(
+    raw_server: RawServer, tmp_path: Path
+) -> None:
+    raw_server.serve(Canned([b"data: one\n\n", b"data: two\n\n"], delay=0.3))
+    async with (
+        Recorder(tmp_path / "live.json", upstream=raw_server.base_url) as recorder,
+        aiohttp.ClientSession() as http,
+        http.get(recorder.base_url + "/live", headers={"authorization": "Bearer k"}) as response,
+    ):
+        first = await response.content.readuntil(b"\n\n")
+        # Still mid-response upstream: a proxy that buffered would have waited for its end.
+        assert first == b"data: one\n\n"
+        assert raw_server.finished == 0 and raw_server.open_streams == 1
+        assert await response.content.read() == b"data: two\n\n"
+    chunks = Cassette.load(tmp_path / "live.json").interactions[0].response.chunks
+    assert [c.text for c in chunks] == ["data: one\n\n", "data: two\n\n"]
+    assert chunks[0].at <= chunks[1].at
+
+
 def _cassette(*interactions: tuple[RecordedRequest, bytes]) -> Cassette:
     return Cassette(
         interactions=[
