@@ -3,6 +3,8 @@
     handinger-stream run "What's the weather in Barcelona?" --budget low
     handinger-stream run "..." --json | jq .type
     handinger-stream serve --port 8787
+    handinger-stream record --out weather.json "What's the weather in Barcelona?"
+    handinger-stream serve --cassette weather.json [--realtime]
 
 Exit codes: 0 completed, 1 the worker failed, 2 usage error, 3 connection or
 authentication problem, 4 the server's stream could not be decoded, 130
@@ -21,7 +23,8 @@ from typing import Any
 
 import msgspec
 
-from .client import AsyncHandinger
+from .cassette import Cassette, CassetteError, Recorder
+from .client import DEFAULT_BASE_URL, AsyncHandinger
 from .emulator import Emulator
 from .errors import (
     APIConnectionError,
@@ -72,7 +75,39 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", default=None, help="require this key (default: any key)")
     serve.add_argument("--tokens-per-second", type=float, default=EMULATOR_PACE)
     serve.add_argument("--seed", type=int, default=0)
+    _add_cassette_options(serve)
+    _add_record_command(sub)
     return parser
+
+
+def _add_cassette_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--cassette",
+        default=None,
+        metavar="FILE",
+        help="replay this recording instead of the agent",
+    )
+    serve.add_argument(
+        "--realtime", action="store_true", help="replay at the recorded pace (default: at once)"
+    )
+
+
+def _add_record_command(sub: Any) -> None:
+    record = sub.add_parser(
+        "record", help="run a worker through a recording proxy and save the session to a cassette"
+    )
+    record.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="the worker's input")
+    record.add_argument("--out", required=True, metavar="FILE", help="the cassette to write")
+    record.add_argument("--budget", choices=BUDGETS, default=None)
+    record.add_argument("--base-url", default=None, help="the API to record (the upstream)")
+    record.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
+    record.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=EMULATOR_PACE,
+        help="the embedded emulator's pace, when it is what gets recorded",
+    )
+    record.set_defaults(json=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
+        if args.command == "record":
+            return asyncio.run(_record(args))
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -91,19 +128,33 @@ def entry() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    try:
+        cassette = Cassette.load(args.cassette) if args.cassette else None
+    except (CassetteError, OSError) as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
     emulator = Emulator(
         api_key=args.api_key,
         tokens_per_second=args.tokens_per_second,
         seed=args.seed,
         host=args.host,
         port=args.port,
+        cassette=cassette,
+        realtime=args.realtime,
     )
     try:
         await emulator.start()
     except OSError as exc:
         _say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_CONNECTION
-    _say(f"Handinger emulator serving on {emulator.base_url} (Ctrl-C to stop)")
+    if cassette is not None:
+        pace = "at the recorded pace" if args.realtime else "as fast as possible"
+        _say(
+            f"Handinger emulator replaying {args.cassette} ({len(cassette.interactions)} "
+            f"recorded requests, {pace}) on {emulator.base_url} (Ctrl-C to stop)"
+        )
+    else:
+        _say(f"Handinger emulator serving on {emulator.base_url} (Ctrl-C to stop)")
     try:
         await asyncio.Event().wait()
     finally:
@@ -125,6 +176,42 @@ async def _run(args: argparse.Namespace) -> int:
             )
             return await _watch(args, api_key="emulator", base_url=emulator.base_url)
     return await _watch(args, api_key=api_key, base_url=base_url)
+
+
+async def _record(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():
+        _say("the prompt must not be empty")
+        return EXIT_USAGE
+    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
+    api_key = args.api_key or os.environ.get("HANDINGER_API_KEY")
+    if base_url is None and api_key is None:
+        async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
+            _say(
+                f"No HANDINGER_API_KEY or base URL given: recording the embedded emulator at "
+                f"{emulator.base_url}"
+            )
+            return await _record_through(args, api_key="emulator", upstream=emulator.base_url)
+    return await _record_through(args, api_key=api_key, upstream=base_url or DEFAULT_BASE_URL)
+
+
+async def _record_through(args: argparse.Namespace, *, api_key: str | None, upstream: str) -> int:
+    recorder = Recorder(None, upstream=upstream, secrets=[api_key] if api_key else ())
+    try:
+        await recorder.start()
+        code = await _watch(args, api_key=api_key, base_url=recorder.base_url)
+    finally:
+        await recorder.stop()
+    cassette = recorder.cassette
+    if not cassette.interactions:
+        _say(f"nothing was recorded: {args.out} not written")
+        return code if code != EXIT_OK else EXIT_CONNECTION
+    try:
+        cassette.save(args.out)
+    except OSError as exc:
+        _say(f"error: cannot write {args.out}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    _say(f"recorded {len(cassette.interactions)} request(s) to {args.out}")
+    return code
 
 
 async def _watch(args: argparse.Namespace, *, api_key: str | None, base_url: str | None) -> int:

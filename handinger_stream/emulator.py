@@ -24,22 +24,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import threading
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
+import anyio.to_thread
 import msgspec
 from aiohttp import web
 
+from ._background import LoopThread, under_trio
 from .agent import TurnPlan, plan_turn
+from .cassette import Cassette, _Player
 from .models import BUDGETS
 from .partial_json import parse_partial_json
 
-__all__ = ["FAULT_HEADER", "Emulator", "Fault", "make_app"]
+__all__ = ["FAULT_HEADER", "ClientOptions", "Emulator", "Fault", "make_app"]
 
 FAULT_HEADER = "x-emulator-fault"
 WORKER_ID_HEADER = "x-handinger-worker-id"
@@ -51,6 +54,13 @@ SSE_HEADERS = {
     "x-accel-buffering": "no",
 }
 _encode = msgspec.json.Encoder().encode
+
+
+class ClientOptions(TypedDict):
+    """``AsyncHandinger(**options)`` keywords that reach a local server (typed for mypy)."""
+
+    api_key: str
+    base_url: str
 
 
 @dataclass
@@ -256,11 +266,17 @@ def make_app(
     keepalive_interval: float = 15.0,
     retry_ms: int | None = None,
     fault_queue: deque[str] | None = None,
+    cassette: Cassette | None = None,
+    realtime: bool = False,
 ) -> web.Application:
     """The emulator as an aiohttp application, to mount or run as you like.
 
     ``fault_queue`` holds ``x-emulator-fault`` specs applied, one each, to the
     next requests that ask for an event stream and carry no header of their own.
+    With ``cassette``, every request is answered from the recording instead
+    of by the simulated agent (at the recorded pace when ``realtime``).
+
+    >>> app = make_app(api_key="k", tokens_per_second=0)
     """
     store = _Store(
         api_key=api_key,
@@ -270,6 +286,8 @@ def make_app(
         retry_ms=retry_ms,
         fault_queue=fault_queue,
     )
+    if cassette is not None:
+        return _replay_app(store, cassette, realtime=realtime)
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware(store)])
     handlers = _Handlers(store)
     app.router.add_post("/api/workers", handlers.create)
@@ -279,6 +297,38 @@ def make_app(
     app.router.add_get("/api/workers/{id}/email", handlers.email)
     app.router.add_get("/api/workers/{id}/files/{path:.+}", handlers.file)
     app.on_shutdown.append(handlers.shutdown)
+    return app
+
+
+def _replay_app(store: _Store, cassette: Cassette, *, realtime: bool) -> web.Application:
+    app = web.Application(
+        middlewares=[_errors_middleware, _auth_middleware(store)],
+        client_max_size=256 * 1024 * 1024,
+    )
+    player = _Player(cassette, realtime=realtime)
+
+    async def replay(request: web.Request) -> web.StreamResponse:
+        fault = _fault(request)
+        # A recording has no events to cut or break; only an injected status can apply.
+        unusable = [
+            name
+            for name, value in (
+                ("drop-after", fault.drop_after),
+                ("malformed-at", fault.malformed_at),
+                ("error-after", fault.error_after),
+                ("stall-after", fault.stall_after),
+                ("no-ids", fault.no_ids or None),
+            )
+            if value is not None
+        ]
+        if unusable:
+            raise web.HTTPBadRequest(
+                reason=f"fault {', '.join(unusable)} cannot apply to a cassette replay "
+                "(only status= can)"
+            )
+        return await player.handle(request)
+
+    app.router.add_route("*", "/{tail:.*}", replay)
     return app
 
 
@@ -690,8 +740,19 @@ def _add_costs(total: dict[str, float] | None, turn: dict[str, float]) -> dict[s
 class Emulator:
     """Run the emulator on an ephemeral loopback port.
 
-    ``async with`` runs it on the current asyncio loop; ``with`` runs it in a
-    background thread (for sync code, trio, or a session-wide fixture).
+    ``async with`` runs it on the current asyncio loop (under trio, where
+    aiohttp cannot run, in a background thread); ``with`` runs it in a
+    background thread (sync code, trio, session-wide fixtures).
+
+    The defaults: ``api_key=None`` (any non-empty bearer key is accepted;
+    set one to require exactly it), ``tokens_per_second=0`` (the agent writes
+    as fast as it can; ~25 looks like a real model), ``seed=0`` (the agent
+    is deterministic for a given input and seed), ``keepalive_interval=15``
+    (seconds of silence before a ``: keep-alive`` comment), ``port=0`` (an
+    ephemeral port), ``retry_ms=None`` (no SSE ``retry:`` field).
+    ``cassette`` (a path or a :class:`~handinger_stream.cassette.Cassette`)
+    serves a recording instead of the simulated agent, as fast as possible
+    or, with ``realtime=True``, at the recorded pace.
 
     >>> async def main():  # doctest: +SKIP
     ...     async with Emulator(api_key="k", tokens_per_second=0, seed=0) as emu:
@@ -708,21 +769,27 @@ class Emulator:
         port: int = 0,
         keepalive_interval: float = 15.0,
         retry_ms: int | None = None,
+        cassette: Cassette | str | os.PathLike[str] | None = None,
+        realtime: bool = False,
     ) -> None:
         self.api_key = api_key
         self.host = host
         self.port = port
-        self._options = {
+        if cassette is not None and not isinstance(cassette, Cassette):
+            cassette = Cassette.load(cassette)  # a bad file fails here, not at the first request
+        self.cassette = cassette
+        self._options: dict[str, Any] = {
             "api_key": api_key,
             "tokens_per_second": tokens_per_second,
             "seed": seed,
             "keepalive_interval": keepalive_interval,
             "retry_ms": retry_ms,
+            "cassette": cassette,
+            "realtime": realtime,
         }
         self._faults: deque[str] = deque()
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: Callable[[], None] | None = None
+        self._thread: LoopThread | None = None
 
     def __repr__(self) -> str:
         return f"Emulator(base_url={self.base_url if self.port else None!r})"
@@ -751,13 +818,19 @@ class Emulator:
         """Forget faults queued by :meth:`inject_fault` and not yet used."""
         self._faults.clear()
 
-    def client_options(self) -> dict[str, str]:
-        """Keyword arguments for :class:`~handinger_stream.AsyncHandinger` to talk to it."""
+    def client_options(self) -> ClientOptions:
+        """Keyword arguments for :class:`~handinger_stream.AsyncHandinger` to talk to it.
+
+        >>> Emulator(api_key="k", port=8787).client_options()
+        {'api_key': 'k', 'base_url': 'http://127.0.0.1:8787'}
+        """
         return {"api_key": self.api_key or "emulator", "base_url": self.base_url}
 
     async def start(self) -> None:
-        """Start serving on the current loop."""
-        app = make_app(**self._options, fault_queue=self._faults)  # type: ignore[arg-type]
+        """Start serving on the current asyncio loop (``async with`` does it for you)."""
+        if under_trio():
+            raise RuntimeError("under trio, use 'async with Emulator()' or 'with Emulator()'")
+        app = make_app(**self._options, fault_queue=self._faults)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
@@ -767,6 +840,7 @@ class Emulator:
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        """Stop serving; requests still running are cancelled after a second."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -780,7 +854,10 @@ class Emulator:
             await self.stop()
 
     async def __aenter__(self) -> Emulator:
-        await self.start()
+        if under_trio():
+            await anyio.to_thread.run_sync(self.__enter__)
+        else:
+            await self.start()
         return self
 
     async def __aexit__(
@@ -789,49 +866,16 @@ class Emulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        if self._thread is not None:
+            await anyio.to_thread.run_sync(self.__exit__, exc_type, exc, tb)
+        else:
+            await self.stop()
 
     # -- in a thread ----------------------------------------------------
 
     def __enter__(self) -> Emulator:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            stop = asyncio.Event()
-
-            async def main() -> None:
-                try:
-                    await self.start()
-                except BaseException as exc:
-                    failure.append(exc)
-                    ready.set()
-                    return
-
-                def request_stop() -> None:
-                    loop.call_soon_threadsafe(stop.set)
-
-                self._stop = request_stop
-                ready.set()
-                await stop.wait()
-                await self.stop()
-                # Handlers still sleeping (a stall fault) end here, not with the loop.
-                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-                for task in others:
-                    task.cancel()
-                await asyncio.gather(*others, return_exceptions=True)
-
-            try:
-                loop.run_until_complete(main())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="handinger-emulator", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
+        self._thread = LoopThread("handinger-emulator")
+        self._thread.start(self.start, self.stop)
         return self
 
     def __exit__(
@@ -840,9 +884,6 @@ class Emulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stop is not None:
-            self._stop()
         if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._thread = None
-        self._stop = None
+            self._thread.stop()
+            self._thread = None
