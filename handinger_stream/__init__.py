@@ -75,6 +75,7 @@ from .models import (
 from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
 from .stream import Checkpoint, StreamPolicy, WorkerStream
+from .wire import encode_event
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -145,5 +146,6 @@ __all__ = [
     "WorkerStream",
     "Workers",
     "apply_event",
+    "encode_event",
     "fold",
 ]

@@ -55,8 +55,11 @@ __all__ = [
 Metadata = dict[str, Any] | UnsetType
 
 
-class _Chunk(msgspec.Struct, tag_field="type", kw_only=True, rename="camel", gc=False):
+class _Chunk(
+    msgspec.Struct, tag_field="type", kw_only=True, rename="camel", omit_defaults=True, gc=False
+):
     # event_id is set from the SSE frame after decoding, never read from JSON.
+    # omit_defaults: an absent field stays absent when encoded (see wire.encode_event).
     event_id: str | None = None
 
 
@@ -264,13 +267,18 @@ class WorkerSnapshotEvent(msgspec.Struct, kw_only=True):
     """A Worker object sent whole (bare, or as a ``data-worker`` part).
 
     ``fields`` names the fields the server sent; only those replace the
-    snapshot built so far.
+    snapshot built so far. ``bare``: the Worker came as the event's data
+    itself; otherwise in a ``data-worker`` part, with its ``part_id`` and
+    ``transient`` flag.
     """
 
     worker: Worker
     fields: frozenset[str]
     type: str = "data-worker"
     event_id: str | None = None
+    bare: bool = False
+    part_id: str | None = None
+    transient: bool | None = None
 
 
 class UnknownEvent(msgspec.Struct, kw_only=True):

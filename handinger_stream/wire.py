@@ -36,6 +36,7 @@ __all__ = [
     "decode_items",
     "decode_run",
     "decode_worker",
+    "encode_event",
     "snapshot_event",
     "worker_from_object",
 ]
@@ -45,6 +46,7 @@ _DONE_LINE: Final = b"data: " + DONE
 
 _chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
 _any_decoder: Final = msgspec.json.Decoder()
+_encode: Final = msgspec.json.Encoder().encode
 # An id line whose value JSON would not read back as itself; an escaped letter of "eventId".
 _UNSAFE_ID: Final = re.compile(rb'["\\\x00-\x1f]')
 _UNSAFE_ID_LINE: Final = re.compile(rb'\nid: [^\n"\\\x00-\x1f]*["\\\x00-\x09\x0b-\x1f]')
@@ -198,9 +200,14 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
     kind = obj.get("type")
     try:
         if kind is None and obj.get("object") == "worker":
-            return snapshot_event(obj, event_id)
+            return snapshot_event(obj, event_id, bare=True)
         if kind == "data-worker" and isinstance(obj.get("data"), dict):
-            return snapshot_event(obj["data"], event_id)
+            part_id, transient = obj.get("id"), obj.get("transient")
+            return msgspec.structs.replace(
+                snapshot_event(obj["data"], event_id),
+                part_id=part_id if isinstance(part_id, str) else None,
+                transient=transient if isinstance(transient, bool) else None,
+            )
         if isinstance(kind, str) and kind.startswith("data-"):
             data_event = msgspec.convert(obj, DataEvent)
             data_event.event_id = event_id
@@ -221,13 +228,54 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
     )
 
 
-def snapshot_event(obj: dict[str, Any], event_id: str | None = None) -> WorkerSnapshotEvent:
+def snapshot_event(
+    obj: dict[str, Any], event_id: str | None = None, *, bare: bool = False
+) -> WorkerSnapshotEvent:
     """A snapshot event from a decoded Worker object; ``fields`` are the keys it carried."""
     return WorkerSnapshotEvent(
         worker=worker_from_object(obj),
         fields=frozenset(obj.keys() & WORKER_FIELDS),
         event_id=event_id,
+        bare=bare,
     )
+
+
+def encode_event(event: Event) -> bytes:
+    """The event's chunk as JSON, as the wire carried it: what the AI SDK's client accepts.
+
+    No ``eventId``, no field the chunk did not have, a snapshot in its own
+    wrapper (the fields it carried), an unknown chunk byte for byte. With
+    :func:`decode_event` it round-trips.
+
+    >>> raw = b'{"type":"text-delta","id":"t","delta":"x"}'
+    >>> encode_event(decode_event(ServerSentEvent(raw, id="9"), 0)) == raw
+    True
+    """
+    if isinstance(event, UnknownEvent):
+        return event.raw.encode()
+    if isinstance(event, WorkerSnapshotEvent):
+        whole = msgspec.to_builtins(event.worker)
+        worker = {key: whole[key] for key in whole if key in event.fields}
+        if event.bare:
+            return _encode(worker)
+        part: dict[str, Any] = {"type": event.type}
+        if event.part_id is not None:
+            part["id"] = event.part_id
+        part["data"] = worker
+        if event.transient is not None:
+            part["transient"] = event.transient
+        return _encode(part)
+    if isinstance(event, DataEvent):
+        data_part: dict[str, Any] = {"type": event.type}
+        if event.id is not None:
+            data_part["id"] = event.id
+        data_part["data"] = event.data
+        if event.transient is not None:
+            data_part["transient"] = event.transient
+        return _encode(data_part)
+    if event.event_id is not None:
+        event = msgspec.structs.replace(event, event_id=None)
+    return _encode(event)
 
 
 def worker_from_object(obj: dict[str, Any]) -> Worker:
