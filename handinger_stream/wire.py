@@ -135,8 +135,7 @@ def decode_run(run: DataRun) -> list[Event] | None:
         if (
             _UNSAFE_ID.search(first) is not None
             or _UNSAFE_ID_LINE.search(region) is not None
-            or b"eventId" in region
-            or (b"\\u00" in region and _ESCAPED_KEY_LETTER.search(region) is not None)
+            or _may_name_event_id(region)
         ):
             return None
         text = b'{"eventId":"' + region[4:].replace(b"\ndata: {", b'",').replace(
@@ -154,10 +153,18 @@ def decode_run(run: DataRun) -> list[Event] | None:
         return None
     if len(events) != run.count:
         return None  # a blank line, or an event without data: not what it seemed
-    if not run.ids and run.id is not None:
+    if not run.ids and (run.id is not None or _may_name_event_id(text)):
+        # The id in force is every event's, whatever its data says.
         for event in events:
             event.event_id = run.id
     return events
+
+
+def _may_name_event_id(text: bytes) -> bool:
+    """Whether JSON text may hold a key that decodes into ``event_id``."""
+    return b"eventId" in text or (
+        b"\\u00" in text and _ESCAPED_KEY_LETTER.search(text) is not None
+    )
 
 
 def _decode_around_data_parts(text: bytes, ids: bool) -> list[Event]:
