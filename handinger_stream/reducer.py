@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -102,6 +102,11 @@ class _Text:
     def compact(self) -> None:
         self.blocks.append("".join(self.pieces))
         self.pieces.clear()
+
+    def settle(self) -> None:
+        """Compact after pieces were appended in bulk."""
+        if len(self.pieces) >= self.COMPACT_AT:
+            self.compact()
 
     def set(self, pieces: list[str]) -> None:
         self.blocks[:] = pieces
@@ -234,6 +239,10 @@ class _Message:
         parts = self.parts[: len(self.parts) - self.unwritten]
         message["parts"] = [_materialise(p) for p in parts]
         return message
+
+
+def _no_append(piece: str) -> None:
+    raise AssertionError("no open text part to append to")
 
 
 def _is_tool(part: dict[str, Any]) -> bool:
@@ -638,11 +647,36 @@ class WorkerState:
         return True
 
     def apply_all(self, events: Iterable[Event]) -> bool:
-        """Fold events in order; return whether any of them changed the Worker."""
+        """Fold events in order; return whether any of them changed the Worker.
+
+        The same as :meth:`apply` one by one. After a delta that went to an
+        open text part, the deltas that follow to the same part (the bulk of
+        any stream) are appended straight to its text: nothing between them
+        can change where they go.
+        """
         changed = False
         apply = self.apply
+        part_id: str | None = None
+        text: _Text | None = None
+        append: Callable[[str], None] = _no_append
         for event in events:
+            if type(event) is TextDeltaEvent:
+                if event.id == part_id and event.provider_metadata is UNSET:
+                    append(event.delta)
+                    continue
+            if text is not None:
+                text.settle()
+                text = part_id = None
             changed = apply(event) or changed
+            if type(event) is TextDeltaEvent and self.status != "pending":
+                message = self.message
+                if message is not None and not message.unwritten:
+                    part = message.open_text.get(event.id)
+                    if part is not None:
+                        text, part_id = part["text"], event.id
+                        append = text.pieces.append
+        if text is not None:
+            text.settle()
         return changed
 
     # -- text and reasoning ---------------------------------------------

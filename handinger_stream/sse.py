@@ -83,55 +83,43 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
 class DataRun(msgspec.Struct, frozen=True, gc=False):
     """``count`` consecutive events of one ``data:`` line each, as they arrived.
 
-    Either none has an ``id:`` line (``lines`` holds their data, one event a
-    line, and all share the id in force, ``id``), or each has one, first
-    (``ids``; ``region`` is ``b"id: 1\\ndata: A\\n\\nid: 2\\ndata: B"``).
-    A consumer that can take many events at once (see
-    :func:`handinger_stream.wire.decode_run`) avoids building one object per
-    event; :meth:`events` gives them one by one. ``id`` is the id in force
-    after the run, ``retry`` the reconnection time.
+    ``lines`` holds their data, one event a line. Either each event had an
+    ``id:`` line of its own, first (``ids`` lists them), or none had one and
+    all share the id in force, ``id``. ``id`` is always the id in force after
+    the run, ``retry`` the reconnection time. A consumer that can take many
+    events at once (see :func:`handinger_stream.wire.decode_run`) avoids
+    building one object per event; :meth:`events` gives them one by one.
 
-    >>> SSEDecoder().feed_runs(b"data: 1\\n\\ndata: 2\\n\\n")[0].lines
-    b'1\\n2'
+    >>> SSEDecoder().feed_runs(b"id: 1\\ndata: A\\n\\nid: 2\\ndata: B\\n\\n")[0].ids
+    ['1', '2']
     """
 
-    region: bytes
+    lines: bytes
     count: int
     id: str | None = None
     retry: int | None = None
-    ids: bool = False
-    lines: bytes = b""
+    ids: list[str] | None = None
 
     def split_last(self) -> tuple[DataRun, ServerSentEvent]:
         """The run without its last event, and that event (for runs of two or more)."""
-        if not self.ids:
-            cut = self.lines.rfind(b"\n")
-            last = ServerSentEvent(self.lines[cut + 1 :], "message", self.id, self.retry)
-            head = self.region[: self.region.rfind(b"\n\ndata: ")]
-            return DataRun(head, self.count - 1, self.id, self.retry, lines=self.lines[:cut]), last
-        cut = self.region.rfind(b"\n\nid: ")
-        [last] = DataRun(self.region[cut + 2 :], 1, ids=True).events()
-        head = self.region[:cut]
-        start = head.rfind(b"\n\nid: ")
-        start = start + 6 if start >= 0 else 4
-        head_id = head[start : head.find(b"\n", start)].decode("utf-8", "replace")
-        return DataRun(head, self.count - 1, head_id, self.retry, ids=True), last
+        cut = self.lines.rfind(b"\n")
+        ids = self.ids
+        last = ServerSentEvent(self.lines[cut + 1 :], "message", self.id, self.retry)
+        head_id = ids[-2] if ids is not None else self.id
+        head = DataRun(
+            self.lines[:cut], self.count - 1, head_id, self.retry, ids[:-1] if ids else None
+        )
+        return head, last
 
     def events(self) -> list[ServerSentEvent]:
         """The run as separate events."""
-        if not self.ids:
-            return [
-                ServerSentEvent(line, "message", self.id, self.retry)
-                for line in self.lines.split(b"\n")
-            ]
-        # Every block starts with its own id line, so no earlier state matters.
-        parser = SSEDecoder()
-        parser._retry = self.retry
-        out: list[ServerSentEvent] = []
-        for line in self.region.split(b"\n"):
-            parser._line(line, out)
-        parser._dispatch(out)
-        return out
+        lines = self.lines.split(b"\n")
+        if self.ids is None:
+            return [ServerSentEvent(line, "message", self.id, self.retry) for line in lines]
+        return [
+            ServerSentEvent(line, "message", event_id, self.retry)
+            for line, event_id in zip(lines, self.ids, strict=True)
+        ]
 
 
 def expand_runs(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEvent]:
@@ -149,6 +137,7 @@ def expand_runs(items: Sequence[ServerSentEvent | DataRun]) -> list[ServerSentEv
 _UNREAD_LINE = re.compile(rb"^(?::|event:|retry:)[^\n]*(?:\n|\Z)", re.MULTILINE)
 _RETRY_LINE = re.compile(rb"^retry: ?([^\n]*)$", re.MULTILINE)
 _BLANK_LINES = re.compile(rb"\n{3,}")
+_RUN_BYTES = 24 * 1024
 
 
 class SSEDecoder:
@@ -160,7 +149,6 @@ class SSEDecoder:
     """
 
     __slots__ = (
-        "_buf",
         "_data",
         "_event",
         "_failed",
@@ -171,10 +159,11 @@ class SSEDecoder:
         "_retry",
         "_scan_from",
         "_started",
+        "_tail",
     )
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._buf = bytearray()
+        self._tail = b""  # the unfinished event so far
         self._scan_from = 0
         self._started = False
         self._pending_cr = False
@@ -227,8 +216,7 @@ class SSEDecoder:
             # The held-back CR was a line end after all.
             self._pending_cr = False
             out = self.feed(b"\n")
-        tail = bytes(self._buf)
-        self._buf.clear()
+        tail, self._tail = self._tail, b""
         self._scan_from = 0
         if tail:
             # Only whole lines count; what follows the last line end is cut off.
@@ -262,15 +250,15 @@ class SSEDecoder:
                 self._pending_cr = True
                 chunk = chunk[:-1]
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf
-        buf += chunk
-        end = buf.rfind(b"\n\n", self._scan_from)
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n\n", self._scan_from)
         if end < 0:
             # Rescan one byte back next time: the "\n\n" may straddle reads.
-            self._scan_from = max(len(buf) - 1, 0)
+            self._tail = data
+            self._scan_from = max(len(data) - 1, 0)
             return b"", self._check_tail()
-        region = bytes(buf[:end])
-        del buf[: end + 2]
+        region = data[:end]
+        self._tail = data[end + 2 :]
         self._scan_from = 0
         if len(region) > self._max:
             region, too_large = self._cut_at_too_large(region)
@@ -280,11 +268,11 @@ class SSEDecoder:
 
     def _check_tail(self) -> EventTooLargeError | None:
         """Fail if the unfinished event is already past the bound."""
-        buf = self._buf
-        if len(buf) <= self._max:
+        tail = self._tail
+        if len(tail) <= self._max:
             return None
         # Not counted: blank lines before it, and the end of its last line so far.
-        size = len(buf.lstrip(b"\n")) - (buf[-1:] == b"\n")
+        size = len(tail.lstrip(b"\n")) - (tail[-1:] == b"\n")
         if size > self._max:
             self._failed = EventTooLargeError(size, self._max)
         return self._failed
@@ -303,6 +291,22 @@ class SSEDecoder:
     # -- runs ----------------------------------------------------------------
 
     def _runs(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
+        if len(region) <= _RUN_BYTES:
+            return self._runs_of(region)
+        # CPython searches a bytes object of 30,000 or more with an algorithm whose
+        # set-up is paid at every match: keep runs shorter, cut between events.
+        items: list[ServerSentEvent | DataRun] = []
+        start = 0
+        while len(region) - start > _RUN_BYTES:
+            cut = region.rfind(b"\n\n", start, start + _RUN_BYTES)
+            if cut <= start:
+                break  # one event longer than a run: take the rest whole
+            items += self._runs_of(region[start:cut])
+            start = cut + 2
+        items += self._runs_of(region[start:])
+        return items
+
+    def _runs_of(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
         run = self._run(region)
         if run is not None:
             return [run]
@@ -328,20 +332,29 @@ class SSEDecoder:
             lines = region[6:].replace(b"\n\ndata: ", b"\n")
             separators = (len(region) - 6 - len(lines)) // 7
             if lines.count(b"\n") == separators:
-                return DataRun(region, separators + 1, self._last_id, self._retry, lines=lines)
+                return DataRun(lines, separators + 1, self._last_id, self._retry)
             return None
-        if region[:4] == b"id: " and b"\x00" not in region:
-            # n blocks; every line end is in a block separator followed by an id line,
-            # or before a data line: then each block is an id line and data lines.
-            count = region.count(b"\n\nid: ") + 1
-            if region.count(b"\n") != 3 * count - 2 or region.count(b"\ndata: ") != count:
+        if region[:4] == b"id: ":
+            # Lines by threes: an id line, a data line, a blank one (the last without it).
+            split = region.split(b"\n")
+            count = (len(split) + 1) // 3
+            if len(split) != 3 * count - 1 or split[2::3].count(b"") != count - 1:
                 return None
-            last = region.rfind(b"\n\nid: ")
-            start = last + 6 if last >= 0 else 4
-            end = region.find(b"\n", start)
-            value = region[start:] if end < 0 else region[start:end]
-            self._last_id = value.decode("utf-8", "replace")
-            return DataRun(region, count, self._last_id, self._retry, ids=True)
+            id_lines = b"\n".join(split[::3])
+            data_lines = b"\n".join(split[1::3])
+            if (
+                data_lines[:6] != b"data: "
+                or id_lines.count(b"\nid: ") != count - 1
+                or b"\x00" in id_lines
+            ):
+                return None
+            lines = data_lines[6:].replace(b"\ndata: ", b"\n")
+            if len(data_lines) - 6 - len(lines) != 6 * (count - 1):
+                return None
+            # Ids hold no line end, so splitting at "\nid: " gives each whole.
+            ids = id_lines.decode("utf-8", "replace")[4:].split("\nid: ")
+            self._last_id = ids[-1]
+            return DataRun(lines, count, self._last_id, self._retry, ids)
         return None
 
     def _drop_unread_lines(self, region: bytes) -> bytes:
@@ -375,12 +388,12 @@ class SSEDecoder:
         return out
 
     def _strip_bom(self, chunk: bytes) -> bytes:
-        head = bytes(self._buf) + chunk
+        head = self._tail + chunk
         if len(head) < 3 and _BOM.startswith(head):
-            self._buf = bytearray(head)
+            self._tail = head
             return b""
         self._started = True
-        self._buf = bytearray()
+        self._tail = b""
         return head[3:] if head.startswith(_BOM) else head
 
     def _line(self, line: bytes, out: list[ServerSentEvent]) -> None:

@@ -646,14 +646,14 @@ def _first_and_last_ids(
     queue: Sequence[Event | StreamDecodeError], start: int
 ) -> tuple[str | None, str | None]:
     """The SSE ids of the first and the last of ``queue[start:]`` that had one."""
-    first = last = None
+    last = queue[-1].event_id
+    if last is None:
+        # Ids are sticky: once one is in force, every later event has one.
+        return None, None
     for i in range(start, len(queue)):
         if (first := queue[i].event_id) is not None:
-            break
-    for i in range(len(queue) - 1, start - 1, -1):
-        if (last := queue[i].event_id) is not None:
-            break
-    return first, last
+            return first, last
+    return None, last  # not reached: the last one has an id
 
 
 class _Iterator(Generic[T]):

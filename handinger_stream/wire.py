@@ -13,7 +13,9 @@ TextDeltaEvent(id='t', delta='x', provider_metadata=UNSET, event_id='3')
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, Final
 
 import msgspec
@@ -42,14 +44,12 @@ __all__ = [
 ]
 
 DONE: Final = b"[DONE]"
-_DONE_LINE: Final = b"data: " + DONE
+_DONE_TAIL: Final = b"\n" + DONE
 
 _chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
 _any_decoder: Final = msgspec.json.Decoder()
 _encode: Final = msgspec.json.Encoder().encode
-# An id line whose value JSON would not read back as itself; an escaped letter of "eventId".
-_UNSAFE_ID: Final = re.compile(rb'["\\\x00-\x1f]')
-_UNSAFE_ID_LINE: Final = re.compile(rb'\nid: [^\n"\\\x00-\x1f]*["\\\x00-\x09\x0b-\x1f]')
+# An escaped letter of "eventId" (a key that would decode into event_id).
 _ESCAPED_KEY_LETTER: Final = re.compile(rb"\\u00(?:6[45eE]|7[46]|49)")
 _worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
 _DATA_PREFIX: Final = b'{"type":"data-'
@@ -94,7 +94,7 @@ def decode_items(
     """
     for item in items:
         if type(item) is DataRun:
-            if item.count > 1 and item.region.endswith(_DONE_LINE):
+            if item.count > 1 and item.lines.endswith(_DONE_TAIL):
                 # The last read of a stream: the run before [DONE] still decodes at once.
                 return decode_items(item.split_last(), out, bad)
             events = decode_run(item)
@@ -118,43 +118,29 @@ def decode_items(
 def decode_run(run: DataRun) -> list[Event] | None:
     """A run of events decoded in one pass, or ``None`` when it cannot be.
 
-    The events' data become JSON lines, one event a line, so msgspec decodes
-    them in a single call and no line can run into the next; with an id line
-    per event, each id is written into its line as the ``eventId`` key. Data
-    parts and snapshots (``"type":"data-...``) are decoded on their own in
-    between. ``None`` (an unknown chunk, bad JSON, a wrong shape, ``[DONE]``,
-    an id that JSON would read differently) means: decode them one by one,
-    which then raises for the bad event in its turn. Either way the events
-    are exactly what :func:`decode_event` gives for each.
+    The run's data are JSON lines, one event a line, so msgspec decodes them
+    in a single call and no line can run into the next; each event then gets
+    its SSE id. Data parts and snapshots (``"type":"data-...``) are decoded on
+    their own in between. ``None`` (an unknown chunk, bad JSON, a wrong shape,
+    ``[DONE]``) means: decode them one by one, which then raises for the bad
+    event in its turn. Either way the events are exactly what
+    :func:`decode_event` gives for each.
     """
-    if run.ids:
-        region = run.region
-        first = region[4 : region.find(b"\n")]
-        # An id is copied into a JSON string: it must read back as itself, and
-        # the data must not carry a key that would read as "eventId" too.
-        if (
-            _UNSAFE_ID.search(first) is not None
-            or _UNSAFE_ID_LINE.search(region) is not None
-            or _may_name_event_id(region)
-        ):
-            return None
-        text = b'{"eventId":"' + region[4:].replace(b"\ndata: {", b'",').replace(
-            b"\n\nid: ", b'\n{"eventId":"'
-        )
-    else:
-        text = run.lines
+    text = run.lines
     events: list[Event]
     try:
         if b'"type":"data-' in text:
-            events = _decode_around_data_parts(text, run.ids)
+            events = _decode_around_data_parts(text)
         else:
             events = _chunk_decoder.decode_lines(text)  # type: ignore[assignment]
-    except (msgspec.DecodeError, StreamDecodeError, ValueError):
+    except (msgspec.DecodeError, StreamDecodeError):
         return None
     if len(events) != run.count:
         return None  # a blank line, or an event without data: not what it seemed
-    if not run.ids and (run.id is not None or _may_name_event_id(text)):
-        # The id in force is every event's, whatever its data says.
+    # Each event's id is the SSE id it came with, whatever its data says.
+    if run.ids is not None:
+        deque(map(setattr, events, repeat("event_id"), run.ids), maxlen=0)
+    elif run.id is not None or _may_name_event_id(text):
         for event in events:
             event.event_id = run.id
     return events
@@ -167,7 +153,7 @@ def _may_name_event_id(text: bytes) -> bool:
     )
 
 
-def _decode_around_data_parts(text: bytes, ids: bool) -> list[Event]:
+def _decode_around_data_parts(text: bytes) -> list[Event]:
     """JSON lines with data parts among them: runs between them in one call each."""
     out: list[Event] = []
     at = 0
@@ -177,14 +163,7 @@ def _decode_around_data_parts(text: bytes, ids: bool) -> list[Event]:
         end = len(text) if end < 0 else end
         if start > at:
             out += _chunk_decoder.decode_lines(text[at : start - 1])
-        line = text[start:end]
-        event_id = None
-        if ids:
-            # {"eventId":"<id>",<the rest of the event's object>
-            close = line.index(b'",', 12)
-            event_id = line[12:close].decode()
-            line = b"{" + line[close + 2 :]
-        out.append(_decode_generic(line, event_id, 0))
+        out.append(_decode_generic(text[start:end], None, 0))
         at = end + 1
     if at < len(text):
         out += _chunk_decoder.decode_lines(text[at:])
