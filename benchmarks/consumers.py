@@ -94,6 +94,50 @@ async def limit_split(base_url: str, spec: str, lags: array[int]) -> tuple[int, 
     return events - 1, 0  # [DONE] is not an event
 
 
+# -- by hand ----------------------------------------------------------------
+
+
+async def hand_loop(base_url: str, spec: str, lags: array[int]) -> tuple[int, int]:
+    """What a user writes in an afternoon: aiohttp, split on blank lines, msgspec per event.
+
+    It keeps the id in force, as a resumable client must, and decodes each
+    event's data into a dict; it folds nothing.
+    """
+    import aiohttp
+    import msgspec
+
+    decoder = msgspec.json.Decoder()
+    session = _shared(
+        "aiohttp", lambda: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    )
+    stamped = "stamp" in spec
+    events = text = 0
+    last_id = None
+    rest = b""
+    body = {"input": spec, "stream": True}
+    async with session.post(f"{base_url}/api/workers", json=body) as resp:
+        async for chunk in resp.content.iter_any():
+            blocks = (rest + chunk).split(b"\n\n")
+            rest = blocks.pop()
+            for block in blocks:
+                data = None
+                for line in block.split(b"\n"):
+                    if line.startswith(b"data: "):
+                        data = line[6:]
+                    elif line.startswith(b"id: "):
+                        last_id = line[4:]
+                if data is None or data == b"[DONE]":
+                    continue
+                chunk_obj = decoder.decode(data)
+                events += 1
+                if chunk_obj.get("type") == "text-delta":
+                    text += len(chunk_obj["delta"])
+                    if stamped:
+                        lags.append(time.monotonic_ns() - chunk_obj["providerMetadata"]["b"]["t"])
+    assert last_id is not None or "ids=1" not in spec
+    return events, text
+
+
 # -- by hand: httpx-sse ---------------------------------------------------
 
 
@@ -200,8 +244,13 @@ def _openai_models() -> Any:
         type: Literal["finish"]
         messageMetadata: Any = None
 
+    class DataWorker(BaseModel):
+        type: Literal["data-worker"]
+        data: dict[str, Any]
+        transient: bool | None = None
+
     return Annotated[
-        Union[Start, TextStart, TextDelta, TextEnd, SourceUrl, MessageMetadata, Finish],  # noqa: UP007
+        Union[Start, TextStart, TextDelta, TextEnd, SourceUrl, MessageMetadata, Finish, DataWorker],  # noqa: UP007
         Field(discriminator="type"),
     ]
 
@@ -258,6 +307,7 @@ def _handinger_stream(transport: str) -> Consume:
 CONSUMERS: dict[str, Consume] = {
     "limit: read": limit_read,
     "limit: split": limit_split,
+    "hand loop (aiohttp + msgspec)": hand_loop,
     "httpx-sse + json": httpx_sse_json,
     "httpx-sse + msgspec": httpx_sse_msgspec,
     "handinger SDK": handinger_sdk,

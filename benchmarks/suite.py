@@ -25,9 +25,12 @@ from . import fold
 from .consumers import CONSUMERS
 
 LIMITS = ["limit: read", "limit: split"]
-PEERS = ["httpx-sse + json", "httpx-sse + msgspec", "handinger SDK", "openai AsyncStream"]
+HAND = "hand loop (aiohttp + msgspec)"
+PEERS = [HAND, "httpx-sse + json", "httpx-sse + msgspec", "handinger SDK", "openai AsyncStream"]
 OURS = ["handinger-stream (aiohttp)", "handinger-stream (httpx)"]
 ALL = LIMITS + PEERS + OURS
+# The shapes users receive, the emulator's own first: an id on every event, snapshots.
+SHAPES = {"emulator shape": "ids=1", "AI SDK shape": ""}
 
 
 @contextmanager
@@ -125,8 +128,16 @@ def run_scenario(
     }
 
 
-CONCURRENT = [c for c in ALL if c != "limit: read"]
-PACINGS = ((100, 20), (500, 20), (1000, 20), (500, 5))
+# The concurrency targets compare with the hand loop; the slow peers are left out
+# (each round paces 20 s per consumer): see the README for what they did before.
+CONCURRENT = ["limit: split", HAND, "httpx-sse + msgspec", "handinger-stream (aiohttp)"]
+PACINGS = ((1000, 20), (500, 5))
+
+
+def spec_for(shape: str, **params: Any) -> str:
+    """A server spec: the shape's parameters, then these."""
+    parts = [f"{k}={v}" for k, v in params.items()]
+    return "&".join(parts + ([SHAPES[shape]] if SHAPES[shape] else []))
 
 
 def run_concurrency(
@@ -140,11 +151,11 @@ def run_concurrency(
     for streams, pace in PACINGS:
         n = 20 if quick else 1000
         count = max(streams // 20, 2) if quick else streams
-        out[f"concurrency {streams}x{1000 // pace}/s"] = run_scenario(
+        out[f"concurrency {streams}x{1000 // pace}/s (emulator shape)"] = run_scenario(
             base_url,
             server,
             "concurrency",
-            f"n={n}&pace_ms={pace}&stamp=1",
+            spec_for("emulator shape", n=n, pace_ms=pace, stamp=1),
             consumers,
             rounds,
             streams=count,
@@ -204,25 +215,25 @@ def run_all(*, rounds: int = 5, concurrency_rounds: int = 3, quick: bool = False
     }
     scenarios = results["scenarios"]
     with replay_server() as (base_url, server):
-        for n in (100_000, 1_000_000):
-            count = max(int(n * scale), 200)
-            scenarios[f"replay {n:,}"] = run_scenario(
-                base_url, server, f"replay {n:,}", f"n={count}", ALL, rounds
-            )
+        for shape in SHAPES:
+            for n in (100_000, 1_000_000):
+                count = max(int(n * scale), 200)
+                scenarios[f"replay {n:,} ({shape})"] = run_scenario(
+                    base_url, server, f"replay {n:,}", spec_for(shape, n=count), ALL, rounds
+                )
         live_n = max(int(2000 * scale), 200)
-        scenarios["live 1/ms"] = run_scenario(
-            base_url, server, "live", f"n={live_n}&pace_ms=1&stamp=1", ALL, rounds
-        )
+        for shape in SHAPES:
+            scenarios[f"live 1/ms ({shape})"] = run_scenario(
+                base_url, server, "live", spec_for(shape, n=live_n, pace_ms=1, stamp=1), ALL, rounds
+            )
         rounds_here = concurrency_rounds if not quick else 1
         scenarios.update(run_concurrency(base_url, server, CONCURRENT, rounds_here, quick))
     fold_runs = [fold.run(max(int(1_000_000 * scale), 500)) for _ in range(rounds)]
     results["fold"] = {
-        "deltas": fold_runs[0]["deltas"],
-        "ratio_to_append_join": statistics.median(r["ratio_to_append_join"] for r in fold_runs),
-        "fold_us_per_event": statistics.median(r["fold_us_per_event"] for r in fold_runs),
-        "last_over_first": statistics.median(r["last_over_first"] for r in fold_runs),
+        key: fold_runs[0][key] if key == "deltas" else statistics.median(r[key] for r in fold_runs)
+        for key in fold_runs[0]
     }
     return results
 
 
-__all__ = ["ALL", "CONSUMERS", "add_concurrency", "run_all"]
+__all__ = ["ALL", "CONSUMERS", "SHAPES", "add_concurrency", "run_all", "spec_for"]
