@@ -244,7 +244,8 @@ class SSEDecoder:
         if self._pending_cr:
             self._pending_cr = False
             chunk = b"\r" + chunk
-        if b"\r" in chunk:
+        # bytes.find, not `in`: `in` tries the needle as an int first, at the cost of an exception.
+        if chunk.find(b"\r") >= 0:
             # A CR as the last byte may be the first half of a CRLF: hold it back.
             if chunk[-1] == 13:
                 self._pending_cr = True
@@ -292,7 +293,8 @@ class SSEDecoder:
 
     def _runs(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
         if len(region) <= _RUN_BYTES:
-            return self._runs_of(region)
+            run = self._run(region)
+            return [run] if run is not None else self._not_one_run(region)
         # CPython searches a bytes object of 30,000 or more with an algorithm whose
         # set-up is paid at every match: keep runs shorter, cut between events.
         items: list[ServerSentEvent | DataRun] = []
@@ -308,9 +310,16 @@ class SSEDecoder:
 
     def _runs_of(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
         run = self._run(region)
-        if run is not None:
-            return [run]
-        if region[:1] == b":" or b"\n:" in region or b"event:" in region or b"retry:" in region:
+        return [run] if run is not None else self._not_one_run(region)
+
+    def _not_one_run(self, region: bytes) -> Sequence[ServerSentEvent | DataRun]:
+        """A region that is not one run as it stands: without unread lines, or but its end."""
+        if (
+            region[:1] == b":"
+            or region.find(b"\n:") >= 0
+            or region.find(b"event:") >= 0
+            or region.find(b"retry:") >= 0
+        ):
             region = self._drop_unread_lines(region)
             if not region:
                 return []
@@ -345,7 +354,7 @@ class SSEDecoder:
             if (
                 data_lines[:6] != b"data: "
                 or id_lines.count(b"\nid: ") != count - 1
-                or b"\x00" in id_lines
+                or id_lines.find(b"\x00") >= 0
             ):
                 return None
             lines = data_lines[6:].replace(b"\ndata: ", b"\n")

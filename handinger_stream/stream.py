@@ -22,11 +22,11 @@ is exact whenever it is read.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 from types import TracebackType
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -53,7 +53,7 @@ from .sse import (
     SSEDecoder,
     expand_runs,
 )
-from .stall import Limit, StallClock
+from .stall import StallClock
 from .transport import Response, close_soon
 from .wire import decode_items
 
@@ -163,6 +163,9 @@ class WorkerStream:
         self._on_decode_error = on_decode_error
         self._reopen = reopen
         self._policy = policy
+        self._read_timeout = (
+            policy.read_timeout if policy.read_timeout is not None else float("inf")
+        )
         # The delivery queue: what the last read decoded. queue[_head:_limit]
         # are plain events, handed over without a look; a decode error sits in
         # its own slot (listed in _stops) and is raised in its turn.
@@ -301,11 +304,9 @@ class WorkerStream:
 
     # -- the delivery loop ------------------------------------------------
 
-    async def _next(self) -> Event | None:
-        while (item := await self._step(notices=False)) is not None:
-            if type(item) is not Reconnected:
-                return item  # type: ignore[return-value]
-        return None
+    def _next(self) -> Coroutine[Any, Any, Event | None]:
+        """The next event; ``None`` at the end. (No coroutine of its own: one level less.)"""
+        return self._step(notices=False)  # type: ignore[return-value]
 
     async def _step(self, *, notices: bool) -> Event | Reconnected | None:
         """The next event (or resume notice); ``None`` at the end. Reads when it must."""
@@ -319,7 +320,7 @@ class WorkerStream:
                 self._set_limit()
                 if notices:
                     return notice
-                continue
+                continue  # only events(reconnects=True) shows them
             if head < len(self._queue):
                 await self._bad_event(head)
                 continue
@@ -390,21 +391,28 @@ class WorkerStream:
         now = monotonic()
         clock = self._clock
         clock.start(now)
-        limit = clock.next
-        if limit is not None and limit.expires <= now:
-            chunk: bytes | None = None
-        else:
-            try:
-                chunk = await self._read(response, now, limit)
-            except APIConnectionError as exc:
-                await self._release()
-                self._break = _Break(f"connection broke ({exc.message})", exc)
-                return
-            except BaseException:
-                # Cancelled: release now, keep what was folded.
-                await self._release()
-                raise
+        expires = clock.expires
+        read_timeout = self._read_timeout
+        try:
+            if expires - now > read_timeout:
+                # The transport's own read timeout fires first: no scope needed,
+                # and a live stream saves a timer per read.
+                chunk: bytes | None = await response.read_chunk()
+            else:
+                chunk = None
+                if expires > now:
+                    with anyio.move_on_after(expires - now):
+                        chunk = await response.read_chunk()
+        except APIConnectionError as exc:
+            await self._release()
+            self._break = _Break(f"connection broke ({exc.message})", exc)
+            return
+        except BaseException:
+            # Cancelled: release now, keep what was folded.
+            await self._release()
+            raise
         if chunk is None:
+            limit = clock.limit
             assert limit is not None
             await self._release()
             self._break = _Break(
@@ -419,17 +427,6 @@ class WorkerStream:
         if not chunk:
             await self._release()
             self._break = _Break("the connection ended before the stream's end")
-
-    async def _read(self, response: Response, now: float, limit: Limit | None) -> bytes | None:
-        """The next bytes, or ``None`` if a stall limit expired first."""
-        read_timeout = self._policy.read_timeout
-        if limit is None or (read_timeout is not None and limit.expires - now > read_timeout):
-            # The transport's own read timeout fires first: no scope needed, and
-            # a live stream saves a timer per read.
-            return await response.read_chunk()
-        with anyio.move_on_after(limit.expires - now):
-            return await response.read_chunk()
-        return None
 
     def _take(self, chunk: bytes) -> None:
         """Decode bytes into the queue (``b""``: the connection ended)."""
@@ -689,7 +686,7 @@ class _Iterator(Generic[T]):
             raise StopAsyncIteration
         return item
 
-    async def _next(self) -> T | None:
+    def _next(self) -> Awaitable[T | None]:
         raise NotImplementedError
 
     def _ended(self) -> None:
@@ -708,23 +705,36 @@ class _Events(_Iterator[Event]):
     __slots__ = ()
 
     async def __anext__(self) -> Event:
-        # The hot path: a decoded event is handed over without another call.
+        # The hot path: a decoded event is handed over by index, without a call;
+        # otherwise straight to the stream's loop (what _Iterator.__anext__ does, inlined).
         stream = self._stream
         head = stream._head
         if head < stream._limit:
             stream._head = head + 1
             return stream._queue[head]  # type: ignore[return-value]
-        return await super().__anext__()
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            event = await stream._step(notices=False)
+        except BaseException:
+            self._done = True
+            await stream.aclose()
+            raise
+        if event is None:
+            self._done = True
+            await stream.aclose()
+            raise StopAsyncIteration
+        return event  # type: ignore[return-value]
 
-    async def _next(self) -> Event | None:
-        return await self._stream._next()
+    def _next(self) -> Coroutine[Any, Any, Event | None]:
+        return self._stream._next()
 
 
 class _Notices(_Iterator["Event | Reconnected"]):
     __slots__ = ()
 
-    async def _next(self) -> Event | Reconnected | None:
-        return await self._stream._step(notices=True)
+    def _next(self) -> Coroutine[Any, Any, Event | Reconnected | None]:
+        return self._stream._step(notices=True)
 
 
 class _TextDeltas(_Iterator[str]):

@@ -94,16 +94,24 @@ def _aiohttp_read_errors() -> Iterator[None]:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("_content", "_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
+        self._content = resp.content
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
     async def read_chunk(self) -> bytes:
-        with _aiohttp_read_errors():
-            return await self._resp.content.readany()
+        # Once per read of a live stream: the error mapping is inlined, not a context manager.
+        try:
+            return await self._content.readany()
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise APITimeoutError("timed out waiting for response data") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise APIConnectionError(
+                f"connection broke while reading: {exc!r}", request_sent=True
+            ) from exc
 
     async def read(self) -> bytes:
         with _aiohttp_read_errors():

@@ -129,7 +129,7 @@ def decode_run(run: DataRun) -> list[Event] | None:
     text = run.lines
     events: list[Event]
     try:
-        if b'"type":"data-' in text:
+        if text.find(b'"type":"data-') >= 0:
             events = _decode_around_data_parts(text)
         else:
             events = _chunk_decoder.decode_lines(text)  # type: ignore[assignment]
@@ -148,8 +148,9 @@ def decode_run(run: DataRun) -> list[Event] | None:
 
 def _may_name_event_id(text: bytes) -> bool:
     """Whether JSON text may hold a key that decodes into ``event_id``."""
-    return b"eventId" in text or (
-        b"\\u00" in text and _ESCAPED_KEY_LETTER.search(text) is not None
+    # bytes.find, not `in`: `in` tries the needle as an int first, at the cost of an exception.
+    return text.find(b"eventId") >= 0 or (
+        text.find(b"\\u00") >= 0 and _ESCAPED_KEY_LETTER.search(text) is not None
     )
 
 
