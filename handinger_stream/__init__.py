@@ -1,6 +1,6 @@
 """handinger-stream: a streaming-first async client for the Handinger Workers API.
 
->>> from handinger_stream import AsyncHandinger, Worker, WorkerStream
+>>> from handinger_stream import AsyncHandinger, Handinger, Worker, WorkerStream
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ from .models import (
 from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
 from .stream import Checkpoint, StreamPolicy, WorkerStream
+from .sync import Handinger, SyncFileDownload, SyncWorkers, SyncWorkerStream
 from .wire import encode_event
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "FileEvent",
     "FinishEvent",
     "FinishStepEvent",
+    "Handinger",
     "HandingerError",
     "IncompleteStreamError",
     "InternalServerError",
@@ -124,6 +126,9 @@ __all__ = [
     "StreamError",
     "StreamPolicy",
     "StreamTimeoutError",
+    "SyncFileDownload",
+    "SyncWorkerStream",
+    "SyncWorkers",
     "TextDeltaEvent",
     "TextEndEvent",
     "TextStartEvent",
