@@ -76,6 +76,7 @@ from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
 from .stream import Checkpoint, StreamPolicy, WorkerStream
 from .sync import Handinger, SyncFileDownload, SyncWorkers, SyncWorkerStream
+from .upload import FileInput
 from .wire import encode_event
 
 __all__ = [
@@ -97,6 +98,7 @@ __all__ = [
     "Event",
     "File",
     "FileEvent",
+    "FileInput",
     "FinishEvent",
     "FinishStepEvent",
     "Handinger",

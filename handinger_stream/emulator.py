@@ -187,6 +187,7 @@ class _Store:
         self.fault_counts: dict[str, int] = {}
         self.created = 0
         self.uploads = itertools.count()
+        self.requests = itertools.count(1)
         self._workspace: Path | None = None
 
     def workspace(self) -> Path:
@@ -341,7 +342,17 @@ def make_app(
     app.router.add_get("/api/workers/{id}/files/{path:.+}", handlers.file)
     app.on_shutdown.append(handlers.shutdown)
     app.on_cleanup.append(handlers.cleanup)
+    app.on_response_prepare.append(_request_id(store))
     return app
+
+
+def _request_id(store: _Store) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Every answer names its request, as services do: errors then carry ``request_id``."""
+
+    async def name(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("x-request-id", f"req_{next(store.requests):06d}")
+
+    return name
 
 
 def _replay_app(store: _Store, cassette: Cassette, *, realtime: bool) -> web.Application:

@@ -97,7 +97,8 @@ class _LoopThread:
         """Run ``func()`` on the loop; wait for and return its result (or raise its error)."""
         if self.in_loop_thread():
             raise RuntimeError("a Handinger call cannot wait on its own event loop's thread")
-        future = asyncio.run_coroutine_threadsafe(_await(func), self._get())
+        loop = self._get()
+        future = asyncio.run_coroutine_threadsafe(_await(func), loop)
         try:
             return future.result()
         except BaseException:

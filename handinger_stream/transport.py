@@ -120,7 +120,7 @@ def _aiohttp_read_errors() -> Iterator[None]:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_resp", "headers", "status")
+    __slots__ = ("__weakref__", "_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
@@ -156,6 +156,9 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
         self._owns_session = session is None
+        # Responses not yet closed: closing the transport closes them too (a stream
+        # left half read when its event loop ends must not hold a connection).
+        self._open: weakref.WeakSet[_AiohttpResponse] = weakref.WeakSet()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -193,11 +196,15 @@ class AiohttpTransport:
             raise APITimeoutError() from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise APIConnectionError(f"connection error: {exc!r}", request_sent=True) from exc
-        return _AiohttpResponse(resp)
+        response = _AiohttpResponse(resp)
+        self._open.add(response)
+        return response
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
+            for response in list(self._open):
+                response.abort()
             await session.close()
 
 

@@ -28,19 +28,38 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Union
+from typing import Any, Protocol, Union
 
 import anyio
 import anyio.to_thread
 
 from .errors import InvalidRequestError
 
-__all__ = ["CHUNK_BYTES", "FileContent", "FileInput", "FilePart", "Form", "file_part", "files_form"]
+__all__ = [
+    "CHUNK_BYTES",
+    "BinaryReader",
+    "FileContent",
+    "FileInput",
+    "FilePart",
+    "Form",
+    "file_part",
+    "files_form",
+]
 
 CHUNK_BYTES = 256 * 1024
 """The most a read from one file takes at once (what an upload holds in memory)."""
 
-FileContent = bytes | IO[bytes]
+
+class BinaryReader(Protocol):
+    """What a file object must do to be uploaded: ``read(size)`` giving bytes.
+
+    ``seekable()``, ``tell()``, ``seek()`` and ``fileno()`` are used when it has them.
+    """
+
+    def read(self, size: int = ..., /) -> bytes | None: ...
+
+
+FileContent = bytes | BinaryReader
 """A file's bytes: in memory, or a binary file object read as it is sent."""
 
 FileInput = Union[
@@ -62,7 +81,7 @@ class FilePart:
     media_type: str
     data: bytes | None = None
     path: str | None = None
-    file: IO[bytes] | None = None
+    file: Any = None  # a BinaryReader; its optional methods are looked up as needed
     size: int | None = None  # bytes to send; None: unknown (a file object that cannot tell)
     start: int | None = None  # a seekable file object's position when it was given
     read: bool = False  # whether a file object has been read from
@@ -72,7 +91,7 @@ class FilePart:
         """Whether its bytes can be produced again from the start."""
         return self.file is None or self.start is not None or not self.read
 
-    def open(self) -> tuple[IO[bytes] | None, bool]:
+    def open(self) -> tuple[Any, bool]:
         """A file to read from, at the start of this part's bytes, and whether we must close it."""
         if self.path is not None:
             return open(self.path, "rb"), True
@@ -131,7 +150,7 @@ def _guess(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def _position_and_size(file: IO[bytes]) -> tuple[int | None, int | None]:
+def _position_and_size(file: Any) -> tuple[int | None, int | None]:
     """Where a file object stands, if it can seek back there, and how many bytes are left."""
     try:
         seekable = file.seekable()
@@ -207,7 +226,7 @@ def _quote(value: str) -> str:
     return value.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def _read(file: IO[bytes], size: int) -> bytes:
+def _read(file: BinaryReader, size: int) -> bytes:
     chunk = file.read(size)
     if chunk is None:  # a non-blocking file with nothing ready: not something we can stream
         raise InvalidRequestError("a file object gave no bytes (non-blocking files cannot be sent)")
@@ -229,7 +248,7 @@ class _Chunks:
         self._form = form
         self._pending: list[bytes] = [form._fields_bytes()]
         self._next_part = 0
-        self._file: IO[bytes] | None = None
+        self._file: Any = None
         self._ours = False
         self._left: int | None = None  # bytes still to send from the current file
         self._part: FilePart | None = None
