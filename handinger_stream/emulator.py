@@ -437,6 +437,9 @@ class _Handlers:
         except BaseException as exc:
             for upload in uploads:
                 upload.path.unlink(missing_ok=True)
+            if isinstance(exc, ConnectionResetError):
+                # The client went away mid-upload: its right; nobody is left to answer.
+                raise asyncio.CancelledError from None
             if isinstance(exc, ValueError):
                 raise web.HTTPBadRequest(reason=f"malformed multipart body: {exc}") from None
             raise

@@ -195,6 +195,7 @@ class AiohttpTransport:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError() from exc
         except (aiohttp.ClientError, OSError) as exc:
+            _raise_body_failure(exc)
             raise APIConnectionError(f"connection error: {exc!r}", request_sent=True) from exc
         response = _AiohttpResponse(resp)
         self._open.add(response)
@@ -206,6 +207,16 @@ class AiohttpTransport:
             for response in list(self._open):
                 response.abort()
             await session.close()
+
+
+def _raise_body_failure(exc: BaseException) -> None:
+    """Raise the upload's own error (a file that changed as it was sent), which
+    aiohttp wraps in a connection error, if that is what this one is."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, InvalidRequestError):
+            raise cause from None
+        cause = cause.__cause__ or cause.__context__
 
 
 # -- httpx ---------------------------------------------------------------

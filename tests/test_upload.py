@@ -156,6 +156,22 @@ async def test_an_upload_that_cannot_be_read_again_is_not_retried(
     assert len(raw_server.requests) == 1  # never re-sent with a truncated body
 
 
+class Shrinking(io.BytesIO):
+    """A file that says it holds 1,000 bytes, then gives 50: it changed as it was sent."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(10) if self.tell() < 50 else b""
+
+
+async def test_a_file_that_changes_as_it_is_sent_fails_the_request(
+    client: AsyncHandinger,
+) -> None:
+    with pytest.raises(InvalidRequestError, match="950 bytes early"):
+        await client.with_options(max_retries=0).workers.create(
+            input="x", files=[("s.bin", Shrinking(b"x" * 1000))]
+        )
+
+
 @pytest.mark.parametrize(
     ("files", "message"),
     [
