@@ -215,10 +215,15 @@ def entry() -> None:
 
 
 def _discard_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    """Point stdout (and stderr, when it is the closed pipe too: ``2>&1 | head``) at
+    /dev/null, so the interpreter's last flush cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        try:
+            sys.stderr.flush()
+        except BrokenPipeError:
+            os.dup2(devnull, sys.stderr.fileno())
         os.close(devnull)
     except (OSError, ValueError):
         pass
