@@ -145,14 +145,19 @@ def _end(
 class _Blocking(Generic[T]):
     """A sync iterator over an async one that lives on the client's loop.
 
-    ``make`` builds the async iterator, on the loop, at the first ``next()``.
-    Leaving a ``for`` early drops this object, which closes the async
-    iterator (and so its response) before returning.
+    ``make`` builds the async iterator, on the loop, at the first ``next()``;
+    with ``enter``, it is an async context manager, entered first and exited
+    at the end. Leaving a ``for`` early drops this object, which closes the
+    async iterator (and so its response) before returning.
     """
 
-    def __init__(self, loop: _LoopThread, make: Callable[[], AsyncIterator[T]]) -> None:
+    def __init__(
+        self, loop: _LoopThread, make: Callable[[], AsyncIterator[T]], *, enter: bool = False
+    ) -> None:
         self._loop = loop
         self._make = make
+        self._enter = enter
+        self._made: Any = None  # what make() gave: the iterator, or the context manager
         self._it: AsyncIterator[T] | None = None
         self._done = False
 
@@ -178,21 +183,31 @@ class _Blocking(Generic[T]):
 
     async def _anext(self) -> T:
         if self._it is None:
-            self._it = self._make()
+            self._made = self._make()
+            self._it = await self._made.__aenter__() if self._enter else self._made
+        assert self._it is not None
         try:
             return await self._it.__anext__()
         except StopAsyncIteration:
+            await self._aclose()
             return _END  # type: ignore[no-any-return]
+
+    async def _aclose(self) -> None:
+        made, self._made = self._made, None
+        if made is None:
+            return
+        if self._enter:
+            await made.__aexit__(None, None, None)
+        elif (aclose := getattr(made, "aclose", None)) is not None:
+            await aclose()
 
     def close(self) -> None:
         """Stop iterating and close what the iteration holds open. Idempotent."""
         if self._done:
             return
         self._done = True
-        it = self._it
-        aclose = getattr(it, "aclose", None)
-        if aclose is not None and not self._loop.closed:
-            self._loop.call(aclose)
+        if self._made is not None and not self._loop.closed:
+            self._loop.call(self._aclose)
 
     def __enter__(self) -> _Blocking[T]:
         return self
@@ -465,9 +480,13 @@ class Handinger:
     def _stream(self, opened: WorkerStream | Worker) -> SyncWorkerStream | Worker:
         return SyncWorkerStream(self, opened) if isinstance(opened, WorkerStream) else opened
 
-    def _iterate(self, make: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
-        """A sync iterator over an async one made on the loop (``watch`` is wrapped so)."""
-        return _Blocking(self._loop, make)
+    def _iterate(
+        self, make: Callable[[], AsyncIterator[T]], *, enter: bool = False
+    ) -> _Blocking[T]:
+        """A sync iterator (and context manager) over an async one made on the loop;
+        ``enter``: it is an async context manager too, entered first. (A new
+        async iterator of the resource, such as ``watch``, is wrapped so.)"""
+        return _Blocking(self._loop, make, enter=enter)
 
 
 class SyncWorkers:

@@ -292,3 +292,45 @@ def test_from_a_plain_script_that_never_closes(emulator: Emulator) -> None:
     # At exit the client was closed: no unclosed session, socket or loop reported.
     assert "Unclosed" not in result.stderr and "ResourceWarning" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class Ticker:
+    """Stands for a future async iterator of the resource (``workers.watch``): an async
+    iterator that is also an async context manager, which must be exited."""
+
+    def __init__(self) -> None:
+        self.state = "new"
+        self.count = 0
+
+    async def __aenter__(self) -> Ticker:
+        self.state = "entered"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.state = "exited"
+
+    def __aiter__(self) -> Ticker:
+        return self
+
+    async def __anext__(self) -> int:
+        assert self.state == "entered"
+        self.count += 1
+        if self.count > 5:
+            raise StopAsyncIteration
+        return self.count
+
+
+def test_a_new_async_iterator_is_wrapped_by_one_call(emulator: Emulator) -> None:
+    with Handinger(api_key=API_KEY, base_url=emulator.base_url) as client:
+        whole = Ticker()
+        assert list(client._iterate(lambda: whole, enter=True)) == [1, 2, 3, 4, 5]
+        assert whole.state == "exited"
+        early = Ticker()
+        for n in client._iterate(lambda: early, enter=True):
+            if n == 2:
+                break
+        assert early.state == "exited"
+        held = Ticker()
+        with client._iterate(lambda: held, enter=True) as ticks:
+            assert next(ticks) == 1
+        assert held.state == "exited"
