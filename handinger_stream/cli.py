@@ -273,7 +273,7 @@ async def _run(args: argparse.Namespace) -> int:
     if base_url is None and api_key is None:
         async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
             _say(
-                f"No HANDINGER_API_KEY or base URL given: using the embedded emulator at "
+                f"No API key or base URL given: using the embedded emulator at "
                 f"{emulator.base_url}"
             )
             return await _watch(args, prompt, api_key="emulator", base_url=emulator.base_url)
@@ -324,7 +324,7 @@ async def _record(args: argparse.Namespace) -> int:
     if base_url is None and api_key is None:
         async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
             _say(
-                f"No HANDINGER_API_KEY or base URL given: recording the embedded emulator at "
+                f"No API key or base URL given: recording the embedded emulator at "
                 f"{emulator.base_url}"
             )
             return await _record_through(
