@@ -1,6 +1,6 @@
 """handinger-stream: a streaming-first async client for the Handinger Workers API.
 
->>> from handinger_stream import AsyncHandinger, Worker, WorkerStream
+>>> from handinger_stream import AsyncHandinger, Handinger, Worker, WorkerStream
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ from .models import (
 from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
 from .stream import Checkpoint, StreamPolicy, WorkerStream
+from .sync import Handinger, SyncFileDownload, SyncWorkers, SyncWorkerStream
+from .upload import FileInput
 from .wire import encode_event
 
 __all__ = [
@@ -96,8 +98,10 @@ __all__ = [
     "Event",
     "File",
     "FileEvent",
+    "FileInput",
     "FinishEvent",
     "FinishStepEvent",
+    "Handinger",
     "HandingerError",
     "IncompleteStreamError",
     "InternalServerError",
@@ -124,6 +128,9 @@ __all__ = [
     "StreamError",
     "StreamPolicy",
     "StreamTimeoutError",
+    "SyncFileDownload",
+    "SyncWorkerStream",
+    "SyncWorkers",
     "TextDeltaEvent",
     "TextEndEvent",
     "TextStartEvent",

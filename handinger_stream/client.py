@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, overload
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
 import msgspec
@@ -34,10 +34,19 @@ from .models import BUDGETS, Budget, Worker
 from .retry import RetryPolicy, retry_after
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .stream import Checkpoint, OnDecodeError, Opened, StreamPolicy, WorkerStream
-from .transport import Response, Transport, TransportName, close_soon, transport_for
+from .transport import (
+    Body,
+    PerLoop,
+    Response,
+    Transport,
+    TransportName,
+    close_soon,
+    transport_for,
+)
+from .upload import FileInput, Form, files_form
 from .wire import decode_worker, snapshot_event
 
-__all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "FileDownload", "Workers"]
+__all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "FileDownload", "Workers", "check_base_url"]
 
 DEFAULT_BASE_URL = "https://v3.handinger.com"
 WORKER_ID_HEADER = "x-handinger-worker-id"
@@ -78,9 +87,10 @@ class AsyncHandinger:
         total_timeout: float | None = None,
     ) -> None:
         self._api_key = api_key if api_key is not None else os.environ.get("HANDINGER_API_KEY")
-        self.base_url = (
-            base_url or os.environ.get("HANDINGER_BASE_URL") or DEFAULT_BASE_URL
-        ).rstrip("/")
+        self.base_url = check_base_url(
+            base_url or os.environ.get("HANDINGER_BASE_URL") or DEFAULT_BASE_URL,
+            source="base_url" if base_url else "HANDINGER_BASE_URL",
+        )
         self.timeout = timeout
         self.max_retries = max_retries
         self.on_decode_error: OnDecodeError = on_decode_error
@@ -94,12 +104,17 @@ class AsyncHandinger:
             read_timeout=timeout,
             retry=self.retry_policy,
         )
-        self._http_client = http_client
         self._transport_name = transport
+        # Yours (never closed by us), or ours: one per event loop, closed with it.
         self._transport: Transport | None = None
-        if http_client is not None or transport is not None:
-            # Fail early on a wrong http_client or transport name, or aiohttp under trio.
+        self._transports = PerLoop(
+            lambda: transport_for(None, self._transport_name, _running_library())
+        )
+        if http_client is not None:
             self._transport = transport_for(http_client, transport, _running_library())
+        elif transport is not None:
+            # Fail early on a wrong transport name, or aiohttp under trio.
+            transport_for(None, transport, _running_library())
         self.workers = Workers(self)
 
     def __repr__(self) -> str:
@@ -130,21 +145,28 @@ class AsyncHandinger:
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         copy = AsyncHandinger(**{**settings, **options})
-        # The copy borrows the transport: closing it must not close ours.
-        copy._transport = _Borrowed(self.transport)
+        # The copy borrows our transports: closing it must not close them.
+        copy._transport = _Borrowed(self)
         return copy
 
     @property
     def transport(self) -> Transport:
-        """The HTTP transport in use (chosen on first use when not given)."""
-        if self._transport is None:
-            self._transport = transport_for(None, self._transport_name, _running_library())
-        return self._transport
+        """The HTTP transport in use: the one passed in, or this event loop's own."""
+        if self._transport is not None:
+            return self._transport
+        return self._transports.get()
 
     async def aclose(self) -> None:
-        """Close the HTTP client this client created (not one you passed in)."""
+        """Close the HTTP connections this client opened on this event loop.
+
+        An ``http_client`` you passed in is never closed. A client used under
+        several ``asyncio.run`` calls has one connection pool per loop, each
+        closed as its loop ends.
+        """
         if self._transport is not None:
             await self._transport.aclose()
+        else:
+            await self._transports.aclose()
 
     async def __aenter__(self) -> AsyncHandinger:
         return self
@@ -162,7 +184,7 @@ class AsyncHandinger:
     def _headers(self, *, stream: bool, extra: Mapping[str, str] | None) -> dict[str, str]:
         if not self._api_key:
             raise MissingAPIKeyError(
-                "no API key: pass api_key=... to AsyncHandinger(), "
+                "no API key: pass api_key=... to the client, "
                 "or set the HANDINGER_API_KEY environment variable"
             )
         headers = {
@@ -180,19 +202,24 @@ class AsyncHandinger:
         path: str,
         *,
         json: Any = None,
+        files: Sequence[FileInput] | None = None,
         stream: bool = False,
         headers: Mapping[str, str] | None = None,
         max_retries: int | None = None,
     ) -> Response:
         """Send a request (retrying what is safe to retry); an error status raises.
 
+        With ``files``, the body is ``multipart/form-data``: ``json``'s keys
+        become its fields, each file a ``files`` part, streamed from disk.
         The returned response is open: read it, then ``aclose()`` it.
         """
         retries = self.max_retries if max_retries is None else max_retries
         policy = self.retry_policy
         all_headers = self._headers(stream=stream, extra=headers)
-        body = None
-        if json is not None:
+        body: bytes | Form | None = None
+        if files is not None:
+            body = files_form(files, _form_fields(json))
+        elif json is not None:
             body = _json_encoder.encode(json)
             all_headers["content-type"] = "application/json"
         url = self.base_url + path
@@ -219,6 +246,18 @@ class AsyncHandinger:
                 failure = await _status_error(response)
                 if attempt >= retries or not policy.retryable(failure, idempotent=idempotent):
                     raise failure
+            if isinstance(body, Form) and not body.repeatable:
+                # A file object that cannot seek was (partly) read: its bytes are gone.
+                note = (
+                    " (not retried: an uploaded file object was read and cannot be rewound; "
+                    "pass a path or bytes to let an upload be retried)"
+                )
+                if isinstance(failure, APIStatusError):
+                    failure.message += note
+                    raise failure
+                raise type(failure)(
+                    failure.message + note, request_sent=failure.request_sent
+                ) from failure
             attempt += 1
             wait = policy.delay(
                 attempt,
@@ -241,9 +280,10 @@ class AsyncHandinger:
         path: str,
         *,
         json: Any = None,
+        files: Sequence[FileInput] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        response = await self.request(method, path, json=json, headers=headers)
+        response = await self.request(method, path, json=json, files=files, headers=headers)
         try:
             body = await response.read()
         finally:
@@ -256,12 +296,13 @@ class AsyncHandinger:
         path: str,
         *,
         json: Any = None,
+        files: Sequence[FileInput] | None = None,
         headers: Mapping[str, str] | None = None,
         last_event_id: str | None = None,
         from_start: bool = False,
     ) -> WorkerStream:
         response, initial = await self._opened(
-            method, path, json=json, headers=_resuming(headers, last_event_id)
+            method, path, json=json, files=files, headers=_resuming(headers, last_event_id)
         )
         worker_id = response.headers.get(WORKER_ID_HEADER, "") if response else ""
         if not worker_id:
@@ -295,12 +336,19 @@ class AsyncHandinger:
         path: str,
         *,
         json: Any = None,
+        files: Sequence[FileInput] | None = None,
         headers: Mapping[str, str] | None = None,
         max_retries: int | None = None,
     ) -> Opened:
         """A stream request's answer: the response if it streams, else its events."""
         response = await self.request(
-            method, path, json=json, stream=True, headers=headers, max_retries=max_retries
+            method,
+            path,
+            json=json,
+            files=files,
+            stream=True,
+            headers=headers,
+            max_retries=max_retries,
         )
         if "text/event-stream" in response.headers.get("content-type", ""):
             return response, []
@@ -313,11 +361,29 @@ class AsyncHandinger:
 
 
 class _Borrowed:
-    """A transport lent to a :meth:`AsyncHandinger.with_options` copy; it never closes it."""
+    """The transports of a client lent to its :meth:`AsyncHandinger.with_options` copy,
+    which never closes them."""
 
-    def __init__(self, transport: Transport) -> None:
-        self.name = transport.name
-        self.send = transport.send
+    def __init__(self, owner: AsyncHandinger) -> None:
+        self._owner = owner
+
+    @property
+    def name(self) -> str:
+        return self._owner.transport.name
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | Body | None,
+        timeout: float | None,  # noqa: ASYNC109 (the transport's own, passed on)
+        stream: bool,
+    ) -> Response:
+        return await self._owner.transport.send(
+            method, url, headers=headers, body=body, timeout=timeout, stream=stream
+        )
 
     async def aclose(self) -> None:
         pass
@@ -356,6 +422,43 @@ async def _status_error(response: Response) -> APIStatusError:
         request_id=headers.get("x-request-id") or headers.get("request-id"),
         retry_after=retry_after(headers),
     )
+
+
+def _form_fields(json: Any) -> list[tuple[str, str]]:
+    """A JSON object's keys as form fields: strings as they are, anything else as JSON."""
+    if json is None:
+        return []
+    if not isinstance(json, Mapping):
+        raise InvalidRequestError("with files, json must be an object: its keys become the fields")
+    fields = []
+    for key, value in json.items():
+        if value is not None:
+            text = value if isinstance(value, str) else _json_encoder.encode(value).decode()
+            fields.append((str(key), text))
+    return fields
+
+
+def check_base_url(url: str, *, source: str = "base_url") -> str:
+    """The API's base URL without its trailing slash; anything but an http(s) URL is refused.
+
+    >>> check_base_url("http://127.0.0.1:8787/")
+    'http://127.0.0.1:8787'
+    >>> check_base_url("not-a-url")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    handinger_stream.errors.InvalidRequestError: base_url must be an http:// or https:// URL ...
+    """
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (a bad port raises here)
+    except (ValueError, AttributeError):
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequestError(
+            f"{source} must be an http:// or https:// URL with a host, "
+            f"such as {DEFAULT_BASE_URL}; got {url!r}"
+        )
+    return url.strip().rstrip("/")
 
 
 def _running_library() -> str:
@@ -397,6 +500,7 @@ def _replay_path(worker_id: str) -> str:
 
 
 Headers = Mapping[str, str] | None
+Files = Sequence[FileInput] | None
 
 
 class Workers:
@@ -415,6 +519,7 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: Literal[False] = False,
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> Worker: ...
 
@@ -425,6 +530,7 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: Literal[True],
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> WorkerStream: ...
 
@@ -435,6 +541,7 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: bool,
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> Worker | WorkerStream: ...
 
@@ -444,15 +551,21 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: bool = False,
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> Worker | WorkerStream:
         """Create a worker and start it on ``input``.
 
+        ``files`` (paths, or ``(name, bytes | file object[, media_type])``)
+        are uploaded into the worker's workspace before it starts, streamed
+        from disk as ``multipart/form-data``.
+
         >>> stream = await client.workers.create(input="Hi", stream=True)  # doctest: +SKIP
+        >>> worker = await client.workers.create(input="Sum it", files=["q3.csv"])  # doctest: +SKIP
         """
         body = _check_input(input, budget)
         # The create stream begins at the worker's first event, so it can resume by position.
-        return await self._send("POST", "/api/workers", body, stream, extra_headers, True)
+        return await self._send("POST", "/api/workers", body, stream, files, extra_headers, True)
 
     @overload
     async def continue_(
@@ -462,6 +575,7 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: Literal[False] = False,
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> Worker: ...
 
@@ -473,6 +587,7 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: Literal[True],
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> WorkerStream: ...
 
@@ -484,6 +599,7 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: bool,
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> Worker | WorkerStream: ...
 
@@ -494,12 +610,13 @@ class Workers:
         input: str,
         budget: Budget | None = None,
         stream: bool = False,
+        files: Files = None,
         extra_headers: Headers = None,
     ) -> Worker | WorkerStream:
-        """Add a turn to a worker."""
+        """Add a turn to a worker (``files`` as for :meth:`create`)."""
         body = _check_input(input, budget)
         path = f"/api/workers/{_path_id(worker_id)}"
-        return await self._send("POST", path, body, stream, extra_headers, False)
+        return await self._send("POST", path, body, stream, files, extra_headers, False)
 
     async def _send(
         self,
@@ -507,15 +624,22 @@ class Workers:
         path: str,
         body: dict[str, Any],
         stream: bool,
+        files: Files,
         headers: Headers,
         from_start: bool,
     ) -> Worker | WorkerStream:
         client = self._client
         if stream:
             return await client._open_stream(
-                method, path, json={**body, "stream": True}, headers=headers, from_start=from_start
+                method,
+                path,
+                json={**body, "stream": True},
+                files=files,
+                headers=headers,
+                from_start=from_start,
             )
-        return decode_worker(await client._json(method, path, json=body, headers=headers))
+        raw = await client._json(method, path, json=body, files=files, headers=headers)
+        return decode_worker(raw)
 
     @overload
     async def retrieve(

@@ -24,17 +24,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import os
+import shutil
+import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from ._background import LoopThread, under_trio
 from .agent import TurnPlan, plan_turn
@@ -54,6 +59,7 @@ SSE_HEADERS = {
     "x-accel-buffering": "no",
 }
 _encode = msgspec.json.Encoder().encode
+_SPOOL_CHUNK = 256 * 1024
 
 
 class ClientOptions(TypedDict):
@@ -127,7 +133,8 @@ class _Worker:
     sources: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
-    file_bytes: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    # Workspace files: (media type, bytes made by the agent, or an upload's path on disk).
+    file_bytes: dict[str, tuple[str, bytes | Path]] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
     costs: dict[str, float] | None = None
     turn_active: bool = False
@@ -179,6 +186,43 @@ class _Store:
         self.workers: dict[str, _Worker] = {}
         self.fault_counts: dict[str, int] = {}
         self.created = 0
+        self.uploads = itertools.count()
+        self.requests = itertools.count(1)
+        self._workspace: Path | None = None
+
+    def workspace(self) -> Path:
+        """The folder uploads are spooled to (made on the first upload)."""
+        if self._workspace is None:
+            self._workspace = Path(tempfile.mkdtemp(prefix="handinger-emulator-"))
+        return self._workspace
+
+    def remove_workspace(self) -> None:
+        workspace, self._workspace = self._workspace, None
+        if workspace is not None:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """A file of a multipart create or continue, spooled to disk."""
+
+    name: str
+    media_type: str
+    path: Path
+    size: int
+
+
+def _add_uploads(request: web.Request, worker: _Worker, uploads: list[_Upload]) -> None:
+    """Put uploaded files in the worker's workspace, before its turn starts."""
+    base = f"{request.scheme}://{request.host}"
+    for upload in uploads:
+        old = worker.file_bytes.get(upload.name)
+        if old is not None and isinstance(old[1], Path):
+            old[1].unlink(missing_ok=True)
+        worker.file_bytes[upload.name] = (upload.media_type, upload.path)
+        url = f"{base}/api/workers/{worker.id}/files/{quote(upload.name, safe='/')}"
+        worker.files[:] = [f for f in worker.files if f["filename"] != upload.name]
+        worker.files.append({"filename": upload.name, "mediaType": upload.media_type, "url": url})
 
 
 def _error(status: int, message: str, kind: str, **headers: str) -> web.Response:
@@ -297,7 +341,18 @@ def make_app(
     app.router.add_get("/api/workers/{id}/email", handlers.email)
     app.router.add_get("/api/workers/{id}/files/{path:.+}", handlers.file)
     app.on_shutdown.append(handlers.shutdown)
+    app.on_cleanup.append(handlers.cleanup)
+    app.on_response_prepare.append(_request_id(store))
     return app
+
+
+def _request_id(store: _Store) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Every answer names its request, as services do: errors then carry ``request_id``."""
+
+    async def name(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.setdefault("x-request-id", f"req_{next(store.requests):06d}")
+
+    return name
 
 
 def _replay_app(store: _Store, cassette: Cassette, *, realtime: bool) -> web.Application:
@@ -344,13 +399,68 @@ class _Handlers:
             raise web.HTTPNotFound(reason=f"no worker {request.match_info['id']!r}")
         return worker
 
-    async def _body(self, request: web.Request) -> tuple[str, str, bool]:
+    async def _body(self, request: web.Request) -> tuple[str, str, bool, list[_Upload]]:
+        if request.content_type == "multipart/form-data":
+            return await self._form(request)
         try:
             body = msgspec.json.decode(await request.read())
         except msgspec.DecodeError:
-            raise web.HTTPBadRequest(reason="the body must be a JSON object") from None
+            raise web.HTTPBadRequest(
+                reason="the body must be a JSON object, or multipart/form-data with files"
+            ) from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(reason="the body must be a JSON object")
+        text, budget, stream = self._fields(body)
+        return text, budget, stream, []
+
+    async def _form(self, request: web.Request) -> tuple[str, str, bool, list[_Upload]]:
+        """A multipart body: text fields, and files spooled to the workspace as they arrive."""
+        fields: dict[str, Any] = {}
+        uploads: list[_Upload] = []
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise web.HTTPBadRequest(reason="nested multipart bodies are not accepted")
+                if part.filename is not None:
+                    uploads.append(await self._spool(part))
+                elif part.name in ("input", "budget", "stream"):
+                    fields[part.name] = await part.text()
+                else:
+                    raise web.HTTPBadRequest(reason=f"unknown form field {part.name!r}")
+            if "stream" in fields:
+                value = fields["stream"].strip().lower()
+                if value not in ("true", "false"):
+                    raise web.HTTPBadRequest(reason="stream: must be true or false")
+                fields["stream"] = value == "true"
+            text, budget, stream = self._fields(fields)
+        except BaseException as exc:
+            for upload in uploads:
+                upload.path.unlink(missing_ok=True)
+            if isinstance(exc, ConnectionResetError):
+                # The client went away mid-upload: its right; nobody is left to answer.
+                raise asyncio.CancelledError from None
+            if isinstance(exc, ValueError):
+                raise web.HTTPBadRequest(reason=f"malformed multipart body: {exc}") from None
+            raise
+        return text, budget, stream, uploads
+
+    async def _spool(self, part: BodyPartReader) -> _Upload:
+        """Write one uploaded file to disk, a piece at a time: never whole in memory."""
+        name = (part.filename or "").lstrip("/")
+        if not name or any(seg in ("", ".", "..") for seg in name.split("/")):
+            raise web.HTTPBadRequest(reason=f"bad file name {part.filename!r}")
+        media_type = part.headers.get("content-type", "application/octet-stream")
+        path = self.store.workspace() / f"upload-{next(self.store.uploads)}"
+        size = 0
+        with path.open("wb") as out:
+            while chunk := await part.read_chunk(_SPOOL_CHUNK):
+                size += len(chunk)
+                await asyncio.to_thread(out.write, chunk)
+        return _Upload(name, media_type, path, size)
+
+    @staticmethod
+    def _fields(body: dict[str, Any]) -> tuple[str, str, bool]:
         text = body.get("input")
         if not isinstance(text, str) or len(text) < 1:
             raise web.HTTPBadRequest(reason="input: a string of at least 1 character is required")
@@ -365,7 +475,7 @@ class _Handlers:
     # -- endpoints ------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.StreamResponse:
-        text, budget, stream = await self._body(request)
+        text, budget, stream, uploads = await self._body(request)
         store = self.store
         store.created += 1
         digest = hashlib.sha256(f"{store.seed}:{store.created}".encode()).hexdigest()
@@ -373,6 +483,7 @@ class _Handlers:
             id=f"wrk_{digest[:20]}", created_at=int(time.time()), input=text, budget=budget
         )
         store.workers[worker.id] = worker
+        _add_uploads(request, worker, uploads)
         start = self._start_turn(request, worker, text, budget)
         if not stream:
             return web.json_response(worker.to_json(), headers={WORKER_ID_HEADER: worker.id})
@@ -380,9 +491,12 @@ class _Handlers:
 
     async def continue_(self, request: web.Request) -> web.StreamResponse:
         worker = self._worker(request)
-        text, budget, stream = await self._body(request)
+        text, budget, stream, uploads = await self._body(request)
         if worker.turn_active:
+            for upload in uploads:
+                upload.path.unlink(missing_ok=True)
             raise web.HTTPConflict(reason="the worker is still running its current turn")
+        _add_uploads(request, worker, uploads)
         start = self._start_turn(request, worker, text, budget)
         if not stream:
             return web.json_response(worker.to_json(), headers={WORKER_ID_HEADER: worker.id})
@@ -407,12 +521,15 @@ class _Handlers:
         worker = self._worker(request)
         return web.json_response(f"{worker.id}@workers.handinger.invalid")
 
-    async def file(self, request: web.Request) -> web.Response:
+    async def file(self, request: web.Request) -> web.StreamResponse:
         worker = self._worker(request)
         entry = worker.file_bytes.get(request.match_info["path"])
         if entry is None:
             raise web.HTTPNotFound(reason=f"no file {request.match_info['path']!r}")
         media_type, data = entry
+        if isinstance(data, Path):
+            # An upload, from disk (sendfile where it can): never whole in memory.
+            return web.FileResponse(data, headers={"content-type": media_type})
         return web.Response(body=data, content_type=media_type.split(";")[0])
 
     async def shutdown(self, app: web.Application) -> None:
@@ -420,6 +537,9 @@ class _Handlers:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def cleanup(self, app: web.Application) -> None:
+        self.store.remove_workspace()
 
     @staticmethod
     def _last_event_id(request: web.Request) -> int:

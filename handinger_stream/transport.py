@@ -13,7 +13,8 @@ import asyncio
 import gc
 import logging
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, Protocol
 
@@ -25,7 +26,9 @@ from .errors import APIConnectionError, APITimeoutError, InvalidRequestError
 
 __all__ = [
     "AiohttpTransport",
+    "Body",
     "HttpxTransport",
+    "PerLoop",
     "Response",
     "Transport",
     "TransportName",
@@ -61,8 +64,22 @@ class Response(Protocol):
         ...
 
 
+class Body(Protocol):
+    """A request body sent piece by piece, never whole in memory (an upload).
+
+    ``length`` is its size in bytes when known (sent as ``Content-Length``;
+    otherwise the body goes chunked). Each ``chunks()`` starts from the beginning.
+    """
+
+    content_type: str
+    length: int | None
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
 class Transport(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def send(
         self,
@@ -70,12 +87,21 @@ class Transport(Protocol):
         url: str,
         *,
         headers: Mapping[str, str],
-        body: bytes | None,
+        body: bytes | Body | None,
         timeout: float | None,
         stream: bool,
     ) -> Response: ...
 
     async def aclose(self) -> None: ...
+
+
+def _body_headers(headers: Mapping[str, str], body: bytes | Body | None) -> dict[str, str]:
+    out = dict(headers)
+    if body is not None and not isinstance(body, bytes):
+        out["content-type"] = body.content_type
+        if body.length is not None:
+            out["content-length"] = str(body.length)
+    return out
 
 
 # -- aiohttp -------------------------------------------------------------
@@ -94,7 +120,7 @@ def _aiohttp_read_errors() -> Iterator[None]:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_content", "_resp", "headers", "status")
+    __slots__ = ("__weakref__", "_content", "_resp", "headers", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
@@ -138,6 +164,9 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._session = session
         self._owns_session = session is None
+        # Responses not yet closed: closing the transport closes them too (a stream
+        # left half read when its event loop ends must not hold a connection).
+        self._open: weakref.WeakSet[_AiohttpResponse] = weakref.WeakSet()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -152,7 +181,7 @@ class AiohttpTransport:
         url: str,
         *,
         headers: Mapping[str, str],
-        body: bytes | None,
+        body: bytes | Body | None,
         timeout: float | None,
         stream: bool,
     ) -> Response:
@@ -162,9 +191,10 @@ class AiohttpTransport:
             sock_connect=CONNECT_TIMEOUT,
             sock_read=timeout,
         )
+        data = body if body is None or isinstance(body, bytes) else body.chunks()
         try:
             resp = await session.request(
-                method, url, headers=dict(headers), data=body, timeout=client_timeout
+                method, url, headers=_body_headers(headers, body), data=data, timeout=client_timeout
             )
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(f"cannot connect: {exc.os_error!r}") from exc
@@ -173,13 +203,28 @@ class AiohttpTransport:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError() from exc
         except (aiohttp.ClientError, OSError) as exc:
+            _raise_body_failure(exc)
             raise APIConnectionError(f"connection error: {exc!r}", request_sent=True) from exc
-        return _AiohttpResponse(resp)
+        response = _AiohttpResponse(resp)
+        self._open.add(response)
+        return response
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:
             session, self._session = self._session, None
+            for response in list(self._open):
+                response.abort()
             await session.close()
+
+
+def _raise_body_failure(exc: BaseException) -> None:
+    """Raise the upload's own error (a file that changed as it was sent), which
+    aiohttp wraps in a connection error, if that is what this one is."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if isinstance(cause, InvalidRequestError):
+            raise cause from None
+        cause = cause.__cause__ or cause.__context__
 
 
 # -- httpx ---------------------------------------------------------------
@@ -266,7 +311,7 @@ class HttpxTransport:
         url: str,
         *,
         headers: Mapping[str, str],
-        body: bytes | None,
+        body: bytes | Body | None,
         timeout: float | None,
         stream: bool,
     ) -> Response:
@@ -274,8 +319,8 @@ class HttpxTransport:
         request = client.build_request(
             method,
             url,
-            headers=dict(headers),
-            content=body,
+            headers=_body_headers(headers, body),
+            content=body if body is None or isinstance(body, bytes) else body.chunks(),
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
         )
         try:
@@ -315,6 +360,83 @@ def transport_for(http_client: Any, transport: str | None, library: str) -> Tran
             "use transport='httpx' (the default under trio) or pass an httpx.AsyncClient"
         )
     return AiohttpTransport(http_client)
+
+
+class PerLoop:
+    """The transport a client makes itself: one per asyncio event loop, closed with it.
+
+    A connection pool belongs to the event loop that opened it; used from the
+    next ``asyncio.run`` it fails ("Event loop is closed") and leaks. So each
+    loop gets its own transport, and an async generator parked on that loop
+    closes it when the loop finalises its async generators (``asyncio.run``
+    does, as does every runner that shuts down cleanly): nothing is left open
+    and nothing warns. Under trio the one transport serves every run (its
+    sockets are not tied to a run).
+
+    >>> transports = PerLoop(lambda: HttpxTransport())
+    >>> transports.get().name
+    'httpx'
+    """
+
+    def __init__(self, make: Callable[[], Transport]) -> None:
+        self._make = make
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[Transport, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+        self._unbound: Transport | None = None  # trio's
+
+    def get(self) -> Transport:
+        """This loop's transport, made (and tied to the loop) on first use."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if not _under_trio():
+                return self._make()  # nothing to tie it to; it opens nothing until used
+            if self._unbound is None:
+                self._unbound = self._make()
+            return self._unbound
+        bound = self._by_loop.get(loop)
+        if bound is None:
+            transport = self._make()
+            guard = self._close_with_loop(loop, transport)
+            # Run the generator to its first yield, now: the loop's first-iteration
+            # hook registers it, and its shutdown will close it (running the finally).
+            try:
+                guard.asend(None).send(None)
+            except StopIteration:
+                pass
+            bound = self._by_loop[loop] = (transport, guard)
+        return bound[0]
+
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, transport: Transport
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if (entry := self._by_loop.get(loop)) is not None and entry[0] is transport:
+                del self._by_loop[loop]
+            await transport.aclose()
+
+    async def aclose(self) -> None:
+        """Close the running loop's transport (the others close as their loops end)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        bound = self._by_loop.get(loop) if loop is not None else None
+        if bound is not None:
+            await bound[1].aclose()
+        unbound, self._unbound = self._unbound, None
+        if unbound is not None:
+            await unbound.aclose()
+
+
+def _under_trio() -> bool:
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:
+        return False
 
 
 _closing: set[Any] = set()

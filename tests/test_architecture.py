@@ -23,11 +23,13 @@ ALLOWED: dict[str, set[str]] = {
     "cursor": {"sse", "wire"},
     "retry": {"errors"},
     "transport": {"errors"},
+    "upload": {"errors"},
 }
 # module -> package modules it must not import (the rest is allowed)
 FORBIDDEN: dict[str, set[str]] = {
-    "stream": {"client", "cli", "emulator"},
-    "client": {"cli", "emulator"},
+    "stream": {"client", "cli", "emulator", "sync"},
+    "client": {"cli", "emulator", "sync"},
+    "sync": {"cli", "emulator"},
     "emulator": {"client", "stream", "wire", "reducer", "sse", "transport"},
 }
 

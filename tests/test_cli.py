@@ -46,9 +46,13 @@ def test_json_lines_parse_and_end_with_the_worker(emulator: Emulator) -> None:
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["type"] == "data-worker"
     assert {"start", "text-delta", "finish"} <= {line.get("type") for line in lines}
+    # One object per event, in the wire's own keys: no eventId, no nulls added.
+    assert all("eventId" not in line and "event_id" not in line for line in lines)
     final = lines[-1]
-    assert final["object"] == "worker" and final["status"] == "completed"
-    assert final["output_text"] == "".join(
+    assert final["type"] == "data-worker" and final["transient"] is True
+    worker = final["data"]
+    assert worker["object"] == "worker" and worker["status"] == "completed"
+    assert worker["output_text"] == "".join(
         x["delta"] for x in lines if x.get("type") == "text-delta"
     )
 

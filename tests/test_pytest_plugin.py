@@ -165,13 +165,17 @@ def test_the_checks_do_catch_a_client_left_open(project: pytest.Pytester) -> Non
     # The control: without this failing, the runs above would prove nothing about closing.
     project.makepyfile(
         test_leak="""
+import aiohttp
 import pytest
 from handinger_stream import AsyncHandinger
 
 
 @pytest.mark.asyncio
 async def test_leaks(handinger_emulator) -> None:
-    client = AsyncHandinger(**handinger_emulator.client_options())
+    # A session of our own is never closed by the client (the client's own
+    # transport would be closed with the test's loop), so this one leaks.
+    session = aiohttp.ClientSession()
+    client = AsyncHandinger(**handinger_emulator.client_options(), http_client=session)
     stream = await client.workers.create(input="Hi", stream=True)
     await stream.get_final_worker()
 """
