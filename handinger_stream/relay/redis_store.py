@@ -322,10 +322,12 @@ class RedisStore(Store):
         self.max_events = max_events
         self.keep_seconds = keep_seconds
         self.chat_seconds = max(chat_seconds, keep_seconds)
-        # Our own code decides what to retry: a write is retried only where it is idempotent.
+        # One retry, at once, on a fresh connection: after Redis restarted, the pooled
+        # connections are dead. Safe, since every script is idempotent (appends carry
+        # their seq, acquires their nonce).
         options: dict[str, Any] = {
             "socket_connect_timeout": socket_timeout,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": Retry(NoBackoff(), 1),
         }
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=socket_timeout,
