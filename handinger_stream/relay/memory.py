@@ -179,6 +179,14 @@ class MemoryStore(Store):
         chat = self._fenced(lease)
         if not chunks:
             return
+        first = lease.last_seq + 1
+        if chat.last_seq >= first + len(chunks) - 1:
+            lease.last_seq = chat.last_seq  # applied already: a retry (as in Redis)
+            return
+        if chat.last_seq != first - 1:
+            raise LeaseLostError(
+                f"chat {lease.chat_id!r}: the log is not where this producer left it"
+            )
         seq = chat.last_seq
         entries = chat.entries
         upstream_id = chat.last_upstream_id
