@@ -241,15 +241,17 @@ async def test_the_api_key_stays_on_the_server(http: aiohttp.ClientSession) -> N
 async def test_a_slow_reader_is_cut_and_resumes_while_the_others_get_everything(
     raw_server: RawServer, http: aiohttp.ClientSession
 ) -> None:
-    n = 60_000
+    # More bytes than the kernel's buffers hold (up to 4 MiB each way): the slow
+    # reader's writes must block, whatever the socket autotuning makes of it.
+    n = 30_000
+    padding = b"x" * 500
     events = [
-        b'id: %d\ndata: {"type":"text-delta","id":"t","delta":"word%d padding-padding-padding "}\n\n'
-        % (i, i)
+        b'id: %d\ndata: {"type":"text-delta","id":"t","delta":"word%d %s "}\n\n' % (i, i, padding)
         for i in range(n)
     ]
     raw_server.serve(
         Canned(
-            [b"".join(events[i : i + 5000]) for i in range(0, n, 5000)] + [b"data: [DONE]\n\n"],
+            [b"".join(events[i : i + 2000]) for i in range(0, n, 2000)] + [b"data: [DONE]\n\n"],
             headers={"content-type": "text/event-stream", "x-handinger-worker-id": "wrk_big"},
             delay=0.05,
         )
@@ -268,7 +270,10 @@ async def test_a_slow_reader_is_cut_and_resumes_while_the_others_get_everything(
                 slow.setblocking(False)
                 port = int(base.split(":")[2].split("/")[0])
                 await asyncio.get_running_loop().sock_connect(slow, ("127.0.0.1", port))
-                slow.sendall(b"GET /relay/api/chat/wrk_big/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                slow.sendall(
+                    b"GET /relay/api/chat/wrk_big/stream HTTP/1.1\r\n"
+                    b"Host: x\r\nConnection: close\r\n\r\n"
+                )
                 fast = await asyncio.gather(*(read_sse(http, "GET", url) for _ in range(3)))
                 for reply in fast:
                     assert reply.complete and len(reply.events) == n
