@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -150,7 +151,7 @@ async def test_two_relays_racing_for_an_orphaned_turn_make_one_producer(
         assert reply.chunks == replay
     async with aioredis.Redis.from_url(redis.url) as r:
         meta = await r.hgetall(f"handinger:relay:{chat}:m")
-        entries = await r.xrange(f"handinger:relay:{chat}:s")
+        entries: list[Any] = await r.xrange(f"handinger:relay:{chat}:s") or []
     # One lease for the relay that began the turn, and exactly one more: one producer.
     assert meta[b"fence"] == b"2"
     # The log: dense seqs, each upstream event once, then the end marker.

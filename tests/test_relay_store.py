@@ -15,6 +15,7 @@ from handinger_stream.relay import (
     ChatBusyError,
     Chunk,
     EntriesGoneError,
+    Lease,
     LeaseLostError,
     MemoryStore,
     RedisStore,
@@ -203,7 +204,8 @@ async def test_redis_keys_expire_after_the_turn(redis: RedisServer) -> None:
 
 async def test_an_unreachable_redis_is_a_clear_error_without_the_password() -> None:
     url = f"redis://:s3cret-pass@127.0.0.1:{free_port()}/0"
-    async with RedisStore(url, socket_timeout=1) as store:
+    store = RedisStore(url, socket_timeout=1)
+    async with store:
         assert "s3cret" not in repr(store)
         for call in (store.ping(), store.chat("x"), store.read("x", 0, 1), store.wait("x", 0, 1)):
             with pytest.raises(StoreUnavailableError) as caught:
@@ -225,7 +227,7 @@ async def test_whatever_the_interleaving_the_log_is_dense_and_only_holders_appen
     # the log is 1, 2, 3, ... and every entry was appended by the lease holder of its time.
     store = MemoryStore()
     holder = await store.begin_turn("h", holder="p0", ttl=60)
-    stale: list = []  # type: ignore[type-arg]
+    stale: list[Lease] = []
     expected: list[bytes] = []
     for n, (action, count) in enumerate(steps):
         batch = [Chunk(b"%d.%d" % (n, i)) for i in range(count)]
