@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ async def _fan_out(port: int, readers: int, events: int, pace_ms: float) -> dict
     for _ in range(readers):
         done: asyncio.Future[None] = loop.create_future()
         reader = _Reader(get, done)
-        transport, _ = await loop.create_connection(lambda r=reader: r, "127.0.0.1", port)
+        transport, _ = await loop.create_connection(_given(reader), "127.0.0.1", port)
         opened.append((reader, done, transport))
     connected_ns = time.monotonic_ns()
     await asyncio.wait_for(asyncio.gather(first_done, *(d for _, d, _ in opened)), 600)
@@ -130,6 +131,10 @@ async def _fan_out(port: int, readers: int, events: int, pace_ms: float) -> dict
         "lag_ms_p50": _percentile(lags, 50),
         "lag_ms_p99": _percentile(lags, 99),
     }
+
+
+def _given(reader: _Reader) -> Callable[[], _Reader]:
+    return lambda: reader
 
 
 def _percentile(values: list[int], q: int) -> float | None:
