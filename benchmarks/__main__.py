@@ -18,15 +18,24 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
-    parser.add_argument("command", choices=["all", "smoke", "report", "fold", "concurrency"])
+    parser.add_argument(
+        "command", choices=["all", "smoke", "report", "fold", "concurrency", "relay"]
+    )
     parser.add_argument(
         "--consumers", nargs="*", help="concurrency: the consumers to (re)measure and merge"
     )
     parser.add_argument("-n", type=int, default=1_000_000, help="fold: number of deltas")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency-rounds", type=int, default=3)
+    parser.add_argument("--readers", type=int, default=1000, help="relay: SSE readers")
+    parser.add_argument("--events", type=int, default=2000, help="relay: events in the turn")
+    parser.add_argument("--stores", nargs="*", default=["memory", "redis"], help="relay: stores")
     args = parser.parse_args()
-    if args.command == "fold":
+    if args.command == "relay":
+        from . import relay
+
+        print(json.dumps(relay.run(args.readers, args.events, stores=tuple(args.stores)), indent=2))
+    elif args.command == "fold":
         print(json.dumps(fold.run(args.n), indent=2))
     elif args.command == "smoke":
         # Every scenario and consumer, a few hundred events, one round: only that it runs.

@@ -62,6 +62,7 @@ from .events import (
 )
 from .models import BUDGETS, Worker
 from .models import WORKER_FIELDS as _WORKER_FIELDS
+from .relay import server as relay_server
 from .stream import WorkerStream
 from .wire import encode_event
 
@@ -155,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     _add_cassette_options(serve)
     _add_record_command(sub)
+    relay_server.add_parser(sub)
     return parser
 
 
@@ -201,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(args))
         if args.command == "record":
             return asyncio.run(_record(args))
+        if args.command == "relay":
+            return relay_server.main(args)
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -64,3 +64,13 @@ def test_no_part_imports_what_sits_on_top_of_it(module: str) -> None:
 
 def test_the_checker_sees_imports() -> None:
     assert {"cursor", "reducer", "sse", "stall", "wire"} <= package_imports("stream")
+
+
+def test_the_relay_sits_on_top_of_the_client() -> None:
+    # Only the command line reaches up into the relay; the client never does.
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem != "cli":
+            assert "relay" not in package_imports(path.stem), path.name
+    assert "relay" in package_imports("cli")
+    http = (PACKAGE / "relay" / "http.py").read_text(encoding="utf-8")
+    assert "import aiohttp" not in http and "from aiohttp" not in http

@@ -1,9 +1,9 @@
 """The relay's chat page in headless Chromium, end to end over a Handinger emulator.
 
-The page is the committed bundle (handinger_stream/relay/page/dist); it talks to
-whatever ``chat_server`` serves. Until handinger_stream.relay exists that is a
-stand-in below; pointing these tests at the real relay means replacing that one
-fixture. To refresh the screenshots in the docs:
+The page is the committed bundle (handinger_stream/relay/page/dist), served by the
+relay itself: in this process (``chat_server``), and by relay processes sharing a
+real redis-server, one of them killed mid-answer. To refresh the screenshots in the
+docs:
 
     RELAY_PAGE_SCREENSHOTS=docs .venv/bin/python -m pytest tests/test_relay_page.py -k streams
 """
@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-import handinger_stream
 from handinger_stream import AsyncHandinger, Worker
 from handinger_stream.emulator import Emulator
-from handinger_stream.transport import Response
+from handinger_stream.relay import MemoryStore, Relay, make_aiohttp_app
 
 from .browser import Page, launch
+from .relay_helpers import RelayProcess, redis_server
 
 pytestmark = pytest.mark.browser
 
-DIST = Path(handinger_stream.__file__).parent / "relay" / "page" / "dist"
 PROMPT = "What's the weather in Barcelona?"
 
 STATUS = "document.getElementById('status').textContent"
@@ -52,124 +48,22 @@ async def handinger() -> AsyncIterator[AsyncHandinger]:
             yield client
 
 
-# -- stand-in until handinger_stream.relay exists ----------------------------------
-#
-# The least server that keeps the relay's HTTP contract, over the emulator: the
-# page and its bundle, POST api/chat (a new worker, or a new turn of the chat's
-# worker; the worker's UI message stream forwarded byte for byte),
-# GET api/chat/{id}/stream (204, or the running turn replayed from its first
-# event) and GET api/chat/{id} (the worker's messages, which hold no message for
-# a turn still running). A browser that leaves stops only its own copy of the
-# stream: the turn runs on in the emulator.
-
-
-@dataclass
-class _StubChat:
-    worker_id: str
-    turn_start: int  # the SSE id of the latest turn's first event
-
-
-_SSE_HEADERS = {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache",
-    "x-vercel-ai-ui-message-stream": "v1",
-    "x-accel-buffering": "no",
-}
-
-
-class _StubRelay:
-    def __init__(self, client: AsyncHandinger) -> None:
-        self.client = client
-        self.chats: dict[str, _StubChat] = {}
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/", self.index)
-        app.router.add_get("/{name:app\\.(?:js|css)}", self.asset)
-        app.router.add_post("/api/chat", self.send)
-        app.router.add_get("/api/chat/{id}/stream", self.resume)
-        app.router.add_get("/api/chat/{id}", self.history)
-        return app
-
-    async def index(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(DIST / "index.html")
-
-    async def asset(self, request: web.Request) -> web.FileResponse:
-        return web.FileResponse(DIST / request.match_info["name"])
-
-    async def send(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        last = body["messages"][-1]
-        text = "".join(p["text"] for p in last["parts"] if p["type"] == "text")
-        chat = self.chats.get(body["id"])
-        path = "/api/workers" if chat is None else f"/api/workers/{chat.worker_id}"
-        upstream = await self.client.request(
-            "POST", path, json={"input": text, "stream": True}, stream=True
-        )
-        # The turn's first event (its opening snapshot) is written as the turn starts:
-        # its id is where a resume will replay from.
-        first = await upstream.read_chunk()
-        start = re.search(rb"^id: (\d+)$", first, re.M)
-        assert start is not None, first
-        self.chats[body["id"]] = _StubChat(
-            upstream.headers["x-handinger-worker-id"], int(start.group(1))
-        )
-        return await self._forward(request, upstream, first)
-
-    async def resume(self, request: web.Request) -> web.StreamResponse:
-        chat = self.chats.get(request.match_info["id"])
-        if chat is None:
-            return web.Response(status=204)
-        worker = await self.client.workers.retrieve(chat.worker_id)
-        if worker.status == "completed":
-            return web.Response(status=204)
-        after = {"last-event-id": str(chat.turn_start - 1)} if chat.turn_start else {}
-        upstream = await self.client.request(
-            "GET", f"/api/workers/{chat.worker_id}?stream=true", stream=True, headers=after
-        )
-        return await self._forward(request, upstream, b"")
-
-    async def history(self, request: web.Request) -> web.Response:
-        chat_id = request.match_info["id"]
-        chat = self.chats.get(chat_id)
-        messages: list[Any] = []
-        if chat is not None:
-            messages = (await self.client.workers.retrieve(chat.worker_id)).messages
-        return web.json_response({"id": chat_id, "messages": messages})
-
-    async def _forward(
-        self, request: web.Request, upstream: Response, first: bytes
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(headers=_SSE_HEADERS)
-        await response.prepare(request)
-        try:
-            chunk = first or await upstream.read_chunk()
-            while chunk:
-                await response.write(chunk)
-                chunk = await upstream.read_chunk()
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the browser left (reload, stop): the worker is not ours to stop
-        finally:
-            await upstream.aclose()
-        return response
-
-
 @pytest.fixture
 async def chat_server(handinger: AsyncHandinger) -> AsyncIterator[str]:
-    """The page's base URL. A stand-in until handinger_stream.relay exists: swap it then."""
-    root = web.Application()
+    """The page's base URL: the relay (MemoryStore) over the emulator, in an aiohttp app."""
+    root = web.Application(middlewares=[web.normalize_path_middleware()])
     # Under a prefix, as a relay mounted in a bigger app would be: the page must not
     # assume it lives at /.
-    root.add_subapp("/relay/", _StubRelay(handinger).app())
-    runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/relay/"
-    finally:
-        await runner.cleanup()
+    async with Relay(handinger, MemoryStore()) as relay:
+        root.add_subapp("/relay/", make_aiohttp_app(relay, keepalive=0.1))
+        runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}/relay/"
+        finally:
+            await runner.cleanup()
 
 
 # -- the tests ----------------------------------------------------------------------
@@ -329,3 +223,52 @@ async def test_stop_leaves_the_worker_running_and_a_reload_shows_its_answer(
         assert await page.evaluate(STATUS) == "ready"
         assert await page.evaluate(MESSAGES) == shown
         assert page.console_errors == []
+
+
+# -- several relay processes over Redis ---------------------------------------------
+
+
+@pytest.fixture
+def paced_emulator() -> Iterator[Emulator]:
+    with Emulator(tokens_per_second=20, keepalive_interval=0.2) as emulator:
+        yield emulator
+
+
+async def test_the_relay_serving_the_page_is_killed_and_another_finishes_the_answer_once(
+    paced_emulator: Emulator,
+) -> None:
+    with redis_server() as redis:
+        a = RelayProcess(base_url=paced_emulator.base_url, redis_url=redis.url)
+        b = RelayProcess(base_url=paced_emulator.base_url, redis_url=redis.url)
+        try:
+            async with (
+                launch() as browser,
+                AsyncHandinger(api_key="any", base_url=paced_emulator.base_url) as client,
+            ):
+                page = await browser.new_page()
+                await page.goto(a.url)
+                chat_id = await chat_ready(page)
+                await page.type("#prompt", PROMPT)
+                await page.click("#send")
+                before = await watch_answer_grow(page)
+                # The process producing the answer dies (no goodbye: its lease expires).
+                a.kill()
+                # The same chat at another relay process: its history, then the answer,
+                # resumed from the last event stored, shown once.
+                other = await browser.new_page()
+                await other.goto(f"{b.url}#{chat_id}")
+                assert await chat_ready(other) == chat_id
+                await other.wait_for(f"({ANSWER}).length > 0", timeout=30)
+                await other.wait_for(f"{STATUS} === 'ready'", timeout=60)
+                shown = await other.evaluate(MESSAGES)
+                worker = await answering_worker(b.url, chat_id, client)
+                assert worker is not None
+                assert [(m["role"], m["text"]) for m in shown] == [
+                    ("user", PROMPT),
+                    ("assistant", worker.output_text),
+                ]
+                assert worker.output_text.startswith(before) and before != worker.output_text
+                assert other.console_errors == []
+        finally:
+            a.stop()
+            b.stop()

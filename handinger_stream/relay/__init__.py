@@ -1,0 +1,50 @@
+"""The relay: a worker's stream to any number of browsers, resumable, over one process or many.
+
+``Relay(client, store)`` reads each turn's upstream once and appends every
+event to a store (:class:`MemoryStore` in one process, :class:`RedisStore`
+across many); readers get the turn from the store, history first, then
+live, from its start or after any id. The HTTP surface speaks the AI SDK's
+chat transport (:class:`RelayASGI` for FastAPI/Starlette,
+:func:`make_aiohttp_app` for aiohttp) and serves a chat page at ``/``.
+``handinger-stream relay`` runs it. See ``docs/relay.md``.
+
+>>> from handinger_stream.relay import MemoryStore, Relay, RelayASGI, RedisStore
+"""
+
+from __future__ import annotations
+
+from .aiohttp_app import make_aiohttp_app
+from .asgi import RelayASGI
+from .core import Reader, Relay, Turn
+from .errors import (
+    ChatBusyError,
+    EntriesGoneError,
+    LeaseLostError,
+    RelayError,
+    StoreUnavailableError,
+)
+from .http import RelayHTTP
+from .memory import MemoryStore
+from .redis_store import RedisStore
+from .store import ChatInfo, Chunk, Entry, Lease, Store
+
+__all__ = [
+    "ChatBusyError",
+    "ChatInfo",
+    "Chunk",
+    "EntriesGoneError",
+    "Entry",
+    "Lease",
+    "LeaseLostError",
+    "MemoryStore",
+    "Reader",
+    "RedisStore",
+    "Relay",
+    "RelayASGI",
+    "RelayError",
+    "RelayHTTP",
+    "Store",
+    "StoreUnavailableError",
+    "Turn",
+    "make_aiohttp_app",
+]

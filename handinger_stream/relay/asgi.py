@@ -1,0 +1,144 @@
+"""The relay as an ASGI app (FastAPI, Starlette, any ASGI server): a thin adapter.
+
+Mount it under a prefix; the page is then at ``/prefix/`` (a request for
+``/prefix`` is redirected there):
+
+>>> from fastapi import FastAPI  # doctest: +SKIP
+>>> app = FastAPI()  # doctest: +SKIP
+>>> app.mount("/relay", RelayASGI(relay))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..errors import InvalidRequestError
+from .core import Relay
+from .http import MAX_BODY, RelayHTTP, Reply
+
+__all__ = ["RelayASGI"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class RelayASGI:
+    """An ASGI 3 application serving the relay.
+
+    ``options`` are :class:`RelayHTTP`'s (``keepalive``, ``write_timeout``,
+    ``snapshots``). The relay is not closed with the app: it is yours (open
+    and close it in your app's lifespan).
+    """
+
+    def __init__(self, relay: Relay, **options: Any) -> None:
+        self.relay = relay
+        self.http = RelayHTTP(relay, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send, self.http)
+            return
+        if scope["type"] != "http":
+            return  # websockets: not ours (the server refuses them)
+        root = scope.get("root_path", "")
+        path: str = scope["path"]
+        # Starlette's Mount keeps the whole path and names the prefix in root_path.
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if not path:
+            query = scope.get("query_string", b"").decode("latin-1")
+            location = root + "/" + (f"?{query}" if query else "")
+            await _reply(send, Reply(307, {"location": location}))
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+        async def read_body() -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise InvalidRequestError("the client left before its request body arrived")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise InvalidRequestError(f"the request body is larger than {MAX_BODY} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+
+        reply = await self.http.handle(
+            scope["method"],
+            path,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            read_body,
+        )
+        if reply.stream is None:
+            await _reply(send, reply)
+            return
+        await self._stream(reply, receive, send)
+
+    async def _stream(self, reply: Reply, receive: Receive, send: Send) -> None:
+        body = reply.stream
+        assert body is not None
+        loop = asyncio.get_running_loop()
+
+        def cut() -> None:
+            writer.cancel()
+
+        async def write() -> None:
+            await send(_start(reply))
+            with self.http.watching(cut) as mark:
+                async for chunk in body:
+                    mark.since = loop.time()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    mark.since = None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        writer = loop.create_task(write())
+        listener = loop.create_task(disconnected())
+        try:
+            # The reader leaving does not stop the turn: only this response.
+            await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, listener):
+                task.cancel()
+            for task in (writer, listener):
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await task
+            await body.aclose()
+
+
+def _start(reply: Reply) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": reply.status,
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()],
+    }
+
+
+async def _reply(send: Send, reply: Reply) -> None:
+    await send(_start(reply))
+    await send({"type": "http.response.body", "body": reply.body, "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send, http: RelayHTTP) -> None:
+    # Run on its own (uvicorn module:app), the app has nothing to set up.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await http.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

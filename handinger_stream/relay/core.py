@@ -1,0 +1,517 @@
+"""Relay: one upstream read per turn, any number of readers, over a store.
+
+A turn's producer (the holder of the chat's lease) reads the worker's
+stream once and appends every event to the store; readers pull from the
+store at their own pace: history first, then live. A reader that finds the
+turn running with no producer (the process that was producing died, or
+gave up) takes the lease over and resumes the worker's stream from the last
+event stored, by ``Last-Event-ID``.
+
+>>> async def main(client):  # doctest: +SKIP
+...     relay = Relay(client, MemoryStore())
+...     turn = await relay.send("chat-1", "What's the weather in Barcelona?")
+...     async for entry in relay.read("chat-1", after=turn.after):
+...         print(entry.seq, entry.data)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from ..client import AsyncHandinger
+from ..errors import (
+    APIConnectionError,
+    APIStatusError,
+    HandingerError,
+    InvalidRequestError,
+)
+from ..events import Event, StartEvent, WorkerSnapshotEvent
+from ..models import Budget
+from ..retry import RetryPolicy
+from ..stream import WorkerStream
+from ..wire import encode_event
+from .errors import LeaseLostError, StoreUnavailableError
+from .memory import MemoryStore
+from .store import ChatInfo, Chunk, Entry, Lease, Store
+
+__all__ = ["Reader", "Relay", "Turn"]
+
+log = logging.getLogger("handinger_stream.relay")
+
+_BATCH = 256  # entries per store read, and at most per append
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A turn the relay started: read it with ``relay.read(chat_id, after=turn.after)``."""
+
+    chat_id: str
+    worker_id: str
+    after: int
+    """The seq just before the turn's first entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    error: str | None
+    lost: bool = False
+
+
+class Relay:
+    """Relays workers' streams through a store to any number of readers.
+
+    ``store`` defaults to a :class:`MemoryStore`. ``lease_seconds`` is how
+    long a producer's lease lasts without renewal: after a producer dies,
+    its turn resumes (at the next reader) within about that long. ``name``
+    identifies this process as a producer (in :meth:`fleet`). Neither the
+    client nor the store is closed by the relay.
+
+    >>> relay = Relay(AsyncHandinger(api_key="k"), lease_seconds=5)
+    >>> relay.lease_seconds
+    5
+    """
+
+    def __init__(
+        self,
+        client: AsyncHandinger,
+        store: Store | None = None,
+        *,
+        lease_seconds: float = 10.0,
+        store_patience: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self.client = client
+        self.store: Store = store if store is not None else MemoryStore()
+        self.lease_seconds = lease_seconds
+        self.store_patience = store_patience
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._producers: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Relay(store={self.store!r}, name={self.name!r}, producing={len(self._producers)})"
+
+    @property
+    def check_interval(self) -> float:
+        """How often a waiting reader checks that someone is producing its turn."""
+        return max(self.lease_seconds / 2, 0.05)
+
+    # -- starting turns ------------------------------------------------------
+
+    async def send(self, chat_id: str, input: str, *, budget: Budget | None = None) -> Turn:
+        """Start a turn of the chat: a new worker for a new chat, else a continue of its worker.
+
+        Returns once the worker answered (so its id is known); the events are
+        relayed in the background, whoever reads them and whenever.
+        Raises :class:`ChatBusyError` while the chat has a turn running, and
+        the client's errors when the worker could not be started.
+        """
+        _check_chat_id(chat_id)
+        if not isinstance(input, str) or not input.strip():
+            raise InvalidRequestError("input must be a non-empty string")
+        lease = await self.store.begin_turn(chat_id, holder=self.name, ttl=self.lease_seconds)
+        try:
+            if lease.worker_id:
+                stream = await self.client.workers.continue_(
+                    lease.worker_id, input=input, budget=budget, stream=True
+                )
+            else:
+                stream = await self.client.workers.create(input=input, budget=budget, stream=True)
+                if stream.worker_id:
+                    await self.store.set_worker(lease, stream.worker_id)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._finish_quietly(lease, f"the worker could not be started: {exc}")
+            raise
+        self._spawn(lease, stream)
+        return Turn(chat_id, stream.worker_id, lease.turn_start - 1)
+
+    async def attach(self, stream: WorkerStream, chat_id: str | None = None) -> Turn:
+        """Relay a stream you opened (a create, continue or replay) as a new turn.
+
+        ``chat_id`` defaults to the worker's id.
+        """
+        chat_id = chat_id or stream.worker_id
+        _check_chat_id(chat_id)
+        lease = await self.store.begin_turn(chat_id, holder=self.name, ttl=self.lease_seconds)
+        try:
+            if stream.worker_id and stream.worker_id != lease.worker_id:
+                await self.store.set_worker(lease, stream.worker_id)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._finish_quietly(lease, "the stream could not be attached")
+            raise
+        self._spawn(lease, stream)
+        return Turn(chat_id, stream.worker_id, lease.turn_start - 1)
+
+    async def join(self, chat_id: str) -> None:
+        """Wait until this process is no longer producing the chat's turn."""
+        task = self._producers.get(chat_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, chat_id: str, *, after: int | None = None) -> Reader:
+        """The chat's turn as it is stored and as it grows: an async iterator of entries.
+
+        ``after=None`` starts at the first entry of the chat's current (or
+        last) turn; ``after=n`` right after the entry with seq ``n`` (what a
+        ``Last-Event-ID`` says). Iteration ends after the turn's end marker,
+        which is yielded (``entry.end``).
+        """
+        _check_chat_id(chat_id)
+        if after is not None and after < 0:
+            raise InvalidRequestError("after must be a non-negative seq")
+        return Reader(self, chat_id, after)
+
+    async def chat(self, chat_id: str) -> ChatInfo | None:
+        """What the store knows of the chat (``None``: never seen, or expired)."""
+        return await self.store.chat(chat_id)
+
+    async def fleet(self) -> list[ChatInfo]:
+        """Every turn running in any relay process sharing this store (see :meth:`Store.fleet`)."""
+        return await self.store.fleet()
+
+    async def messages(self, chat_id: str) -> list[Any]:
+        """The chat's finished messages, as the AI SDK's ``useChat`` takes them.
+
+        The worker's own ``messages`` (from the API), less the assistant
+        message of a turn still running: a resumed stream rebuilds that one.
+        """
+        info = await self.store.chat(chat_id)
+        if info is None or not info.worker_id:
+            return []
+        worker = await self.client.workers.retrieve(info.worker_id)
+        messages = list(worker.messages)
+        if info.active:
+            running = await self._turn_message_id(chat_id, info)
+            if running is not None:
+                messages = [
+                    m for m in messages if not (isinstance(m, dict) and m.get("id") == running)
+                ]
+        return messages
+
+    async def _turn_message_id(self, chat_id: str, info: ChatInfo) -> str | None:
+        """The id of the message the running turn writes (its ``start`` chunk's), if known."""
+        with contextlib.suppress(HandingerError):
+            for entry in await self.store.read(chat_id, info.turn_start - 1, 32):
+                if b'"start"' in entry.data:
+                    event = entry.event()
+                    if isinstance(event, StartEvent):
+                        return event.message_id
+        return None
+
+    # -- producing -------------------------------------------------------------
+
+    def _spawn(
+        self, lease: Lease, stream: WorkerStream, skip: Callable[[Event], bool] | None = None
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._produce(lease, stream, skip))
+        self._producers[lease.chat_id] = task
+        task.add_done_callback(lambda t: self._forget(lease.chat_id, t))
+
+    def _forget(self, chat_id: str, task: asyncio.Task[None]) -> None:
+        if self._producers.get(chat_id) is task:
+            del self._producers[chat_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("relay producer of chat %s failed", chat_id, exc_info=task.exception())
+
+    async def _take_over(self, chat_id: str) -> None:
+        """Resume a turn whose producer is gone (called by readers that find it so)."""
+        if chat_id in self._producers or self._closed:
+            return
+        lease = await self.store.take_over(chat_id, holder=self.name, ttl=self.lease_seconds)
+        if lease is None:
+            return  # someone else was quicker, or the turn is over
+        log.info(
+            "taking over chat %s (worker %s) after seq %d, upstream id %s",
+            chat_id,
+            lease.worker_id,
+            lease.last_seq,
+            lease.last_upstream_id,
+        )
+        if not lease.worker_id:
+            await self._finish_quietly(
+                lease, "the relay that began this turn stopped before the worker started"
+            )
+            return
+        headers = {"last-event-id": lease.last_upstream_id} if lease.last_upstream_id else None
+        try:
+            stream = await self.client.workers.retrieve(
+                lease.worker_id, stream=True, extra_headers=headers
+            )
+        except (APIConnectionError, APIStatusError) as exc:
+            if RetryPolicy().retryable(exc, idempotent=True):
+                # Perhaps the API is down for a moment: the next reader tries again.
+                log.warning(
+                    "chat %s: could not resume worker %s: %s", chat_id, lease.worker_id, exc
+                )
+                with contextlib.suppress(HandingerError):
+                    await self.store.release(lease)
+                return
+            await self._finish_quietly(lease, f"the worker's stream could not be resumed: {exc}")
+            return
+        self._spawn(lease, stream, _after(lease.last_upstream_id))
+
+    async def _produce(
+        self, lease: Lease, stream: WorkerStream, skip: Callable[[Event], bool] | None
+    ) -> None:
+        """Read the upstream once, append in batches, end the turn; never raises."""
+        queue: asyncio.Queue[Chunk | _End] = asyncio.Queue(_BATCH * 4)
+        loop = asyncio.get_running_loop()
+        upstream = loop.create_task(self._read_upstream(stream, queue, skip))
+        heartbeat = loop.create_task(self._heartbeat(lease, upstream))
+        appended = lease.last_seq - (lease.turn_start - 1)
+        try:
+            while True:
+                item = await queue.get()
+                batch: list[Chunk] = []
+                while isinstance(item, Chunk):
+                    batch.append(item)
+                    if len(batch) >= _BATCH or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if batch:
+                    await self._patiently(self.store.append, lease, batch)
+                    appended += len(batch)
+                    if not lease.worker_id and stream.worker_id:
+                        await self._patiently(self.store.set_worker, lease, stream.worker_id)
+                if isinstance(item, _End):
+                    if item.lost:
+                        raise LeaseLostError(
+                            f"the producer lease of chat {lease.chat_id!r} was taken"
+                        )
+                    error = item.error
+                    if error is None and appended == 0:
+                        error = "the worker sent nothing for this turn"
+                    await self._patiently(self.store.finish, lease, error)
+                    return
+        except (LeaseLostError, StoreUnavailableError) as exc:
+            # Lost: another process produces the turn now. Unavailable: the turn stays
+            # active with nobody producing; once the store is back, the lease expires and
+            # the next reader resumes it from the last event stored.
+            log.warning("chat %s: stopped producing: %s", lease.chat_id, exc)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                # Shutting down: let another process take the turn over at once.
+                with contextlib.suppress(HandingerError):
+                    await self.store.release(lease)
+            raise
+        finally:
+            for task in (heartbeat, upstream):
+                task.cancel()
+            with anyio.CancelScope(shield=True):
+                for task in (heartbeat, upstream):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await stream.aclose()
+
+    async def _read_upstream(
+        self,
+        stream: WorkerStream,
+        queue: asyncio.Queue[Chunk | _End],
+        skip: Callable[[Event], bool] | None,
+    ) -> None:
+        try:
+            async for event in stream:
+                if skip is not None and skip(event):
+                    continue
+                await queue.put(
+                    Chunk(encode_event(event), event.event_id, type(event) is WorkerSnapshotEvent)
+                )
+        except HandingerError as exc:
+            await queue.put(_End(f"the worker's stream failed: {exc}"))
+            return
+        except asyncio.CancelledError:
+            # Stopped by the heartbeat (the lease is lost) or by the producer itself.
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(_End(None, lost=True))
+            raise
+        await queue.put(_End(None))
+
+    async def _heartbeat(self, lease: Lease, upstream: asyncio.Task[None]) -> None:
+        while True:
+            await anyio.sleep(lease.ttl / 3)
+            try:
+                await self.store.renew(lease)
+            except LeaseLostError as exc:
+                log.warning("chat %s: %s", lease.chat_id, exc)
+                upstream.cancel()
+                return
+            except StoreUnavailableError:
+                pass  # the appends wait for the store; the lease is taken back if nobody took it
+
+    async def _patiently(self, call: Callable[..., Any], *args: Any) -> None:
+        """A store write, retried while the store is unavailable (they are idempotent)."""
+        deadline = time.monotonic() + self.store_patience
+        delay = 0.05
+        while True:
+            try:
+                await call(*args)
+                return
+            except StoreUnavailableError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _finish_quietly(self, lease: Lease, error: str) -> None:
+        try:
+            await self.store.finish(lease, error)
+        except HandingerError as exc:
+            log.warning("chat %s: could not end the turn: %s", lease.chat_id, exc)
+
+    # -- lifetime --------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop producing: leases are released, so another relay process resumes the turns.
+
+        The workers themselves are not stopped.
+        """
+        self._closed = True
+        tasks = list(self._producers.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> Relay:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Reader:
+    """One reader of a chat's turn: entries from the store, history then live.
+
+    It holds nothing between reads but its position (the seq of the last
+    entry it took), so a slow reader costs the others nothing.
+    """
+
+    def __init__(self, relay: Relay, chat_id: str, after: int | None) -> None:
+        self.relay = relay
+        self.chat_id = chat_id
+        self.position = after if after is not None else -1
+        self._after = after
+        self._started = False
+        self._done = False
+        self._pending: list[Entry] = []
+        self._taken = 0  # of _pending, by __anext__
+        self._next_check = 0.0
+
+    @property
+    def done(self) -> bool:
+        """True once the turn's end was delivered (or there is nothing to read)."""
+        return self._done and self._taken >= len(self._pending)
+
+    def __aiter__(self) -> Reader:
+        return self
+
+    async def __anext__(self) -> Entry:
+        while self._taken >= len(self._pending):
+            batch = await self.next_batch(None)
+            if batch is None:
+                raise StopAsyncIteration
+            self._pending, self._taken = batch, 0
+        entry = self._pending[self._taken]
+        self._taken += 1
+        return entry
+
+    async def _start(self) -> None:
+        self._started = True
+        store = self.relay.store
+        info = await store.chat(self.chat_id)
+        if self._after is None:
+            self.position = info.turn_start - 1 if info is not None else 0
+        if info is None or (not info.active and self.position >= info.last_seq):
+            self._done = True
+        elif info.active and not info.leased:
+            await self.relay._take_over(self.chat_id)
+        self._next_check = time.monotonic() + self.relay.check_interval
+
+    async def next_batch(self, within: float | None) -> list[Entry] | None:
+        """The next entries (the last may be the end marker); ``[]`` when ``within``
+        seconds passed with none (``None``: wait as long as it takes); ``None`` once
+        the turn's end was delivered."""
+        if not self._started:
+            await self._start()
+        if self._taken < len(self._pending):
+            batch = self._pending[self._taken :]
+            self._pending, self._taken = [], 0
+            return batch
+        if self._done:
+            return None
+        relay = self.relay
+        store = relay.store
+        deadline = None if within is None else time.monotonic() + within
+        while True:
+            entries = await store.read(self.chat_id, self.position, _BATCH)
+            if entries:
+                for i, entry in enumerate(entries):
+                    if entry.end:
+                        # The end of this turn: a later turn is another read.
+                        del entries[i + 1 :]
+                        self._done = True
+                        break
+                self.position = entries[-1].seq
+                self._next_check = time.monotonic() + relay.check_interval
+                return entries
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return []
+            if now >= self._next_check:
+                # Quiet for a while: is the turn still being produced?
+                self._next_check = now + relay.check_interval
+                info = await store.chat(self.chat_id)
+                if info is None or (not info.active and self.position >= info.last_seq):
+                    self._done = True
+                    return None
+                if info.active and not info.leased:
+                    await relay._take_over(self.chat_id)
+                    continue
+            wait = self._next_check - now
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            await store.wait(self.chat_id, self.position, max(wait, 0.0))
+
+
+def _after(last_id: str | None) -> Callable[[Event], bool] | None:
+    """Skip what a replay repeats when a server ignores ``Last-Event-ID`` (decimal ids only)."""
+    if last_id is None or not last_id.isdigit():
+        return None
+    last = int(last_id)
+
+    def repeated(event: Event) -> bool:
+        event_id = event.event_id
+        return event_id is not None and event_id.isdigit() and int(event_id) <= last
+
+    return repeated
+
+
+def _check_chat_id(chat_id: str) -> None:
+    if not isinstance(chat_id, str) or not 0 < len(chat_id) <= 256:
+        raise InvalidRequestError("a chat id must be a string of 1 to 256 characters")
+    if "/" in chat_id or any(ord(c) < 32 or ord(c) == 127 for c in chat_id):
+        raise InvalidRequestError("a chat id must not contain '/' or control characters")

@@ -1,0 +1,591 @@
+"""RedisStore: the relay's store in Redis, shared by any number of relay processes.
+
+Per chat, three keys (``PREFIX`` is ``handinger:relay:`` by default):
+
+- ``PREFIX{chat}:s``, a Redis Stream: one entry per event, with the id
+  ``0-{seq}`` (so ``XREAD`` from ``0-{seq}`` gives what follows seq), fields
+  ``d`` (the chunk's JSON), ``u`` (its upstream SSE id), ``s`` (a snapshot),
+  or ``e`` and ``x`` for a turn's end marker and its error. ``XADD … MAXLEN ~``
+  bounds it; it expires ``keep_seconds`` after the turn ends.
+- ``PREFIX{chat}:m``, a hash: ``worker``, ``active``, ``turn_start``,
+  ``last_seq``, ``last_up``, ``status``, ``error``, ``producer``, ``updated``
+  (ms) and ``fence`` (the lease counter).
+- ``PREFIX{chat}:l``, the producer lease: ``"{fence} {nonce}"``, set if absent
+  with an expiry, renewed by appends and by the producer's heartbeat.
+
+and ``PREFIX active``, a sorted set of the chats with a turn running (score:
+the last append, ms): :meth:`RedisStore.fleet` reads it.
+
+Every write is a Lua script that checks the lease in the same atomic step
+(fencing); appends carry the seq they start at, so a retry after a lost
+reply is recognised and not applied twice.
+
+>>> store = RedisStore("redis://:hunter2@127.0.0.1:6379/0")
+>>> "hunter2" in repr(store)
+False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Sequence
+from itertools import islice
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from ._signal import Signal
+from .errors import ChatBusyError, EntriesGoneError, LeaseLostError, StoreUnavailableError
+from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Chunk, Entry, Lease, Store
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+
+DEFAULT_PREFIX = "handinger:relay:"
+_BLOCK_MS = 2000  # one XREAD BLOCK call at most; then the follower looks around
+_LINGER = 5.0  # a follower with no reader stops after this long
+_WINDOW = 4096  # entries a follower keeps for the readers of its process
+_T = TypeVar("_T")
+
+# -- the scripts ---------------------------------------------------------------
+
+_LIB = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function reply(m, fence)
+  local v = redis.call('HMGET', m, 'last_seq', 'last_up', 'worker', 'turn_start')
+  return {fence, v[1] or '0', v[2] or '', v[3] or '', v[4] or '1'}
+end
+-- Is the lease (token) ours? A lease that lapsed while nobody took it is taken back.
+local function fenced(m, l, token, ttl)
+  local cur = redis.call('GET', l)
+  if cur == token then
+    redis.call('PEXPIRE', l, ttl)
+    return true
+  end
+  if not cur then
+    local fence = string.match(token, '^(%d+) ')
+    if redis.call('HGET', m, 'fence') == fence and redis.call('HGET', m, 'active') == '1' then
+      redis.call('SET', l, token, 'PX', ttl)
+      return true
+    end
+  end
+  return false
+end
+"""
+
+# KEYS: meta, lease, active set, stream. ARGV: chat id, holder, ttl ms, nonce, mode.
+_ACQUIRE = (
+    _LIB
+    + """
+local m, l, a, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local cur = redis.call('GET', l)
+if cur then
+  local fence, nonce = string.match(cur, '^(%d+) (.*)$')
+  if nonce == ARGV[4] then return reply(m, tonumber(fence)) end  -- our own retry
+  return {-1}
+end
+local active = redis.call('HGET', m, 'active') == '1'
+if (ARGV[5] == 'turn') == active then return {-1} end
+local fence = redis.call('HINCRBY', m, 'fence', 1)
+redis.call('SET', l, fence .. ' ' .. ARGV[4], 'PX', ARGV[3])
+redis.call('HSET', m, 'producer', ARGV[2])
+if ARGV[5] == 'turn' then
+  local last = tonumber(redis.call('HGET', m, 'last_seq') or '0')
+  local now = now_ms()
+  redis.call('HSET', m, 'active', '1', 'turn_start', last + 1, 'status', 'pending', 'updated', now)
+  redis.call('HDEL', m, 'error')
+  redis.call('PERSIST', m)
+  redis.call('PERSIST', s)
+  redis.call('ZADD', a, now, ARGV[1])
+end
+return reply(m, fence)
+"""
+)
+
+# KEYS: meta, lease, stream, active set. ARGV: token, ttl ms, first seq, maxlen, chat id,
+# then (data, upstream id, snapshot flag) per entry.
+_APPEND = (
+    _LIB
+    + """
+local m, l, s, a = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if not fenced(m, l, ARGV[1], ARGV[2]) then return -1 end
+local last = tonumber(redis.call('HGET', m, 'last_seq') or '0')
+local first = tonumber(ARGV[3])
+local n = (#ARGV - 5) / 3
+if last >= first + n - 1 then return last end  -- applied already: a retry
+if last ~= first - 1 then return -2 end
+local up = false
+for i = 0, n - 1 do
+  local d, u, snap = ARGV[6 + 3 * i], ARGV[7 + 3 * i], ARGV[8 + 3 * i]
+  local id = '0-' .. (first + i)
+  if u ~= '' then
+    up = u
+    if snap == '1' then
+      redis.call('XADD', s, 'MAXLEN', '~', ARGV[4], id, 'd', d, 'u', u, 's', '1')
+    else
+      redis.call('XADD', s, 'MAXLEN', '~', ARGV[4], id, 'd', d, 'u', u)
+    end
+  elseif snap == '1' then
+    redis.call('XADD', s, 'MAXLEN', '~', ARGV[4], id, 'd', d, 's', '1')
+  else
+    redis.call('XADD', s, 'MAXLEN', '~', ARGV[4], id, 'd', d)
+  end
+end
+local now = now_ms()
+redis.call('HSET', m, 'last_seq', first + n - 1, 'status', 'running', 'updated', now)
+if up then redis.call('HSET', m, 'last_up', up) end
+redis.call('ZADD', a, now, ARGV[5])
+return first + n - 1
+"""
+)
+
+# KEYS: meta, lease, stream, active set. ARGV: token, ttl ms, maxlen, chat id, keep ms,
+# chat ms, error ('' for none), failed flag.
+_FINISH = (
+    _LIB
+    + """
+local m, l, s, a = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local fence = string.match(ARGV[1], '^(%d+) ')
+if redis.call('HGET', m, 'active') ~= '1' and redis.call('HGET', m, 'fence') == fence then
+  return 0  -- finished already: a retry
+end
+if not fenced(m, l, ARGV[1], ARGV[2]) then return -1 end
+local seq = tonumber(redis.call('HGET', m, 'last_seq') or '0') + 1
+local now = now_ms()
+if ARGV[8] == '1' then
+  redis.call('XADD', s, 'MAXLEN', '~', ARGV[3], '0-' .. seq, 'e', '1', 'x', ARGV[7])
+  redis.call('HSET', m, 'status', 'failed', 'error', ARGV[7])
+else
+  redis.call('XADD', s, 'MAXLEN', '~', ARGV[3], '0-' .. seq, 'e', '1')
+  redis.call('HSET', m, 'status', 'completed')
+  redis.call('HDEL', m, 'error')
+end
+redis.call('HSET', m, 'last_seq', seq, 'active', '0', 'updated', now)
+redis.call('DEL', l)
+redis.call('ZREM', a, ARGV[4])
+redis.call('PEXPIRE', s, ARGV[5])
+redis.call('PEXPIRE', m, ARGV[6])
+return seq
+"""
+)
+
+# KEYS: meta, lease. ARGV: token, ttl ms, worker id ('' to only renew).
+_RENEW = (
+    _LIB
+    + """
+if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[3]) end
+return 1
+"""
+)
+
+# KEYS: lease. ARGV: token.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (it may be in a repr, a log line or an error)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.rpartition(b"-")[2])
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    seq = _seq(entry_id)
+    if b"e" in fields:
+        error = fields.get(b"x")
+        return Entry(seq, end=True, error=None if error is None else error.decode())
+    upstream = fields.get(b"u")
+    return Entry(
+        seq,
+        fields.get(b"d", b""),
+        None if upstream is None else upstream.decode(),
+        b"s" in fields,
+    )
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None or value == b"" else value.decode()
+
+
+class _Follower:
+    """One ``XREAD BLOCK`` loop per chat and process: its readers share what it reads."""
+
+    def __init__(self, store: RedisStore, chat_id: str, after: int) -> None:
+        self.store = store
+        self.chat_id = chat_id
+        self.key = store._key(chat_id, "s")
+        self.last = after
+        self.window: deque[Entry] = deque(maxlen=_WINDOW)
+        self.signal = Signal()
+        self.error: StoreUnavailableError | None = None
+        self.idle_since = time.monotonic()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def covers(self, after: int) -> bool:
+        window = self.window
+        return bool(window) and window[0].seq <= after + 1 <= window[-1].seq + 1
+
+    def slice(self, after: int, limit: int) -> list[Entry]:
+        start = after + 1 - self.window[0].seq
+        return list(islice(self.window, start, start + limit))
+
+    async def _run(self) -> None:
+        store = self.store
+        delay = 0.1
+        while True:
+            if not self.signal and time.monotonic() - self.idle_since > _LINGER:
+                break
+            if self.signal:
+                self.idle_since = time.monotonic()
+            try:
+                found: Any = await store._blocking.xread(
+                    {self.key: f"0-{self.last}"}, count=1024, block=_BLOCK_MS
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error = store._unavailable(exc)
+                self.signal.fail(self.error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.error = None
+            delay = 0.1
+            if not found:
+                continue
+            window = self.window
+            for entry_id, fields in found[0][1]:
+                entry = _entry(entry_id, fields)
+                window.append(entry)
+            self.last = window[-1].seq
+            self.signal.fire()
+        if store._followers.get(self.chat_id) is self:
+            del store._followers[self.chat_id]
+
+
+class RedisStore(Store):
+    """Each chat's log in a Redis Stream, and its producer lease in Redis.
+
+    Any number of relay processes may share one Redis: exactly one of them
+    produces a chat's turn (the lease holder), every one of them serves its
+    readers. Needs the ``relay`` extra (``pip install 'handinger-stream[relay]'``).
+
+    Within one process, a chat's live readers share one ``XREAD BLOCK`` loop
+    and a window of its last entries, so a thousand readers cost Redis one
+    blocked read. Connections are pooled (``max_connections``).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_events: int = MAX_EVENTS,
+        keep_seconds: float = KEEP_SECONDS,
+        chat_seconds: float = CHAT_SECONDS,
+        max_connections: int = 64,
+        socket_timeout: float = 5.0,
+    ) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError:  # pragma: no cover - the extra is in every test environment
+            raise ImportError(
+                "RedisStore needs the redis package: pip install 'handinger-stream[relay]'"
+            ) from None
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.url = _redact(url)
+        self.prefix = prefix
+        self.max_events = max_events
+        self.keep_seconds = keep_seconds
+        self.chat_seconds = max(chat_seconds, keep_seconds)
+        # One retry, at once, on a fresh connection: after Redis restarted, the pooled
+        # connections are dead. Safe, since every script is idempotent (appends carry
+        # their seq, acquires their nonce).
+        options: dict[str, Any] = {
+            "socket_connect_timeout": socket_timeout,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=socket_timeout,
+            socket_timeout=socket_timeout, **options,
+        )
+        self._redis: redis.asyncio.Redis = aioredis.Redis(connection_pool=pool)
+        # Blocked XREADs wait longer than a command may: their own connections.
+        self._blocking: redis.asyncio.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=socket_timeout + _BLOCK_MS / 1000, **options
+        )
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._append = self._redis.register_script(_APPEND)
+        self._finish = self._redis.register_script(_FINISH)
+        self._renew = self._redis.register_script(_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+        self._followers: dict[str, _Follower] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+
+    def _key(self, chat_id: str, kind: str) -> str:
+        return f"{self.prefix}{chat_id}:{kind}"
+
+    def _keys(self, chat_id: str) -> tuple[str, str, str, str]:
+        """meta, lease, stream, active set."""
+        return (
+            self._key(chat_id, "m"),
+            self._key(chat_id, "l"),
+            self._key(chat_id, "s"),
+            f"{self.prefix}active",
+        )
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        error = StoreUnavailableError(f"Redis at {self.url} is unavailable: {exc}")
+        error.__cause__ = exc
+        return error
+
+    async def _call(self, call: Awaitable[_T]) -> _T:
+        """Await a Redis call; its failures to connect or answer become StoreUnavailableError."""
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            return await call
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def ping(self) -> None:
+        """Check that Redis answers; :class:`StoreUnavailableError` if not."""
+        await self._call(self._redis.ping())
+
+    async def aclose(self) -> None:
+        followers = list(self._followers.values())
+        self._followers.clear()
+        for follower in followers:
+            follower.task.cancel()
+        for follower in followers:
+            with contextlib.suppress(BaseException):
+                await follower.task
+        await self._blocking.aclose()
+        await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
+
+    # -- chats ------------------------------------------------------------
+
+    async def chat(self, chat_id: str) -> ChatInfo | None:
+        meta, lease, _, _ = self._keys(chat_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(meta)
+            pipe.exists(lease)
+            fields, leased = await self._call(pipe.execute())
+        return self._info(chat_id, fields, bool(leased))
+
+    @staticmethod
+    def _info(chat_id: str, fields: dict[bytes, bytes], leased: bool) -> ChatInfo | None:
+        if not fields:
+            return None
+        updated = fields.get(b"updated")
+        return ChatInfo(
+            chat_id=chat_id,
+            worker_id=_text(fields.get(b"worker")),
+            active=fields.get(b"active") == b"1",
+            turn_start=int(fields.get(b"turn_start", b"1")),
+            last_seq=int(fields.get(b"last_seq", b"0")),
+            last_upstream_id=_text(fields.get(b"last_up")),
+            status=(fields.get(b"status") or b"pending").decode(),
+            producer=_text(fields.get(b"producer")),
+            leased=leased,
+            error=_text(fields.get(b"error")),
+            updated_at=None if updated is None else int(updated) / 1000,
+        )
+
+    async def fleet(self) -> list[ChatInfo]:
+        """Every chat with a turn running in any relay process on this Redis, newest first.
+
+        A turn whose producer died shows ``leased=False`` (and stays listed
+        until a reader takes it over, or it is finished).
+        """
+        active_key = f"{self.prefix}active"
+        names: list[bytes] = await self._call(
+            cast("Awaitable[list[bytes]]", self._redis.zrevrange(active_key, 0, -1))
+        )
+        if not names:
+            return []
+        chat_ids = [name.decode() for name in names]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for chat_id in chat_ids:
+                pipe.hgetall(self._key(chat_id, "m"))
+                pipe.exists(self._key(chat_id, "l"))
+            replies = await self._call(pipe.execute())
+        found: list[ChatInfo] = []
+        stale: list[str] = []
+        for i, chat_id in enumerate(chat_ids):
+            info = self._info(chat_id, replies[2 * i], bool(replies[2 * i + 1]))
+            if info is None or not info.active:
+                stale.append(chat_id)
+            else:
+                found.append(info)
+        if stale:
+            await self._call(self._redis.zrem(active_key, *stale))
+        return found
+
+    # -- producing ----------------------------------------------------------
+
+    async def _lease(self, chat_id: str, holder: str, ttl: float, mode: str) -> Lease | None:
+        nonce = secrets.token_hex(8)
+        meta, lease_key, stream, active = self._keys(chat_id)
+        reply = await self._call(
+            self._acquire(
+                keys=[meta, lease_key, active, stream],
+                args=[chat_id, holder, int(ttl * 1000), nonce, mode],
+            )
+        )
+        if int(reply[0]) < 0:
+            return None
+        fence, last_seq, last_up, worker, turn_start = reply
+        return Lease(
+            chat_id=chat_id,
+            token=f"{int(fence)} {nonce}",
+            fence=int(fence),
+            holder=holder,
+            ttl=ttl,
+            last_seq=int(last_seq),
+            last_upstream_id=_text(last_up),
+            worker_id=_text(worker),
+            turn_start=int(turn_start),
+            new_turn=mode == "turn",
+        )
+
+    async def begin_turn(self, chat_id: str, *, holder: str, ttl: float) -> Lease:
+        lease = await self._lease(chat_id, holder, ttl, "turn")
+        if lease is None:
+            raise ChatBusyError(f"chat {chat_id!r} has a turn running")
+        return lease
+
+    async def take_over(self, chat_id: str, *, holder: str, ttl: float) -> Lease | None:
+        return await self._lease(chat_id, holder, ttl, "takeover")
+
+    def _lost(self, lease: Lease) -> LeaseLostError:
+        return LeaseLostError(f"the producer lease of chat {lease.chat_id!r} was taken")
+
+    async def set_worker(self, lease: Lease, worker_id: str) -> None:
+        meta, lease_key, _, _ = self._keys(lease.chat_id)
+        args: list[str | int] = [lease.token, int(lease.ttl * 1000), worker_id]
+        ok = await self._call(self._renew(keys=[meta, lease_key], args=args))
+        if not ok:
+            raise self._lost(lease)
+        lease.worker_id = worker_id
+
+    async def renew(self, lease: Lease) -> None:
+        meta, lease_key, _, _ = self._keys(lease.chat_id)
+        ok = await self._call(
+            self._renew(keys=[meta, lease_key], args=[lease.token, int(lease.ttl * 1000), ""])
+        )
+        if not ok:
+            raise self._lost(lease)
+
+    async def append(self, lease: Lease, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
+        args: list[Any] = [
+            lease.token,
+            int(lease.ttl * 1000),
+            lease.last_seq + 1,
+            self.max_events,
+            lease.chat_id,
+        ]
+        upstream_id = lease.last_upstream_id
+        for chunk in chunks:
+            args += (chunk.data, chunk.upstream_id or "", b"1" if chunk.snapshot else b"0")
+            if chunk.upstream_id:
+                upstream_id = chunk.upstream_id
+        meta, lease_key, stream, active = self._keys(lease.chat_id)
+        keys = [meta, lease_key, stream, active]
+        last = int(await self._call(self._append(keys=keys, args=args)))
+        if last == -1:
+            raise self._lost(lease)
+        if last == -2:
+            raise LeaseLostError(
+                f"chat {lease.chat_id!r}: the log is not where this producer left it"
+            )
+        lease.last_seq = last
+        lease.last_upstream_id = upstream_id
+
+    async def finish(self, lease: Lease, error: str | None = None) -> None:
+        meta, lease_key, stream, active = self._keys(lease.chat_id)
+        seq = int(
+            await self._call(
+                self._finish(
+                    keys=[meta, lease_key, stream, active],
+                    args=[
+                        lease.token,
+                        int(lease.ttl * 1000),
+                        self.max_events,
+                        lease.chat_id,
+                        int(self.keep_seconds * 1000),
+                        int(self.chat_seconds * 1000),
+                        error or "",
+                        "1" if error is not None else "0",
+                    ],
+                )
+            )
+        )
+        if seq == -1:
+            raise self._lost(lease)
+        if seq > 0:
+            lease.last_seq = seq
+
+    async def release(self, lease: Lease) -> None:
+        await self._call(self._release(keys=[self._key(lease.chat_id, "l")], args=[lease.token]))
+
+    # -- reading -------------------------------------------------------------
+
+    async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
+        follower = self._followers.get(chat_id)
+        if follower is not None and follower.error is None:
+            if follower.covers(after):
+                return follower.slice(after, limit)
+        meta, _, stream, _ = self._keys(chat_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
+            pipe.hget(meta, "last_seq")
+            found, last_seq = await self._call(pipe.execute())
+        entries = [_entry(entry_id, fields) for entry_id, fields in found]
+        first = entries[0].seq if entries else int(last_seq or 0) + 1
+        if first > after + 1:
+            raise EntriesGoneError(
+                f"chat {chat_id!r}: the entries after {after} are no longer kept"
+                + (f" (the oldest kept is {first})" if entries else "")
+            )
+        return entries
+
+    async def wait(self, chat_id: str, after: int, timeout: float) -> bool:
+        follower = self._followers.get(chat_id)
+        if follower is None or follower.task.done():
+            follower = self._followers[chat_id] = _Follower(self, chat_id, after)
+        if follower.error is not None:
+            raise follower.error
+        if follower.last > after:
+            return True
+        await follower.signal.wait(timeout)
+        return follower.last > after

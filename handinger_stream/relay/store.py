@@ -1,0 +1,208 @@
+"""The store's interface, and the records it keeps: one log of entries per chat.
+
+A chat is one worker's conversation. Its log holds every event the worker
+sent, in order, each with the relay's own id (``seq``: 1, 2, 3, … with no
+gaps) and the upstream SSE id it came with; each turn ends with an end
+marker. Appending is fenced: only the holder of the chat's current producer
+lease may append, and the lease's token is checked in the same atomic step
+as the append (see ``docs/relay.md``).
+
+Two stores implement it: :class:`~handinger_stream.relay.MemoryStore` (one
+process) and :class:`~handinger_stream.relay.RedisStore` (any number of
+processes, over Redis Streams).
+
+>>> Entry(seq=3, data=b'{"type":"text-delta","id":"t","delta":"Hi"}').event().delta
+'Hi'
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import msgspec
+
+from ..events import Event
+from ..sse import ServerSentEvent
+from ..wire import decode_event
+
+__all__ = [
+    "CHAT_SECONDS",
+    "KEEP_SECONDS",
+    "MAX_EVENTS",
+    "ChatInfo",
+    "Chunk",
+    "Entry",
+    "Lease",
+    "Store",
+]
+
+MAX_EVENTS = 100_000
+"""Entries kept per chat; older ones are trimmed (a turn must be shorter than this)."""
+KEEP_SECONDS = 3600.0
+"""How long a chat's entries are kept after its last turn ended."""
+CHAT_SECONDS = 7 * 86400.0
+"""How long a chat's record (its worker id, where its log is) is kept after its last turn."""
+
+
+class Chunk(msgspec.Struct, frozen=True, gc=False):
+    """An event to append: its JSON as the worker sent it, and its upstream SSE id."""
+
+    data: bytes
+    upstream_id: str | None = None
+    snapshot: bool = False
+    """A Worker snapshot (``data-worker``, or a bare Worker object)."""
+
+
+class Entry(msgspec.Struct, frozen=True, gc=False):
+    """One entry of a chat's log: an event, or the end marker of a turn."""
+
+    seq: int
+    """The relay's id: what readers see as the SSE ``id`` and send back as ``Last-Event-ID``."""
+    data: bytes = b""
+    upstream_id: str | None = None
+    snapshot: bool = False
+    end: bool = False
+    """The end marker of a turn (``data`` is empty)."""
+    error: str | None = None
+    """On an end marker: why the relay could not finish the turn (``None``: it ended normally)."""
+
+    def event(self) -> Event | None:
+        """The typed event (``None`` for an end marker)."""
+        if self.end:
+            return None
+        return decode_event(ServerSentEvent(self.data, id=self.upstream_id), self.seq)
+
+
+class ChatInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What the store knows of a chat: its worker, its turn, its producer.
+
+    ``leased`` says whether some relay process holds the producer lease now:
+    a chat that is ``active`` and not ``leased`` lost its producer, and the
+    next reader takes over. ``updated_at`` is the wall-clock time (seconds
+    since the epoch) of its last append.
+    """
+
+    chat_id: str
+    worker_id: str | None
+    active: bool
+    turn_start: int
+    """The seq of the current (or last) turn's first entry."""
+    last_seq: int
+    last_upstream_id: str | None
+    status: str
+    """``pending`` (turn begun, nothing yet), ``running``, ``completed`` or ``failed``."""
+    producer: str | None
+    leased: bool
+    error: str | None = None
+    updated_at: float | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Lease:
+    """A producer's right to append to one chat's log, until it expires or is taken.
+
+    ``token`` is checked by the store on every append (fencing); ``fence``
+    grows with every lease ever given for the chat. ``last_seq`` and
+    ``last_upstream_id`` follow this producer's appends.
+    """
+
+    chat_id: str
+    token: str
+    fence: int
+    holder: str
+    ttl: float
+    last_seq: int
+    last_upstream_id: str | None
+    worker_id: str | None
+    turn_start: int
+    new_turn: bool
+
+
+class Store(abc.ABC):
+    """Where a relay keeps each chat's log, and its producer lease.
+
+    Reading never blocks the producer: readers pull from the log at their
+    own pace (``read``), and ``wait`` until there is more.
+    """
+
+    # -- chats ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def chat(self, chat_id: str) -> ChatInfo | None:
+        """The chat's record, or ``None`` for a chat never seen (or expired)."""
+
+    @abc.abstractmethod
+    async def fleet(self) -> list[ChatInfo]:
+        """Every chat with a turn running, whichever process produces it, newest first.
+
+        The fleet view: with :class:`~handinger_stream.relay.RedisStore`, what
+        every relay process sharing the Redis is relaying right now, including
+        turns whose producer died (``leased`` False) until a reader takes over.
+        """
+
+    # -- producing (fenced) -------------------------------------------------
+
+    @abc.abstractmethod
+    async def begin_turn(self, chat_id: str, *, holder: str, ttl: float) -> Lease:
+        """Start a new turn and take its producer lease; :class:`ChatBusyError` if one runs."""
+
+    @abc.abstractmethod
+    async def take_over(self, chat_id: str, *, holder: str, ttl: float) -> Lease | None:
+        """Take the lease of a running turn whose producer is gone; ``None`` if not so."""
+
+    @abc.abstractmethod
+    async def set_worker(self, lease: Lease, worker_id: str) -> None:
+        """Record the chat's worker (fenced)."""
+
+    @abc.abstractmethod
+    async def append(self, lease: Lease, chunks: Sequence[Chunk]) -> None:
+        """Append events (fenced, atomic, idempotent: a retry after a lost reply is a no-op).
+
+        Raises :class:`LeaseLostError` when another producer holds the chat
+        now, :class:`StoreUnavailableError` when the store cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def renew(self, lease: Lease) -> None:
+        """Extend the lease by its ttl; :class:`LeaseLostError` if it is no longer ours."""
+
+    @abc.abstractmethod
+    async def finish(self, lease: Lease, error: str | None = None) -> None:
+        """Append the turn's end marker and give the lease up (fenced, idempotent)."""
+
+    @abc.abstractmethod
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up without ending the turn: the next reader takes over."""
+
+    # -- reading -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
+        """Up to ``limit`` entries after seq ``after``, without waiting.
+
+        Raises :class:`EntriesGoneError` when the entry after ``after`` was
+        trimmed or has expired.
+        """
+
+    @abc.abstractmethod
+    async def wait(self, chat_id: str, after: int, timeout: float) -> bool:
+        """Wait until an entry after ``after`` exists (True) or ``timeout`` seconds pass."""
+
+    # -- lifetime ------------------------------------------------------------
+
+    async def aclose(self) -> None:  # noqa: B027 - a store with nothing to close keeps this
+        """Let go of connections and background tasks."""
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
