@@ -345,9 +345,7 @@ def test_an_empty_watch_ends_at_once_and_workers_can_be_added_before_entering(
             async with client.workers.watch([]) as watch:
                 assert [item async for item in watch] == []
                 watch.add(worker_id)
-                assert len([item async for item in watch]) == await replay_count(
-                    client, worker_id
-                )
+                assert len([item async for item in watch]) == await replay_count(client, worker_id)
             pending = client.workers.watch([])
             pending.add(worker_id)
             assert pending.stage(worker_id) == "waiting"
