@@ -466,6 +466,19 @@ class Watch:
             if type(item) is _Live:
                 return item
 
+    def events(self, *, ends: bool = False) -> AsyncIterator[WatchEvent]:
+        """The items, as iterating the watch gives them; with ``ends=True`` one more per worker.
+
+        With ``ends``, each worker's last item has ``event=None``: its ``error``
+        is ``None`` when the stream ended (``snapshot`` is then the final
+        Worker), or the exception when it was lost (the one error item).
+
+        >>> async for item in watch.events(ends=True):  # doctest: +SKIP
+        ...     if item.event is None:
+        ...         print(item.worker_id, "ended", item.snapshot.status, item.error)
+        """
+        return _Items(self) if ends else self
+
     def completed(self) -> AsyncIterator[Worker]:
         """The final Worker of each watched worker, in the order they end.
 
@@ -520,6 +533,29 @@ class Watch:
             f"<Watch {len(self._records)} workers, {self._open} open, "
             f"{len(self._waiting)} waiting, {self._phase}>"
         )
+
+
+class _Items:
+    """``watch.events(ends=True)``: the items, and an end item for each worker."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch: Watch) -> None:
+        self._watch = watch
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while True:
+            item = await self._watch._take()
+            if item is None:
+                raise StopAsyncIteration
+            if type(item) is _Live:
+                return item
+            w = item._w
+            if w.error is None:  # a lost stream's error item was its end already
+                return _Live(w, None)
 
 
 class _Completed:

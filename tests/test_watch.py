@@ -241,6 +241,32 @@ def test_completed_yields_final_workers_in_completion_order(paced: Emulator, bac
     run(backend, main)
 
 
+def test_events_with_ends_mark_each_worker_s_end_once(emulator: Emulator) -> None:
+    async def main() -> None:
+        async with client_for(emulator) as client:
+            ids = await create(client, 3, "Ends")
+            ends: list[WatchEvent] = []
+            events = 0
+            async with client.workers.watch([*ids, "wrk_absent"]) as watch:
+                async for item in watch.events(ends=True):
+                    if item.event is None:
+                        ends.append(item)
+                    else:
+                        events += 1
+            assert sorted(e.worker_id for e in ends) == sorted([*ids, "wrk_absent"])
+            assert [e.worker_id for e in ends if e.error is None] == [
+                i for i in watch.done if i != "wrk_absent"
+            ]
+            for end in ends:
+                if end.error is None:
+                    assert end.snapshot == await client.workers.retrieve(end.worker_id)
+                else:
+                    assert isinstance(end.error, NotFoundError)
+            assert events == sum([await replay_count(client, i) for i in ids])
+
+    run("asyncio", main)
+
+
 def test_completed_includes_failed_and_lost_workers(emulator: Emulator) -> None:
     async def main() -> None:
         async with client_for(emulator) as client:
