@@ -31,6 +31,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "emulator": {"client", "stream", "wire", "reducer", "sse", "transport"},
     "watch": {"cli", "dashboard", "emulator", "transport", "sse", "wire"},
     "otel": {"client", "stream", "watch", "cli", "dashboard", "emulator"},
+    "dashboard": {"cli", "stream", "transport", "sse", "wire", "reducer"},
 }
 # What sits on top of the client (watch, and the telemetry and dashboard built on it):
 # nothing below imports it, and the client names it only lazily (one method, and types).
