@@ -127,8 +127,11 @@ def plan_turn(
     """
     digest = hashlib.sha256(f"{seed}\x00{turn}\x00{budget}\x00{input}".encode()).digest()
     rng = random.Random(digest)
-    # The fleet draws from a generator of its own: the classic plan's draws stay as they were.
-    variety = random.Random(hashlib.sha256(digest + f"\x00{fleet}".encode()).digest())
+    if fleet is not None:
+        # Each fleet worker draws from a generator of its own (and says its own words);
+        # without a fleet the draws are the classic plan's, unchanged.
+        rng = random.Random(hashlib.sha256(digest + f"\x00{fleet}".encode()).digest())
+    variety = rng
     topic = re.sub(r"[\s?!.]+$", "", input.strip()) or "your question"
     # "What's the weather in X?" reads better as "the weather in X".
     topic = re.sub(_QUESTION, "", topic, flags=re.I) or topic
