@@ -389,3 +389,29 @@ def test_watch_event_shape() -> None:
     item = WatchEvent("w1", None, worker, error)
     assert (item.worker_id, item.event, item.snapshot, item.error) == ("w1", None, worker, error)
     assert "w1" in repr(item) and isinstance(Watch, type)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_blocking_portal_can_drive_a_watch_from_sync_code(
+    emulator: Emulator, backend: str
+) -> None:
+    """What a sync wrapper will do: enter in one task, take items from others, add and remove."""
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal(backend) as portal:
+        client = client_for(emulator)
+        ids = portal.call(create, client, 3)
+        watch = client.workers.watch(ids[:2])
+        counts: Counter[str] = Counter()
+        with portal.wrap_async_context_manager(watch):
+            portal.call(watch.add, ids[2])
+            while True:
+                try:
+                    item = portal.call(watch.__anext__)
+                except StopAsyncIteration:
+                    break
+                counts[item.worker_id] += 1
+        assert set(counts) == set(ids)
+        for worker_id in ids:
+            assert counts[worker_id] == portal.call(replay_count, client, worker_id)
+        portal.call(client.aclose)
