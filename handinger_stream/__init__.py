@@ -75,6 +75,7 @@ from .models import (
 from .reducer import WorkerState, apply_event, fold
 from .sse import ServerSentEvent, SSEDecoder
 from .stream import Checkpoint, StreamPolicy, WorkerStream
+from .watch import Watch, WatchEvent
 from .wire import encode_event
 
 __all__ = [
@@ -138,6 +139,8 @@ __all__ = [
     "UnknownEvent",
     "UnprocessableEntityError",
     "Usage",
+    "Watch",
+    "WatchEvent",
     "Worker",
     "WorkerFailedError",
     "WorkerSnapshotEvent",
