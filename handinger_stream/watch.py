@@ -145,9 +145,9 @@ class _Watched:
         # taken, so that a reader running ahead never shows in a snapshot.
         self.state = WorkerState(worker_id)
         self.unfolded: list[Event] = []
-        if stream is not None and stream.last_event_id is not None:
+        if stream is not None and (folded := stream.snapshot) != Worker(id=worker_id):
             # A stream that delivered events already: start from what it folded.
-            self.state.apply(WorkerSnapshotEvent(worker=stream.snapshot, fields=WORKER_FIELDS))
+            self.state.apply(WorkerSnapshotEvent(worker=folded, fields=WORKER_FIELDS))
         self.stream = stream
         self.given = stream is not None  # opened by the caller, not by the watch
         self.stage: Stage = "waiting"
@@ -177,6 +177,9 @@ class _WorkersView(Mapping[str, Worker]):
 
     def __getitem__(self, worker_id: str) -> Worker:
         return self._records[worker_id].snapshot
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._records  # without folding a snapshot to answer
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._records))

@@ -132,6 +132,24 @@ def test_a_stream_passed_in_is_watched_from_where_it_is(emulator: Emulator, back
     run(backend, main)
 
 
+def test_a_stream_read_partly_before_is_watched_from_there(emulator: Emulator) -> None:
+    async def main() -> None:
+        async with client_for(emulator) as client:
+            stream = await client.workers.create(input="Half read", budget="low", stream=True)
+            iterator = stream.__aiter__()
+            for _ in range(10):
+                await iterator.__anext__()
+            async with client.workers.watch([stream]) as watch:
+                rest = [item async for item in watch]
+            total = await replay_count(client, stream.worker_id)
+            assert len(rest) == total - 10
+            assert watch.workers[stream.worker_id] == await client.workers.retrieve(
+                stream.worker_id
+            )
+
+    run("asyncio", main)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_add_and_remove_while_watching(paced: Emulator, backend: str) -> None:
     async def main() -> None:
