@@ -1,4 +1,4 @@
-"""``python -m benchmarks all | smoke | report | fold``: see ``benchmarks/README.md``."""
+"""``python -m benchmarks all | smoke | report | fold | watch``: see ``benchmarks/README.md``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ RESULTS = ROOT / "benchmarks" / "results.json"
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["watch"]:  # the watch scenario has options of its own
+        from .watch import main as watch
+
+        return watch(sys.argv[2:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
         "command", choices=["all", "smoke", "report", "fold", "concurrency", "relay"]

@@ -77,6 +77,7 @@ from .sse import ServerSentEvent, SSEDecoder
 from .stream import Checkpoint, StreamPolicy, WorkerStream
 from .sync import Handinger, SyncFileDownload, SyncWorkers, SyncWorkerStream
 from .upload import FileInput
+from .watch import Watch, WatchEvent
 from .wire import encode_event
 
 __all__ = [
@@ -145,6 +146,8 @@ __all__ = [
     "UnknownEvent",
     "UnprocessableEntityError",
     "Usage",
+    "Watch",
+    "WatchEvent",
     "Worker",
     "WorkerFailedError",
     "WorkerSnapshotEvent",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
 
-__all__ = ["TurnPlan", "plan_turn"]
+__all__ = ["ToolCall", "TurnPlan", "plan_turn"]
 
 SENTENCES = {"low": 3, "standard": 5, "high": 8, "unlimited": 12}
 # USD per 1k tokens of the model tier a budget buys.
@@ -63,6 +63,18 @@ _SITES = (
 
 
 @dataclass
+class ToolCall:
+    """A tool call beyond the first search: what it is given, how long it runs, what it gives."""
+
+    call_id: str
+    name: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    # How long the tool runs, in token times: 50 at 25 tokens per second is 2 s.
+    duration: int
+
+
+@dataclass
 class TurnPlan:
     """Everything one turn will stream, fixed up front."""
 
@@ -76,6 +88,10 @@ class TurnPlan:
     costs: dict[str, float]
     tool_call_id: str = ""
     search_results: list[dict[str, Any]] = field(default_factory=list)
+    # Fleet mode only (see plan_turn's ``fleet``): more tool calls, and a failure.
+    tools: list[ToolCall] = field(default_factory=list)
+    fail_after: int | None = None  # the agent fails after this many chunks of the turn
+    failure: str = ""
 
     @property
     def answer(self) -> str:
@@ -88,11 +104,34 @@ def _tokens(text: str) -> list[str]:
 
 
 def plan_turn(
-    input: str, budget: str, *, seed: int, turn: int, attach_file: bool | None = None
+    input: str,
+    budget: str,
+    *,
+    seed: int,
+    turn: int,
+    attach_file: bool | None = None,
+    fleet: str | None = None,
 ) -> TurnPlan:
-    """Plan one turn. The same arguments always give the same plan."""
+    """Plan one turn. The same arguments always give the same plan.
+
+    ``fleet`` (a key that differs per worker, such as its id) makes the turn
+    one of a realistic fleet: an answer of varied length, sometimes more tool
+    calls that run for a while, and now and then a failure. Without it the
+    plan is the classic one, unchanged.
+
+    >>> plans = [plan_turn("Hi", "low", seed=0, turn=0, fleet=f"w{i}") for i in range(40)]
+    >>> len({len(p.answer_tokens) for p in plans}) > 5, any(p.tools for p in plans)
+    (True, True)
+    >>> 0 < sum(p.fail_after is not None for p in plans) < 10
+    True
+    """
     digest = hashlib.sha256(f"{seed}\x00{turn}\x00{budget}\x00{input}".encode()).digest()
     rng = random.Random(digest)
+    if fleet is not None:
+        # Each fleet worker draws from a generator of its own (and says its own words);
+        # without a fleet the draws are the classic plan's, unchanged.
+        rng = random.Random(hashlib.sha256(digest + f"\x00{fleet}".encode()).digest())
+    variety = rng
     topic = re.sub(r"[\s?!.]+$", "", input.strip()) or "your question"
     # "What's the weather in X?" reads better as "the weather in X".
     topic = re.sub(_QUESTION, "", topic, flags=re.I) or topic
@@ -113,7 +152,7 @@ def plan_turn(
     ]
     source_name = sources[0]["title"].split(":")[0].split(" - ")[-1]
 
-    count = SENTENCES[budget]
+    count = SENTENCES[budget] if fleet is None else variety.choice(_FLEET_SENTENCES)
     body = rng.sample(_BODY, min(count - 2, len(_BODY)))
     while len(body) < count - 2:
         body.append(rng.choice(_BODY))
@@ -141,11 +180,12 @@ def plan_turn(
             "content": "\n".join(lines) + "\n",
         }
 
-    input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources
+    tools = _fleet_tools(variety, digest, topic, sources) if fleet is not None else []
+    input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources + 60 * len(tools)
     output_tokens = len(answer_tokens) + len(reasoning_tokens)
     cache_read = 120 if turn > 0 else 0
     model_cost = round((input_tokens + output_tokens) / 1000 * MODEL_RATE[budget], 6)
-    tool_cost = round(0.001 * n_sources, 6)
+    tool_cost = round(0.001 * (n_sources + len(tools)), 6)
     sandbox_cost = round(SANDBOX_RATE[budget] * count, 6)
     internal_cost = round(0.0001 * count, 6)
     costs = {
@@ -166,6 +206,12 @@ def plan_turn(
         "credits": round(sum(costs.values()) * 100, 4),
     }
     call = hashlib.sha256(digest + b"call").hexdigest()[:12]
+    fail_after, failure = None, ""
+    if fleet is not None and variety.random() < _FLEET_FAILURE_RATE:
+        # Somewhere between the first search and the end of the answer.
+        chunks = 12 + len(reasoning_tokens) + len(sources) + 5 * len(tools) + len(answer_tokens)
+        fail_after = variety.randrange(8, chunks)
+        failure = variety.choice(_FAILURES).format(tool=tools[0].name if tools else "web_search")
     return TurnPlan(
         message_id=f"msg_{hashlib.sha256(digest + b'msg').hexdigest()[:16]}",
         reasoning_tokens=reasoning_tokens,
@@ -177,4 +223,45 @@ def plan_turn(
         costs=costs,
         tool_call_id=f"call_{call}",
         search_results=[{"title": s["title"], "url": s["url"]} for s in sources],
+        tools=tools,
+        fail_after=fail_after,
+        failure=failure,
     )
+
+
+# -- the fleet --------------------------------------------------------------
+
+# Sentences per answer: mostly short, a few long (at 25 tokens/s, 2 s to about 20 s of writing).
+_FLEET_SENTENCES = (2, 3, 3, 4, 4, 5, 5, 6, 7, 8, 10, 12, 16, 20, 24)
+_FLEET_FAILURE_RATE = 0.1
+_FAILURES = (
+    "the model provider is overloaded (529); gave up after 3 retries",
+    "tool {tool} timed out after 30 s",
+    "the sandbox ran out of memory while running the code",
+)
+
+
+def _fleet_tools(
+    rng: random.Random, digest: bytes, topic: str, sources: list[dict[str, Any]]
+) -> list[ToolCall]:
+    """None to three more tool calls, each running for a while (2 to 8 s at 25 tokens/s)."""
+    count = rng.choices((0, 1, 2, 3), weights=(4, 3, 2, 1))[0]
+    calls: list[ToolCall] = []
+    for i in range(count):
+        call_id = f"call_{hashlib.sha256(digest + b'tool%d' % i).hexdigest()[:12]}"
+        kind = rng.choice(("fetch_page", "run_code", "read_file", "web_search"))
+        if kind == "fetch_page":
+            url = rng.choice(sources)["url"]
+            args: dict[str, Any] = {"url": url}
+            result: dict[str, Any] = {"status": 200, "chars": rng.randrange(2_000, 60_000)}
+        elif kind == "run_code":
+            args = {"language": "python", "code": f"summarise({topic[:40]!r})"}
+            result = {"exit_code": 0, "stdout": f"{rng.randrange(3, 40)} rows summarised"}
+        elif kind == "read_file":
+            args = {"path": rng.choice(("data.csv", "notes.md", "report-draft.md"))}
+            result = {"bytes": rng.randrange(1_000, 200_000)}
+        else:
+            args = {"query": f"{topic[:60]} latest figures"}
+            result = {"results": rng.randrange(3, 12)}
+        calls.append(ToolCall(call_id, kind, args, result, duration=rng.randrange(50, 200)))
+    return calls

@@ -5,6 +5,7 @@
     handinger-stream serve --port 8787
     handinger-stream record --out weather.json "What's the weather in Barcelona?"
     handinger-stream serve --cassette weather.json [--realtime]
+    handinger-stream watch --create 30 "Research one topic"   (see dashboard.py)
 
 Exit codes: 0 completed, 1 the worker failed, 2 usage error, 3 connection or
 authentication problem (a missing API key too), 4 the server's stream could
@@ -28,6 +29,7 @@ import msgspec
 
 from .cassette import Cassette, CassetteError, Recorder
 from .client import DEFAULT_BASE_URL, AsyncHandinger, check_base_url
+from .dashboard import add_watch_command, run_watch
 from .emulator import Emulator
 from .errors import (
     APIConnectionError,
@@ -155,8 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tokens-per-second", type=_pace, default=EMULATOR_PACE)
     serve.add_argument("--seed", type=int, default=0)
     _add_cassette_options(serve)
+    serve.add_argument("--fleet", action="store_true", help="play a realistic fleet of workers")
     _add_record_command(sub)
     relay_server.add_parser(sub)
+    add_watch_command(sub)
     return parser
 
 
@@ -198,6 +202,8 @@ def _add_record_command(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "watch":
+        return run_watch(args)
     try:
         if args.command == "serve":
             return asyncio.run(_serve(args))
@@ -247,6 +253,7 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         cassette=cassette,
         realtime=args.realtime,
+        fleet=args.fleet,
     )
     try:
         await emulator.start()

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -45,6 +45,12 @@ from .transport import (
 )
 from .upload import FileInput, Form, files_form
 from .wire import decode_worker, snapshot_event
+
+if TYPE_CHECKING:  # watch and otel sit on top of the client; only their types are named here
+    from collections.abc import Iterable
+
+    from .otel import Telemetry
+    from .watch import Watch
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "FileDownload", "Workers", "check_base_url"]
 
@@ -733,6 +739,30 @@ class Workers:
         file_path = "/".join(quote(p, safe="") for p in path.lstrip("/").split("/"))
         return FileDownload(
             self._client, f"/api/workers/{_path_id(worker_id)}/files/{file_path}", extra_headers
+        )
+
+    def watch(
+        self,
+        workers: Iterable[str | WorkerStream],
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = 64,
+        telemetry: bool | Telemetry | None = None,
+    ) -> Watch:
+        """Many workers' events merged in arrival order (see ``docs/monitoring.md``).
+
+        >>> async with client.workers.watch(ids, max_concurrency=50) as watch:  # doctest: +SKIP
+        ...     async for item in watch:
+        ...         print(item.worker_id, type(item.event).__name__)
+        """
+        from .watch import Watch  # it sits on top of the client: imported when used
+
+        return Watch(
+            self._client,
+            workers,
+            max_concurrency=max_concurrency,
+            buffer=buffer,
+            telemetry=telemetry,
         )
 
 

@@ -175,8 +175,13 @@ class _Store:
         keepalive_interval: float,
         retry_ms: int | None,
         fault_queue: deque[str] | None = None,
+        fleet: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.fleet = fleet
+        # Event streams being written now, and the most at once (Emulator.open_streams).
+        self.open_streams = 0
+        self.peak_open_streams = 0
         # Faults queued by Emulator.inject_fault, for the next streaming requests.
         self.fault_queue: deque[str] = fault_queue if fault_queue is not None else deque()
         self.tokens_per_second = tokens_per_second
@@ -223,6 +228,9 @@ def _add_uploads(request: web.Request, worker: _Worker, uploads: list[_Upload]) 
         url = f"{base}/api/workers/{worker.id}/files/{quote(upload.name, safe='/')}"
         worker.files[:] = [f for f in worker.files if f["filename"] != upload.name]
         worker.files.append({"filename": upload.name, "mediaType": upload.media_type, "url": url})
+
+
+_STORE_KEY: web.AppKey[_Store] = web.AppKey("handinger_emulator_store", _Store)
 
 
 def _error(status: int, message: str, kind: str, **headers: str) -> web.Response:
@@ -312,6 +320,7 @@ def make_app(
     fault_queue: deque[str] | None = None,
     cassette: Cassette | None = None,
     realtime: bool = False,
+    fleet: bool = False,
 ) -> web.Application:
     """The emulator as an aiohttp application, to mount or run as you like.
 
@@ -319,6 +328,7 @@ def make_app(
     next requests that ask for an event stream and carry no header of their own.
     With ``cassette``, every request is answered from the recording instead
     of by the simulated agent (at the recorded pace when ``realtime``).
+    ``fleet``: each worker plays a turn of a realistic fleet (see ``docs/emulator.md``).
 
     >>> app = make_app(api_key="k", tokens_per_second=0)
     """
@@ -329,10 +339,12 @@ def make_app(
         keepalive_interval=keepalive_interval,
         retry_ms=retry_ms,
         fault_queue=fault_queue,
+        fleet=fleet,
     )
     if cassette is not None:
         return _replay_app(store, cassette, realtime=realtime)
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware(store)])
+    app[_STORE_KEY] = store
     handlers = _Handlers(store)
     app.router.add_post("/api/workers", handlers.create)
     app.router.add_get("/api/workers/{id}", handlers.retrieve)
@@ -551,7 +563,13 @@ class _Handlers:
     def _start_turn(self, request: web.Request, worker: _Worker, text: str, budget: str) -> int:
         """Start a turn in the background; return the sequence number of its first event."""
         fault = _fault(request)
-        plan = plan_turn(text, budget, seed=self.store.seed, turn=worker.turns)
+        plan = plan_turn(
+            text,
+            budget,
+            seed=self.store.seed,
+            turn=worker.turns,
+            fleet=worker.id if self.store.fleet else None,
+        )
         worker.turns += 1
         worker.status, worker.running, worker.error = "pending", False, None
         worker.budget = budget
@@ -586,6 +604,8 @@ class _Handlers:
             nonlocal emitted
             if fault.error_after is not None and emitted >= fault.error_after:
                 return False
+            if plan.fail_after is not None and emitted >= plan.fail_after:
+                return False
             self._emit(worker, chunk)
             emitted += 1
             if pace and delay:
@@ -596,7 +616,8 @@ class _Handlers:
 
         try:
             if not await self._play(worker, plan, emit, base, message):
-                worker.error = "injected fault: the agent failed"
+                injected = fault.error_after is not None and emitted >= fault.error_after
+                worker.error = "injected fault: the agent failed" if injected else plan.failure
                 self._emit(worker, {"type": "error", "errorText": worker.error})
         finally:
             worker.status, worker.running, worker.turn_active = "completed", False, False
@@ -688,6 +709,8 @@ class _Handlers:
                     "url": source["url"],
                 }
             )
+        if plan.tools and not await self._play_tools(plan, emit, parts):
+            return False
         if not await emit({"type": "finish-step"}):
             return False
         partial = {**plan.usage, "outputTokens": len(plan.reasoning_tokens), "steps": 1}
@@ -746,6 +769,33 @@ class _Handlers:
         message["metadata"] = {**metadata, "usage": usage, "costs": costs}
         return True
 
+    async def _play_tools(
+        self, plan: TurnPlan, emit: Callable[..., Awaitable[bool]], parts: list[dict[str, Any]]
+    ) -> bool:
+        """A fleet worker's further tool calls, each running for a while (silent meanwhile)."""
+        tps = self.store.tokens_per_second
+        for call in plan.tools:
+            ids = {"toolCallId": call.call_id, "toolName": call.name}
+            tool: dict[str, Any] = {"type": f"tool-{call.name}", "toolCallId": call.call_id}
+            if not await emit({"type": "tool-input-start", **ids}):
+                return False
+            parts.append({**tool, "state": "input-streaming"})
+            args = _encode(call.input).decode()
+            delta = {"type": "tool-input-delta", "toolCallId": call.call_id}
+            if not await emit({**delta, "inputTextDelta": args}, pace=True):
+                return False
+            if not await emit({"type": "tool-input-available", **ids, "input": call.input}):
+                return False
+            parts[-1] = {**tool, "state": "input-available", "input": call.input}
+            if tps > 0:
+                await asyncio.sleep(call.duration / tps)
+            if not await emit(
+                {"type": "tool-output-available", "toolCallId": call.call_id, "output": call.output}
+            ):
+                return False
+            parts[-1] = {**parts[-1], "state": "output-available", "output": call.output}
+        return True
+
     # -- streaming responses ---------------------------------------------
 
     async def _stream(
@@ -759,13 +809,19 @@ class _Handlers:
     ) -> web.StreamResponse:
         fault = _fault(request)
         response = web.StreamResponse(headers={**SSE_HEADERS, WORKER_ID_HEADER: worker.id})
-        await response.prepare(request)
+        store = self.store
+        store.open_streams += 1
+        store.peak_open_streams = max(store.peak_open_streams, store.open_streams)
         try:
-            await self._write_events(
-                request, response, worker, fault, after=after, live=live, lead=lead
-            )
-        except ConnectionError:
-            pass  # The client went away: that is its right, not our error.
+            await response.prepare(request)
+            try:
+                await self._write_events(
+                    request, response, worker, fault, after=after, live=live, lead=lead
+                )
+            except ConnectionError:
+                pass  # The client went away: that is its right, not our error.
+        finally:
+            store.open_streams -= 1
         return response
 
     async def _write_events(
@@ -872,7 +928,9 @@ class Emulator:
     ephemeral port), ``retry_ms=None`` (no SSE ``retry:`` field).
     ``cassette`` (a path or a :class:`~handinger_stream.cassette.Cassette`)
     serves a recording instead of the simulated agent, as fast as possible
-    or, with ``realtime=True``, at the recorded pace.
+    or, with ``realtime=True``, at the recorded pace. ``fleet=True``: every
+    worker plays a turn of a realistic fleet (varied lengths, tool calls
+    that run a while, a few failures; see ``docs/emulator.md``).
 
     >>> async def main():  # doctest: +SKIP
     ...     async with Emulator(api_key="k", tokens_per_second=0, seed=0) as emu:
@@ -891,6 +949,7 @@ class Emulator:
         retry_ms: int | None = None,
         cassette: Cassette | str | os.PathLike[str] | None = None,
         realtime: bool = False,
+        fleet: bool = False,
     ) -> None:
         self.api_key = api_key
         self.host = host
@@ -906,6 +965,7 @@ class Emulator:
             "retry_ms": retry_ms,
             "cassette": cassette,
             "realtime": realtime,
+            "fleet": fleet,
         }
         self._faults: deque[str] = deque()
         self._runner: web.AppRunner | None = None
@@ -919,6 +979,24 @@ class Emulator:
         if not self.port:
             raise RuntimeError("the emulator is not running")
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def open_streams(self) -> int:
+        """Event streams the emulator is writing right now (0 when it is not running)."""
+        store = self._store()
+        return store.open_streams if store is not None else 0
+
+    @property
+    def peak_open_streams(self) -> int:
+        """The most event streams it wrote at once since it started."""
+        store = self._store()
+        return store.peak_open_streams if store is not None else 0
+
+    def _store(self) -> _Store | None:
+        runner = self._runner
+        if runner is None or runner.app is None:
+            return None
+        return runner.app.get(_STORE_KEY)
 
     def inject_fault(self, spec: str, times: int = 1) -> None:
         """Give the next ``times`` streaming requests this fault (``x-emulator-fault`` syntax).

@@ -28,10 +28,17 @@ ALLOWED: dict[str, set[str]] = {
 # module -> package modules it must not import (the rest is allowed)
 FORBIDDEN: dict[str, set[str]] = {
     "stream": {"client", "cli", "emulator", "sync"},
-    "client": {"cli", "emulator", "sync"},
+    "client": {"cli", "emulator", "sync", "dashboard"},
     "sync": {"cli", "emulator"},
     "emulator": {"client", "stream", "wire", "reducer", "sse", "transport"},
+    "watch": {"cli", "dashboard", "emulator", "transport", "sse", "wire"},
+    "otel": {"client", "stream", "watch", "cli", "dashboard", "emulator"},
+    "dashboard": {"cli", "stream", "transport", "sse", "wire", "reducer"},
 }
+# What sits on top of the client (watch, and the telemetry and dashboard built on it):
+# nothing below imports it, and the client names it only lazily (one method, and types).
+ON_TOP = {"watch", "otel", "dashboard"}
+ABOVE_THE_CLIENT = {"watch", "otel", "dashboard", "cli", "__init__", "client"}
 
 
 def package_imports(module: str) -> set[str]:
@@ -60,6 +67,29 @@ def test_sans_io_parts_import_only_what_the_table_allows(module: str) -> None:
 @pytest.mark.parametrize("module", sorted(FORBIDDEN))
 def test_no_part_imports_what_sits_on_top_of_it(module: str) -> None:
     assert not package_imports(module) & FORBIDDEN[module]
+
+
+def module_level_imports(module: str) -> set[str]:
+    """Package modules imported when ``module`` is imported (not in functions or TYPE_CHECKING)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ABOVE_THE_CLIENT),
+)
+def test_nothing_below_the_client_imports_what_sits_on_it(module: str) -> None:
+    assert not package_imports(module) & ON_TOP
+
+
+def test_the_client_names_the_watch_only_lazily() -> None:
+    assert "watch" in package_imports("client")  # the one method, and its types
+    assert not module_level_imports("client") & ON_TOP
 
 
 def test_the_checker_sees_imports() -> None:

@@ -183,7 +183,10 @@ async def test_leaks(handinger_emulator) -> None:
     result = run(project)
     assert result.ret != 0
     # The leak is found when the garbage collector meets the session, as late as the run's end.
-    assert "Unclosed client session" in result.stdout.str() + result.stderr.str()
+    # Which of the session and its connector it finalises first depends on allocation order;
+    # a connector finalised first closes itself, so then only it reports the leak.
+    output = result.stdout.str() + result.stderr.str()
+    assert "Unclosed client session" in output or "Unclosed connector" in output
 
 
 CASSETTE_TESTS = """

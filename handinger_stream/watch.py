@@ -1,0 +1,604 @@
+"""Watch many workers at once: one merged stream of their events, in arrival order.
+
+:class:`Watch` sits on top of the client. Each watched worker is read by its
+own task (owned by the watch's anyio task group) through a
+:class:`~handinger_stream.stream.WorkerStream`, so each one resumes by
+itself after a break; what they read is merged into one queue that the
+consumer drains, as :class:`WatchEvent` items or, with
+:meth:`Watch.completed`, as final Workers in the order they end.
+
+Backpressure rather than an unbounded queue: a worker's task stops reading
+once ``buffer`` of its events wait for the consumer, and reads again when
+the consumer has taken half of them. A slow consumer therefore slows the
+reads (and TCP slows the server) while memory per worker stays its snapshot
+plus at most ``buffer`` events.
+
+>>> async def follow(client, ids):  # doctest: +SKIP
+...     async with client.workers.watch(ids, max_concurrency=50) as watch:
+...         async for item in watch:
+...             if item.error is not None:
+...                 print(item.worker_id, "lost:", item.error)
+...         return watch.workers
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from time import monotonic
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .errors import HandingerError, InvalidRequestError
+from .events import Event, WorkerSnapshotEvent
+from .models import WORKER_FIELDS, Worker
+from .reducer import WorkerState
+from .stream import WorkerStream
+
+if TYPE_CHECKING:
+    from .client import AsyncHandinger
+    from .otel import StreamRecorder, Telemetry
+
+__all__ = ["DEFAULT_BUFFER", "Watch", "WatchEvent"]
+
+DEFAULT_BUFFER = 64
+"""Events of one worker that may wait for the consumer before its reads pause."""
+_FOLD_EVERY = 256  # events taken and not yet folded into a worker's snapshot, at most
+
+Stage = Literal["waiting", "open", "ended"]
+
+
+class WatchEvent:
+    """One item of a :class:`Watch`: an event of one worker, or why its stream was lost.
+
+    ``event`` is the typed event and ``error`` is ``None``; or, once for a
+    worker whose stream could not be read to its end (it could not be
+    resumed, the worker does not exist, the key was refused), ``event`` is
+    ``None`` and ``error`` is the exception. ``snapshot`` is the Worker
+    folded so far (for an error item, the partial Worker).
+
+    Like ``stream.snapshot``, ``snapshot`` is folded when you read it: the
+    Worker through the last event the watch gave you for that worker, never
+    one it has read ahead. Read it while handling the item (or keep the
+    Worker it returns): a later item of the same worker moves it on.
+
+    >>> item = WatchEvent("w1", None, Worker(id="w1"))
+    >>> item.worker_id, item.event, item.snapshot.status, item.error
+    ('w1', None, 'pending', None)
+    """
+
+    __slots__ = ("_snapshot", "error", "event", "worker_id")
+
+    def __init__(
+        self,
+        worker_id: str,
+        event: Event | None,
+        snapshot: Worker,
+        error: HandingerError | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.event = event
+        self.error = error
+        self._snapshot = snapshot
+
+    @property
+    def snapshot(self) -> Worker:
+        return self._snapshot
+
+    def __repr__(self) -> str:
+        what = type(self.event).__name__ if self.event is not None else f"error={self.error!r}"
+        return f"<WatchEvent {self.worker_id} {what}>"
+
+
+class _Live(WatchEvent):
+    """An item made by a reader: its snapshot is the worker's, read when asked for."""
+
+    __slots__ = ("_w",)
+
+    def __init__(
+        self, w: _Watched, event: Event | None, error: HandingerError | None = None
+    ) -> None:
+        self.worker_id = w.id
+        self.event = event
+        self.error = error
+        self._w = w
+
+    @property
+    def snapshot(self) -> Worker:
+        return self._w.snapshot
+
+
+class _End:
+    """Internal: a worker's stream has ended (after all of its items)."""
+
+    __slots__ = ("_w",)
+
+    def __init__(self, w: _Watched) -> None:
+        self._w = w
+
+
+class _Watched:
+    """One watched worker: its stream, where it stands, and its share of the queue."""
+
+    __slots__ = (
+        "error",
+        "finished",
+        "given",
+        "id",
+        "queued",
+        "removed",
+        "room",
+        "scope",
+        "stage",
+        "state",
+        "stream",
+        "unfolded",
+    )
+
+    def __init__(self, worker_id: str, stream: WorkerStream | None) -> None:
+        self.id = worker_id
+        # The Worker as the consumer has been given it: folded here, from the events
+        # taken, so that a reader running ahead never shows in a snapshot.
+        self.state = WorkerState(worker_id)
+        self.unfolded: list[Event] = []
+        if stream is not None and (folded := stream.snapshot) != Worker(id=worker_id):
+            # A stream that delivered events already: start from what it folded.
+            self.state.apply(WorkerSnapshotEvent(worker=folded, fields=WORKER_FIELDS))
+        self.stream = stream
+        self.given = stream is not None  # opened by the caller, not by the watch
+        self.stage: Stage = "waiting"
+        self.queued = 0  # items of this worker in the queue, not yet taken
+        self.room: anyio.Event | None = None  # set when the consumer has taken enough
+        self.scope: anyio.CancelScope | None = None
+        self.removed = False
+        self.finished = False  # the consumer has taken its end
+        self.error: HandingerError | None = None
+
+    @property
+    def snapshot(self) -> Worker:
+        unfolded = self.unfolded
+        if unfolded:
+            self.state.apply_all(unfolded)
+            unfolded.clear()
+        return self.state.snapshot()
+
+
+class _WorkersView(Mapping[str, Worker]):
+    """``watch.workers``: id → the latest snapshot, read when looked up."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: dict[str, _Watched]) -> None:
+        self._records = records
+
+    def __getitem__(self, worker_id: str) -> Worker:
+        return self._records[worker_id].snapshot
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._records  # without folding a snapshot to answer
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._records))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class Watch:
+    """Many workers' events, merged in arrival order; see ``docs/monitoring.md``.
+
+    Made by ``client.workers.watch(workers, max_concurrency=None)``; use it
+    as an async context manager, then iterate it (or :meth:`completed`).
+    Leaving the ``async with`` block stops every read and closes every
+    connection; the workers themselves go on.
+
+    >>> async def main(client, ids):  # doctest: +SKIP
+    ...     async with client.workers.watch(ids) as watch:
+    ...         async for worker in watch.completed():
+    ...             print(worker.id, worker.status, worker.failed)
+    """
+
+    def __init__(
+        self,
+        client: AsyncHandinger,
+        workers: Iterable[str | WorkerStream],
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = DEFAULT_BUFFER,
+        telemetry: bool | Telemetry | None = None,
+    ) -> None:
+        if isinstance(workers, (str, bytes, WorkerStream)):
+            raise InvalidRequestError(
+                "workers must be an iterable of worker ids and/or WorkerStreams, "
+                f"not a single {type(workers).__name__}"
+            )
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise InvalidRequestError(
+                f"max_concurrency must be None or a positive int; got {max_concurrency!r}"
+            )
+        if not isinstance(buffer, int) or buffer < 1:
+            raise InvalidRequestError(f"buffer must be a positive int; got {buffer!r}")
+        self._client = client
+        self._limit = max_concurrency
+        self._buffer = buffer
+        self._low = buffer // 2
+        self._records: dict[str, _Watched] = {}
+        self._queue: deque[_Live | _End] = deque()
+        self._waiting: deque[_Watched] = deque()  # ids waiting for a connection slot
+        self._open = 0  # connections being read: given streams and opened ids
+        self._unfinished = 0  # workers whose end the consumer has not taken yet
+        self._more: anyio.Event | None = None  # set when the queue gets an item
+        self._done: list[str] = []
+        self._orphans: list[WorkerStream] = []
+        self._tg: TaskGroup | None = None
+        self._phase: Literal["new", "open", "closed"] = "new"
+        self._telemetry = _telemetry(telemetry)
+        for worker in workers:
+            self._register(worker)
+
+    # -- the watched set ---------------------------------------------------
+
+    @property
+    def workers(self) -> Mapping[str, Worker]:
+        """Every watched worker's latest snapshot, by id (in the order they were added)."""
+        return _WorkersView(self._records)
+
+    @property
+    def errors(self) -> Mapping[str, HandingerError]:
+        """Why a worker's stream could not be read to its end, for those where it could not."""
+        return {r.id: r.error for r in self._records.values() if r.error is not None}
+
+    @property
+    def waiting(self) -> list[str]:
+        """Ids waiting for a connection slot (``max_concurrency``), in the order they will go."""
+        return [r.id for r in self._waiting if not r.removed]
+
+    @property
+    def done(self) -> list[str]:
+        """Ids whose stream has ended, in the order the consumer saw them end."""
+        return [i for i in self._done if i in self._records]
+
+    def stage(self, worker_id: str) -> Stage:
+        """``"waiting"`` for a slot, ``"open"`` (being read) or ``"ended"``."""
+        try:
+            return self._records[worker_id].stage
+        except KeyError:
+            raise InvalidRequestError(f"not watching worker {worker_id!r}") from None
+
+    def add(self, worker: str | WorkerStream) -> None:
+        """Watch one more worker: an id (read from its first event) or an open stream.
+
+        >>> watch.add("wrk_123")  # doctest: +SKIP
+        """
+        if self._phase == "closed":
+            raise RuntimeError("this watch is closed")
+        w = self._register(worker)
+        if self._phase == "open":
+            self._schedule(w)
+
+    def remove(self, worker_id: str) -> None:
+        """Stop watching a worker: its connection closes and its queued items are dropped.
+
+        The worker itself goes on; nothing more of it is yielded.
+        """
+        w = self._records.pop(worker_id, None)
+        if w is None:
+            raise InvalidRequestError(f"not watching worker {worker_id!r}")
+        w.removed = True
+        if not w.finished:
+            self._unfinished -= 1
+        if w.scope is not None:
+            w.scope.cancel()  # its reader closes the stream
+        elif w.stream is not None and self._phase == "new":
+            self._orphans.append(w.stream)  # a stream handed over: closed on exit
+        self._wake()
+
+    def _register(self, worker: str | WorkerStream) -> _Watched:
+        if isinstance(worker, WorkerStream):
+            worker_id, stream = worker.worker_id, worker
+            if not worker_id:
+                raise InvalidRequestError(
+                    "this stream's worker id is not known yet, so it cannot be watched"
+                )
+        elif isinstance(worker, str) and worker:
+            worker_id, stream = worker, None
+        else:
+            raise InvalidRequestError(
+                f"a worker to watch is a non-empty id or a WorkerStream; got {worker!r}"
+            )
+        if worker_id in self._records:
+            raise InvalidRequestError(f"worker {worker_id!r} is watched already")
+        w = _Watched(worker_id, stream)
+        self._records[worker_id] = w
+        self._unfinished += 1
+        return w
+
+    # -- readers -------------------------------------------------------------
+
+    def _schedule(self, w: _Watched) -> None:
+        """Read ``w`` now if a slot is free (or it is open already); else queue it."""
+        assert self._tg is not None
+        if w.given or self._limit is None or self._open < self._limit:
+            self._open += 1
+            w.stage = "open"
+            self._tg.start_soon(self._read, w, name=f"watch {w.id}")
+        else:
+            self._waiting.append(w)
+
+    def _release(self) -> None:
+        """A reader is done: its slot goes to the next worker waiting for one."""
+        self._open -= 1
+        if self._phase != "open":
+            return
+        while self._waiting and (self._limit is None or self._open < self._limit):
+            w = self._waiting.popleft()
+            if not w.removed:
+                self._schedule(w)
+
+    async def _read(self, w: _Watched) -> None:
+        recorder: StreamRecorder | None = None
+        try:
+            with anyio.CancelScope() as w.scope:
+                if w.removed:
+                    return
+                if self._telemetry is not None:
+                    recorder = self._telemetry.stream(w.id, opened=monotonic())
+                try:
+                    if w.stream is None:
+                        w.stream = await self._client.workers.retrieve(w.id, stream=True)
+                    if recorder is None:
+                        await self._pump(w, w.stream)
+                    else:
+                        await self._pump_recorded(w, w.stream, recorder)
+                except HandingerError as exc:
+                    w.error = exc
+                    self._push(_Live(w, None, exc))
+        finally:
+            stream, w.stream = w.stream, None  # its fold is not needed: the watch has its own
+            if stream is not None:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+            w.stage = "ended"
+            if recorder is not None:
+                final = stream.snapshot if stream is not None else Worker(id=w.id)
+                recorder.end(final, w.error, removed=w.removed)
+            self._release()
+            if not w.removed and self._phase == "open":
+                self._push(_End(w))
+
+    async def _pump(self, w: _Watched, stream: WorkerStream) -> None:
+        # The hot path: one append per event, and a wait only when the buffer is full.
+        queue = self._queue
+        limit = self._buffer
+        async for event in stream:
+            w.queued += 1
+            queue.append(_Live(w, event))
+            more = self._more
+            if more is not None:
+                self._more = None
+                more.set()
+            if w.queued >= limit:
+                await self._wait_for_room(w)
+
+    async def _pump_recorded(
+        self, w: _Watched, stream: WorkerStream, recorder: StreamRecorder
+    ) -> None:
+        """:meth:`_pump`, telling ``recorder`` when each event arrived."""
+        queue = self._queue
+        limit = self._buffer
+        chunk = recorder.chunk
+        async for event in stream:
+            chunk(monotonic(), stream.reconnects)
+            w.queued += 1
+            queue.append(_Live(w, event))
+            more = self._more
+            if more is not None:
+                self._more = None
+                more.set()
+            if w.queued >= limit:
+                await self._wait_for_room(w)
+
+    async def _wait_for_room(self, w: _Watched) -> None:
+        while w.queued >= self._buffer:
+            room = w.room = anyio.Event()
+            await room.wait()
+
+    def _push(self, item: _Live | _End) -> None:
+        item._w.queued += 1
+        self._queue.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        more = self._more
+        if more is not None:
+            self._more = None
+            more.set()
+
+    # -- consuming -------------------------------------------------------------
+
+    async def _take(self) -> _Live | _End | None:
+        """The next item for the consumer; ``None`` when every worker has ended."""
+        queue = self._queue
+        while True:
+            if queue:
+                item = queue.popleft()
+                w = item._w
+                w.queued -= 1
+                room = w.room
+                if room is not None and w.queued <= self._low:
+                    w.room = None
+                    room.set()
+                if w.removed:
+                    continue
+                if isinstance(item, _End):
+                    w.finished = True
+                    self._unfinished -= 1
+                    self._done.append(w.id)
+                elif item.event is not None:
+                    unfolded = w.unfolded
+                    unfolded.append(item.event)
+                    if len(unfolded) >= _FOLD_EVERY:
+                        w.state.apply_all(unfolded)
+                        unfolded.clear()
+                return item
+            if self._phase == "new":
+                raise RuntimeError(
+                    "enter the watch first: 'async with client.workers.watch(...) as watch:'"
+                )
+            if self._phase == "closed" or self._unfinished <= 0:
+                return None
+            more = self._more
+            if more is None:
+                more = self._more = anyio.Event()
+            await more.wait()
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while True:
+            item = await self._take()
+            if item is None:
+                raise StopAsyncIteration
+            if type(item) is _Live:
+                return item
+
+    def events(self, *, ends: bool = False) -> AsyncIterator[WatchEvent]:
+        """The items, as iterating the watch gives them; with ``ends=True`` one more per worker.
+
+        With ``ends``, each worker's last item has ``event=None``: its ``error``
+        is ``None`` when the stream ended (``snapshot`` is then the final
+        Worker), or the exception when it was lost (the one error item).
+
+        >>> async for item in watch.events(ends=True):  # doctest: +SKIP
+        ...     if item.event is None:
+        ...         print(item.worker_id, "ended", item.snapshot.status, item.error)
+        """
+        return _Items(self) if ends else self
+
+    def completed(self) -> AsyncIterator[Worker]:
+        """The final Worker of each watched worker, in the order they end.
+
+        Use it instead of iterating the watch. A worker that failed comes
+        with ``worker.failed``; one whose stream was lost comes as the
+        partial Worker, with the reason in ``watch.errors``.
+
+        >>> async for worker in watch.completed():  # doctest: +SKIP
+        ...     print(worker.id, worker.status)
+        """
+        return _Completed(self)
+
+    # -- lifetime ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Watch:
+        if self._phase != "new":
+            raise RuntimeError("a watch can be entered only once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._phase = "open"
+        for w in list(self._records.values()):
+            self._schedule(w)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._phase = "closed"
+        self._wake()
+        tg, self._tg = self._tg, None
+        try:
+            if tg is not None:
+                tg.cancel_scope.cancel()
+                # The body's own exception goes on as it is, not wrapped in a group;
+                # a reader's unexpected one comes out of the task group.
+                await tg.__aexit__(None, None, None)
+        finally:
+            # Streams handed to us whose reader never ran are ours to close too.
+            with anyio.CancelScope(shield=True):
+                for w in self._records.values():
+                    if w.stream is not None:
+                        await w.stream.aclose()
+                for stream in self._orphans:
+                    await stream.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Watch {len(self._records)} workers, {self._open} open, "
+            f"{len(self._waiting)} waiting, {self._phase}>"
+        )
+
+
+class _Items:
+    """``watch.events(ends=True)``: the items, and an end item for each worker."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch: Watch) -> None:
+        self._watch = watch
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while True:
+            item = await self._watch._take()
+            if item is None:
+                raise StopAsyncIteration
+            if type(item) is _Live:
+                return item
+            w = item._w
+            if w.error is None:  # a lost stream's error item was its end already
+                return _Live(w, None)
+
+
+class _Completed:
+    """``watch.completed()``: final Workers as their streams end."""
+
+    __slots__ = ("_watch",)
+
+    def __init__(self, watch: Watch) -> None:
+        self._watch = watch
+
+    def __aiter__(self) -> _Completed:
+        return self
+
+    async def __anext__(self) -> Worker:
+        while True:
+            item = await self._watch._take()
+            if item is None:
+                raise StopAsyncIteration
+            if type(item) is _End:
+                return item._w.snapshot
+
+
+def _telemetry(setting: bool | Telemetry | None) -> Telemetry | None:
+    """The telemetry to use: off, on, or (``None``) on when the app uses OpenTelemetry.
+
+    Nothing is imported unless the application imported ``opentelemetry`` itself
+    (or asked for telemetry): without the extra, watching costs nothing more.
+    """
+    if setting is False:
+        return None
+    if setting is None and "opentelemetry.trace" not in sys.modules:
+        return None
+    try:
+        from .otel import Telemetry
+    except ImportError as exc:
+        if setting is None:
+            return None
+        raise InvalidRequestError(
+            "telemetry needs OpenTelemetry: pip install 'handinger-stream[otel]'"
+        ) from exc
+    if isinstance(setting, Telemetry):
+        return setting
+    return Telemetry()

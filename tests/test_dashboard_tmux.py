@@ -1,0 +1,147 @@
+"""``handinger-stream watch`` on a real terminal: tmux runs it, capture-pane reads the screen.
+
+With ``HANDINGER_DASHBOARD_SHOT=FILE`` the table test also saves one frame,
+with its colours, to FILE: ``scripts/dashboard-screenshot`` renders that to
+``docs/dashboard.png``, so the picture in the docs is this run's screen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+WIDTH, HEIGHT = 140, 40
+WORKERS = 12
+RUNNING_ROW = r"^ wrk_\w+\s+running\s"
+
+
+class Pane:
+    """One tmux session on a server of its own, running one command."""
+
+    def __init__(self, name: str, command: str) -> None:
+        self.socket = f"handinger-test-{os.getpid()}-{name}"
+        self.name = name
+        self._tmux("new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT), command)
+
+    def _tmux(self, *args: str) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout
+
+    def screen(self, *, colours: bool = False) -> str:
+        return self._tmux("capture-pane", "-p", *(["-e"] if colours else []), "-t", self.name)
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", self.name, *keys)
+
+    def close(self) -> None:
+        self._tmux("kill-server")
+
+
+def watch_command(*args: str) -> str:
+    # The tmux server does not pass on this process's environment: say it in the command.
+    python = shlex.quote(sys.executable)
+    argv = " ".join(shlex.quote(a) for a in args)
+    return (
+        "env -u HANDINGER_API_KEY -u HANDINGER_BASE_URL COLUMNS= LINES= "
+        f"{python} -m handinger_stream watch {argv}; echo EXIT=$?; sleep 600"
+    )
+
+
+@pytest.fixture
+def pane(request: pytest.FixtureRequest) -> Iterator[Callable[..., Pane]]:
+    """Start ``handinger-stream watch ARGS`` in a terminal; every one is stopped at the end."""
+    made: list[Pane] = []
+
+    def make(*args: str) -> Pane:
+        made.append(Pane(f"{request.node.name[5:25]}-{len(made)}", watch_command(*args)))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def wait_for(pane: Pane, pattern: str, seconds: float = 90) -> str:
+    """The screen once ``pattern`` is on it (polled, for at most ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    screen = pane.screen()
+    while not re.search(pattern, screen, re.M) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        screen = pane.screen()
+    assert re.search(pattern, screen, re.M), screen
+    return screen
+
+
+def rows(screen: str) -> dict[str, str]:
+    """Worker id → its row, as the table shows it."""
+    return {m.group(1): m.group(0) for m in re.finditer(r"^ (wrk_\w+)\s.*$", screen, re.M)}
+
+
+def count(screen: str, status: str) -> int:
+    title = next(line for line in screen.splitlines() if "handinger-stream watch" in line)
+    found = re.search(rf"(\d+) {status}\b", title)
+    return int(found.group(1)) if found else 0
+
+
+def test_the_live_table_appears_updates_and_ends_with_the_summary(
+    pane: Callable[..., Pane],
+) -> None:
+    term = pane(
+        "--create", str(WORKERS), "What is new in battery research?",
+        "--tokens-per-second", "60", "--max-concurrency", "10",
+    )  # fmt: skip
+    first = wait_for(term, r"last words")
+    assert "handinger-stream watch" in first and "tokens in/out" in first
+    assert len(rows(first)) == WORKERS
+    # Rows update while the workers run: the same worker's row changes between frames.
+    before = rows(wait_for(term, RUNNING_ROW))
+    changed = False
+    shot = os.environ.get("HANDINGER_DASHBOARD_SHOT")
+    saved = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (changed and (saved or not shot)):
+        time.sleep(0.3)
+        screen = term.screen()
+        if "EXIT=" in screen:
+            break
+        now = rows(screen)
+        changed = changed or any(
+            now.get(i) != row for i, row in before.items() if re.search(RUNNING_ROW, row)
+        )
+        if shot and not saved and count(screen, "running") >= 4 and count(screen, "completed") >= 4:
+            Path(shot).write_text(term.screen(colours=True), encoding="utf-8")
+            saved = True
+    assert changed
+    end = wait_for(term, r"^EXIT=\d+")
+    summary = next(line for line in end.splitlines() if line.startswith(f"{WORKERS} workers:"))
+    failed = int(re.search(r"(\d+) failed", summary).group(1))  # type: ignore[union-attr]
+    assert re.search(
+        rf"{WORKERS} workers: {WORKERS - failed} completed, {failed} failed · ", summary
+    )
+    assert re.search(r"^EXIT=(\d+)", end, re.M).group(1) == ("1" if failed else "0")  # type: ignore[union-attr]
+    # The last frame stays above the summary: every worker finished in it.
+    assert count(end, "completed") == WORKERS - failed and count(end, "running") == 0
+
+
+def test_ctrl_c_stops_with_the_summary_so_far(pane: Callable[..., Pane]) -> None:
+    term = pane("--create", "6", "A long research task", "--tokens-per-second", "15")
+    wait_for(term, RUNNING_ROW)
+    term.keys("C-c")
+    end = wait_for(term, r"^EXIT=\d+", 30)
+    assert re.search(r"^EXIT=130$", end, re.M), end
+    summary = next(line for line in end.splitlines() if line.startswith("interrupted · "))
+    assert "6 workers: " in summary and "not finished" in summary
+    assert "Traceback" not in end
