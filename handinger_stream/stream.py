@@ -324,17 +324,49 @@ class WorkerStream:
             if head < len(self._queue):
                 await self._bad_event(head)
                 continue
-            if self._finished:
+            if not await self._advance():
                 return None
-            if self._done_marker:
-                await self._release(drain=True)
-                self._finished = True
-                return None
-            self._next_queue()
-            if self._response is not None:
-                await self._fill()
-            else:
-                await self._after_connection()
+
+    async def ready(self) -> int:
+        """Wait until there is something to hand over, without handing it over.
+
+        Returns how many events the next ``__anext__`` calls give without
+        waiting (a bad event counts as one: taking it raises); 0 at the end.
+        For a consumer of many streams at once, such as ``workers.watch``:
+        one task per stream waits here while the consumer takes what is ready,
+        so ``stream.snapshot`` stays exact for the events handed over.
+
+        >>> while (n := await stream.ready()):  # doctest: +SKIP
+        ...     for _ in range(n):
+        ...         event = await stream.__anext__()
+        """
+        while True:
+            head = self._head
+            if head < self._limit:
+                return self._limit - head
+            if self._notice is not None:
+                self._notice = None
+                self._set_limit()
+                continue
+            if head < len(self._queue):
+                return 1
+            if not await self._advance():
+                return 0
+
+    async def _advance(self) -> bool:
+        """All that was decoded was taken: read more, resume, or end (False)."""
+        if self._finished:
+            return False
+        if self._done_marker:
+            await self._release(drain=True)
+            self._finished = True
+            return False
+        self._next_queue()
+        if self._response is not None:
+            await self._fill()
+        else:
+            await self._after_connection()
+        return True
 
     def _set_limit(self) -> None:
         """Where the plain events of the queue end: at the next bad event, or a notice."""

@@ -520,3 +520,19 @@ def test_the_version_has_one_source() -> None:
     import handinger_stream
 
     assert handinger_stream.__version__ == version("handinger-stream")
+
+
+async def test_ready_waits_for_events_without_handing_them_over(client: AsyncHandinger) -> None:
+    stream = await client.workers.create(input="Ready when you are", stream=True)
+    taken: list[Event] = []
+    while n := await stream.ready():
+        before = stream.snapshot
+        assert await stream.ready() == n  # asking again reads nothing more
+        assert stream.snapshot == before  # nothing handed over, nothing folded
+        for _ in range(n):
+            taken.append(await stream.__anext__())
+    assert stream.completed and await stream.ready() == 0
+    replay = await client.workers.retrieve(stream.worker_id, stream=True)
+    assert [e.event_id for e in taken] == [e.event_id async for e in replay]
+    assert stream.snapshot == await client.workers.retrieve(stream.worker_id)
+    await stream.aclose()
