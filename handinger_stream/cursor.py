@@ -53,6 +53,7 @@ class ReplayCursor:
         "from_start",
         "last_id",
         "received",
+        "resuming",
     )
 
     def __init__(self, *, from_start: bool) -> None:
@@ -64,11 +65,12 @@ class ReplayCursor:
         self._skip_through: str | None = None  # ...or up to and including this id
         self._resumed_from: str | None = None
         self._resyncing = False  # the next event tells how the server resumed
-
-    @property
-    def resuming(self) -> bool:
+        self.resuming = False
         """True while events must pass :meth:`admit` (a replay may repeat some)."""
-        return self._resyncing or self._skip > 0 or self._skip_through is not None
+
+    def _update(self) -> None:
+        # An attribute, not a property: the stream reads it at every read.
+        self.resuming = self._resyncing or self._skip > 0 or self._skip_through is not None
 
     def take(self, count: int, first_id: str | None, last_id: str | None) -> None:
         """Count events kept without filtering (when not :attr:`resuming`)."""
@@ -99,6 +101,7 @@ class ReplayCursor:
             ids = [e.id for e in kept if e.id is not None]
             count = len(kept) - (kept[-1].raw == DONE)
             self.take(count, ids[0] if ids else None, ids[-1] if ids else None)
+        self._update()
         return kept
 
     def unresumable(self) -> str:
@@ -120,6 +123,7 @@ class ReplayCursor:
         self._resyncing = self.last_id is not None
         self._skip_through = None
         self._skip = 0 if self.last_id is not None else self.received
+        self._update()
         return self._skip
 
     def _resync(self, first: str | None) -> None:

@@ -103,11 +103,6 @@ class _Text:
         self.blocks.append("".join(self.pieces))
         self.pieces.clear()
 
-    def settle(self) -> None:
-        """Compact after pieces were appended in bulk."""
-        if len(self.pieces) >= self.COMPACT_AT:
-            self.compact()
-
     def set(self, pieces: list[str]) -> None:
         self.blocks[:] = pieces
         self.pieces.clear()
@@ -531,7 +526,6 @@ class WorkerState:
         self.message = _Message(message_id)
         return self.message
 
-
     # -- folding ----------------------------------------------------------
 
     def apply(self, event: Event) -> bool:
@@ -665,7 +659,8 @@ class WorkerState:
                     append(event.delta)
                     continue
             if text is not None:
-                text.settle()
+                if len(text.pieces) >= _Text.COMPACT_AT:
+                    text.compact()
                 text = part_id = None
             changed = apply(event) or changed
             if type(event) is TextDeltaEvent and self.status != "pending":
@@ -675,8 +670,8 @@ class WorkerState:
                     if part is not None:
                         text, part_id = part["text"], event.id
                         append = text.pieces.append
-        if text is not None:
-            text.settle()
+        if text is not None and len(text.pieces) >= _Text.COMPACT_AT:
+            text.compact()
         return changed
 
     # -- text and reasoning ---------------------------------------------

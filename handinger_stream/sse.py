@@ -204,7 +204,14 @@ class SSEDecoder:
         retry value is kept), so the events of a run all say ``"message"``.
         """
         region, too_large = self._frame(chunk)
-        items = self._runs(region) if region else []
+        if not region:
+            items: Sequence[ServerSentEvent | DataRun] = []
+        elif len(region) <= _RUN_BYTES and region.find(b"\n\n") < 0:
+            # One event: the live case, a read per event. Its commonest shapes directly.
+            event = self._one(region)
+            items = [event] if event is not None else self._not_one_run(region)
+        else:
+            items = self._runs(region)
         if too_large is not None:
             raise EventTooLargeError(too_large.size, too_large.limit, items)
         return items
@@ -257,7 +264,7 @@ class SSEDecoder:
             # Rescan one byte back next time: the "\n\n" may straddle reads.
             self._tail = data
             self._scan_from = max(len(data) - 1, 0)
-            return b"", self._check_tail()
+            return b"", self._check_tail() if len(data) > self._max else None
         region = data[:end]
         self._tail = data[end + 2 :]
         self._scan_from = 0
@@ -265,7 +272,7 @@ class SSEDecoder:
             region, too_large = self._cut_at_too_large(region)
             if too_large is not None:
                 return region, too_large
-        return region, self._check_tail()
+        return region, self._check_tail() if len(self._tail) > self._max else None
 
     def _check_tail(self) -> EventTooLargeError | None:
         """Fail if the unfinished event is already past the bound."""
@@ -333,6 +340,21 @@ class SSEDecoder:
             if run is not None:
                 return [run, *self._parse(last)]
         return self._parse(region)
+
+    def _one(self, block: bytes) -> ServerSentEvent | None:
+        """One event of a ``data:`` line, after an ``id:`` line or not; else ``None``."""
+        if block[:6] == b"data: ":
+            if block.find(b"\n") < 0:
+                return ServerSentEvent(block[6:], "message", self._last_id, self._retry)
+            return None
+        if block[:4] == b"id: ":
+            end = block.find(b"\n")
+            if block[end + 1 : end + 7] == b"data: " and block.find(b"\n", end + 1) < 0:
+                value = block[4:end]
+                if value.find(b"\x00") < 0:
+                    self._last_id = value.decode("utf-8", "replace")
+                    return ServerSentEvent(block[end + 7 :], "message", self._last_id, self._retry)
+        return None
 
     def _run(self, region: bytes) -> DataRun | None:
         """The region as one run, when it is one; updates the id in force."""

@@ -42,18 +42,18 @@ class StallClock:
         "_first_event",
         "_idle",
         "_seen_event",
-        "_started",
         "_total",
         "_total_at",
         "expires",
         "next",
+        "started",
     )
 
     def __init__(self, *, first_event: float | None, idle: float | None, total: float | None):
         self._first_event = first_event
         self._idle = idle
         self._total = total
-        self._started = False
+        self.started = False
         self._seen_event = False
         self._total_at = float("inf")
         self.expires = float("inf")
@@ -63,9 +63,9 @@ class StallClock:
 
     def start(self, now: float) -> None:
         """The stream began reading (the total limit runs from here)."""
-        if self._started:
+        if self.started:
             return
-        self._started = True
+        self.started = True
         if self._total is not None:
             self._total_at = now + self._total
         self._restart(now)

@@ -47,9 +47,7 @@ from .reducer import WorkerState
 from .retry import RetryPolicy
 from .sse import (
     DEFAULT_MAX_EVENT_BYTES,
-    DataRun,
     EventTooLargeError,
-    ServerSentEvent,
     SSEDecoder,
     expand_runs,
 )
@@ -361,11 +359,55 @@ class WorkerStream:
             await self._release(drain=True)
             self._finished = True
             return False
-        self._next_queue()
-        if self._response is not None:
-            await self._fill()
-        else:
+        self._fold()
+        self._base += len(self._queue)
+        self._queue = []
+        self._head = self._limit = self._folded = 0
+        response = self._response
+        if response is None:
             await self._after_connection()
+            return True
+        # Read from the connection and decode what arrived into the queue.
+        now = monotonic()
+        clock = self._clock
+        if not clock.started:
+            clock.start(now)
+        expires = clock.expires
+        read_timeout = self._read_timeout
+        try:
+            if expires - now > read_timeout:
+                # The transport's own read timeout fires first: no scope needed,
+                # and a live stream saves a timer per read.
+                chunk: bytes | None = await response.read_chunk()
+            else:
+                chunk = None
+                if expires > now:
+                    with anyio.move_on_after(expires - now):
+                        chunk = await response.read_chunk()
+        except APIConnectionError as exc:
+            await self._release()
+            self._break = _Break(f"connection broke ({exc.message})", exc)
+            return True
+        except BaseException:
+            # Cancelled: release now, keep what was folded.
+            await self._release()
+            raise
+        if chunk is None:
+            limit = clock.limit
+            assert limit is not None
+            await self._release()
+            self._break = _Break(
+                f"no event for {limit.seconds:g} s ({limit.name} limit)",
+                limit=limit.name,
+                seconds=limit.seconds,
+            )
+            if limit.name == "total":
+                raise self._give_up(self._break)
+            return True
+        self._take(chunk)
+        if not chunk:
+            await self._release()
+            self._break = _Break("the connection ended before the stream's end")
         return True
 
     def _set_limit(self) -> None:
@@ -374,13 +416,6 @@ class WorkerStream:
             self._limit = self._head
         else:
             self._limit = self._stops[0] if self._stops else len(self._queue)
-
-    def _next_queue(self) -> None:
-        """Fold what was handed over, and start an empty queue for the next read."""
-        self._fold()
-        self._base += len(self._queue)
-        self._queue = []
-        self._head = self._limit = self._folded = 0
 
     def _fold(self) -> bool:
         """Fold the events handed over since the last fold; whether the Worker changed."""
@@ -416,85 +451,43 @@ class WorkerStream:
         await self.aclose()
         raise error
 
-    async def _fill(self) -> None:
-        """Read from the connection and decode what arrived into the queue."""
-        response = self._response
-        assert response is not None
-        now = monotonic()
-        clock = self._clock
-        clock.start(now)
-        expires = clock.expires
-        read_timeout = self._read_timeout
-        try:
-            if expires - now > read_timeout:
-                # The transport's own read timeout fires first: no scope needed,
-                # and a live stream saves a timer per read.
-                chunk: bytes | None = await response.read_chunk()
-            else:
-                chunk = None
-                if expires > now:
-                    with anyio.move_on_after(expires - now):
-                        chunk = await response.read_chunk()
-        except APIConnectionError as exc:
-            await self._release()
-            self._break = _Break(f"connection broke ({exc.message})", exc)
-            return
-        except BaseException:
-            # Cancelled: release now, keep what was folded.
-            await self._release()
-            raise
-        if chunk is None:
-            limit = clock.limit
-            assert limit is not None
-            await self._release()
-            self._break = _Break(
-                f"no event for {limit.seconds:g} s ({limit.name} limit)",
-                limit=limit.name,
-                seconds=limit.seconds,
-            )
-            if limit.name == "total":
-                raise self._give_up(self._break)
-            return
-        self._take(chunk)
-        if not chunk:
-            await self._release()
-            self._break = _Break("the connection ended before the stream's end")
-
     def _take(self, chunk: bytes) -> None:
-        """Decode bytes into the queue (``b""``: the connection ended)."""
+        """Decode bytes into the queue (``b""``: the connection ended).
+
+        Once per read of a live stream, so the common case calls little.
+        """
         decoder = self._decoder
         too_large: EventTooLargeError | None = None
         try:
             items = decoder.feed_runs(chunk) if chunk else decoder.close()
         except EventTooLargeError as exc:
             items, too_large = exc.events, exc
-        if decoder.retry is not None:
-            self._retry_ms = decoder.retry
+        queue = self._queue
         if items:
             self._clock.progress(monotonic())
             cursor = self._cursor
-            queue = self._queue
             start = len(queue)
             if cursor.resuming:
                 items = cursor.admit(expand_runs(items))
-                self._decode(items)
+                self._done_marker = decode_items(items, queue, self._stops)
             else:
-                self._decode(items)
+                self._done_marker = decode_items(items, queue, self._stops)
                 if len(queue) > start:
                     # Counted as decoded: a run that was not what it seemed is exact here.
-                    cursor.take(len(queue) - start, *_first_and_last_ids(queue, start))
+                    last = queue[-1].event_id
+                    first = queue[start].event_id if last is not None else None
+                    if first is None and last is not None:
+                        first = _first_id(queue, start)
+                    cursor.take(len(queue) - start, first, last)
             if items:
                 self._attempts = 0
         if too_large is not None and not self._done_marker:
-            self._stops.append(len(self._queue))
-            self._queue.append(
+            self._stops.append(len(queue))
+            queue.append(
                 _TooLarge(str(too_large), index=0, event_id=decoder.last_event_id, data=b"")
             )
-        self._set_limit()
-
-    def _decode(self, items: Sequence[ServerSentEvent | DataRun]) -> None:
-        if decode_items(items, self._queue, self._stops):
-            self._done_marker = True
+        stops = self._stops
+        self._limit = stops[0] if stops else len(queue)
 
     # -- breaks and resumes -------------------------------------------------
 
@@ -541,6 +534,8 @@ class WorkerStream:
         """Reopen the worker's replay stream, waiting as the retry policy says."""
         assert self._reopen is not None
         retry = self._policy.retry
+        if self._decoder.retry is not None:
+            self._retry_ms = self._decoder.retry  # the server's wish, from any connection so far
         server_retry = self._retry_ms / 1000 if self._retry_ms is not None else None
         self._attempts += 1
         delay = retry.delay(self._attempts, server_retry=server_retry)
@@ -671,18 +666,9 @@ class WorkerStream:
         return f"<WorkerStream worker={self._state.id or '?'} {state} events={self._index}>"
 
 
-def _first_and_last_ids(
-    queue: Sequence[Event | StreamDecodeError], start: int
-) -> tuple[str | None, str | None]:
-    """The SSE ids of the first and the last of ``queue[start:]`` that had one."""
-    last = queue[-1].event_id
-    if last is None:
-        # Ids are sticky: once one is in force, every later event has one.
-        return None, None
-    for i in range(start, len(queue)):
-        if (first := queue[i].event_id) is not None:
-            return first, last
-    return None, last  # not reached: the last one has an id
+def _first_id(queue: Sequence[Event | StreamDecodeError], start: int) -> str | None:
+    """The SSE id of the first of ``queue[start:]`` that had one."""
+    return next((e.event_id for e in queue[start:] if e.event_id is not None), None)
 
 
 class _Iterator(Generic[T]):
