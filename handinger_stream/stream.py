@@ -661,6 +661,13 @@ class WorkerStream:
     ) -> None:
         await self.aclose()
 
+    def __del__(self) -> None:
+        # Dropped while open (events taken with __anext__, never closed): let the
+        # connection go rather than leave it to the transport's own finaliser.
+        response = self._response
+        if response is not None and not response.abort():
+            close_soon(response.aclose)
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<WorkerStream worker={self._state.id or '?'} {state} events={self._index}>"

@@ -536,3 +536,20 @@ async def test_ready_waits_for_events_without_handing_them_over(client: AsyncHan
     assert [e.event_id for e in taken] == [e.event_id async for e in replay]
     assert stream.snapshot == await client.workers.retrieve(stream.worker_id)
     await stream.aclose()
+
+
+async def test_a_stream_dropped_after_anext_lets_its_connection_go(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    body = [b'data: {"type":"start"}\n\n'] + [b'data: {"type":"start-step"}\n\n'] * 200
+    raw_server.serve(Canned(body, headers={"content-type": "text/event-stream"}, delay=0.01))
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:
+        stream = await client.workers.create(input="x", stream=True)
+        await stream.__anext__()
+        del stream
+        gc.collect()
+        # Closed by the finaliser (at once on aiohttp, by a task scheduled then on httpx).
+        assert await until(lambda: raw_server.open_streams == 0, timeout=5)
+    assert raw_server.finished == 0
