@@ -82,11 +82,13 @@ class _Text:
     """Text as appended pieces; joined (and the join kept) only when read.
 
     Every ``COMPACT_AT`` pieces are joined into one block, so a long stream's
-    text costs about its own size in memory, not a string object per delta.
+    text costs about its own size in memory, not a string object per delta
+    (a small bound: a process following a thousand live streams holds at most
+    that many loose pieces for each).
     """
 
     __slots__ = ("blocks", "pieces")
-    COMPACT_AT = 512
+    COMPACT_AT = 64
 
     def __init__(self, text: str = "") -> None:
         self.blocks: list[str] = [text] if text else []
