@@ -543,15 +543,12 @@ class WorkerState:
             # The hot path: most events of a stream append to an open text part.
             # It does exactly what _delta does when that part is open and nothing else changes.
             message = self.message
-            if (
-                message is not None
-                and not message.unwritten
-                and event.provider_metadata is UNSET
-                and self.status != "pending"
-            ):
+            if message is not None and not message.unwritten and self.status != "pending":
                 part = message.open_text.get(event.id)
                 if part is not None:
                     part["text"].add(event.delta)
+                    if event.provider_metadata is not UNSET:
+                        part["providerMetadata"] = event.provider_metadata
                     return True
         if self.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
             self.status, self.running = "running", True
@@ -653,13 +650,15 @@ class WorkerState:
         changed = False
         apply = self.apply
         part_id: str | None = None
+        part: dict[str, Any] = {}
         text: _Text | None = None
         append: Callable[[str], None] = _no_append
         for event in events:
-            if type(event) is TextDeltaEvent:
-                if event.id == part_id and event.provider_metadata is UNSET:
-                    append(event.delta)
-                    continue
+            if type(event) is TextDeltaEvent and event.id == part_id:
+                append(event.delta)
+                if event.provider_metadata is not UNSET:
+                    part["providerMetadata"] = event.provider_metadata
+                continue
             if text is not None:
                 if len(text.pieces) >= _Text.COMPACT_AT:
                     text.compact()
@@ -668,9 +667,9 @@ class WorkerState:
             if type(event) is TextDeltaEvent and self.status != "pending":
                 message = self.message
                 if message is not None and not message.unwritten:
-                    part = message.open_text.get(event.id)
-                    if part is not None:
-                        text, part_id = part["text"], event.id
+                    open_part = message.open_text.get(event.id)
+                    if open_part is not None:
+                        part, text, part_id = open_part, open_part["text"], event.id
                         append = text.pieces.append
         if text is not None and len(text.pieces) >= _Text.COMPACT_AT:
             text.compact()
