@@ -641,7 +641,7 @@ class Recorder:
     ``set-cookie`` and ``x-api-key`` headers, any header whose value holds a
     key the proxy has seen (or one given in ``secrets``, or
     ``HANDINGER_API_KEY``), and any occurrence of such a key of 8 characters
-    or more in a body (replaced by ``<redacted>``).
+    or more in a body or a path (replaced by ``<redacted>``).
 
     >>> rec = Recorder(None, upstream="http://127.0.0.1:8787")
     >>> rec.upstream
@@ -919,7 +919,8 @@ def _interaction(exchange: _Exchange, secrets: set[str], long_secrets: list[str]
         for name, value in exchange.headers.items()
         if not _holds_secret(value, secrets, long_secrets)
     }
-    request = RecordedRequest(method=exchange.method, path=exchange.path, headers=headers)
+    path = _redact_text(exchange.path, long_secrets)
+    request = RecordedRequest(method=exchange.method, path=path, headers=headers)
     body = _redact(exchange.body, long_secrets)
     if exchange.form is not None:
         form = exchange.form.form()

@@ -135,7 +135,7 @@ async def test_credentials_are_never_written(raw_server: RawServer, tmp_path: Pa
         Recorder(path, upstream=raw_server.base_url) as recorder,
         aiohttp.ClientSession() as http,
         http.post(
-            recorder.base_url + "/api/workers",
+            recorder.base_url + f"/api/workers?token={API_KEY}",  # a key in the URL too
             json={"input": "hi"},
             headers={
                 "authorization": f"Bearer {API_KEY}",
@@ -160,6 +160,7 @@ async def test_credentials_are_never_written(raw_server: RawServer, tmp_path: Pa
     for name in ("authorization", "cookie", "x-api-key", "x-echo-auth"):
         assert f'"{name}"' not in lowered
     interaction = Cassette.load(path).interactions[0]
+    assert interaction.request.path == "/api/workers?token=<redacted>"
     assert interaction.request.headers == {
         "accept": "application/json",
         "content-type": "application/json",
