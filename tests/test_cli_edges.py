@@ -231,6 +231,19 @@ def test_help_says_what_json_prints_and_the_exit_codes() -> None:
     assert "141" in text and "130" in text
 
 
+def test_help_says_the_defaults_and_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    for command in ("run", "serve", "record"):
+        result = cli_here(command, "--help")
+        assert result.returncode == 0
+        widest = max(result.stdout.splitlines(), key=len)
+        assert len(widest) <= 80, widest
+    serve = " ".join(cli_here("serve", "--help").stdout.split())
+    # The emulator's pace differs here (a model's) from Emulator()'s (0): say so.
+    assert "(default: 25" in serve and "0: as fast as possible" in serve
+    assert "(default: 8787" in serve and "(default: 0" in serve  # the port, the seed
+
+
 # -- the live view, on a real terminal ------------------------------------------
 
 
