@@ -150,7 +150,7 @@ class RecordedForm(msgspec.Struct, omit_defaults=True):
     >>> form = RecordedForm(fields=[("input", "Sum it")],
     ...     files=[RecordedFile("files", "q3.csv", 3, hashlib.sha256(b"a,b").hexdigest())])
     >>> form.describe()
-    'form input=Sum it; files: q3.csv (3 bytes)'
+    'form input=Sum it, files: q3.csv (3 bytes)'
     """
 
     fields: list[tuple[str, str]] = []
@@ -164,7 +164,7 @@ class RecordedForm(msgspec.Struct, omit_defaults=True):
     def describe(self) -> str:
         fields = ", ".join(f"{name}={value}" for name, value in self.fields)
         files = ", ".join(f"{f.filename} ({f.size} bytes)" for f in self.files)
-        return "form " + "; ".join(part for part in (fields, files and f"files: {files}") if part)
+        return "form " + ", ".join(part for part in (fields, files and f"files: {files}") if part)
 
 
 class RecordedRequest(msgspec.Struct, omit_defaults=True):
@@ -585,7 +585,8 @@ class _Player:
         message = (
             f"no recorded interaction matches {asked} "
             f"(matched on method, path with query, and body); "
-            f"the cassette holds {len(self.cassette.interactions)} recorded request(s): "
+            f"the cassette holds {len(self.cassette.interactions)} recorded "
+            f"request{'' if len(self.cassette.interactions) == 1 else 's'}: "
             f"{listing or 'none'}"
         )
         payload = {

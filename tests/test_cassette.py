@@ -250,6 +250,7 @@ async def test_an_unmatched_request_gets_a_404_naming_it() -> None:
         assert "POST /api/workers?x=1" in error["message"]
         assert "never recorded" in error["message"]
         assert error["recorded"] == ['POST /api/workers {"input":"recorded one"}']
+        assert "holds 1 recorded request:" in error["message"]
         assert "recorded one" in error["message"]
 
         async with AsyncHandinger(api_key="k", base_url=replayer.base_url) as client:
