@@ -16,7 +16,7 @@ from handinger_stream.cassette import Cassette
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY
-from .test_cli import cli, cli_here, environment
+from .test_cli import cli_here, environment
 
 PROMPT = "What's the weather in Barcelona?"
 
@@ -57,7 +57,7 @@ def test_record_through_the_proxy_then_serve_the_cassette(
 ) -> None:
     out = tmp_path / "cassettes" / "weather.json"
     args = ("record", "--out", str(out), PROMPT, "--budget", "low")
-    recorded = cli(*args, key=API_KEY, base_url=emulator.base_url)
+    recorded = cli_here(*args, key=API_KEY, base_url=emulator.base_url)
     assert recorded.returncode == 0, recorded.stderr
     assert "weather in Barcelona" in recorded.stdout
     assert f"to {out}" in recorded.stderr
@@ -67,8 +67,8 @@ def test_record_through_the_proxy_then_serve_the_cassette(
     assert create.request.json == {"input": PROMPT, "budget": "low", "stream": True}
 
     with serving("--cassette", str(out)) as base_url:
-        replayed = cli("run", PROMPT, "--budget", "low", key="any", base_url=base_url)
-        other = cli("run", "Something else", key="any", base_url=base_url)
+        replayed = cli_here("run", PROMPT, "--budget", "low", key="any", base_url=base_url)
+        other = cli_here("run", "Something else", key="any", base_url=base_url)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
     assert other.returncode == 3
@@ -79,7 +79,7 @@ def test_record_through_the_proxy_then_serve_the_cassette(
 def test_record_the_embedded_emulator_then_replay_at_the_recorded_pace(tmp_path: Path) -> None:
     out = tmp_path / "paced.json"
     pace = ("--budget", "low", "--tokens-per-second", "150")
-    recorded = cli("record", "--out", str(out), "Pace me", *pace, key=None)
+    recorded = cli_here("record", "--out", str(out), "Pace me", *pace, key=None)
     assert recorded.returncode == 0, recorded.stderr
     assert "recording the embedded emulator" in recorded.stderr.splitlines()[0]
     duration = Cassette.load(out).interactions[0].response.duration
@@ -87,7 +87,7 @@ def test_record_the_embedded_emulator_then_replay_at_the_recorded_pace(tmp_path:
 
     with serving("--cassette", str(out), "--realtime") as base_url:
         started = time.monotonic()
-        replayed = cli("run", "Pace me", "--budget", "low", key="any", base_url=base_url)
+        replayed = cli_here("run", "Pace me", "--budget", "low", key="any", base_url=base_url)
         elapsed = time.monotonic() - started
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout

@@ -122,9 +122,9 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_connection_and_auth_problems_exit_3(emulator: Emulator) -> None:
-    result = cli_here("run", "x", base_url="http://127.0.0.1:9")
+    result = cli_here("run", "x", base_url="http://127.0.0.1:9")  # nothing listening
     assert result.returncode == 3 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
     result = cli_here("run", "x", key="sk-wrong-key", base_url=emulator.base_url)
     assert result.returncode == 3 and "401" in result.stderr and "sk-wrong-key" not in result.stderr
     result = cli_here("run", "x", key=None, base_url=emulator.base_url)

@@ -194,11 +194,10 @@ def test_every_error_line_starts_with_error(emulator: Emulator) -> None:
     cases = [
         cli_here("run", "", base_url=emulator.base_url),
         cli_here("run", "x", "--budget", "huge"),
-        cli_here("run", "x", base_url="http://127.0.0.1:9"),
         cli_here("run", "x", key=None, base_url=emulator.base_url),
         cli_here("run", "x", key="sk-wrong", base_url=emulator.base_url),
         cli_here("fly"),
-    ]
+    ]  # (nothing listening: test_connection_and_auth_problems_exit_3)
     for result in cases:
         assert result.returncode != 0
         last = result.stderr.strip().splitlines()[-1]
