@@ -296,6 +296,45 @@ def test_from_a_plain_script_that_never_closes(emulator: Emulator) -> None:
     assert "Traceback" not in result.stderr
 
 
+FORK = """
+import os
+from handinger_stream import Handinger
+
+client = Handinger()
+print("parent", client.workers.create(input="before the fork").status, flush=True)
+pid = os.fork()  # a Celery or gunicorn worker, made from a parent that used the client
+if pid == 0:
+    stream = client.workers.create(input="in the child", stream=True)
+    print("child", stream.get_final_worker().status, flush=True)
+    client.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+print("parent", client.workers.create(input="after the fork").status)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_after_a_fork_the_child_runs_a_thread_of_its_own(emulator: Emulator) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
+    env.update(HANDINGER_API_KEY=API_KEY, HANDINGER_BASE_URL=emulator.base_url)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORK)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "parent pending",
+        "child completed",
+        "child exit 0",
+        "parent pending",
+    ]
+    assert "Traceback" not in result.stderr
+
+
 class Ticker:
     """Stands for a future async iterator of the resource (``workers.watch``): an async
     iterator that is also an async context manager, which must be exited."""
