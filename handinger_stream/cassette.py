@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import base64 as b64
+import email.message
+import email.utils
+import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +55,8 @@ __all__ = [
     "CassetteSession",
     "Chunk",
     "Interaction",
+    "RecordedFile",
+    "RecordedForm",
     "RecordedRequest",
     "RecordedResponse",
     "Recorder",
@@ -127,23 +132,60 @@ class Chunk(msgspec.Struct, omit_defaults=True):
         return _bytes_of(self.text, self.base64)
 
 
+class RecordedFile(msgspec.Struct, omit_defaults=True):
+    """One file of a recorded upload: its part's name, its file name, and its bytes by digest."""
+
+    name: str
+    filename: str
+    size: int
+    sha256: str
+    media_type: str | None = None
+
+
+class RecordedForm(msgspec.Struct, omit_defaults=True):
+    """A ``multipart/form-data`` body (an upload): its text fields, and each file
+    by name, size and SHA-256. A file's bytes are not kept: a cassette stays
+    small and readable, and a replay matches the same files by their digest.
+
+    >>> form = RecordedForm(fields=[("input", "Sum it")],
+    ...     files=[RecordedFile("files", "q3.csv", 3, hashlib.sha256(b"a,b").hexdigest())])
+    >>> form.describe()
+    'form input=Sum it, files: q3.csv (3 bytes)'
+    """
+
+    fields: list[tuple[str, str]] = []
+    files: list[RecordedFile] = []
+
+    def key(self) -> str:
+        """What a replay matches: the fields in any order, the files in order by name and digest."""
+        files = [(f.name, f.filename, f.sha256) for f in self.files]
+        return "form:" + msgspec.json.encode([sorted(self.fields), files]).decode()
+
+    def describe(self) -> str:
+        fields = ", ".join(f"{name}={value}" for name, value in self.fields)
+        files = ", ".join(f"{f.filename} ({f.size} bytes)" for f in self.files)
+        return "form " + ", ".join(part for part in (fields, files and f"files: {files}") if part)
+
+
 class RecordedRequest(msgspec.Struct, omit_defaults=True):
     """What was asked: method, path with query, a few headers, and the body.
 
-    A JSON body is kept parsed (``json``) so the file reads naturally; any
-    other body as ``text`` or ``base64``.
+    A JSON body is kept parsed (``json``) so the file reads naturally; an
+    upload as a :class:`RecordedForm` (``form``); any other body as ``text``
+    or ``base64``.
     """
 
     method: str
     path: str
     headers: dict[str, str] = {}
     json: Any | msgspec.UnsetType = msgspec.UNSET
+    form: RecordedForm | None = None
     text: str | None = None
     base64: str | None = None
 
     @property
     def body(self) -> bytes:
-        """The body's bytes (a JSON body re-encoded compactly).
+        """The body's bytes (a JSON body re-encoded compactly; none for a form).
 
         >>> RecordedRequest("POST", "/api/workers", json={"input": "Hi"}).body
         b'{"input":"Hi"}'
@@ -152,13 +194,18 @@ class RecordedRequest(msgspec.Struct, omit_defaults=True):
             return msgspec.json.encode(self.json)
         return _bytes_of(self.text, self.base64)
 
+    @property
+    def content(self) -> bytes | RecordedForm:
+        """What a replay matches the body on: the form of an upload, else the bytes."""
+        return self.form if self.form is not None else self.body
+
     def describe(self, limit: int = 120) -> str:
         """One line: method, path and an excerpt of the body.
 
         >>> RecordedRequest("GET", "/api/workers/wrk_1").describe()
         'GET /api/workers/wrk_1'
         """
-        return _describe(self.method, self.path, self.body, limit)
+        return _describe(self.method, self.path, self.content, limit)
 
 
 class RecordedResponse(msgspec.Struct, omit_defaults=True):
@@ -272,14 +319,144 @@ def _bytes_of(text: str | None, encoded: str | None) -> bytes:
     return b""
 
 
-def _excerpt(body: bytes, limit: int) -> str:
-    shown = body.decode("utf-8", "replace")
+def _excerpt(body: bytes | RecordedForm, limit: int) -> str:
+    shown = body.describe() if isinstance(body, RecordedForm) else body.decode("utf-8", "replace")
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
-def _describe(method: str, path: str, body: bytes, limit: int) -> str:
+def _describe(method: str, path: str, body: bytes | RecordedForm, limit: int) -> str:
     line = f"{method} {path}"
     return f"{line} {_excerpt(body, limit)}" if body else line
+
+
+class _FormReader:
+    """Reads a ``multipart/form-data`` body as it streams past, a chunk at a time:
+    keeps its text fields, and hashes its files (never held whole).
+
+    The recording proxy feeds it what it relays, the replay what it receives:
+    two bodies of the same upload give the same :class:`RecordedForm`, whatever
+    their boundary, and however they were cut into chunks.
+
+    >>> reader = _FormReader.of("multipart/form-data; boundary=b")
+    >>> reader.feed(b'--b\\r\\nContent-Disposition: form-data; name="input"\\r\\n\\r\\nHi')
+    >>> reader.feed(b'\\r\\n--b--\\r\\n')  # in any pieces
+    >>> reader.form().fields
+    [('input', 'Hi')]
+    """
+
+    def __init__(self, boundary: str) -> None:
+        self._delimiter = b"\r\n--" + boundary.encode("latin-1")
+        self._buffer = b"\r\n"  # the first delimiter has no line break of its own before it
+        self._state: Literal["preamble", "head", "body", "end"] = "preamble"
+        self._fields: list[tuple[str, str]] = []
+        self._files: list[RecordedFile] = []
+        self._name = ""
+        self._filename: str | None = None
+        self._media_type: str | None = None
+        self._text = bytearray()
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    @classmethod
+    def of(cls, content_type: str | None) -> _FormReader | None:
+        """A reader for a body of this content type, if it is a multipart form with a boundary."""
+        if not content_type:
+            return None
+        message = email.message.Message()
+        message["content-type"] = content_type
+        boundary = message.get_param("boundary")
+        if message.get_content_type() != "multipart/form-data" or not isinstance(boundary, str):
+            return None
+        return cls(boundary)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while self._step():
+            pass
+
+    def form(self) -> RecordedForm:
+        """What was read (all of it, once the closing delimiter went past)."""
+        return RecordedForm(fields=list(self._fields), files=list(self._files))
+
+    def _step(self) -> bool:
+        buffer, delimiter = self._buffer, self._delimiter
+        if self._state == "head":
+            if buffer.startswith(b"\r\n"):  # a part without headers
+                head, rest = b"", buffer[2:]
+            else:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return False
+                head, rest = buffer[:end], buffer[end + 4 :]
+            self._begin(head)
+            self._buffer, self._state = rest, "body"
+            return True
+        if self._state == "end":
+            self._buffer = b""  # the epilogue: nothing to keep
+            return False
+        at = buffer.find(delimiter)
+        if at < 0:
+            # All but what could be the start of a delimiter belongs to the part.
+            keep = len(delimiter) - 1
+            if len(buffer) > keep:
+                self._take(buffer[:-keep])
+                self._buffer = buffer[-keep:]
+            return False
+        after = buffer[at + len(delimiter) : at + len(delimiter) + 2]
+        if len(after) < 2:
+            self._take(buffer[:at])
+            self._buffer = buffer[at:]
+            return False
+        self._take(buffer[:at])
+        self._end()
+        if after == b"--":
+            self._buffer, self._state = b"", "end"
+            return False
+        line_end = buffer.find(b"\r\n", at + len(delimiter))  # after any padding
+        if line_end < 0:
+            self._buffer = buffer[at:]
+            return False
+        self._buffer, self._state = buffer[line_end + 2 :], "head"
+        return True
+
+    def _begin(self, head: bytes) -> None:
+        # The standard library's header parameters: quoted strings, escapes, RFC 2231.
+        headers = email.message.Message()
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip()] = value.strip()
+        field = headers.get_param("name", header="content-disposition")
+        self._name = field if isinstance(field, str) else ""
+        filename = headers.get_param("filename", header="content-disposition")
+        self._filename = None if filename is None else email.utils.collapse_rfc2231_value(filename)
+        self._media_type = headers.get("content-type")
+
+    def _take(self, data: bytes) -> None:
+        if self._state != "body" or not data:
+            return
+        if self._filename is None:
+            self._text += data
+        else:
+            self._hash.update(data)
+            self._size += len(data)
+
+    def _end(self) -> None:
+        if self._state != "body":
+            return
+        if self._filename is None:
+            self._fields.append((self._name, self._text.decode("utf-8", "replace")))
+        else:
+            self._files.append(
+                RecordedFile(
+                    name=self._name,
+                    filename=self._filename,
+                    size=self._size,
+                    sha256=self._hash.hexdigest(),
+                    media_type=self._media_type,
+                )
+            )
+        self._text, self._hash, self._size = bytearray(), hashlib.sha256(), 0
 
 
 def _pretty(value: Any, indent: str = "") -> str:
@@ -311,7 +488,9 @@ def _target(path: str) -> str:
     return url.path + (f"?{url.query_string}" if url.query_string else "")
 
 
-def _body_key(body: bytes) -> str:
+def _body_key(body: bytes | RecordedForm) -> str:
+    if isinstance(body, RecordedForm):
+        return body.key()
     if not body:
         return ""
     try:
@@ -322,8 +501,9 @@ def _body_key(body: bytes) -> str:
     return "json:" + msgspec.json.encode(value, order="sorted").decode()
 
 
-def request_key(method: str, path: str, body: bytes) -> tuple[str, str, str]:
-    """What a replay matches on: the method, the path with its query, the body (as JSON if JSON).
+def request_key(method: str, path: str, body: bytes | RecordedForm) -> tuple[str, str, str]:
+    """What a replay matches on: the method, the path with its query, the body (as JSON if
+    JSON; an upload by its fields and its files' names and digests).
 
     >>> request_key("POST", "/api/workers", b'{"stream": true, "input": "Hi"}') == (
     ...     request_key("post", "/api/workers", b'{"input":"Hi","stream":true}'))
@@ -341,12 +521,12 @@ class _Player:
         self._by_key: dict[tuple[str, str, str], list[Interaction]] = {}
         for interaction in cassette.interactions:
             req = interaction.request
-            self._by_key.setdefault(request_key(req.method, req.path, req.body), []).append(
+            self._by_key.setdefault(request_key(req.method, req.path, req.content), []).append(
                 interaction
             )
         self._served: dict[tuple[str, str, str], int] = {}
 
-    def next_for(self, method: str, path: str, body: bytes) -> Interaction | None:
+    def next_for(self, method: str, path: str, body: bytes | RecordedForm) -> Interaction | None:
         """The next recorded answer to this request; the last one again once all were used."""
         key = request_key(method, path, body)
         candidates = self._by_key.get(key)
@@ -364,7 +544,15 @@ class _Player:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        body = await request.read()
+        body: bytes | RecordedForm
+        reader = _FormReader.of(request.headers.get("content-type"))
+        if reader is None:
+            body = await request.read()
+        else:
+            # An upload: read as it arrives, its files hashed, never whole in memory.
+            async for piece in request.content.iter_any():
+                reader.feed(piece)
+            body = reader.form()
         interaction = self.next_for(request.method, request.raw_path, body)
         if interaction is None:
             return self._unmatched(request, body)
@@ -390,14 +578,15 @@ class _Player:
             pass  # the client left
         return response
 
-    def _unmatched(self, request: web.Request, body: bytes) -> web.Response:
+    def _unmatched(self, request: web.Request, body: bytes | RecordedForm) -> web.Response:
         asked = _describe(request.method, request.raw_path, body, 200)
         recorded = self.recorded()
         listing = "; ".join(recorded[:10]) + ("; …" if len(recorded) > 10 else "")
         message = (
             f"no recorded interaction matches {asked} "
             f"(matched on method, path with query, and body); "
-            f"the cassette holds {len(self.cassette.interactions)} recorded request(s): "
+            f"the cassette holds {len(self.cassette.interactions)} recorded "
+            f"request{'' if len(self.cassette.interactions) == 1 else 's'}: "
             f"{listing or 'none'}"
         )
         payload = {
@@ -432,6 +621,7 @@ class _Exchange:
     path: str
     headers: dict[str, str]
     body: bytes
+    form: _FormReader | None = None  # an upload's body, read as it was relayed
     status: int = 0
     reason: str | None = None
     response_headers: list[tuple[str, str]] | None = None
@@ -452,7 +642,7 @@ class Recorder:
     ``set-cookie`` and ``x-api-key`` headers, any header whose value holds a
     key the proxy has seen (or one given in ``secrets``, or
     ``HANDINGER_API_KEY``), and any occurrence of such a key of 8 characters
-    or more in a body (replaced by ``<redacted>``).
+    or more in a body or a path (replaced by ``<redacted>``).
 
     >>> rec = Recorder(None, upstream="http://127.0.0.1:8787")
     >>> rec.upstream
@@ -597,8 +787,18 @@ class Recorder:
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        body = await request.read()
         self._learn_secrets(request.headers)
+        forwarded = _forwarded_request_headers(request.headers)
+        form = _FormReader.of(request.headers.get("content-type"))
+        payload: bytes | AsyncIterator[bytes] | None
+        if form is None:
+            body = await request.read()
+            payload = body or None
+        else:
+            # An upload goes on as it arrives, read on the way: never whole in memory.
+            body, payload = b"", _relayed(request.content, form)
+            if "content-length" in request.headers:
+                forwarded["Content-Length"] = request.headers["content-length"]
         exchange = _Exchange(
             method=request.method,
             path=request.raw_path,
@@ -608,6 +808,7 @@ class Recorder:
                 if name in request.headers
             },
             body=body,
+            form=form,
         )
         # The slot is taken on arrival: interactions keep the order requests came in.
         self._exchanges.append(exchange)
@@ -616,8 +817,8 @@ class Recorder:
             upstream = await self._session.request(
                 request.method,
                 self.upstream + request.raw_path,
-                headers=_forwarded_request_headers(request.headers),
-                data=body or None,
+                headers=forwarded,
+                data=payload,
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
@@ -672,6 +873,12 @@ class Recorder:
         await response.write_eof()
 
 
+async def _relayed(content: aiohttp.StreamReader, form: _FormReader) -> AsyncIterator[bytes]:
+    async for chunk in content.iter_any():
+        form.feed(chunk)
+        yield chunk
+
+
 def _forwarded_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     dropped = _HOP_BY_HOP | {"host", "accept-encoding", "expect"}
     out = {name: value for name, value in headers.items() if name.lower() not in dropped}
@@ -701,15 +908,30 @@ def _redact(data: bytes, long_secrets: list[str]) -> bytes:
     return data
 
 
+def _redact_text(text: str, long_secrets: list[str]) -> str:
+    for secret in long_secrets:
+        text = text.replace(secret, _REDACTED)
+    return text
+
+
 def _interaction(exchange: _Exchange, secrets: set[str], long_secrets: list[str]) -> Interaction:
     headers = {
         name: value
         for name, value in exchange.headers.items()
         if not _holds_secret(value, secrets, long_secrets)
     }
-    request = RecordedRequest(method=exchange.method, path=exchange.path, headers=headers)
+    path = _redact_text(exchange.path, long_secrets)
+    request = RecordedRequest(method=exchange.method, path=path, headers=headers)
     body = _redact(exchange.body, long_secrets)
-    if body:
+    if exchange.form is not None:
+        form = exchange.form.form()
+        request.form = RecordedForm(
+            fields=[(name, _redact_text(value, long_secrets)) for name, value in form.fields],
+            files=form.files,
+        )
+        # The boundary changes with every upload, and no body is kept to need it.
+        headers["content-type"] = "multipart/form-data"
+    elif body:
         try:
             request.json = msgspec.json.decode(body)
         except msgspec.DecodeError:

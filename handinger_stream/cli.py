@@ -126,9 +126,9 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="create a worker and show its answer as it is written",
         description=(
-            "Create a worker and show its answer as it is written: on a terminal, with a "
-            "live view of what it is doing (reasoning, tool calls, sources). Without "
-            "HANDINGER_API_KEY, --api-key or a base URL, it runs against the embedded "
+            "Create a worker and show its answer as it is written: on a terminal, with a\n"
+            "live view of what it is doing (reasoning, tool calls, sources). Without\n"
+            "HANDINGER_API_KEY, --api-key or a base URL, it runs against the embedded\n"
             "emulator, and PROMPT defaults to a demo question."
         ),
         epilog=_EPILOG,
@@ -150,12 +150,28 @@ def _parser() -> argparse.ArgumentParser:
         default=EMULATOR_PACE,
         help="the embedded emulator's pace (0: as fast as possible)",
     )
-    serve = sub.add_parser("serve", help="run the emulator until interrupted")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8787)
+    serve = sub.add_parser(
+        "serve",
+        help="run the emulator until interrupted",
+        description="Run the emulator (a simulated agent) until interrupted, or replay a cassette.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    serve.add_argument(
+        "--port", type=_port, default=8787, help="(default: %(default)s; 0: any free port)"
+    )
     serve.add_argument("--api-key", default=None, help="require this key (default: any key)")
-    serve.add_argument("--tokens-per-second", type=_pace, default=EMULATOR_PACE)
-    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument(
+        "--tokens-per-second",
+        type=_pace,
+        default=EMULATOR_PACE,
+        help="the agent's pace (default: %(default)g, about a model's; 0: as fast as possible)",
+    )
+    serve.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the agent's text depends on the prompt and the seed (default: %(default)s)",
+    )
     _add_cassette_options(serve)
     serve.add_argument("--fleet", action="store_true", help="play a realistic fleet of workers")
     _add_record_command(sub)

@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 import sniffio
 
+from ._background import under_trio
 from .errors import APIConnectionError, APITimeoutError, InvalidRequestError
 
 __all__ = [
@@ -390,7 +391,7 @@ class PerLoop:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            if not _under_trio():
+            if not under_trio():
                 return self._make()  # nothing to tie it to; it opens nothing until used
             if self._unbound is None:
                 self._unbound = self._make()
@@ -430,13 +431,6 @@ class PerLoop:
         unbound, self._unbound = self._unbound, None
         if unbound is not None:
             await unbound.aclose()
-
-
-def _under_trio() -> bool:
-    try:
-        return sniffio.current_async_library() == "trio"
-    except sniffio.AsyncLibraryNotFoundError:
-        return False
 
 
 _closing: set[Any] = set()

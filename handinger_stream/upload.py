@@ -276,9 +276,8 @@ class _Chunks:
             part = form.files[self._next_part]
             self._next_part += 1
             head = form._file_head(part)
-            if part.data is not None or (part.path is None and part.file is None):
-                self._pending.append(part.data or b"")
-                self._pending.append(b"\r\n")
+            if part.data is not None:
+                self._pending += [part.data, b"\r\n"]
                 return head
             self._file, self._ours = part.open()
             self._part, self._left = part, part.size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -9,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import httpx
 import msgspec
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handinger_stream import AsyncHandinger, NotFoundError
 from handinger_stream.cassette import (
@@ -24,9 +29,11 @@ from handinger_stream.cassette import (
     RecordedRequest,
     RecordedResponse,
     Recorder,
+    _FormReader,
     use_cassette,
 )
 from handinger_stream.emulator import Emulator
+from handinger_stream.upload import files_form
 
 from .conftest import API_KEY, Canned, RawServer
 
@@ -128,7 +135,7 @@ async def test_credentials_are_never_written(raw_server: RawServer, tmp_path: Pa
         Recorder(path, upstream=raw_server.base_url) as recorder,
         aiohttp.ClientSession() as http,
         http.post(
-            recorder.base_url + "/api/workers",
+            recorder.base_url + f"/api/workers?token={API_KEY}",  # a key in the URL too
             json={"input": "hi"},
             headers={
                 "authorization": f"Bearer {API_KEY}",
@@ -153,6 +160,7 @@ async def test_credentials_are_never_written(raw_server: RawServer, tmp_path: Pa
     for name in ("authorization", "cookie", "x-api-key", "x-echo-auth"):
         assert f'"{name}"' not in lowered
     interaction = Cassette.load(path).interactions[0]
+    assert interaction.request.path == "/api/workers?token=<redacted>"
     assert interaction.request.headers == {
         "accept": "application/json",
         "content-type": "application/json",
@@ -242,6 +250,7 @@ async def test_an_unmatched_request_gets_a_404_naming_it() -> None:
         assert "POST /api/workers?x=1" in error["message"]
         assert "never recorded" in error["message"]
         assert error["recorded"] == ['POST /api/workers {"input":"recorded one"}']
+        assert "holds 1 recorded request:" in error["message"]
         assert "recorded one" in error["message"]
 
         async with AsyncHandinger(api_key="k", base_url=replayer.base_url) as client:
@@ -516,3 +525,140 @@ def test_use_cassette_writes_nothing_for_a_failed_or_empty_recording(
     with use_cassette(path) as session:
         _create(session.client_options())
     assert len(Cassette.load(path).interactions) == 1
+
+
+# -- uploads: matched by their fields and their files' names and digests -----------
+
+
+UPLOAD = [("data/q3.csv", b"region,revenue\nnorth,120\n"), ("blob.bin", bytes(range(256)) * 2400)]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_an_upload_is_recorded_by_digest_and_replayed(
+    emulator: Emulator, transport: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "upload.json"
+    async with (
+        Recorder(path, upstream=emulator.base_url) as recorder,
+        AsyncHandinger(
+            api_key=API_KEY,
+            base_url=recorder.base_url,
+            transport=transport,  # type: ignore[arg-type]
+        ) as client,
+    ):
+        stream = await client.workers.create(
+            input="Sum it", budget="low", files=UPLOAD, stream=True
+        )
+        recorded = await stream.get_final_worker()
+    assert [f.filename for f in recorded.files] == ["data/q3.csv", "blob.bin"]
+    (interaction,) = Cassette.load(path).interactions
+    form = interaction.request.form
+    assert form is not None
+    assert form.fields == [("input", "Sum it"), ("budget", "low"), ("stream", "true")]
+    assert [(f.name, f.filename, f.size, f.sha256, f.media_type) for f in form.files] == [
+        ("files", name, len(data), hashlib.sha256(data).hexdigest(), media_type)
+        for (name, data), media_type in zip(
+            UPLOAD, ["text/csv", "application/octet-stream"], strict=True
+        )
+    ]
+    assert interaction.request.headers["content-type"] == "multipart/form-data"
+    assert path.stat().st_size < 20_000  # the files' bytes (600 KiB) are not kept
+
+    async with (
+        Emulator(cassette=path) as replayer,
+        AsyncHandinger(
+            api_key="k",
+            base_url=replayer.base_url,
+            transport=transport,  # type: ignore[arg-type]
+        ) as client,
+    ):
+        # The same upload, in a body of its own (another boundary): answered.
+        stream = await client.workers.create(
+            input="Sum it", budget="low", files=UPLOAD, stream=True
+        )
+        assert await stream.get_final_worker() == recorded
+        # One byte of one file differs: not the recorded request, and the 404 says which.
+        changed = [UPLOAD[0], ("blob.bin", UPLOAD[1][1][:-1] + b"!")]
+        with pytest.raises(NotFoundError, match=r"files: data/q3\.csv \(25 bytes\), blob\.bin"):
+            await client.workers.create(input="Sum it", budget="low", files=changed, stream=True)
+
+
+async def test_the_proxy_relays_an_upload_with_its_length(
+    raw_server: RawServer, tmp_path: Path
+) -> None:
+    raw_server.serve(Canned([b"{}"], headers={"content-type": "application/json"}))
+    async with Recorder(tmp_path / "length.json", upstream=raw_server.base_url) as recorder:
+        async with AsyncHandinger(api_key=API_KEY, base_url=recorder.base_url) as client:
+            response = await client.request(
+                "POST", "/api/workers", json={"input": "x"}, files=UPLOAD
+            )
+            await response.aclose()
+    (seen,) = raw_server.requests
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    # Not chunked: an upload's known length goes on with it.
+    assert (
+        int(headers["content-length"]) == len(seen["body"]) and "transfer-encoding" not in headers
+    )
+    assert UPLOAD[1][1] in seen["body"]
+
+
+def _multipart(
+    fields: list[tuple[str, str]], files: list[tuple[str, bytes]], writer: str
+) -> tuple[str, bytes]:
+    """A multipart body of these fields and files, by our client's writer or httpx's."""
+    if writer == "ours":
+        form = files_form(files, fields)
+
+        async def body() -> bytes:
+            return b"".join([piece async for piece in form.chunks()])
+
+        return form.content_type, anyio.run(body)
+    request = httpx.Request(
+        "POST", "http://x/", data=dict(fields), files=[("files", (n, d)) for n, d in files]
+    )
+    return request.headers["content-type"], request.read()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(["input", "budget", "stream"]),
+            st.text(st.characters(blacklist_categories=["Cs"]), min_size=1),
+        ),
+        unique_by=lambda field: field[0],
+    ),
+    files=st.lists(
+        st.tuples(
+            # Printable, and none that a writer escapes (httpx escapes controls and "%").
+            st.text(
+                st.characters(blacklist_categories=["Cc", "Cs"], blacklist_characters='/"%\\'),
+                min_size=1,
+                max_size=12,
+            ),
+            st.binary(max_size=300),
+        ),
+        min_size=1,  # (httpx sends a form without files url-encoded)
+        max_size=3,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
+    writer=st.sampled_from(["ours", "httpx"]),
+)
+def test_a_form_reads_the_same_whoever_wrote_it_and_however_it_was_cut(
+    fields: list[tuple[str, str]],
+    files: list[tuple[str, bytes]],
+    cuts: list[int],
+    writer: str,
+) -> None:
+    content_type, body = _multipart(fields, files, writer)
+    reader = _FormReader.of(content_type)
+    assert reader is not None
+    edges = sorted({0, len(body), *(c for c in cuts if c < len(body))})
+    for start, end in itertools.pairwise(edges):
+        reader.feed(body[start:end])
+    form = reader.form()
+    assert sorted(form.fields) == sorted(fields)
+    assert [(f.filename, f.size, f.sha256) for f in form.files] == [
+        (name, len(data), hashlib.sha256(data).hexdigest()) for name, data in files
+    ]
+    assert _FormReader.of("application/json") is None

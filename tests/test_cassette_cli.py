@@ -1,8 +1,7 @@
-"""``handinger-stream record`` and ``serve --cassette``, run as subprocesses."""
+"""``handinger-stream record`` and ``serve --cassette``: as subprocesses, and errors in this process."""
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import subprocess
@@ -17,29 +16,9 @@ from handinger_stream.cassette import Cassette
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY
+from .test_cli import cli_here, environment
 
 PROMPT = "What's the weather in Barcelona?"
-
-
-def _env(key: str | None, base_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
-    if key is not None:
-        env["HANDINGER_API_KEY"] = key
-    if base_url is not None:
-        env["HANDINGER_BASE_URL"] = base_url
-    return env
-
-
-def cli(
-    *args: str, key: str | None = None, base_url: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handinger_stream", *args],
-        capture_output=True,
-        text=True,
-        env=_env(key, base_url),
-        timeout=60,
-    )
 
 
 @contextmanager
@@ -50,7 +29,7 @@ def serving(*args: str) -> Iterator[str]:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env=_env(None, None),
+        env=environment(),
     )
     lines: queue.Queue[str] = queue.Queue()
     assert process.stderr is not None
@@ -78,7 +57,7 @@ def test_record_through_the_proxy_then_serve_the_cassette(
 ) -> None:
     out = tmp_path / "cassettes" / "weather.json"
     args = ("record", "--out", str(out), PROMPT, "--budget", "low")
-    recorded = cli(*args, key=API_KEY, base_url=emulator.base_url)
+    recorded = cli_here(*args, key=API_KEY, base_url=emulator.base_url)
     assert recorded.returncode == 0, recorded.stderr
     assert "weather in Barcelona" in recorded.stdout
     assert f"to {out}" in recorded.stderr
@@ -88,8 +67,8 @@ def test_record_through_the_proxy_then_serve_the_cassette(
     assert create.request.json == {"input": PROMPT, "budget": "low", "stream": True}
 
     with serving("--cassette", str(out)) as base_url:
-        replayed = cli("run", PROMPT, "--budget", "low", key="any", base_url=base_url)
-        other = cli("run", "Something else", key="any", base_url=base_url)
+        replayed = cli_here("run", PROMPT, "--budget", "low", key="any", base_url=base_url)
+        other = cli_here("run", "Something else", key="any", base_url=base_url)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
     assert other.returncode == 3
@@ -100,7 +79,7 @@ def test_record_through_the_proxy_then_serve_the_cassette(
 def test_record_the_embedded_emulator_then_replay_at_the_recorded_pace(tmp_path: Path) -> None:
     out = tmp_path / "paced.json"
     pace = ("--budget", "low", "--tokens-per-second", "150")
-    recorded = cli("record", "--out", str(out), "Pace me", *pace)
+    recorded = cli_here("record", "--out", str(out), "Pace me", *pace, key=None)
     assert recorded.returncode == 0, recorded.stderr
     assert "recording the embedded emulator" in recorded.stderr.splitlines()[0]
     duration = Cassette.load(out).interactions[0].response.duration
@@ -108,7 +87,7 @@ def test_record_the_embedded_emulator_then_replay_at_the_recorded_pace(tmp_path:
 
     with serving("--cassette", str(out), "--realtime") as base_url:
         started = time.monotonic()
-        replayed = cli("run", "Pace me", "--budget", "low", key="any", base_url=base_url)
+        replayed = cli_here("run", "Pace me", "--budget", "low", key="any", base_url=base_url)
         elapsed = time.monotonic() - started
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout == recorded.stdout
@@ -116,23 +95,23 @@ def test_record_the_embedded_emulator_then_replay_at_the_recorded_pace(tmp_path:
 
 
 def test_serve_a_missing_or_broken_cassette_is_a_usage_error(tmp_path: Path) -> None:
-    missing = cli("serve", "--port", "0", "--cassette", str(tmp_path / "nope.json"))
+    missing = cli_here("serve", "--port", "0", "--cassette", str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "no cassette at" in missing.stderr
     broken = tmp_path / "broken.json"
     broken.write_text("not json")
-    bad = cli("serve", "--port", "0", "--cassette", str(broken))
+    bad = cli_here("serve", "--port", "0", "--cassette", str(broken))
     assert bad.returncode == 2 and "is not a cassette" in bad.stderr
     assert "Traceback" not in missing.stderr + bad.stderr
 
 
 def test_record_needs_an_out_file() -> None:
-    result = cli("record", PROMPT)
+    result = cli_here("record", PROMPT)
     assert result.returncode == 2 and "--out" in result.stderr
 
 
 def test_nothing_recorded_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "empty.json"
-    result = cli("record", "--out", str(out), PROMPT, key="k", base_url="http://127.0.0.1:9")
+    result = cli_here("record", "--out", str(out), PROMPT, key="k", base_url="http://127.0.0.1:9")
     assert result.returncode == 3
     assert "cannot reach http://127.0.0.1:9" in result.stderr
     assert "not written" in result.stderr and not out.exists()

@@ -1,32 +1,66 @@
-"""The command line, run as a subprocess against loopback servers."""
+"""The command line against loopback servers: as a subprocess, or its ``main`` in this process."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from unittest import mock
 
+from handinger_stream.cli import main
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY, Canned, RawServer
 
 
-def cli(
-    *args: str, key: str | None = API_KEY, base_url: str | None = None
-) -> subprocess.CompletedProcess[str]:
+def environment(key: str | None = None, base_url: str | None = None) -> dict[str, str]:
+    """This process's environment without HANDINGER_*, then with the key and base URL given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
     if key is not None:
         env["HANDINGER_API_KEY"] = key
     if base_url is not None:
         env["HANDINGER_BASE_URL"] = base_url
+    return env
+
+
+def cli(
+    *args: str, key: str | None = API_KEY, base_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m handinger_stream ARGS``: the real entry point, in a process of its own."""
     return subprocess.run(
         [sys.executable, "-m", "handinger_stream", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=environment(key, base_url),
         timeout=60,
     )
+
+
+def cli_here(
+    *args: str, key: str | None = API_KEY, base_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The same command, its ``main`` run in this process: what it prints and returns,
+    without a new interpreter's start-up (half a second a call). For what does not
+    depend on the process itself (signals, closed pipes and terminals use ``cli``)."""
+    out, err = io.TextIOWrapper(io.BytesIO()), io.TextIOWrapper(io.BytesIO())
+    with (
+        mock.patch.dict(os.environ, environment(key, base_url), clear=True),
+        redirect_stdout(out),
+        redirect_stderr(err),
+    ):
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse: --help, and usage errors
+            code = exit.code if isinstance(exit.code, int) else 2
+    printed = []
+    for stream in (out, err):
+        stream.flush()
+        assert isinstance(stream.buffer, io.BytesIO)
+        printed.append(stream.buffer.getvalue().decode())
+    return subprocess.CompletedProcess(["handinger-stream", *args], code, *printed)
 
 
 def test_run_prints_the_answer_and_a_summary(emulator: Emulator) -> None:
@@ -58,7 +92,7 @@ def test_json_lines_parse_and_end_with_the_worker(emulator: Emulator) -> None:
 
 
 def test_embedded_emulator_when_nothing_is_configured() -> None:
-    result = cli("run", "offline?", "--tokens-per-second", "0", key=None)
+    result = cli_here("run", "offline?", "--tokens-per-second", "0", key=None)
     assert result.returncode == 0, result.stderr
     assert "embedded emulator" in result.stderr.splitlines()[0]
     assert result.stdout.strip()
@@ -74,26 +108,26 @@ def test_worker_failure_exits_1(raw_server: RawServer) -> None:
             ]
         )
     )
-    result = cli("run", "x", base_url=raw_server.base_url)
+    result = cli_here("run", "x", base_url=raw_server.base_url)
     assert result.returncode == 1
     assert "half an answer" in result.stdout
     assert "the model gave up" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_usage_errors_exit_2() -> None:
-    assert cli("run", "x", "--budget", "huge").returncode == 2
-    assert cli("fly").returncode == 2
-    result = cli("run", "   ", base_url="http://127.0.0.1:9")
+    assert cli_here("run", "x", "--budget", "huge").returncode == 2
+    assert cli_here("fly").returncode == 2
+    result = cli_here("run", "   ", base_url="http://127.0.0.1:9")
     assert result.returncode == 2 and "empty" in result.stderr
 
 
 def test_connection_and_auth_problems_exit_3(emulator: Emulator) -> None:
-    result = cli("run", "x", base_url="http://127.0.0.1:9")
+    result = cli_here("run", "x", base_url="http://127.0.0.1:9")  # nothing listening
     assert result.returncode == 3 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    result = cli("run", "x", key="sk-wrong-key", base_url=emulator.base_url)
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+    result = cli_here("run", "x", key="sk-wrong-key", base_url=emulator.base_url)
     assert result.returncode == 3 and "401" in result.stderr and "sk-wrong-key" not in result.stderr
-    result = cli("run", "x", key=None, base_url=emulator.base_url)
+    result = cli_here("run", "x", key=None, base_url=emulator.base_url)
     assert result.returncode == 3 and "HANDINGER_API_KEY" in result.stderr
 
 

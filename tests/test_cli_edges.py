@@ -1,4 +1,5 @@
-"""The command line's rough edges, each run as a subprocess (one under tmux, on a terminal)."""
+"""The command line's rough edges: pipes and Ctrl-C in subprocesses, the live view under tmux,
+options and errors through ``main`` in this process."""
 
 from __future__ import annotations
 
@@ -21,18 +22,9 @@ from handinger_stream.cli import DEFAULT_PROMPT
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY, Canned, RawServer
-from .test_cli import cli
+from .test_cli import cli_here, environment
 
 RUN = [sys.executable, "-m", "handinger_stream", "run"]
-
-
-def environment(key: str | None = None, base_url: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
-    if key is not None:
-        env["HANDINGER_API_KEY"] = key
-    if base_url is not None:
-        env["HANDINGER_BASE_URL"] = base_url
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -104,26 +96,28 @@ def test_json_on_interrupt_prints_no_stray_line(slow_emulator: Emulator) -> None
 
 
 def test_api_key_option(emulator: Emulator) -> None:
-    result = cli("run", "keyed", "--api-key", API_KEY, key=None, base_url=emulator.base_url)
+    result = cli_here("run", "keyed", "--api-key", API_KEY, key=None, base_url=emulator.base_url)
     assert result.returncode == 0, result.stderr
     assert API_KEY not in result.stdout + result.stderr
-    wrong = cli("run", "keyed", "--api-key", "sk-nope", key=API_KEY, base_url=emulator.base_url)
+    wrong = cli_here(
+        "run", "keyed", "--api-key", "sk-nope", key=API_KEY, base_url=emulator.base_url
+    )
     assert wrong.returncode == 3 and "401" in wrong.stderr  # the option wins over the variable
 
 
 def test_a_prompt_is_required_except_on_the_embedded_emulator(emulator: Emulator) -> None:
-    result = cli("run", key=API_KEY, base_url=emulator.base_url)
+    result = cli_here("run", key=API_KEY, base_url=emulator.base_url)
     assert result.returncode == 2
     assert result.stderr.startswith("error: a prompt is required")
-    only_key = cli("run", key="sk-real-service")  # would be the real service: refused too
+    only_key = cli_here("run", key="sk-real-service")  # would be the real service: refused too
     assert only_key.returncode == 2 and "prompt is required" in only_key.stderr
-    demo = cli("run", "--tokens-per-second", "0", key=None)
+    demo = cli_here("run", "--tokens-per-second", "0", key=None)
     assert demo.returncode == 0, demo.stderr
     assert "embedded emulator" in demo.stderr and "Barcelona" in demo.stdout
 
 
 def test_json_lines_use_the_wire_keys_and_end_with_a_worker_chunk(emulator: Emulator) -> None:
-    result = cli("run", "one style", "--json", base_url=emulator.base_url)
+    result = cli_here("run", "one style", "--json", base_url=emulator.base_url)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert all(isinstance(line, dict) and "type" in line for line in lines)
@@ -146,7 +140,7 @@ def test_json_on_failure_ends_with_the_failed_worker(raw_server: RawServer) -> N
             ]
         )
     )
-    result = cli("run", "x", "--json", base_url=raw_server.base_url)
+    result = cli_here("run", "x", "--json", base_url=raw_server.base_url)
     assert result.returncode == 1
     final = json.loads(result.stdout.splitlines()[-1])
     assert final["type"] == "data-worker" and final["data"]["error"] == "gave up"
@@ -154,7 +148,7 @@ def test_json_on_failure_ends_with_the_failed_worker(raw_server: RawServer) -> N
 
 
 def test_the_cost_parts_add_up_and_counts_are_singular_when_one(emulator: Emulator) -> None:
-    result = cli("run", "What's the weather in Barcelona?", base_url=emulator.base_url)
+    result = cli_here("run", "What's the weather in Barcelona?", base_url=emulator.base_url)
     assert result.returncode == 0, result.stderr
     (cost,) = [line for line in result.stderr.splitlines() if "cost: $" in line]
     total, *parts = [float(x) for x in re.findall(r"\$([0-9.]+)", cost)]
@@ -191,20 +185,19 @@ def test_counts_in_the_summary() -> None:
     ],
 )
 def test_options_are_validated(args: tuple[str, ...]) -> None:
-    result = cli(*args)
+    result = cli_here(*args)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith("error: argument")
 
 
 def test_every_error_line_starts_with_error(emulator: Emulator) -> None:
     cases = [
-        cli("run", "", base_url=emulator.base_url),
-        cli("run", "x", "--budget", "huge"),
-        cli("run", "x", base_url="http://127.0.0.1:9"),
-        cli("run", "x", key=None, base_url=emulator.base_url),
-        cli("run", "x", key="sk-wrong", base_url=emulator.base_url),
-        cli("fly"),
-    ]
+        cli_here("run", "", base_url=emulator.base_url),
+        cli_here("run", "x", "--budget", "huge"),
+        cli_here("run", "x", key=None, base_url=emulator.base_url),
+        cli_here("run", "x", key="sk-wrong", base_url=emulator.base_url),
+        cli_here("fly"),
+    ]  # (nothing listening: test_connection_and_auth_problems_exit_3)
     for result in cases:
         assert result.returncode != 0
         last = result.stderr.strip().splitlines()[-1]
@@ -214,27 +207,40 @@ def test_every_error_line_starts_with_error(emulator: Emulator) -> None:
 def test_an_invalid_base_url_is_a_usage_error() -> None:
     for flag in (True, False):
         if flag:
-            result = cli("run", "x", "--base-url", "not-a-url")
+            result = cli_here("run", "x", "--base-url", "not-a-url")
         else:
-            result = cli("run", "x", base_url="not-a-url")
+            result = cli_here("run", "x", base_url="not-a-url")
         assert result.returncode == 2
         assert "must be an http:// or https:// URL" in result.stderr
         assert "request was sent" not in result.stderr
 
 
 def test_the_missing_key_message_speaks_of_the_command_line(emulator: Emulator) -> None:
-    result = cli("run", "x", key=None, base_url=emulator.base_url)
+    result = cli_here("run", "x", key=None, base_url=emulator.base_url)
     assert result.returncode == 3
     assert "--api-key" in result.stderr and "HANDINGER_API_KEY" in result.stderr
     assert "api_key=" not in result.stderr and "Handinger(" not in result.stderr
 
 
 def test_help_says_what_json_prints_and_the_exit_codes() -> None:
-    result = cli("run", "--help")
+    result = cli_here("run", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "one JSON object per line" in text and "data-worker" in text
     assert "141" in text and "130" in text
+
+
+def test_help_says_the_defaults_and_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    for command in ("run", "serve", "record"):
+        result = cli_here(command, "--help")
+        assert result.returncode == 0
+        widest = max(result.stdout.splitlines(), key=len)
+        assert len(widest) <= 80, widest
+    serve = " ".join(cli_here("serve", "--help").stdout.split())
+    # The emulator's pace differs here (a model's) from Emulator()'s (0): say so.
+    assert "(default: 25" in serve and "0: as fast as possible" in serve
+    assert "(default: 8787" in serve and "(default: 0" in serve  # the port, the seed
 
 
 # -- the live view, on a real terminal ------------------------------------------
@@ -248,9 +254,11 @@ def capture(session: str) -> str:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (scripts/test installs it)")
 def test_the_live_view_on_a_terminal() -> None:
+    # 24 tokens a second: the reasoning (19 tokens) stays on screen for most of a second,
+    # some ten repaints, while the whole run takes under four.
     session = f"handinger-view-{os.getpid()}"
     command = (
-        f"{sys.executable} -m handinger_stream run --tokens-per-second 12; echo EXIT=$?; sleep 60"
+        f"{sys.executable} -m handinger_stream run --tokens-per-second 24; echo EXIT=$?; sleep 60"
     )
     subprocess.run(
         ["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30", command],

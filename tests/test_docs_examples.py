@@ -171,6 +171,8 @@ def test_test_file_examples_pass_in_a_fresh_project(
             "pytest",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",  # a user's project has none; ours takes a second to load
             "-W",
             "error::ResourceWarning",
             "-W",
