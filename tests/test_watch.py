@@ -17,6 +17,7 @@ import trio
 
 from handinger_stream import (
     AsyncHandinger,
+    Event,
     IncompleteStreamError,
     InvalidRequestError,
     NotFoundError,
@@ -24,6 +25,7 @@ from handinger_stream import (
     Worker,
 )
 from handinger_stream.emulator import Emulator
+from handinger_stream.reducer import WorkerState
 from handinger_stream.watch import Watch, WatchEvent
 
 from .conftest import API_KEY
@@ -304,11 +306,72 @@ def test_a_slow_consumer_slows_the_reads(emulator: Emulator, backend: str) -> No
             ids = await create(client, 5, "Slow reader", extra_headers=None)
             async with client.workers.watch(ids, buffer=4) as watch:
                 async for _ in watch:
-                    # Reading is paused for each worker once 4 of its events wait.
-                    assert len(watch._queue) <= 5 * (4 + 1)
+                    # A reader reads again only once its worker's events were taken:
+                    # never more than one hand-over per worker (and its end) waits.
+                    assert len(watch._queue) <= 5 * 2
                     await anyio.sleep(0.001)
 
     run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_stream_is_read_by_the_consumer_alone_and_folds_once(
+    paced: Emulator, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its stream's own snapshot and position are exact for what the watch handed out."""
+    folded = 0
+    apply_all = WorkerState.apply_all
+
+    def counting(state: WorkerState, events: list[Event]) -> bool:
+        nonlocal folded
+        folded += len(events)
+        return apply_all(state, events)
+
+    async def main() -> None:
+        async with client_for(paced) as client:
+            streams = [
+                await client.workers.create(input=f"Once {i}", budget="low", stream=True)
+                for i in range(4)
+            ]
+            by_id = {stream.worker_id: stream for stream in streams}
+            monkeypatch.setattr(WorkerState, "apply_all", counting)
+            events = 0
+            async with client.workers.watch(streams) as watch:
+                async for item in watch:
+                    events += 1
+                    assert item.event is not None
+                    stream = by_id[item.worker_id]
+                    # The stream never ran ahead of what the watch gave out.
+                    assert stream.last_event_id == item.event.event_id
+                    assert stream.snapshot == item.snapshot
+            assert folded == events  # one fold of each event: the stream's
+            monkeypatch.undo()
+            for worker_id, stream in by_id.items():
+                assert stream.snapshot == await client.workers.retrieve(worker_id)
+
+    run(backend, main)
+
+
+def test_buffer_is_how_many_of_one_worker_s_events_come_before_the_others_turn(
+    emulator: Emulator,
+) -> None:
+    async def main() -> None:
+        async with client_for(emulator) as client:
+            ids = await create(client, 3, "Turns")
+            order: list[str] = []
+            async with client.workers.watch(ids, buffer=3) as watch:
+                async for item in watch:
+                    if not order:
+                        await anyio.sleep(0.5)  # meanwhile every reader has events ready
+                    order.append(item.worker_id)
+            first = order[0]
+            # The first worker finishes its turn of 3, then each of the others has one.
+            assert order[:3] == [first] * 3
+            runs = [list(g) for _, g in itertools.groupby(order[3:12])]
+            assert [len(r) for r in runs] == [3, 3, 3]
+            assert {r[0] for r in runs[:2]} == set(ids) - {first} and runs[2][0] == first
+
+    run("asyncio", main)
 
 
 async def leaves_nothing(emu: Emulator, backend: str, how: str) -> None:
