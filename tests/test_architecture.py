@@ -38,7 +38,7 @@ FORBIDDEN: dict[str, set[str]] = {
 # What sits on top of the client (watch, and the telemetry and dashboard built on it):
 # nothing below imports it, and the client names it only lazily (one method, and types).
 ON_TOP = {"watch", "otel", "dashboard"}
-ABOVE_THE_CLIENT = {"watch", "otel", "dashboard", "cli", "__init__", "client"}
+ABOVE_THE_CLIENT = {"watch", "otel", "dashboard", "cli", "__init__", "client", "sync"}
 
 
 def package_imports(module: str) -> set[str]:
