@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -94,14 +94,28 @@ class WatchEvent:
         return f"<WatchEvent {self.worker_id} {what}>"
 
 
-class _Live(WatchEvent):
-    """An item of a watched worker: its snapshot is the worker's, read when asked for."""
+class Followed(Protocol):
+    """A worker being followed, whose snapshot is folded as its items are handed out."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def snapshot(self) -> Worker: ...
+
+
+_F = TypeVar("_F", bound=Followed)
+
+
+class LiveEvent(WatchEvent, Generic[_F]):
+    """An item of a followed worker: its snapshot is the worker's, read when asked for.
+
+    (Also the items of the relay's ``FleetWatch``.)
+    """
 
     __slots__ = ("_w",)
 
-    def __init__(
-        self, w: _Watched, event: Event | None, error: HandingerError | None = None
-    ) -> None:
+    def __init__(self, w: _F, event: Event | None, error: HandingerError | None = None) -> None:
         self.worker_id = w.id
         self.event = event
         self.error = error
@@ -110,6 +124,27 @@ class _Live(WatchEvent):
     @property
     def snapshot(self) -> Worker:
         return self._w.snapshot
+
+
+class SnapshotsView(Mapping[str, Worker]):
+    """``watch.workers``: id → the latest snapshot, read when looked up."""
+
+    __slots__ = ("_followed",)
+
+    def __init__(self, followed: Mapping[str, Followed]) -> None:
+        self._followed = followed
+
+    def __getitem__(self, worker_id: str) -> Worker:
+        return self._followed[worker_id].snapshot
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._followed  # without folding a snapshot to answer
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._followed))
+
+    def __len__(self) -> int:
+        return len(self._followed)
 
 
 class _End:
@@ -165,27 +200,6 @@ class _Watched:
             drained.set()
 
 
-class _WorkersView(Mapping[str, Worker]):
-    """``watch.workers``: id → the latest snapshot, read when looked up."""
-
-    __slots__ = ("_records",)
-
-    def __init__(self, records: dict[str, _Watched]) -> None:
-        self._records = records
-
-    def __getitem__(self, worker_id: str) -> Worker:
-        return self._records[worker_id].snapshot
-
-    def __contains__(self, worker_id: object) -> bool:
-        return worker_id in self._records  # without folding a snapshot to answer
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._records))
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-
 class Watch:
     """Many workers' events, merged in arrival order; see ``docs/monitoring.md``.
 
@@ -228,7 +242,7 @@ class Watch:
         self._records: dict[str, _Watched] = {}
         # Workers with events ready (in the order their reads came), ready-made error
         # items, and ends: at most one of each per worker.
-        self._queue: deque[_Watched | _Live | _End] = deque()
+        self._queue: deque[_Watched | LiveEvent[_Watched] | _End] = deque()
         self._current: _Watched | None = None  # the worker whose events are being taken
         self._events: AsyncIterator[Event] | None = None  # ... from its stream, by this
         self._turn = 0  # how many more of its events before the next worker's turn
@@ -249,7 +263,7 @@ class Watch:
     @property
     def workers(self) -> Mapping[str, Worker]:
         """Every watched worker's latest snapshot, by id (in the order they were added)."""
-        return _WorkersView(self._records)
+        return SnapshotsView(self._records)
 
     @property
     def errors(self) -> Mapping[str, HandingerError]:
@@ -359,7 +373,7 @@ class Watch:
                     await self._pump(w, w.stream, recorder)
                 except HandingerError as exc:
                     w.error = exc
-                    self._push(_Live(w, None, exc))
+                    self._push(LiveEvent(w, None, exc))
         finally:
             stream = w.stream  # kept: its snapshot is the worker's
             if stream is not None:
@@ -392,7 +406,7 @@ class Watch:
             self._wake()
             await drained.wait()
 
-    def _push(self, item: _Live | _End) -> None:
+    def _push(self, item: LiveEvent[_Watched] | _End) -> None:
         self._queue.append(item)
         self._wake()
 
@@ -404,7 +418,7 @@ class Watch:
 
     # -- consuming -------------------------------------------------------------
 
-    async def _take(self) -> _Live | _End | None:
+    async def _take(self) -> LiveEvent[_Watched] | _End | None:
         """The next item for the consumer; ``None`` when every worker has ended."""
         queue = self._queue
         while True:
@@ -423,7 +437,7 @@ class Watch:
                         self._current = None
                         w.error = exc
                         w.hand_back()
-                        return _Live(w, None, exc)
+                        return LiveEvent(w, None, exc)
                     if not w.ready or event is None:
                         self._current = None
                         w.hand_back()
@@ -431,7 +445,7 @@ class Watch:
                         self._current = None
                         queue.append(w)  # the rest after the others' turn
                     if event is not None:
-                        return _Live(w, event)
+                        return LiveEvent(w, event)
                     continue
                 self._current = None
             if queue:
@@ -468,7 +482,7 @@ class Watch:
             item = await self._take()
             if item is None:
                 raise StopAsyncIteration
-            if type(item) is _Live:
+            if type(item) is LiveEvent:
                 return item
 
     def events(self, *, ends: bool = False) -> AsyncIterator[WatchEvent]:
@@ -557,11 +571,11 @@ class _Items:
             item = await self._watch._take()
             if item is None:
                 raise StopAsyncIteration
-            if type(item) is _Live:
+            if type(item) is LiveEvent:
                 return item
             w = item._w
             if w.error is None:  # a lost stream's error item was its end already
-                return _Live(w, None)
+                return LiveEvent(w, None)
 
 
 class _Completed:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
 import anyio
@@ -26,7 +26,7 @@ from ..errors import HandingerError, IncompleteStreamError
 from ..events import Event
 from ..models import Worker
 from ..reducer import WorkerState
-from ..watch import WatchEvent
+from ..watch import LiveEvent, SnapshotsView, WatchEvent
 from .errors import StoreUnavailableError
 from .store import ChatInfo, Store
 
@@ -38,11 +38,11 @@ _READ = 1024  # entries per store read
 class _Turn:
     """One chat being followed: where its log was read to, and its worker's fold."""
 
-    __slots__ = ("after", "chat_id", "ended", "state", "turn_start", "worker_id")
+    __slots__ = ("after", "chat_id", "ended", "id", "state", "turn_start")
 
     def __init__(self, info: ChatInfo, worker_id: str) -> None:
         self.chat_id = info.chat_id
-        self.worker_id = worker_id
+        self.id = worker_id
         self.state = WorkerState(worker_id)
         self.turn_start = 0
         self.after = 0  # the seq of the last entry read
@@ -55,44 +55,10 @@ class _Turn:
         self.after = info.turn_start - 1
         self.ended = False
 
-
-class _Item(WatchEvent):
-    """An item of the fleet: its snapshot is the worker's fold, read when asked for."""
-
-    __slots__ = ("_turn",)
-
-    def __init__(
-        self, turn: _Turn, event: Event | None, error: HandingerError | None = None
-    ) -> None:
-        self.worker_id = turn.worker_id
-        self.event = event
-        self.error = error
-        self._turn = turn
-
     @property
     def snapshot(self) -> Worker:
-        return self._turn.state.snapshot()
-
-
-class _Workers(Mapping[str, Worker]):
-    """``fleet.workers``: worker id → its latest snapshot, folded when looked up."""
-
-    __slots__ = ("_turns",)
-
-    def __init__(self, turns: dict[str, _Turn]) -> None:
-        self._turns = turns
-
-    def __getitem__(self, worker_id: str) -> Worker:
-        return self._turns[worker_id].state.snapshot()
-
-    def __contains__(self, worker_id: object) -> bool:
-        return worker_id in self._turns
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._turns))
-
-    def __len__(self) -> int:
-        return len(self._turns)
+        """Its worker, folded through the last item handed out."""
+        return self.state.snapshot()
 
 
 class FleetWatch:
@@ -131,7 +97,7 @@ class FleetWatch:
     @property
     def workers(self) -> Mapping[str, Worker]:
         """Every worker seen, by id: its snapshot, through the last item handed out."""
-        return _Workers(self._by_worker)
+        return SnapshotsView(self._by_worker)
 
     @property
     def waiting(self) -> list[str]:
@@ -162,15 +128,15 @@ class FleetWatch:
                 turn, event, error = items.popleft()
                 if event is not None:
                     turn.state.apply(event)  # folded as it is handed out
-                    return _Item(turn, event)
+                    return LiveEvent(turn, event)
                 if error is not None:  # lost: its one item, as a watch's lost stream
                     lost = IncompleteStreamError(
                         f"chat {turn.chat_id!r}: the relay could not finish the turn: {error}",
-                        worker=turn.state.snapshot(),
+                        worker=turn.snapshot,
                     )
-                    return _Item(turn, None, lost)
+                    return LiveEvent(turn, None, lost)
                 if ends:
-                    return _Item(turn, None)
+                    return LiveEvent(turn, None)
             if self._fleet is None:
                 await anyio.sleep(self.interval)
                 self._fleet = await self._patiently()
