@@ -12,7 +12,7 @@ import asyncio
 import json
 import shutil
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,46 +22,15 @@ import pytest
 from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
 
-from .relay_helpers import RedisServer, RelayProcess, chat_body, free_port, read_sse, redis_server
+from .relay_helpers import RedisServer, RelayProcess, chat_body, free_port, read_sse
 from .test_cli_edges import environment
 from .test_dashboard import cli
 from .test_dashboard_tmux import Pane, count, pane, rows, wait_for
+from .test_relay_redis import http, paced, redis, relays
 
-__all__ = ["pane"]  # the tmux fixture, used here too
+__all__ = ["http", "paced", "pane", "redis", "relays"]  # fixtures of other modules, used here
 
 PROMPT = "What's the weather in Barcelona?"
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def paced() -> Iterator[Emulator]:
-    with Emulator(tokens_per_second=40, keepalive_interval=0.5) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def relays(redis: RedisServer, paced: Emulator) -> Iterator[Callable[[], RelayProcess]]:
-    """Relay processes sharing the Redis (stopped after the test)."""
-    started: list[RelayProcess] = []
-
-    def start() -> RelayProcess:
-        started.append(RelayProcess(base_url=paced.base_url, redis_url=redis.url))
-        return started[-1]
-
-    yield start
-    for relay in started:
-        relay.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def start_turns(

@@ -7,27 +7,15 @@ every event of the turn. ``python -m benchmarks relay`` measures.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from .test_watch_benchmark import benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 50
 # Around the deltas: start, text-start, text-end and finish; then the relay's end marker.
 AROUND = 4 + 1
 
 
 def test_the_relay_scenario_runs_and_every_reader_gets_every_event() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "relay", "--readers", "5", "--events", str(EVENTS)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = benchmark("relay", "--readers", "5", "--events", str(EVENTS))
     assert [r["store"] for r in result["results"]] == ["memory", "redis"]
     for body in result["results"]:
         assert body["expected_events"] == EVENTS + AROUND
