@@ -580,6 +580,8 @@ async def _follow_fleet(args: argparse.Namespace, board: Board) -> None:
     async with store:
         try:
             async with FleetWatch(store, until_idle=args.until_idle) as fleet:
+                until = "none is running" if args.until_idle else "Ctrl-C"
+                _say(f"watching the turns relays produce into Redis {store.url} until {until}")
                 await _display(args, board, fleet)
         except StoreUnavailableError as exc:
             board.setup_error = exc

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +95,25 @@ async def test_json_lines_follow_every_relay_s_turns_even_when_a_producer_dies(
     summary = err.decode().strip().splitlines()[-1]
     assert summary.startswith("3 workers: 3 completed, 0 failed · ")
     assert "Traceback" not in err.decode()
+
+
+def test_without_until_idle_it_watches_until_ctrl_c(redis: RedisServer) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handinger_stream", "watch", "--redis", redis.url, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    assert process.stderr is not None
+    assert "until Ctrl-C" in process.stderr.readline()  # Redis answered: watching
+    time.sleep(1)  # nothing running: it goes on looking
+    assert process.poll() is None
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted · 0 workers: ")
+    assert out == "" and "Traceback" not in err
 
 
 def test_an_unreachable_redis_exits_3_and_says_so() -> None:
