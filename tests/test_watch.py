@@ -21,14 +21,16 @@ from handinger_stream import (
     IncompleteStreamError,
     InvalidRequestError,
     NotFoundError,
+    StreamDecodeError,
     TextDeltaEvent,
     Worker,
 )
 from handinger_stream.emulator import Emulator
 from handinger_stream.reducer import WorkerState
+from handinger_stream.stream import OnDecodeError
 from handinger_stream.watch import Watch, WatchEvent
 
-from .conftest import API_KEY
+from .conftest import API_KEY, Canned, RawServer
 from .test_hygiene import connections_to, open_fds, settle
 
 BACKENDS = ["asyncio", "trio"]
@@ -370,6 +372,46 @@ def test_buffer_is_how_many_of_one_worker_s_events_come_before_the_others_turn(
             runs = [list(g) for _, g in itertools.groupby(order[3:12])]
             assert [len(r) for r in runs] == [3, 3, 3]
             assert {r[0] for r in runs[:2]} == set(ids) - {first} and runs[2][0] == first
+
+    run("asyncio", main)
+
+
+BAD_EVENT = [
+    b'data: {"type":"start","messageId":"m"}\n\n',
+    b'data: {"type":"text-start","id":"t"}\n\n',
+    b'data: {"type":"text-delta","id":"t","delta":"Hel"}\n\n',
+    b"data: {not json\n\n",
+    b'data: {"type":"text-delta","id":"t","delta":"lo"}\n\n',
+    b'data: {"type":"text-end","id":"t"}\n\n',
+    b'data: {"type":"finish"}\n\n',
+    b"data: {broken at the end\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+@pytest.mark.parametrize("on_decode_error", ["raise", "skip"])
+def test_a_bad_event_is_the_worker_s_error_item_or_skipped(
+    raw_server: RawServer, on_decode_error: OnDecodeError
+) -> None:
+    """The consumer takes events from the stream, so it meets a bad one: as a watch's lost stream."""
+    raw_server.serve(Canned(BAD_EVENT))
+
+    async def main() -> None:
+        async with AsyncHandinger(
+            api_key=API_KEY, base_url=raw_server.base_url, on_decode_error=on_decode_error
+        ) as client:
+            async with client.workers.watch(["wrk_bad"]) as watch:
+                items = [item async for item in watch.events(ends=True)]
+        kinds = [type(i.event).__name__ for i in items]
+        if on_decode_error == "raise":
+            assert kinds == ["StartEvent", "TextStartEvent", "TextDeltaEvent", "NoneType"]
+            assert isinstance(items[-1].error, StreamDecodeError)
+            assert watch.errors["wrk_bad"] is items[-1].error
+        else:  # both skipped, the last one just before the end
+            assert kinds[-4:] == ["TextDeltaEvent", "TextEndEvent", "FinishEvent", "NoneType"]
+            assert items[-1].error is None and not watch.errors
+            assert watch.workers["wrk_bad"].output_text == "Hello"
+        assert watch.stage("wrk_bad") == "ended"
 
     run("asyncio", main)
 
