@@ -34,14 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .suite import replay_server, server_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 _STAMP = re.compile(rb'"b":\{"t":(\d+)\}')
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
 
 
 def _rss_bytes(pid: int) -> int:
@@ -144,9 +140,9 @@ def _percentile(values: list[int], q: int) -> float | None:
     return round(values[min(len(values) - 1, len(values) * q // 100)] / 1e6, 3)
 
 
-def _start_relay(upstream: int, redis_url: str | None) -> tuple[subprocess.Popen[str], int]:
+def _start_relay(upstream: str, redis_url: str | None) -> tuple[subprocess.Popen[str], int]:
     args = [sys.executable, "-m", "handinger_stream", "relay", "--port", "0"]
-    args += ["--base-url", f"http://127.0.0.1:{upstream}"]
+    args += ["--base-url", upstream]
     if redis_url:
         args += ["--redis", redis_url]
     env = {**os.environ, "HANDINGER_API_KEY": "bench"}
@@ -190,7 +186,7 @@ def _redis() -> Any:
 
 
 def _measure(
-    store: str, upstream: int, readers: int, events: int, pace_ms: float
+    store: str, upstream: str, readers: int, events: int, pace_ms: float
 ) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(_redis()) if store == "redis" else None
@@ -198,7 +194,7 @@ def _measure(
         try:
             time.sleep(0.5)
             rss_before = _rss_bytes(relay.pid)
-            cpu_before = _cpu_seconds(relay.pid)
+            cpu_before = server_cpu(relay)
             peak: list[int] = [rss_before]
 
             async def run() -> dict[str, Any]:
@@ -214,7 +210,7 @@ def _measure(
                     sampler.cancel()
 
             result = asyncio.run(run())
-            cpu = _cpu_seconds(relay.pid) - cpu_before
+            cpu = server_cpu(relay) - cpu_before
         finally:
             relay.send_signal(signal.SIGTERM)
             relay.wait(30)
@@ -238,21 +234,6 @@ def run(
     stores: tuple[str, ...] = ("memory", "redis"),
 ) -> dict[str, Any]:
     """Measure each store; the results as a dict (printed as JSON by ``python -m benchmarks``)."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.server"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert server.stdout is not None
-        upstream = json.loads(server.stdout.readline())["port"]
+    with replay_server() as (upstream, _):
         results = [_measure(store, upstream, readers, events, pace_ms) for store in stores]
-    finally:
-        if server.stdin is not None:
-            server.stdin.close()
-        server.wait(10)
-        if server.stdout is not None:
-            server.stdout.close()
     return {"events": events, "pace_ms": pace_ms, "results": results}

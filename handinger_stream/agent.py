@@ -131,7 +131,6 @@ def plan_turn(
         # Each fleet worker draws from a generator of its own (and says its own words);
         # without a fleet the draws are the classic plan's, unchanged.
         rng = random.Random(hashlib.sha256(digest + f"\x00{fleet}".encode()).digest())
-    variety = rng
     topic = re.sub(r"[\s?!.]+$", "", input.strip()) or "your question"
     # "What's the weather in X?" reads better as "the weather in X".
     topic = re.sub(_QUESTION, "", topic, flags=re.I) or topic
@@ -152,7 +151,7 @@ def plan_turn(
     ]
     source_name = sources[0]["title"].split(":")[0].split(" - ")[-1]
 
-    count = SENTENCES[budget] if fleet is None else variety.choice(_FLEET_SENTENCES)
+    count = SENTENCES[budget] if fleet is None else rng.choice(_FLEET_SENTENCES)
     body = rng.sample(_BODY, min(count - 2, len(_BODY)))
     while len(body) < count - 2:
         body.append(rng.choice(_BODY))
@@ -180,7 +179,7 @@ def plan_turn(
             "content": "\n".join(lines) + "\n",
         }
 
-    tools = _fleet_tools(variety, digest, topic, sources) if fleet is not None else []
+    tools = _fleet_tools(rng, digest, topic, sources) if fleet is not None else []
     input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources + 60 * len(tools)
     output_tokens = len(answer_tokens) + len(reasoning_tokens)
     cache_read = 120 if turn > 0 else 0
@@ -207,11 +206,11 @@ def plan_turn(
     }
     call = hashlib.sha256(digest + b"call").hexdigest()[:12]
     fail_after, failure = None, ""
-    if fleet is not None and variety.random() < _FLEET_FAILURE_RATE:
+    if fleet is not None and rng.random() < _FLEET_FAILURE_RATE:
         # Somewhere between the first search and the end of the answer.
         chunks = 12 + len(reasoning_tokens) + len(sources) + 5 * len(tools) + len(answer_tokens)
-        fail_after = variety.randrange(8, chunks)
-        failure = variety.choice(_FAILURES).format(tool=tools[0].name if tools else "web_search")
+        fail_after = rng.randrange(8, chunks)
+        failure = rng.choice(_FAILURES).format(tool=tools[0].name if tools else "web_search")
     return TurnPlan(
         message_id=f"msg_{hashlib.sha256(digest + b'msg').hexdigest()[:16]}",
         reasoning_tokens=reasoning_tokens,

@@ -3,6 +3,7 @@
     handinger-stream watch wrk_1 wrk_2 ...          follow workers that exist
     handinger-stream watch --ids-from ids.txt       one id a line
     handinger-stream watch --create 30 "PROMPT"     start 30 workers and follow them
+    handinger-stream watch --redis URL              what every relay on that Redis produces
 
 On a terminal it draws a live table, one row per worker: id, status, elapsed
 time, tokens in/out, cost, sources, the current step (the tool being called,
@@ -26,9 +27,9 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import anyio
 import msgspec
@@ -54,9 +55,9 @@ from .events import (
     WorkerSnapshotEvent,
 )
 from .models import BUDGETS, Worker
-from .watch import Watch, WatchEvent
+from .watch import WatchEvent
 
-__all__ = ["REFRESH_PER_SECOND", "Board", "add_watch_command", "run_watch"]
+__all__ = ["REFRESH_PER_SECOND", "Board", "Watched", "add_watch_command", "run_watch"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
@@ -77,6 +78,18 @@ _STYLE = {
 _json = msgspec.json.Encoder()
 
 
+class Watched(Protocol):
+    """What the dashboard shows: a ``Watch``, or the relays' fleet (``relay.FleetWatch``)."""
+
+    @property
+    def workers(self) -> Mapping[str, Worker]: ...
+
+    @property
+    def waiting(self) -> list[str]: ...
+
+    def events(self, *, ends: bool = False) -> AsyncIterator[WatchEvent]: ...
+
+
 def add_watch_command(sub: Any) -> None:
     """Register ``watch`` on the command line's subparsers."""
     watch = sub.add_parser("watch", help="follow many workers at once: a live table, or JSON lines")
@@ -91,6 +104,17 @@ def add_watch_command(sub: Any) -> None:
     watch.add_argument("--budget", choices=BUDGETS, default=None, help="with --create")
     watch.add_argument(
         "--max-concurrency", type=int, default=None, metavar="N", help="open at most N streams"
+    )
+    watch.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="watch every turn the relays sharing this Redis produce (needs no API key)",
+    )
+    watch.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="with --redis: stop once no relay is producing a turn (else: until Ctrl-C)",
     )
     watch.add_argument("--json", action="store_true", help="JSON lines instead of the table")
     watch.add_argument("--base-url", default=None, help="the API's base URL")
@@ -176,15 +200,24 @@ class Board:
         self.interrupted = False
         self.summarised = False
         self.setup_error: HandingerError | None = None
+        self.unreachable = False  # the watch could not go on (the fleet's Redis)
 
     def add(self, worker_id: str) -> None:
         self.rows.setdefault(worker_id, Row(worker_id))
 
     def touch(self, item: WatchEvent) -> None:
         """An item arrived: its row is redrawn at the next refresh. O(1), nothing drawn here."""
-        self.dirty.add(item.worker_id)
+        worker_id = item.worker_id
+        row = self.rows.get(worker_id)
+        if row is None:
+            self.rows[worker_id] = Row(worker_id)  # found by the fleet as it goes
+        elif row.ended is not None and item.event is not None:
+            # A later turn of a worker the fleet saw end: live again.
+            row.ended = None
+            self.errors.pop(worker_id, None)
+        self.dirty.add(worker_id)
         if item.error is not None:
-            self.errors[item.worker_id] = item.error
+            self.errors[worker_id] = item.error
 
     def ended(self, worker_id: str, worker: Worker, now: float) -> None:
         row = self.rows.get(worker_id)
@@ -192,7 +225,7 @@ class Board:
             self.update(row, worker)
             row.ended = now
 
-    def refresh(self, watch: Watch, now: float) -> None:
+    def refresh(self, watch: Watched, now: float) -> None:
         """Work out the rows that changed since the last refresh."""
         dirty, self.dirty = self.dirty, set()
         for worker_id in dirty:
@@ -262,7 +295,7 @@ class Board:
         errors = [*self.errors.values()]
         if self.setup_error is not None:
             errors.append(self.setup_error)
-        if any(_is_connection_problem(e) for e in errors):
+        if self.unreachable or any(_is_connection_problem(e) for e in errors):
             return EXIT_CONNECTION
         if errors:
             return EXIT_USAGE  # an id that does not exist, or was refused
@@ -431,11 +464,20 @@ def run_watch(args: argparse.Namespace) -> int:
         count, prompt = _create_args(args)
         if args.max_concurrency is not None and args.max_concurrency < 1:
             raise InvalidRequestError("--max-concurrency must be at least 1")
+        if args.redis and (ids or count):
+            raise InvalidRequestError(
+                "--redis watches every turn the relays produce: give no IDs or --create with it"
+            )
+        if args.until_idle and not args.redis:
+            raise InvalidRequestError("--until-idle goes with --redis")
     except (InvalidRequestError, OSError) as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE
-    if not ids and not count:
-        _say("nothing to watch: give worker IDs, --ids-from FILE, or --create N PROMPT")
+    if not ids and not count and not args.redis:
+        _say(
+            "nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, "
+            "or --redis URL"
+        )
         return EXIT_USAGE
     try:
         asyncio.run(_main(args, board, ids, count, prompt))
@@ -479,6 +521,9 @@ def _create_args(args: argparse.Namespace) -> tuple[int, str]:
 async def _main(
     args: argparse.Namespace, board: Board, ids: list[str], count: int, prompt: str
 ) -> None:
+    if args.redis:
+        await _follow_fleet(args, board)
+        return
     base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
     api_key = os.environ.get("HANDINGER_API_KEY")
     if base_url is None and api_key is None:
@@ -507,34 +552,60 @@ async def _follow(
     api_key: str | None,
     base_url: str | None,
 ) -> None:
-    live = _Live(board) if not args.json and sys.stdout.isatty() else None
-    watch: Watch | None = None
+    async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
+        try:
+            ids = ids + await _create(client, count, prompt, args.budget)
+        except HandingerError as exc:
+            board.setup_error = exc
+            where = f" ({base_url})" if base_url else ""
+            _say(f"error{where}: cannot create workers: {exc}")
+            return
+        for worker_id in ids:
+            board.add(worker_id)
+        async with client.workers.watch(ids, max_concurrency=args.max_concurrency) as watch:
+            await _display(args, board, watch)
+
+
+async def _follow_fleet(args: argparse.Namespace, board: Board) -> None:
+    """``--redis URL``: the turns of every relay process on that Redis, from the store alone.
+
+    The relay sits on top of the client: imported only for this.
+    """
+    from .relay import FleetWatch, RedisStore, StoreUnavailableError
+
     try:
-        async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
-            try:
-                ids = ids + await _create(client, count, prompt, args.budget)
-            except HandingerError as exc:
-                board.setup_error = exc
-                where = f" ({base_url})" if base_url else ""
-                _say(f"error{where}: cannot create workers: {exc}")
-                return
-            for worker_id in ids:
-                board.add(worker_id)
-            async with client.workers.watch(ids, max_concurrency=args.max_concurrency) as watch:
-                if live is not None:
-                    await live.run(watch)
-                elif args.json:
-                    await _json_lines(board, watch)
-                else:
-                    await _quietly(board, watch)
+        store = RedisStore(args.redis)
+    except InvalidRequestError as exc:
+        raise _UsageError(f"--redis: {exc}") from None
+    async with store:
+        try:
+            async with FleetWatch(store, until_idle=args.until_idle) as fleet:
+                until = "none is running" if args.until_idle else "Ctrl-C"
+                _say(f"watching the turns relays produce into Redis {store.url} until {until}")
+                await _display(args, board, fleet)
+        except StoreUnavailableError as exc:
+            board.setup_error = exc
+            board.unreachable = True
+            _say(f"error: {exc}")
+
+
+async def _display(args: argparse.Namespace, board: Board, watch: Watched) -> None:
+    """The table on a terminal, JSON lines with ``--json``, else the table once at the end."""
+    live = _Live(board) if not args.json and sys.stdout.isatty() else None
+    try:
+        if live is not None:
+            await live.run(watch)
+        elif args.json:
+            await _json_lines(board, watch)
+        else:
+            await _quietly(board, watch)
     finally:
-        if watch is not None:
-            # Interrupted or not: the rows as the watch left them, for the summary.
-            board.dirty.update(board.rows)
-            board.refresh(watch, time.time())
+        # Interrupted or not: the rows as the watch left them, for the summary.
+        board.dirty.update(board.rows)
+        board.refresh(watch, time.time())
         if live is not None:
             live.close()
-        if not args.json and live is None and board.rows:
+        elif not args.json and board.rows:
             _print_table(board)
 
 
@@ -563,7 +634,7 @@ async def _create(client: AsyncHandinger, count: int, prompt: str, budget: Any) 
     return ids
 
 
-async def _quietly(board: Board, watch: Watch) -> None:
+async def _quietly(board: Board, watch: Watched) -> None:
     async for item in watch.events(ends=True):
         board.touch(item)
         if item.event is None:
@@ -571,7 +642,7 @@ async def _quietly(board: Board, watch: Watch) -> None:
             board.ended(item.worker_id, item.snapshot, time.time())
 
 
-async def _json_lines(board: Board, watch: Watch) -> None:
+async def _json_lines(board: Board, watch: Watched) -> None:
     out = sys.stdout
     status: dict[str, str] = {}
     async for item in watch.events(ends=True):
@@ -619,7 +690,7 @@ class _Live:
         )
         self.closed = False
 
-    async def run(self, watch: Watch) -> None:
+    async def run(self, watch: Watched) -> None:
         self.live.start()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._paint, watch)
@@ -631,12 +702,12 @@ class _Live:
             tg.cancel_scope.cancel()
         self.paint(watch)
 
-    async def _paint(self, watch: Watch) -> None:
+    async def _paint(self, watch: Watched) -> None:
         while True:
             self.paint(watch)
             await anyio.sleep(1 / REFRESH_PER_SECOND)
 
-    def paint(self, watch: Watch | None = None) -> None:
+    def paint(self, watch: Watched | None = None) -> None:
         now = time.time()
         if watch is not None:
             self.board.refresh(watch, now)

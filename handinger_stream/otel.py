@@ -134,16 +134,20 @@ class StreamRecorder:
         )
         telemetry.open.add(1, telemetry.attributes)
 
-    def chunk(self, now: float, reconnects: int) -> None:
-        """An event arrived at ``now`` (monotonic); the stream has resumed ``reconnects`` times."""
+    def arrived(self, n: int, now: float, reconnects: int) -> None:
+        """``n`` events arrived together at ``now`` (monotonic); the stream resumed
+        ``reconnects`` times so far."""
         tel = self._tel
         last = self._last
+        per_chunk = tel.time_per_output_chunk.record
         if last is None:
             tel.time_to_first_chunk.record(now - self._opened, tel.attributes)
         else:
-            tel.time_per_output_chunk.record(now - last, tel.attributes)
+            per_chunk(now - last, tel.attributes)
+        for _ in range(n - 1):  # the others came with it
+            per_chunk(0.0, tel.attributes)
         self._last = now
-        self.events += 1
+        self.events += n
         if self.events - self._flushed >= _FLUSH_EVERY:
             self._flush()
         if reconnects != self._reconnects:

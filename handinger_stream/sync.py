@@ -22,11 +22,12 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import aiohttp
+import anyio
 
 from .client import AsyncHandinger, FileDownload, Files
 from .errors import HandingerError, InvalidRequestError
@@ -35,6 +36,7 @@ from .models import Budget, Worker
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .stream import Checkpoint, OnDecodeError, WorkerStream
 from .transport import TransportName
+from .watch import Watch, WatchEvent
 
 __all__ = ["Handinger", "SyncFileDownload", "SyncWorkerStream", "SyncWorkers"]
 
@@ -671,3 +673,95 @@ class SyncWorkers:
         """A file in the worker's workspace: ``for chunk in ...`` or ``.read()``."""
         download = self._workers.retrieve_file(worker_id, path, extra_headers=extra_headers)
         return SyncFileDownload(self._client, download)
+
+    def watch(
+        self, workers: Iterable[str | SyncWorkerStream], *, max_concurrency: int | None = None
+    ) -> _Blocking[WatchEvent]:
+        """Many workers' events merged in arrival order, as ``workers.watch`` gives them.
+
+        Leaving the ``for`` (or the ``with`` block) early closes every connection.
+
+        >>> for item in client.workers.watch(ids, max_concurrency=10):  # doctest: +SKIP
+        ...     print(item.worker_id, type(item.event).__name__, item.error)
+        """
+        given: Iterable[str | WorkerStream] = workers  # type: ignore[assignment]
+        if not isinstance(workers, (str, bytes, SyncWorkerStream)):  # those, the watch refuses
+            given = [w.async_stream if isinstance(w, SyncWorkerStream) else w for w in workers]
+        watch = self._workers.watch(given, max_concurrency=max_concurrency)
+        client = self._client
+        return client._iterate(lambda: _HostedWatch(client._loop, watch), enter=True)
+
+
+class _HostedWatch:
+    """A watch driven from sync code: entered, iterated and left by one task of the loop
+    (a task group is left by the task that entered it), one item each time one is asked
+    for, so that a snapshot read meanwhile is the item's."""
+
+    def __init__(self, loop: _LoopThread, watch: Watch) -> None:
+        self._loop = loop
+        self._watch = watch
+        self._asks, asked = anyio.create_memory_object_stream[None](0)
+        answers, self._answers = anyio.create_memory_object_stream[WatchEvent](0)
+        self._host = asyncio.get_running_loop().create_task(self._run(asked, answers))
+
+    async def _run(
+        self,
+        asked: anyio.abc.ObjectReceiveStream[None],
+        answers: anyio.abc.ObjectSendStream[WatchEvent],
+    ) -> None:
+        async with asked, answers, self._watch as watch:
+            async for _ in asked:
+                item = await anext(watch, None)
+                if item is None:
+                    return
+                await answers.send(item)
+
+    async def __aenter__(self) -> _HostedWatch:
+        return self
+
+    def __aiter__(self) -> _HostedWatch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        try:
+            await self._asks.send(None)
+            item = await self._answers.receive()
+        except (anyio.BrokenResourceError, anyio.EndOfStream):
+            await self._host  # the watch's own error, if it failed
+            raise StopAsyncIteration from None
+        return _SyncItem(self._loop, item)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        host = self._host
+        host.cancel()
+        try:
+            await host  # it leaves the watch: every connection closed
+        except asyncio.CancelledError:
+            if not host.cancelled():
+                raise  # this call was cancelled itself
+        except Exception:
+            pass  # the watch's error: raised by __anext__ already, or nobody was asking
+        self._asks.close()
+        self._answers.close()
+
+
+class _SyncItem(WatchEvent):
+    """A watch's item in sync code: its snapshot is folded on the loop, when read."""
+
+    __slots__ = ("_item", "_loop")
+
+    def __init__(self, loop: _LoopThread, item: WatchEvent) -> None:
+        self.worker_id = item.worker_id
+        self.event = item.event
+        self.error = item.error
+        self._item = item
+        self._loop = loop
+
+    @property
+    def snapshot(self) -> Worker:
+        item = self._item
+
+        async def get() -> Worker:
+            return item.snapshot
+
+        return self._loop.call(get)

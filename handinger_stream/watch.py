@@ -1,17 +1,19 @@
 """Watch many workers at once: one merged stream of their events, in arrival order.
 
-:class:`Watch` sits on top of the client. Each watched worker is read by its
-own task (owned by the watch's anyio task group) through a
-:class:`~handinger_stream.stream.WorkerStream`, so each one resumes by
-itself after a break; what they read is merged into one queue that the
-consumer drains, as :class:`WatchEvent` items or, with
-:meth:`Watch.completed`, as final Workers in the order they end.
+:class:`Watch` sits on top of the client. Each watched worker has a reader
+task (owned by the watch's anyio task group) that only waits, with
+:meth:`WorkerStream.ready() <handinger_stream.stream.WorkerStream.ready>`,
+until its stream has decoded events, and then hands the worker to the
+consumer. The consumer takes those events from the stream itself, so each
+event is folded once, by its stream, and ``stream.snapshot`` is exact for
+what was handed out. Each stream resumes by itself after a break. What the
+consumer gets are :class:`WatchEvent` items or, with :meth:`Watch.completed`,
+final Workers in the order they end.
 
-Backpressure rather than an unbounded queue: a worker's task stops reading
-once ``buffer`` of its events wait for the consumer, and reads again when
-the consumer has taken half of them. A slow consumer therefore slows the
-reads (and TCP slows the server) while memory per worker stays its snapshot
-plus at most ``buffer`` events.
+Backpressure rather than a queue: a reader waits until the consumer has
+taken what its stream decoded before it lets the stream read again. A slow
+consumer therefore slows the reads (and TCP slows the server) while memory
+per worker stays its snapshot plus the events of one read.
 
 >>> async def follow(client, ids):  # doctest: +SKIP
 ...     async with client.workers.watch(ids, max_concurrency=50) as watch:
@@ -28,15 +30,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .errors import HandingerError, InvalidRequestError
-from .events import Event, WorkerSnapshotEvent
-from .models import WORKER_FIELDS, Worker
-from .reducer import WorkerState
+from .events import Event
+from .models import Worker
 from .stream import WorkerStream
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BUFFER", "Watch", "WatchEvent"]
 
 DEFAULT_BUFFER = 64
-"""Events of one worker that may wait for the consumer before its reads pause."""
-_FOLD_EVERY = 256  # events taken and not yet folded into a worker's snapshot, at most
+"""Events of one worker given in a row before another worker with events ready gets a turn."""
 
 Stage = Literal["waiting", "open", "ended"]
 
@@ -62,9 +62,9 @@ class WatchEvent:
     folded so far (for an error item, the partial Worker).
 
     Like ``stream.snapshot``, ``snapshot`` is folded when you read it: the
-    Worker through the last event the watch gave you for that worker, never
-    one it has read ahead. Read it while handling the item (or keep the
-    Worker it returns): a later item of the same worker moves it on.
+    Worker through the last event the watch gave you for that worker. Read
+    it while handling the item (or keep the Worker it returns): a later item
+    of the same worker moves it on.
 
     >>> item = WatchEvent("w1", None, Worker(id="w1"))
     >>> item.worker_id, item.event, item.snapshot.status, item.error
@@ -94,14 +94,28 @@ class WatchEvent:
         return f"<WatchEvent {self.worker_id} {what}>"
 
 
-class _Live(WatchEvent):
-    """An item made by a reader: its snapshot is the worker's, read when asked for."""
+class Followed(Protocol):
+    """A worker being followed, whose snapshot is folded as its items are handed out."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def snapshot(self) -> Worker: ...
+
+
+_F = TypeVar("_F", bound=Followed)
+
+
+class LiveEvent(WatchEvent, Generic[_F]):
+    """An item of a followed worker: its snapshot is the worker's, read when asked for.
+
+    (Also the items of the relay's ``FleetWatch``.)
+    """
 
     __slots__ = ("_w",)
 
-    def __init__(
-        self, w: _Watched, event: Event | None, error: HandingerError | None = None
-    ) -> None:
+    def __init__(self, w: _F, event: Event | None, error: HandingerError | None = None) -> None:
         self.worker_id = w.id
         self.event = event
         self.error = error
@@ -110,6 +124,27 @@ class _Live(WatchEvent):
     @property
     def snapshot(self) -> Worker:
         return self._w.snapshot
+
+
+class SnapshotsView(Mapping[str, Worker]):
+    """``watch.workers``: id → the latest snapshot, read when looked up."""
+
+    __slots__ = ("_followed",)
+
+    def __init__(self, followed: Mapping[str, Followed]) -> None:
+        self._followed = followed
+
+    def __getitem__(self, worker_id: str) -> Worker:
+        return self._followed[worker_id].snapshot
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self._followed  # without folding a snapshot to answer
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._followed))
+
+    def __len__(self) -> int:
+        return len(self._followed)
 
 
 class _End:
@@ -122,37 +157,30 @@ class _End:
 
 
 class _Watched:
-    """One watched worker: its stream, where it stands, and its share of the queue."""
+    """One watched worker: its stream, where it stands, and what is ready to be taken."""
 
     __slots__ = (
+        "drained",
         "error",
+        "events",
         "finished",
         "given",
         "id",
-        "queued",
+        "ready",
         "removed",
-        "room",
         "scope",
         "stage",
-        "state",
         "stream",
-        "unfolded",
     )
 
     def __init__(self, worker_id: str, stream: WorkerStream | None) -> None:
         self.id = worker_id
-        # The Worker as the consumer has been given it: folded here, from the events
-        # taken, so that a reader running ahead never shows in a snapshot.
-        self.state = WorkerState(worker_id)
-        self.unfolded: list[Event] = []
-        if stream is not None and (folded := stream.snapshot) != Worker(id=worker_id):
-            # A stream that delivered events already: start from what it folded.
-            self.state.apply(WorkerSnapshotEvent(worker=folded, fields=WORKER_FIELDS))
         self.stream = stream
+        self.events: AsyncIterator[Event] | None = None  # the consumer's iterator over it
         self.given = stream is not None  # opened by the caller, not by the watch
         self.stage: Stage = "waiting"
-        self.queued = 0  # items of this worker in the queue, not yet taken
-        self.room: anyio.Event | None = None  # set when the consumer has taken enough
+        self.ready = 0  # events the consumer may take from the stream without waiting
+        self.drained: anyio.Event | None = None  # set when the consumer took them all
         self.scope: anyio.CancelScope | None = None
         self.removed = False
         self.finished = False  # the consumer has taken its end
@@ -160,32 +188,16 @@ class _Watched:
 
     @property
     def snapshot(self) -> Worker:
-        unfolded = self.unfolded
-        if unfolded:
-            self.state.apply_all(unfolded)
-            unfolded.clear()
-        return self.state.snapshot()
+        stream = self.stream
+        # The stream's own fold: exact for what the consumer took, since only it takes.
+        return stream.snapshot if stream is not None else Worker(id=self.id)
 
-
-class _WorkersView(Mapping[str, Worker]):
-    """``watch.workers``: id → the latest snapshot, read when looked up."""
-
-    __slots__ = ("_records",)
-
-    def __init__(self, records: dict[str, _Watched]) -> None:
-        self._records = records
-
-    def __getitem__(self, worker_id: str) -> Worker:
-        return self._records[worker_id].snapshot
-
-    def __contains__(self, worker_id: object) -> bool:
-        return worker_id in self._records  # without folding a snapshot to answer
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._records))
-
-    def __len__(self) -> int:
-        return len(self._records)
+    def hand_back(self) -> None:
+        """Nothing more is to be taken of what the reader handed over: let it read again."""
+        self.ready = 0
+        drained, self.drained = self.drained, None
+        if drained is not None:
+            drained.set()
 
 
 class Watch:
@@ -227,9 +239,13 @@ class Watch:
         self._client = client
         self._limit = max_concurrency
         self._buffer = buffer
-        self._low = buffer // 2
         self._records: dict[str, _Watched] = {}
-        self._queue: deque[_Live | _End] = deque()
+        # Workers with events ready (in the order their reads came), ready-made error
+        # items, and ends: at most one of each per worker.
+        self._queue: deque[_Watched | LiveEvent[_Watched] | _End] = deque()
+        self._current: _Watched | None = None  # the worker whose events are being taken
+        self._events: AsyncIterator[Event] | None = None  # ... from its stream, by this
+        self._turn = 0  # how many more of its events before the next worker's turn
         self._waiting: deque[_Watched] = deque()  # ids waiting for a connection slot
         self._open = 0  # connections being read: given streams and opened ids
         self._unfinished = 0  # workers whose end the consumer has not taken yet
@@ -247,7 +263,7 @@ class Watch:
     @property
     def workers(self) -> Mapping[str, Worker]:
         """Every watched worker's latest snapshot, by id (in the order they were added)."""
-        return _WorkersView(self._records)
+        return SnapshotsView(self._records)
 
     @property
     def errors(self) -> Mapping[str, HandingerError]:
@@ -283,7 +299,7 @@ class Watch:
             self._schedule(w)
 
     def remove(self, worker_id: str) -> None:
-        """Stop watching a worker: its connection closes and its queued items are dropped.
+        """Stop watching a worker: its connection closes and what was ready of it is dropped.
 
         The worker itself goes on; nothing more of it is yielded.
         """
@@ -293,6 +309,8 @@ class Watch:
         w.removed = True
         if not w.finished:
             self._unfinished -= 1
+        if self._current is w:
+            self._current = None
         if w.scope is not None:
             w.scope.cancel()  # its reader closes the stream
         elif w.stream is not None and self._phase == "new":
@@ -352,15 +370,12 @@ class Watch:
                 try:
                     if w.stream is None:
                         w.stream = await self._client.workers.retrieve(w.id, stream=True)
-                    if recorder is None:
-                        await self._pump(w, w.stream)
-                    else:
-                        await self._pump_recorded(w, w.stream, recorder)
+                    await self._pump(w, w.stream, recorder)
                 except HandingerError as exc:
                     w.error = exc
-                    self._push(_Live(w, None, exc))
+                    self._push(LiveEvent(w, None, exc))
         finally:
-            stream, w.stream = w.stream, None  # its fold is not needed: the watch has its own
+            stream = w.stream  # kept: its snapshot is the worker's
             if stream is not None:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
@@ -372,45 +387,26 @@ class Watch:
             if not w.removed and self._phase == "open":
                 self._push(_End(w))
 
-    async def _pump(self, w: _Watched, stream: WorkerStream) -> None:
-        # The hot path: one append per event, and a wait only when the buffer is full.
-        queue = self._queue
-        limit = self._buffer
-        async for event in stream:
-            w.queued += 1
-            queue.append(_Live(w, event))
-            more = self._more
-            if more is not None:
-                self._more = None
-                more.set()
-            if w.queued >= limit:
-                await self._wait_for_room(w)
-
-    async def _pump_recorded(
-        self, w: _Watched, stream: WorkerStream, recorder: StreamRecorder
+    async def _pump(
+        self, w: _Watched, stream: WorkerStream, recorder: StreamRecorder | None
     ) -> None:
-        """:meth:`_pump`, telling ``recorder`` when each event arrived."""
+        """Wait for decoded events, hand the worker to the consumer, wait until it took them.
+
+        Only the consumer takes events from the stream, and never while this
+        waits in ``ready()``: one coroutine reads the stream at a time.
+        """
         queue = self._queue
-        limit = self._buffer
-        chunk = recorder.chunk
-        async for event in stream:
-            chunk(monotonic(), stream.reconnects)
-            w.queued += 1
-            queue.append(_Live(w, event))
-            more = self._more
-            if more is not None:
-                self._more = None
-                more.set()
-            if w.queued >= limit:
-                await self._wait_for_room(w)
+        w.events = stream.__aiter__()
+        while n := await stream.ready():
+            if recorder is not None:
+                recorder.arrived(n, monotonic(), stream.reconnects)
+            w.ready = n
+            drained = w.drained = anyio.Event()
+            queue.append(w)
+            self._wake()
+            await drained.wait()
 
-    async def _wait_for_room(self, w: _Watched) -> None:
-        while w.queued >= self._buffer:
-            room = w.room = anyio.Event()
-            await room.wait()
-
-    def _push(self, item: _Live | _End) -> None:
-        item._w.queued += 1
+    def _push(self, item: LiveEvent[_Watched] | _End) -> None:
         self._queue.append(item)
         self._wake()
 
@@ -422,31 +418,51 @@ class Watch:
 
     # -- consuming -------------------------------------------------------------
 
-    async def _take(self) -> _Live | _End | None:
+    async def _take(self) -> LiveEvent[_Watched] | _End | None:
         """The next item for the consumer; ``None`` when every worker has ended."""
         queue = self._queue
         while True:
+            w = self._current
+            if w is not None:
+                if self._turn:
+                    self._turn -= 1
+                    w.ready -= 1
+                    assert self._events is not None
+                    try:
+                        # Ready: it returns at once, without reading.
+                        event = await self._events.__anext__()
+                    except StopAsyncIteration:  # a bad event skipped at the very end
+                        event = None
+                    except HandingerError as exc:  # a bad event (its stream closed itself)
+                        self._current = None
+                        w.error = exc
+                        w.hand_back()
+                        return LiveEvent(w, None, exc)
+                    if not w.ready or event is None:
+                        self._current = None
+                        w.hand_back()
+                    elif not self._turn:
+                        self._current = None
+                        queue.append(w)  # the rest after the others' turn
+                    if event is not None:
+                        return LiveEvent(w, event)
+                    continue
+                self._current = None
             if queue:
                 item = queue.popleft()
-                w = item._w
-                w.queued -= 1
-                room = w.room
-                if room is not None and w.queued <= self._low:
-                    w.room = None
-                    room.set()
+                if type(item) is _Watched:
+                    if not item.removed:
+                        self._current, self._events = item, item.events
+                        self._turn = min(item.ready, self._buffer)
+                    continue
+                w = item._w  # type: ignore[union-attr]
                 if w.removed:
                     continue
-                if isinstance(item, _End):
+                if type(item) is _End:
                     w.finished = True
                     self._unfinished -= 1
                     self._done.append(w.id)
-                elif item.event is not None:
-                    unfolded = w.unfolded
-                    unfolded.append(item.event)
-                    if len(unfolded) >= _FOLD_EVERY:
-                        w.state.apply_all(unfolded)
-                        unfolded.clear()
-                return item
+                return item  # type: ignore[return-value]
             if self._phase == "new":
                 raise RuntimeError(
                     "enter the watch first: 'async with client.workers.watch(...) as watch:'"
@@ -466,7 +482,7 @@ class Watch:
             item = await self._take()
             if item is None:
                 raise StopAsyncIteration
-            if type(item) is _Live:
+            if type(item) is LiveEvent:
                 return item
 
     def events(self, *, ends: bool = False) -> AsyncIterator[WatchEvent]:
@@ -514,6 +530,7 @@ class Watch:
         tb: TracebackType | None,
     ) -> None:
         self._phase = "closed"
+        self._current = None
         self._wake()
         tg, self._tg = self._tg, None
         try:
@@ -554,11 +571,11 @@ class _Items:
             item = await self._watch._take()
             if item is None:
                 raise StopAsyncIteration
-            if type(item) is _Live:
+            if type(item) is LiveEvent:
                 return item
             w = item._w
             if w.error is None:  # a lost stream's error item was its end already
-                return _Live(w, None)
+                return LiveEvent(w, None)
 
 
 class _Completed:

@@ -6,7 +6,6 @@ The live table on a real terminal is tested under tmux in test_dashboard_tmux.py
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from handinger_stream.dashboard import REFRESH_PER_SECOND, Board, Row, _Live, cu
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY
+from .test_cli_edges import environment
 
 FAULT = "x-emulator-fault"
 
@@ -35,18 +35,9 @@ def cli(
         [sys.executable, "-m", "handinger_stream", "watch", *args],
         capture_output=True,
         text=True,
-        env=_env(key, base_url),
+        env=environment(key, base_url),
         timeout=timeout,
     )
-
-
-def _env(key: str | None, base_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
-    if key is not None:
-        env["HANDINGER_API_KEY"] = key
-    if base_url is not None:
-        env["HANDINGER_BASE_URL"] = base_url
-    return env
 
 
 def lines(output: str) -> list[dict[str, Any]]:
@@ -205,7 +196,7 @@ def test_ctrl_c_stops_watching_prints_the_summary_so_far_and_exits_130(slow: Emu
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(API_KEY, slow.base_url),
+        env=environment(API_KEY, slow.base_url),
     )
     assert process.stdout is not None and process.stderr is not None
     seen = [json.loads(process.stdout.readline()) for _ in range(3)]

@@ -376,6 +376,19 @@ def test_the_relay_command_refuses_a_base_url_without_a_key() -> None:
     assert result.returncode == 2 and "HANDINGER_API_KEY" in result.stderr
 
 
+def test_the_relay_command_refuses_a_url_that_is_not_redis_s() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "handinger_stream", "relay", "--port", "0", "--redis", "notaurl"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "redis://" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.fixture
 def relay_process(emu_thread: Emulator) -> Iterator[RelayProcess]:
     process = RelayProcess(base_url=emu_thread.base_url, redis_url=None)

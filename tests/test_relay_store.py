@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handinger_stream import InvalidRequestError
 from handinger_stream.relay import (
     ChatBusyError,
     Chunk,
@@ -211,6 +212,13 @@ async def test_an_unreachable_redis_is_a_clear_error_without_the_password() -> N
             with pytest.raises(StoreUnavailableError) as caught:
                 await call
             assert "unavailable" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_a_url_that_is_not_redis_s_is_refused_clearly_without_the_password() -> None:
+    for url in ("notaurl", "http://:s3cret-pass@127.0.0.1:6379/0"):
+        with pytest.raises(InvalidRequestError, match="redis://") as caught:
+            RedisStore(url)
+        assert "s3cret" not in str(caught.value)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -17,16 +17,20 @@ import trio
 
 from handinger_stream import (
     AsyncHandinger,
+    Event,
     IncompleteStreamError,
     InvalidRequestError,
     NotFoundError,
+    StreamDecodeError,
     TextDeltaEvent,
     Worker,
 )
 from handinger_stream.emulator import Emulator
+from handinger_stream.reducer import WorkerState
+from handinger_stream.stream import OnDecodeError
 from handinger_stream.watch import Watch, WatchEvent
 
-from .conftest import API_KEY
+from .conftest import API_KEY, Canned, RawServer
 from .test_hygiene import connections_to, open_fds, settle
 
 BACKENDS = ["asyncio", "trio"]
@@ -304,11 +308,112 @@ def test_a_slow_consumer_slows_the_reads(emulator: Emulator, backend: str) -> No
             ids = await create(client, 5, "Slow reader", extra_headers=None)
             async with client.workers.watch(ids, buffer=4) as watch:
                 async for _ in watch:
-                    # Reading is paused for each worker once 4 of its events wait.
-                    assert len(watch._queue) <= 5 * (4 + 1)
+                    # A reader reads again only once its worker's events were taken:
+                    # never more than one hand-over per worker (and its end) waits.
+                    assert len(watch._queue) <= 5 * 2
                     await anyio.sleep(0.001)
 
     run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_stream_is_read_by_the_consumer_alone_and_folds_once(
+    paced: Emulator, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its stream's own snapshot and position are exact for what the watch handed out."""
+    folded = 0
+    apply_all = WorkerState.apply_all
+
+    def counting(state: WorkerState, events: list[Event]) -> bool:
+        nonlocal folded
+        folded += len(events)
+        return apply_all(state, events)
+
+    async def main() -> None:
+        async with client_for(paced) as client:
+            streams = [
+                await client.workers.create(input=f"Once {i}", budget="low", stream=True)
+                for i in range(4)
+            ]
+            by_id = {stream.worker_id: stream for stream in streams}
+            monkeypatch.setattr(WorkerState, "apply_all", counting)
+            events = 0
+            async with client.workers.watch(streams) as watch:
+                async for item in watch:
+                    events += 1
+                    assert item.event is not None
+                    stream = by_id[item.worker_id]
+                    # The stream never ran ahead of what the watch gave out.
+                    assert stream.last_event_id == item.event.event_id
+                    assert stream.snapshot == item.snapshot
+            assert folded == events  # one fold of each event: the stream's
+            monkeypatch.undo()
+            for worker_id, stream in by_id.items():
+                assert stream.snapshot == await client.workers.retrieve(worker_id)
+
+    run(backend, main)
+
+
+def test_buffer_is_how_many_of_one_worker_s_events_come_before_the_others_turn(
+    emulator: Emulator,
+) -> None:
+    async def main() -> None:
+        async with client_for(emulator) as client:
+            ids = await create(client, 3, "Turns")
+            order: list[str] = []
+            async with client.workers.watch(ids, buffer=3) as watch:
+                async for item in watch:
+                    if not order:
+                        await anyio.sleep(0.5)  # meanwhile every reader has events ready
+                    order.append(item.worker_id)
+            first = order[0]
+            # The first worker finishes its turn of 3, then each of the others has one.
+            assert order[:3] == [first] * 3
+            runs = [list(g) for _, g in itertools.groupby(order[3:12])]
+            assert [len(r) for r in runs] == [3, 3, 3]
+            assert {r[0] for r in runs[:2]} == set(ids) - {first} and runs[2][0] == first
+
+    run("asyncio", main)
+
+
+BAD_EVENT = [
+    b'data: {"type":"start","messageId":"m"}\n\n',
+    b'data: {"type":"text-start","id":"t"}\n\n',
+    b'data: {"type":"text-delta","id":"t","delta":"Hel"}\n\n',
+    b"data: {not json\n\n",
+    b'data: {"type":"text-delta","id":"t","delta":"lo"}\n\n',
+    b'data: {"type":"text-end","id":"t"}\n\n',
+    b'data: {"type":"finish"}\n\n',
+    b"data: {broken at the end\n\n",
+    b"data: [DONE]\n\n",
+]
+
+
+@pytest.mark.parametrize("on_decode_error", ["raise", "skip"])
+def test_a_bad_event_is_the_worker_s_error_item_or_skipped(
+    raw_server: RawServer, on_decode_error: OnDecodeError
+) -> None:
+    """The consumer takes events from the stream, so it meets a bad one: as a watch's lost stream."""
+    raw_server.serve(Canned(BAD_EVENT))
+
+    async def main() -> None:
+        async with AsyncHandinger(
+            api_key=API_KEY, base_url=raw_server.base_url, on_decode_error=on_decode_error
+        ) as client:
+            async with client.workers.watch(["wrk_bad"]) as watch:
+                items = [item async for item in watch.events(ends=True)]
+        kinds = [type(i.event).__name__ for i in items]
+        if on_decode_error == "raise":
+            assert kinds == ["StartEvent", "TextStartEvent", "TextDeltaEvent", "NoneType"]
+            assert isinstance(items[-1].error, StreamDecodeError)
+            assert watch.errors["wrk_bad"] is items[-1].error
+        else:  # both skipped, the last one just before the end
+            assert kinds[-4:] == ["TextDeltaEvent", "TextEndEvent", "FinishEvent", "NoneType"]
+            assert items[-1].error is None and not watch.errors
+            assert watch.workers["wrk_bad"].output_text == "Hello"
+        assert watch.stage("wrk_bad") == "ended"
+
+    run("asyncio", main)
 
 
 async def leaves_nothing(emu: Emulator, backend: str, how: str) -> None:

@@ -10,20 +10,26 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_watch_scenario_runs_and_delivers_every_event_once() -> None:
+def benchmark(*args: str) -> Any:
+    """``python -m benchmarks ARGS``: what it printed, as JSON."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "watch", "--smoke"],
+        [sys.executable, "-m", "benchmarks", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_the_watch_scenario_runs_and_delivers_every_event_once() -> None:
+    result = benchmark("watch", "--smoke")
     for consumer in ("streams", "watch"):
         body = result["consumers"][consumer]
         assert body["every_event_once"] and body["events"] == 20 * (100 + 4)

@@ -6,6 +6,7 @@ across many); readers get the turn from the store, history first, then
 live, from its start or after any id. The HTTP surface speaks the AI SDK's
 chat transport (:class:`RelayASGI` for FastAPI/Starlette,
 :func:`make_aiohttp_app` for aiohttp) and serves a chat page at ``/``.
+:class:`FleetWatch` follows every turn the relays on a store produce.
 ``handinger-stream relay`` runs it. See ``docs/relay.md``.
 
 >>> from handinger_stream.relay import MemoryStore, Relay, RelayASGI, RedisStore
@@ -23,6 +24,7 @@ from .errors import (
     RelayError,
     StoreUnavailableError,
 )
+from .fleet import FleetWatch
 from .http import RelayHTTP
 from .memory import MemoryStore
 from .redis_store import RedisStore
@@ -34,6 +36,7 @@ __all__ = [
     "Chunk",
     "EntriesGoneError",
     "Entry",
+    "FleetWatch",
     "Lease",
     "LeaseLostError",
     "MemoryStore",

@@ -37,6 +37,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from ..errors import InvalidRequestError
 from ._signal import Signal
 from .errors import ChatBusyError, EntriesGoneError, LeaseLostError, StoreUnavailableError
 from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Chunk, Entry, Lease, Store
@@ -329,10 +330,13 @@ class RedisStore(Store):
             "socket_connect_timeout": socket_timeout,
             "retry": Retry(NoBackoff(), 1),
         }
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=socket_timeout,
-            socket_timeout=socket_timeout, **options,
-        )
+        try:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout,
+                socket_timeout=socket_timeout, **options,
+            )
+        except ValueError as exc:  # what redis says of a URL it cannot use
+            raise InvalidRequestError(f"not a Redis URL: {self.url!r} ({exc})") from None
         self._redis: redis.asyncio.Redis = aioredis.Redis(connection_pool=pool)
         # Blocked XREADs wait longer than a command may: their own connections.
         self._blocking: redis.asyncio.Redis = aioredis.Redis.from_url(

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from ..client import AsyncHandinger
 from ..emulator import Emulator
+from ..errors import InvalidRequestError
 from .aiohttp_app import make_aiohttp_app
 from .core import Relay
 from .errors import StoreUnavailableError
@@ -89,7 +90,11 @@ async def serve(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         store: Store
         if args.redis:
-            redis_store = RedisStore(args.redis)
+            try:
+                redis_store = RedisStore(args.redis)
+            except InvalidRequestError as exc:
+                _say(f"error: --redis: {exc}")
+                return EXIT_USAGE
             stack.push_async_callback(redis_store.aclose)
             try:
                 await redis_store.ping()
