@@ -23,7 +23,7 @@ from handinger_stream.dashboard import REFRESH_PER_SECOND, Board, Row, _Live, cu
 from handinger_stream.emulator import Emulator
 
 from .conftest import API_KEY
-from .test_cli_edges import environment
+from .test_cli import environment
 
 FAULT = "x-emulator-fault"
 

@@ -26,7 +26,7 @@ from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
 
 from .relay_helpers import RedisServer, RelayProcess, chat_body, free_port, read_sse
-from .test_cli_edges import environment
+from .test_cli import environment
 from .test_dashboard import cli
 from .test_dashboard_tmux import Pane, count, pane, rows, wait_for
 from .test_relay_redis import http, paced, redis, relays
