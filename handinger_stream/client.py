@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
+from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote, urlsplit
@@ -24,6 +26,7 @@ from . import __version__
 from .errors import (
     APIConnectionError,
     APIStatusError,
+    HandingerError,
     InvalidRequestError,
     MissingAPIKeyError,
     excerpt,
@@ -91,6 +94,7 @@ class AsyncHandinger:
         first_event_timeout: float | None = 60.0,
         idle_timeout: float | None = 300.0,
         total_timeout: float | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         self._api_key = api_key if api_key is not None else os.environ.get("HANDINGER_API_KEY")
         self.base_url = check_base_url(
@@ -121,6 +125,9 @@ class AsyncHandinger:
         elif transport is not None:
             # Fail early on a wrong transport name, or aiohttp under trio.
             transport_for(None, transport, _running_library())
+        self._telemetry_setting = telemetry
+        # Resolved once: nothing of OpenTelemetry is imported unless the app uses it.
+        self.telemetry = _telemetry(telemetry)
         self.workers = Workers(self)
 
     def __repr__(self) -> str:
@@ -146,6 +153,7 @@ class AsyncHandinger:
             "first_event_timeout": policy.first_event_timeout,
             "idle_timeout": policy.idle_timeout,
             "total_timeout": policy.total_timeout,
+            "telemetry": self._telemetry_setting,
         }
         unknown = options.keys() - settings.keys()
         if unknown:
@@ -306,11 +314,20 @@ class AsyncHandinger:
         headers: Mapping[str, str] | None = None,
         last_event_id: str | None = None,
         from_start: bool = False,
+        worker_id: str = "",
     ) -> WorkerStream:
-        response, initial = await self._opened(
-            method, path, json=json, files=files, headers=_resuming(headers, last_event_id)
-        )
-        worker_id = response.headers.get(WORKER_ID_HEADER, "") if response else ""
+        telemetry = self.telemetry
+        opened = monotonic()
+        try:
+            response, initial = await self._opened(
+                method, path, json=json, files=files, headers=_resuming(headers, last_event_id)
+            )
+        except HandingerError as exc:
+            if telemetry is not None:
+                telemetry.stream(worker_id, opened=opened).end(Worker(id=worker_id), exc)
+            raise
+        if response is not None:
+            worker_id = response.headers.get(WORKER_ID_HEADER, "") or worker_id
         if not worker_id:
             worker_id = next(
                 (e.worker.id for e in initial if isinstance(e, WorkerSnapshotEvent)), ""
@@ -334,6 +351,7 @@ class AsyncHandinger:
             reopen=reopen,
             policy=self.stream_policy,
             from_start=from_start,
+            recorder=telemetry.stream(worker_id, opened=opened) if telemetry is not None else None,
         )
 
     async def _opened(
@@ -473,6 +491,29 @@ def _running_library() -> str:
         return sniffio.current_async_library()
     except sniffio.AsyncLibraryNotFoundError:
         return "asyncio"
+
+
+def _telemetry(setting: bool | Telemetry | None) -> Telemetry | None:
+    """The telemetry to use: off, on, or (``None``) on when the app uses OpenTelemetry.
+
+    Nothing is imported unless the application imported ``opentelemetry`` itself
+    (or asked for telemetry): without the extra, streams cost nothing more.
+    """
+    if setting is False:
+        return None
+    if setting is None and "opentelemetry.trace" not in sys.modules:
+        return None
+    try:
+        from .otel import Telemetry  # on top of the client, like watch: imported when used
+    except ImportError as exc:
+        if setting is None:
+            return None
+        raise InvalidRequestError(
+            "telemetry needs OpenTelemetry: pip install 'handinger-stream[otel]'"
+        ) from exc
+    if isinstance(setting, Telemetry):
+        return setting
+    return Telemetry()
 
 
 def _check_input(input: str, budget: str | None) -> dict[str, Any]:
@@ -669,7 +710,11 @@ class Workers:
         client = self._client
         if stream:
             return await client._open_stream(
-                "GET", _replay_path(worker_id), headers=extra_headers, from_start=True
+                "GET",
+                _replay_path(worker_id),
+                headers=extra_headers,
+                from_start=True,
+                worker_id=worker_id,
             )
         path = f"/api/workers/{_path_id(worker_id)}"
         return decode_worker(await client._json("GET", path, headers=extra_headers))
@@ -683,6 +728,7 @@ class Workers:
             f"/api/workers/{_path_id(worker_id)}/stream",
             headers=extra_headers,
             last_event_id=last_event_id,
+            worker_id=worker_id,
         )
 
     async def resume(

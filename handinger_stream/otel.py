@@ -1,16 +1,18 @@
-"""OpenTelemetry for watched streams: a span per stream, and GenAI-style metrics.
+"""OpenTelemetry for workers' streams: a span per stream, and GenAI-style metrics.
 
 Needs the ``otel`` extra (``pip install 'handinger-stream[otel]'``, which
 brings ``opentelemetry-api``). This module is imported only when telemetry
 is on, so without the extra nothing of OpenTelemetry is imported or paid for.
 
-A watch records telemetry when ``telemetry=True``, when given a
-:class:`Telemetry`, or by default when the application has imported
-OpenTelemetry itself (then the global tracer and meter providers are used).
+A client records telemetry for every stream it opens when
+``AsyncHandinger(telemetry=True)``, when given a :class:`Telemetry`, or by
+default when the application has imported OpenTelemetry itself (then the
+global tracer and meter providers are used). ``workers.watch(...,
+telemetry=...)`` asks the same for the streams the watch opens.
 
 >>> from opentelemetry.sdk.trace import TracerProvider  # doctest: +SKIP
 >>> telemetry = Telemetry(tracer_provider=TracerProvider())  # doctest: +SKIP
->>> client.workers.watch(ids, telemetry=telemetry)  # doctest: +SKIP
+>>> client = AsyncHandinger(telemetry=telemetry)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .models import Worker
 
 __all__ = ["METRICS", "SPAN_NAME", "StreamRecorder", "Telemetry"]
 
-SPAN_NAME = "handinger.watch"
+SPAN_NAME = "handinger.stream"
 PROVIDER = "handinger"
 # Seconds: the GenAI conventions' advice for their time histograms.
 _TIME_BUCKETS = (
@@ -81,13 +83,13 @@ class Telemetry:
         self.duration = meter.create_histogram(
             METRICS["duration"],
             unit="s",
-            description="How long a watched stream was read, from asking for it to its end.",
+            description="How long a stream was read, from asking for it to its end.",
             explicit_bucket_boundaries_advisory=_TIME_BUCKETS,
         )
         self.token_usage = meter.create_histogram(
             METRICS["token_usage"],
             unit="{token}",
-            description="Input and output tokens a watched worker reported.",
+            description="Input and output tokens a worker reported.",
             explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
         )
         self.events = meter.create_counter(
@@ -159,7 +161,7 @@ class StreamRecorder:
             self._tel.events.add(self.events - self._flushed, self._tel.attributes)
             self._flushed = self.events
 
-    def end(self, worker: Worker, error: HandingerError | None, *, removed: bool = False) -> None:
+    def end(self, worker: Worker, error: HandingerError | None) -> None:
         """The stream ended: close the span with what the worker came to."""
         tel = self._tel
         self._flush()
@@ -183,8 +185,6 @@ class StreamRecorder:
         cost = worker.costs.total_usd if worker.costs else (usage.cost_usd if usage else None)
         if cost is not None:
             attributes["handinger.worker.cost_usd"] = round(cost, 6)
-        if removed:
-            attributes["handinger.watch.removed"] = True
         metric_attributes = dict(tel.attributes)
         if error is not None:
             attributes["error.type"] = type(error).__name__

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from time import monotonic
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -55,7 +55,7 @@ from .stall import StallClock
 from .transport import Response, close_soon
 from .wire import decode_items
 
-__all__ = ["Checkpoint", "StreamPolicy", "WorkerStream"]
+__all__ = ["Checkpoint", "Recorder", "StreamPolicy", "WorkerStream"]
 
 log = logging.getLogger("handinger_stream")
 
@@ -68,6 +68,14 @@ Reopen = Callable[[str, "str | None"], Awaitable[Opened]]
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
 T = TypeVar("T")
+
+
+class Recorder(Protocol):
+    """What a stream tells telemetry (``handinger_stream.otel``): events as they arrive, its end."""
+
+    def arrived(self, n: int, now: float, reconnects: int) -> None: ...
+
+    def end(self, worker: Worker, error: HandingerError | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,7 @@ class WorkerStream:
         reopen: Reopen | None = None,
         policy: StreamPolicy | None = None,
         from_start: bool = False,
+        recorder: Recorder | None = None,
     ) -> None:
         policy = policy or StreamPolicy()
         self._response = response
@@ -182,6 +191,8 @@ class WorkerStream:
         self._done_marker = False
         # A JSON answer (no response) is complete in ``initial``: nothing more to read.
         self._finished = response is None
+        self._recorder = recorder
+        self._error: HandingerError | None = None  # what ended the stream, for the recorder
 
     # -- state ----------------------------------------------------------
 
@@ -448,6 +459,7 @@ class WorkerStream:
         if self._on_decode_error == "skip" and not isinstance(bad, _TooLarge):
             log.warning("skipping undecodable event: %s", error)
             return
+        self._error = error
         await self.aclose()
         raise error
 
@@ -464,7 +476,8 @@ class WorkerStream:
             items, too_large = exc.events, exc
         queue = self._queue
         if items:
-            self._clock.progress(monotonic())
+            now = monotonic()
+            self._clock.progress(now)
             cursor = self._cursor
             start = len(queue)
             if cursor.resuming:
@@ -481,6 +494,8 @@ class WorkerStream:
                     cursor.take(len(queue) - start, first, last)
             if items:
                 self._attempts = 0
+            if self._recorder is not None and len(queue) > start:
+                self._recorder.arrived(len(queue) - start, now, self._reconnects)
         if too_large is not None and not self._done_marker:
             self._stops.append(len(queue))
             queue.append(
@@ -528,6 +543,7 @@ class WorkerStream:
         else:
             error = IncompleteStreamError(message, worker=worker)
         error.__cause__ = brk.cause
+        self._error = error
         return error
 
     async def _resume(self, brk: _Break) -> None:
@@ -609,6 +625,9 @@ class WorkerStream:
     def _stop(self) -> None:
         self._fold()
         self._finished = True
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.end(self._state.snapshot(), self._error)
         del self._queue[self._head :]
         self._stops.clear()
         self._notice = None
@@ -664,6 +683,9 @@ class WorkerStream:
     def __del__(self) -> None:
         # Dropped while open (events taken with __anext__, never closed): let the
         # connection go rather than leave it to the transport's own finaliser.
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.end(self._state.snapshot(), self._error)
         response = self._response
         if response is not None and not response.abort():
             close_soon(response.aclose)

@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 import aiohttp
 import anyio
@@ -37,6 +37,9 @@ from .sse import DEFAULT_MAX_EVENT_BYTES
 from .stream import Checkpoint, OnDecodeError, WorkerStream
 from .transport import TransportName
 from .watch import Watch, WatchEvent
+
+if TYPE_CHECKING:
+    from .otel import Telemetry
 
 __all__ = ["Handinger", "SyncFileDownload", "SyncWorkerStream", "SyncWorkers"]
 
@@ -401,6 +404,7 @@ class Handinger:
         first_event_timeout: float | None = 60.0,
         idle_timeout: float | None = 300.0,
         total_timeout: float | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         if isinstance(http_client, aiohttp.ClientSession):
             raise InvalidRequestError(
@@ -420,6 +424,7 @@ class Handinger:
             first_event_timeout=first_event_timeout,
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
+            telemetry=telemetry,
         )
         self._loop = _LoopThread()
         self._parent: Handinger | None = None

@@ -25,10 +25,8 @@ per worker stays its snapshot plus the events of one read.
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
@@ -42,7 +40,7 @@ from .stream import WorkerStream
 
 if TYPE_CHECKING:
     from .client import AsyncHandinger
-    from .otel import StreamRecorder, Telemetry
+    from .otel import Telemetry
 
 __all__ = ["DEFAULT_BUFFER", "Watch", "WatchEvent"]
 
@@ -236,7 +234,9 @@ class Watch:
             )
         if not isinstance(buffer, int) or buffer < 1:
             raise InvalidRequestError(f"buffer must be a positive int; got {buffer!r}")
-        self._client = client
+        # Telemetry is the streams' own (AsyncHandinger(telemetry=...)); a watch asking
+        # for something else opens its streams through a client that records so.
+        self._client = client if telemetry is None else client.with_options(telemetry=telemetry)
         self._limit = max_concurrency
         self._buffer = buffer
         self._records: dict[str, _Watched] = {}
@@ -254,7 +254,6 @@ class Watch:
         self._orphans: list[WorkerStream] = []
         self._tg: TaskGroup | None = None
         self._phase: Literal["new", "open", "closed"] = "new"
-        self._telemetry = _telemetry(telemetry)
         for worker in workers:
             self._register(worker)
 
@@ -360,17 +359,14 @@ class Watch:
                 self._schedule(w)
 
     async def _read(self, w: _Watched) -> None:
-        recorder: StreamRecorder | None = None
         try:
             with anyio.CancelScope() as w.scope:
                 if w.removed:
                     return
-                if self._telemetry is not None:
-                    recorder = self._telemetry.stream(w.id, opened=monotonic())
                 try:
                     if w.stream is None:
                         w.stream = await self._client.workers.retrieve(w.id, stream=True)
-                    await self._pump(w, w.stream, recorder)
+                    await self._pump(w, w.stream)
                 except HandingerError as exc:
                     w.error = exc
                     self._push(LiveEvent(w, None, exc))
@@ -380,16 +376,11 @@ class Watch:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
             w.stage = "ended"
-            if recorder is not None:
-                final = stream.snapshot if stream is not None else Worker(id=w.id)
-                recorder.end(final, w.error, removed=w.removed)
             self._release()
             if not w.removed and self._phase == "open":
                 self._push(_End(w))
 
-    async def _pump(
-        self, w: _Watched, stream: WorkerStream, recorder: StreamRecorder | None
-    ) -> None:
+    async def _pump(self, w: _Watched, stream: WorkerStream) -> None:
         """Wait for decoded events, hand the worker to the consumer, wait until it took them.
 
         Only the consumer takes events from the stream, and never while this
@@ -398,8 +389,6 @@ class Watch:
         queue = self._queue
         w.events = stream.__aiter__()
         while n := await stream.ready():
-            if recorder is not None:
-                recorder.arrived(n, monotonic(), stream.reconnects)
             w.ready = n
             drained = w.drained = anyio.Event()
             queue.append(w)
@@ -597,25 +586,3 @@ class _Completed:
             if type(item) is _End:
                 return item._w.snapshot
 
-
-def _telemetry(setting: bool | Telemetry | None) -> Telemetry | None:
-    """The telemetry to use: off, on, or (``None``) on when the app uses OpenTelemetry.
-
-    Nothing is imported unless the application imported ``opentelemetry`` itself
-    (or asked for telemetry): without the extra, watching costs nothing more.
-    """
-    if setting is False:
-        return None
-    if setting is None and "opentelemetry.trace" not in sys.modules:
-        return None
-    try:
-        from .otel import Telemetry
-    except ImportError as exc:
-        if setting is None:
-            return None
-        raise InvalidRequestError(
-            "telemetry needs OpenTelemetry: pip install 'handinger-stream[otel]'"
-        ) from exc
-    if isinstance(setting, Telemetry):
-        return setting
-    return Telemetry()

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from handinger_stream import AsyncHandinger, InvalidRequestError
+from handinger_stream import AsyncHandinger, InvalidRequestError, NotFoundError, Worker
 from handinger_stream.emulator import Emulator
 from handinger_stream.otel import METRICS, SPAN_NAME, Telemetry
 
@@ -216,7 +216,7 @@ def test_asking_for_telemetry_without_the_extra_says_what_to_install() -> None:
         """
         import sys
         sys.modules["opentelemetry"] = None
-        from handinger_stream import AsyncHandinger, InvalidRequestError
+        from handinger_stream import AsyncHandinger, InvalidRequestError, NotFoundError
         try:
             AsyncHandinger(api_key="k").workers.watch([], telemetry=True)
         except InvalidRequestError as exc:
@@ -243,7 +243,7 @@ def test_an_app_that_configured_opentelemetry_gets_spans_by_default() -> None:
         WATCH_ONE,
         """
 spans = exporter.get_finished_spans()
-assert [s.name for s in spans] == ["handinger.watch"], spans
+assert [s.name for s in spans] == ["handinger.stream"], spans
 assert spans[0].attributes["handinger.worker.status"] == "completed"
 print("ok")
 """,
@@ -265,3 +265,37 @@ def test_telemetry_false_records_nothing(emu: Emulator) -> None:
 
     anyio.run(main)
     assert recorded.spans.get_finished_spans() == ()
+
+
+def test_every_stream_a_client_opens_is_a_span_not_only_watched_ones(emu: Emulator) -> None:
+    recorded = Recorded()
+
+    async def main() -> Worker:
+        async with AsyncHandinger(
+            api_key=API_KEY, base_url=emu.base_url, telemetry=recorded.telemetry
+        ) as client:
+            stream = await client.workers.create(input="Spans please", stream=True)
+            worker = await stream.get_final_worker()
+            await client.workers.retrieve(worker.id)  # a JSON answer: no stream, no span
+            replay = await client.workers.retrieve(worker.id, stream=True)
+            async for _ in replay:
+                break  # left early: the span ends with the stream
+            with pytest.raises(NotFoundError):
+                await client.workers.retrieve("wrk_nobody", stream=True)
+            return worker
+
+    worker = anyio.run(main)
+    spans = recorded.spans.get_finished_spans()
+    assert [s.attributes["handinger.worker.id"] for s in spans] == [  # type: ignore[index]
+        worker.id,
+        worker.id,
+        "wrk_nobody",
+    ]
+    first, early, missing = spans
+    assert first.attributes is not None and early.attributes is not None
+    assert first.attributes["handinger.worker.status"] == "completed"
+    assert int(str(first.attributes["handinger.stream.events"])) > 10
+    assert int(str(early.attributes["handinger.stream.events"])) >= 1
+    assert missing.status.status_code is StatusCode.ERROR
+    metrics = recorded.metrics()
+    assert sum(p.value for p in metrics[METRICS["open"]]) == 0  # every stream closed
