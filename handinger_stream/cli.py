@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import shutil
 import sys
@@ -27,6 +26,7 @@ from typing import IO, Any, NoReturn
 
 import msgspec
 
+from .arguments import EMULATOR_PACE, pace, port
 from .cassette import Cassette, CassetteError, Recorder
 from .client import DEFAULT_BASE_URL, AsyncHandinger, check_base_url
 from .dashboard import add_watch_command, run_watch
@@ -74,7 +74,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION, EXIT_PROTOCOL = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
 EXIT_CLOSED_OUTPUT = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 DEFAULT_PROMPT = "What's the weather in Barcelona?"
-EMULATOR_PACE = 25.0  # tokens per second: about a real model's pace
 _EPILOG = """\
 exit codes: 0 completed, 1 the worker failed, 2 usage error, 3 connection or
 authentication problem, 4 the stream could not be decoded, 130 interrupted,
@@ -91,27 +90,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"error: {message}\n")
-
-
-def _pace(value: str) -> float:
-    """A ``--tokens-per-second``: a finite number, 0 or more."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more (0: as fast as possible); got {value}")
-    return number
-
-
-def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535; got {value}")
-    return number
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
     run.add_argument(
         "--tokens-per-second",
-        type=_pace,
+        type=pace,
         default=EMULATOR_PACE,
         help="the embedded emulator's pace (0: as fast as possible)",
     )
@@ -157,12 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     serve.add_argument(
-        "--port", type=_port, default=8787, help="(default: %(default)s; 0: any free port)"
+        "--port", type=port, default=8787, help="(default: %(default)s; 0: any free port)"
     )
     serve.add_argument("--api-key", default=None, help="require this key (default: any key)")
     serve.add_argument(
         "--tokens-per-second",
-        type=_pace,
+        type=pace,
         default=EMULATOR_PACE,
         help="the agent's pace (default: %(default)g, about a model's; 0: as fast as possible)",
     )
@@ -208,7 +186,7 @@ def _add_record_command(sub: Any) -> None:
     record.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
     record.add_argument(
         "--tokens-per-second",
-        type=_pace,
+        type=pace,
         default=EMULATOR_PACE,
         help="the embedded emulator's pace, when it is what gets recorded",
     )

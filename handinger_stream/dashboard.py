@@ -34,6 +34,7 @@ from typing import Any, Protocol, TextIO
 import anyio
 import msgspec
 
+from .arguments import EMULATOR_PACE, pace, positive_int
 from .client import AsyncHandinger
 from .emulator import Emulator
 from .errors import (
@@ -62,7 +63,6 @@ __all__ = ["REFRESH_PER_SECOND", "Board", "Watched", "add_watch_command", "run_w
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 REFRESH_PER_SECOND = 4
-EMULATOR_PACE = 25.0  # tokens per second: about a real model's pace
 CREATE_AT_ONCE = 8  # creations in flight at once with --create
 # Events after which a worker's status may have changed: only then is it looked at.
 _STATUS_EVENTS = (WorkerSnapshotEvent, StartEvent, FinishEvent, ErrorEvent, AbortEvent)
@@ -103,7 +103,11 @@ def add_watch_command(sub: Any) -> None:
     )
     watch.add_argument("--budget", choices=BUDGETS, default=None, help="with --create")
     watch.add_argument(
-        "--max-concurrency", type=int, default=None, metavar="N", help="open at most N streams"
+        "--max-concurrency",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="open at most N streams",
     )
     watch.add_argument(
         "--redis",
@@ -120,7 +124,7 @@ def add_watch_command(sub: Any) -> None:
     watch.add_argument("--base-url", default=None, help="the API's base URL")
     watch.add_argument(
         "--tokens-per-second",
-        type=float,
+        type=pace,
         default=EMULATOR_PACE,
         help="the embedded emulator's pace (0: as fast as possible)",
     )
@@ -462,8 +466,6 @@ def run_watch(args: argparse.Namespace) -> int:
     try:
         ids = _ids(args)
         count, prompt = _create_args(args)
-        if args.max_concurrency is not None and args.max_concurrency < 1:
-            raise InvalidRequestError("--max-concurrency must be at least 1")
         if args.redis and (ids or count):
             raise InvalidRequestError(
                 "--redis watches every turn the relays produce: give no IDs or --create with it"

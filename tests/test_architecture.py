@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "transport": {"errors", "_background"},
     "upload": {"errors"},
     "_background": set(),
+    "arguments": set(),
 }
 # module -> package modules it must not import (the rest is allowed)
 FORBIDDEN: dict[str, set[str]] = {

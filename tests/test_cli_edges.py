@@ -182,6 +182,11 @@ def test_counts_in_the_summary() -> None:
         ("serve", "--tokens-per-second", "-1"),
         ("serve", "--port", "70000"),
         ("record", "--out", "x.json", "x", "--tokens-per-second", "-5"),
+        ("watch", "--create", "2", "x", "--tokens-per-second", "inf"),
+        ("watch", "wrk_1", "--max-concurrency", "0"),
+        ("relay", "--port", "99999"),
+        ("relay", "--tokens-per-second", "-1"),
+        ("relay", "--lease-seconds", "0"),
     ],
 )
 def test_options_are_validated(args: tuple[str, ...]) -> None:

@@ -157,6 +157,7 @@ def test_an_unknown_id_is_a_usage_error_beside_the_others(emulator: Emulator) ->
         (("--create", "many", "Hi"), "N must be a number"),
         (("--create", "0", "Hi"), "at least 1"),
         (("wrk_1", "--max-concurrency", "0"), "max-concurrency"),
+        (("wrk_1", "--max-concurrency", "many"), "max-concurrency"),
     ],
 )
 def test_usage_errors_exit_2(emulator: Emulator, args: tuple[str, ...], says: str) -> None:

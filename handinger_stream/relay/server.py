@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..arguments import EMULATOR_PACE, pace, port, positive
 from ..client import AsyncHandinger
 from ..emulator import Emulator
 from ..errors import InvalidRequestError
@@ -33,7 +34,6 @@ from .store import Store
 __all__ = ["add_parser", "main", "serve"]
 
 DEFAULT_PORT = 8788
-EMULATOR_PACE = 25.0
 EXIT_OK, EXIT_USAGE, EXIT_CONNECTION = 0, 2, 3
 
 
@@ -43,7 +43,7 @@ def add_parser(sub: Any) -> None:
         "relay", help="relay workers' streams to browsers (the AI SDK chat transport) and a page"
     )
     relay.add_argument("--host", default="127.0.0.1")
-    relay.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port")
+    relay.add_argument("--port", type=port, default=DEFAULT_PORT, help="0: any free port")
     relay.add_argument(
         "--redis",
         default=None,
@@ -53,13 +53,13 @@ def add_parser(sub: Any) -> None:
     relay.add_argument("--base-url", default=None, help="the API's base URL")
     relay.add_argument(
         "--lease-seconds",
-        type=float,
+        type=positive,
         default=10.0,
         help="a producer's lease: how soon another process resumes a turn whose producer died",
     )
     relay.add_argument(
         "--tokens-per-second",
-        type=float,
+        type=pace,
         default=EMULATOR_PACE,
         help="the embedded emulator's pace (0: as fast as possible)",
     )
@@ -73,9 +73,6 @@ def main(args: argparse.Namespace) -> int:
 async def serve(args: argparse.Namespace) -> int:
     base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
     api_key = os.environ.get("HANDINGER_API_KEY")
-    if args.lease_seconds <= 0:
-        _say("error: --lease-seconds must be positive")
-        return EXIT_USAGE
     async with contextlib.AsyncExitStack() as stack:
         if base_url is None and api_key is None:
             emulator = Emulator(tokens_per_second=args.tokens_per_second)
