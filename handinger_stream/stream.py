@@ -340,7 +340,8 @@ class WorkerStream:
         """Wait until there is something to hand over, without handing it over.
 
         Returns how many events the next ``__anext__`` calls give without
-        waiting (a bad event counts as one: taking it raises); 0 at the end.
+        waiting (a bad event counts as one: taking it raises; one that
+        ``on_decode_error="skip"`` skips is skipped here); 0 at the end.
         For a consumer of many streams at once, such as ``workers.watch``:
         one task per stream waits here while the consumer takes what is ready,
         so ``stream.snapshot`` stays exact for the events handed over.
@@ -358,6 +359,9 @@ class WorkerStream:
                 self._set_limit()
                 continue
             if head < len(self._queue):
+                if self._skips(head):
+                    await self._bad_event(head)  # nothing to hand over: skip it here
+                    continue
                 return 1
             if not await self._advance():
                 return 0
@@ -441,6 +445,10 @@ class WorkerStream:
                 break
         return self._state.apply_all(events)
 
+    def _skips(self, at: int) -> bool:
+        """Whether the bad event at ``at`` is skipped (an oversized one never is)."""
+        return self._on_decode_error == "skip" and not isinstance(self._queue[at], _TooLarge)
+
     async def _bad_event(self, at: int) -> None:
         """The queue's next item is an event that could not be decoded: raise or skip it."""
         self._fold()
@@ -456,7 +464,7 @@ class WorkerStream:
         self._head = self._folded = at + 1
         self._stops.pop(0)
         self._set_limit()
-        if self._on_decode_error == "skip" and not isinstance(bad, _TooLarge):
+        if self._skips(at):
             log.warning("skipping undecodable event: %s", error)
             return
         self._error = error

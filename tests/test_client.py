@@ -6,6 +6,7 @@ import asyncio
 import gc
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,7 +33,7 @@ from handinger_stream import (
     WorkerStream,
 )
 from handinger_stream.emulator import FAULT_HEADER, Emulator
-from handinger_stream.events import Event
+from handinger_stream.events import Event, FinishEvent, StartEvent, StartStepEvent
 from handinger_stream.transport import TransportName
 
 from .conftest import API_KEY, Canned, RawServer, until
@@ -536,6 +537,30 @@ async def test_ready_waits_for_events_without_handing_them_over(client: AsyncHan
     assert [e.event_id for e in taken] == [e.event_id async for e in replay]
     assert stream.snapshot == await client.workers.retrieve(stream.worker_id)
     await stream.aclose()
+
+
+async def test_ready_skips_a_bad_event_it_would_not_hand_over(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    # With on_decode_error="skip", a bad event is nothing to hand over: ready() must
+    # not count it, or a consumer trusting the count (watch) blocks in __anext__
+    # on a stream with nothing to give while its other streams have plenty.
+    body = [
+        b'data: {"type":"start"}\n\ndata: {"type":"start-step"},{"type":1}\n\n',
+        b'data: {"type":"start-step"}\n\n',
+        b'data: {"type":"finish"}\n\ndata: [DONE]\n\n',
+    ]
+    raw_server.serve(Canned(body, headers={"content-type": "text/event-stream"}, delay=1.0))
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport, on_decode_error="skip"
+    ) as client:
+        stream = await client.workers.create(input="x", stream=True)
+        assert await stream.ready() == 1
+        assert isinstance(await stream.__anext__(), StartEvent)
+        assert await stream.ready() == 1  # the next good event, a second later
+        with anyio.fail_after(0.5):  # handed over at once, without reading
+            assert isinstance(await stream.__anext__(), StartStepEvent)
+        assert [type(e) async for e in stream] == [FinishEvent]
 
 
 async def test_a_stream_dropped_after_anext_lets_its_connection_go(
