@@ -1,4 +1,8 @@
-"""``python -m benchmarks all | smoke | report | fold | watch``: see ``benchmarks/README.md``."""
+"""``python -m benchmarks all | smoke | report | fold | concurrency | watch | relay``.
+
+See ``benchmarks/README.md``. ``watch --save`` and ``relay --save`` merge their
+figures into ``benchmarks/results.json`` (``all`` keeps them) and re-render the docs.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,25 @@ from .suite import add_concurrency, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
+SEPARATE = ("watch", "relay")  # scenarios with commands of their own
+
+
+def _save(key: str, figures: dict[str, object]) -> None:
+    result = json.loads(RESULTS.read_text(encoding="utf-8"))
+    result[key] = figures
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {render(result, ROOT / 'docs')}", file=sys.stderr)
 
 
 def main() -> None:
     if sys.argv[1:2] == ["watch"]:  # the watch scenario has options of its own
         from .watch import main as watch
 
-        return watch(sys.argv[2:])
+        argv = [a for a in sys.argv[2:] if a != "--save"]
+        watched = watch(argv)
+        if "--save" in sys.argv[2:]:
+            _save("watch", watched)
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
         "command", choices=["all", "smoke", "report", "fold", "concurrency", "relay"]
@@ -34,11 +50,17 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=1000, help="relay: SSE readers")
     parser.add_argument("--events", type=int, default=2000, help="relay: events in the turn")
     parser.add_argument("--stores", nargs="*", default=["memory", "redis"], help="relay: stores")
+    parser.add_argument(
+        "--save", action="store_true", help="relay: merge into results.json and re-render the docs"
+    )
     args = parser.parse_args()
     if args.command == "relay":
         from . import relay
 
-        print(json.dumps(relay.run(args.readers, args.events, stores=tuple(args.stores)), indent=2))
+        relayed = relay.run(args.readers, args.events, stores=tuple(args.stores))
+        print(json.dumps(relayed, indent=2))
+        if args.save:
+            _save("relay", relayed)
     elif args.command == "fold":
         print(json.dumps(fold.run(args.n), indent=2))
     elif args.command == "smoke":
@@ -60,6 +82,9 @@ def main() -> None:
     else:
         if args.command == "all":
             result = run_all(rounds=args.rounds, concurrency_rounds=args.concurrency_rounds)
+            if RESULTS.exists():  # the separate commands' figures stay until they re-run
+                before = json.loads(RESULTS.read_text(encoding="utf-8"))
+                result.update({k: before[k] for k in SEPARATE if k in before})
             RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         if args.command == "concurrency":
             result = json.loads(RESULTS.read_text(encoding="utf-8"))

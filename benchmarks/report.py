@@ -66,6 +66,10 @@ def latency_table(scenario: dict[str, Any], lag_only: bool = False) -> list[str]
     return lines
 
 
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "no"
 
@@ -205,6 +209,59 @@ def chart(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def watch_section(watch: dict[str, Any]) -> list[str]:
+    """``python -m benchmarks watch --save``: many workers through ``workers.watch``."""
+    out = [
+        "",
+        f"## Watching {watch['workers']:,} workers (`python -m benchmarks watch`)",
+        "",
+        f"Stream: `{watch['spec']}` for each of {watch['workers']:,} workers, "
+        f"{watch['rounds']} rounds. The server used {watch['server_cpu_share']:.0%} of a core. "
+        "`streams`: one task and one `async for` per `WorkerStream`; `watch`: the same "
+        "streams merged by `client.workers.watch`.",
+        "",
+        "| consumer | every event once | events | lag p50 ms | lag p99 ms | CPU µs/event | peak RSS MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, entry in watch["consumers"].items():
+        if "failed" in entry:
+            out.append(f"| {name} | failed: {entry['failed']} | | | | | |")
+            continue
+        out.append(
+            f"| {name} | {_yes(entry['every_event_once'])} | {entry['events']:,} | "
+            f"{entry['lag_p50_ms']:.1f} | {entry['lag_p99_ms']:.1f} | "
+            f"{entry['cpu_us_per_event']:.1f} | {entry['peak_rss_mib']:.0f} |"
+        )
+    if "cpu_ratio" in watch:
+        out += ["", f"CPU per event, watch against one stream each: {watch['cpu_ratio']:.2f}×."]
+    if watch.get("targets"):
+        out += ["", "Targets (issue 12):", ""]
+        out += [f"- {name}: {_yes(ok)}" for name, ok in watch["targets"].items()]
+    return out
+
+
+def relay_section(relay: dict[str, Any]) -> list[str]:
+    """``python -m benchmarks relay --save``: one worker fanned out to many SSE readers."""
+    out = [
+        "",
+        "## Relay fan-out (`python -m benchmarks relay`)",
+        "",
+        f"One upstream worker ({relay['events']:,} events, one per {relay['pace_ms']:g} ms) "
+        "relayed by one relay process to concurrent SSE readers on loopback. Lag: upstream "
+        "sending to reader receiving, for the events sent once every reader was connected.",
+        "",
+        "| store | readers | every reader got every event | lag p50 ms | lag p99 ms | relay CPU µs per delivered event | memory KiB per reader |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in relay["results"]:
+        out.append(
+            f"| {r['store']} | {r['readers']:,} | {_yes(r['every_reader_got_every_event'])} | "
+            f"{_ms(r['lag_ms_p50'])} | {_ms(r['lag_ms_p99'])} | "
+            f"{r['cpu_us_per_delivered_event']} | {r['memory_kib_per_reader']} |"
+        )
+    return out
+
+
 def render(result: dict[str, Any], docs: Path) -> Path:
     m = result["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
@@ -255,6 +312,10 @@ def render(result: dict[str, Any], docs: Path) -> Path:
             f"the last tenth of the deltas took {fold['last_over_first']:.2f}× the first tenth "
             "(linear: nothing folded is copied again).",
         ]
+    if "watch" in result:
+        out += watch_section(result["watch"])
+    if "relay" in result:
+        out += relay_section(result["relay"])
     docs.mkdir(parents=True, exist_ok=True)
     chart(result, docs / "benchmarks.png")
     target = docs / "benchmarks.md"

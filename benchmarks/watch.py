@@ -187,7 +187,7 @@ def scenario(*, workers: int, events: int, pace_ms: float, rounds: int) -> dict[
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks watch")
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--events", type=int, default=1000, help="events per worker")
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     broken = [c for c, body in result["consumers"].items() if not body.get("every_event_once")]
     if failed or broken:
         sys.exit(f"benchmarks watch: failed: {failed}, events lost or repeated: {broken}")
+    return result
 
 
 def _one() -> None:
