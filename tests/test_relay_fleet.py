@@ -84,6 +84,24 @@ async def test_a_later_turn_of_a_chat_is_followed_on_the_same_row(client: AsyncH
         assert len(fleet.workers[first.worker_id].messages) == 4  # two questions, two answers
 
 
+async def test_a_long_view_keeps_only_the_latest_ended_workers(client: AsyncHandinger) -> None:
+    store = MemoryStore()
+    async with Relay(client, store) as relay:
+        turns = [await relay.send(f"keep-{i}", f"Question {i}") for i in range(6)]
+        counts: Counter[str] = Counter()
+        ended: list[str] = []
+        async with FleetWatch(store, until_idle=True, interval=0.05, keep=2) as fleet:
+            async for item in fleet.events(ends=True):
+                if item.event is None:
+                    ended.append(item.worker_id)
+                else:
+                    counts[item.worker_id] += 1
+        assert sorted(ended) == sorted(t.worker_id for t in turns)
+        assert set(fleet.workers) == set(ended[-2:])  # the two that ended last
+        for turn in turns:  # forgetting one never read any turn twice
+            assert counts[turn.worker_id] == await stored_events(store, turn.chat_id, 1)
+
+
 @pytest.mark.parametrize("ends", [True, False])
 async def test_a_turn_the_relay_could_not_finish_is_one_lost_item(ends: bool) -> None:
     store = MemoryStore()

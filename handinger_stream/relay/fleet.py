@@ -72,6 +72,9 @@ class FleetWatch:
     ``until_idle``: end once no turn is running (else, run until cancelled).
     ``patience``: seconds the store may stay unreachable before the
     :class:`StoreUnavailableError` is raised (at once when entering).
+    ``keep``: how many ended workers ``workers`` keeps (the oldest ended are
+    dropped first), so a view left running for weeks stays the same size; a
+    dropped worker seen again is folded from its new turn.
     """
 
     def __init__(
@@ -81,9 +84,14 @@ class FleetWatch:
         interval: float = 0.25,
         until_idle: bool = False,
         patience: float = 30.0,
+        keep: int = 10_000,
     ) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
+        if keep < 0:
+            raise ValueError("keep must be 0 or more")
+        self.keep = keep
+        self._ended: dict[str, None] = {}  # chat ids of ended turns, oldest end first
         self.store = store
         self.interval = interval
         self.until_idle = until_idle
@@ -129,6 +137,8 @@ class FleetWatch:
                 if event is not None:
                     turn.state.apply(event)  # folded as it is handed out
                     return LiveEvent(turn, event)
+                self._ended.pop(turn.chat_id, None)
+                self._ended[turn.chat_id] = None  # handed out whole: may be dropped
                 if error is not None:  # lost: its one item, as a watch's lost stream
                     lost = IncompleteStreamError(
                         f"chat {turn.chat_id!r}: the relay could not finish the turn: {error}",
@@ -144,6 +154,24 @@ class FleetWatch:
             await self._look(fleet)
             if not items and self.until_idle and not fleet and not self._following():
                 return None
+
+    def _drop_ended(self, running: Mapping[str, ChatInfo]) -> None:
+        """Forget the oldest ended workers beyond ``keep``.
+
+        Only those the store no longer lists as running: a listing that still
+        shows a turn whose end was read would otherwise start it again, twice.
+        """
+        excess = len(self._ended) - self.keep
+        for chat_id in list(self._ended):
+            if excess <= 0:
+                break
+            if chat_id in running:
+                continue
+            excess -= 1
+            del self._ended[chat_id]
+            turn = self._chats.pop(chat_id)
+            if self._by_worker.get(turn.id) is turn:
+                del self._by_worker[turn.id]
 
     def _following(self) -> bool:
         return any(not turn.ended for turn in self._chats.values())
@@ -161,6 +189,8 @@ class FleetWatch:
     async def _look(self, fleet: list[ChatInfo]) -> None:
         """Follow the turns that started, and read what was stored since the last look."""
         running = {info.chat_id: info for info in fleet}
+        if len(self._ended) > self.keep:
+            self._drop_ended(running)
         for info in fleet:
             if not info.worker_id:
                 continue  # its worker is not started yet: at a later look
@@ -169,6 +199,7 @@ class FleetWatch:
                 turn = self._chats[info.chat_id] = _Turn(info, info.worker_id)
                 self._by_worker[info.worker_id] = turn
             elif turn.ended and info.turn_start > turn.turn_start:
+                self._ended.pop(info.chat_id, None)
                 turn.follow(info)
         for turn in self._chats.values():
             if turn.ended:
