@@ -59,6 +59,8 @@ class Canned:
     status: int = 200
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "text/event-stream"})
     delay: float = 0.0
+    # Seconds to wait after piece i, instead of ``delay``.
+    pauses: dict[int, float] = field(default_factory=dict)
     # Cut the connection after reading the request, before any answer.
     abort: bool = False
 
@@ -101,10 +103,11 @@ class RawServer:
         await response.prepare(request)
         self.open_streams += 1
         try:
-            for piece in canned.body:
+            for i, piece in enumerate(canned.body):
                 await response.write(piece)
-                if canned.delay:
-                    await asyncio.sleep(canned.delay)
+                pause = canned.pauses.get(i, canned.delay)
+                if pause:
+                    await asyncio.sleep(pause)
             await response.write_eof()
             self.finished += 1
         except ConnectionError:

@@ -6,6 +6,7 @@ Everything runs over real loopback HTTP: the emulator (with faults queued by
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -303,6 +304,30 @@ async def test_keepalives_are_not_progress_an_idle_stream_resumes(
     assert [type(e).__name__ for e in events] == ["StartEvent", "FinishEvent"]
     assert "idle limit" in notices[0].reason and notices[0].last_event_id == "1"
     assert raw_server.requests[1]["headers"]["Last-Event-ID"] == "1"
+
+
+async def test_a_silent_connection_times_out_at_the_read_timeout_and_resumes(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    # No stall limit is shorter than the client's timeout here: the transport's own
+    # read timeout (on aiohttp, the response's watchdog) must notice the silence,
+    # which starts after a comment (so after aiohttp's timer from the headers is gone).
+    body = [b'id: 1\ndata: {"type":"start"}\n\n', b": ping\n\n", b": late\n\n"]
+    raw_server.serve(
+        Canned(body, headers=SSE, delay=0.1, pauses={1: 6.0}),
+        Canned([b'id: 2\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
+    )
+    async with raw_client(
+        raw_server, transport, timeout=0.4, first_event_timeout=None, idle_timeout=None
+    ) as client:
+        started = time.monotonic()
+        stream = await client.workers.create(input="x", stream=True)
+        events, notices = await drain(stream)
+        waited = time.monotonic() - started
+    assert [type(e).__name__ for e in events] == ["StartEvent", "FinishEvent"]
+    assert len(notices) == 1 and "timed out" in notices[0].reason
+    assert raw_server.requests[1]["headers"]["Last-Event-ID"] == "1"
+    assert 0.4 <= waited < 4.0  # the timeout, not the server's six seconds of silence
 
 
 async def test_a_slow_first_event_resumes_from_the_start(
