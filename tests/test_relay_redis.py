@@ -221,3 +221,33 @@ async def test_the_fleet_lists_what_every_relay_process_is_producing(
                 break
             await asyncio.sleep(0.1)
         assert not {"fleet-1", "fleet-2"} & {i.chat_id for i in await store.fleet()}
+
+
+async def test_many_readers_catching_up_wait_their_turn_and_never_starve_the_producer(
+    redis: RedisServer,
+) -> None:
+    # One pooled connection and a short timeout: 200 readers reading history at once
+    # queue for it. A wait for a free connection is load, not Redis being down, and
+    # the producer's renewals and appends go on connections of their own.
+    from handinger_stream.relay import Chunk
+
+    store = RedisStore(redis.url, prefix="crowd:", max_connections=1, socket_timeout=0.3)
+    try:
+        lease = await store.begin_turn("crowd", holder="me", ttl=5)
+        body = b'{"type":"text-delta","id":"t","delta":"%s"}' % (b"x" * 200)
+        for _ in range(4):
+            await store.append(lease, [Chunk(body) for _ in range(500)])
+
+        async def reader() -> int:
+            return len(await store.read("crowd", 0, 2000))
+
+        async def producer() -> None:
+            for _ in range(20):
+                await store.renew(lease)
+                await store.append(lease, [Chunk(body)])
+
+        results = await asyncio.gather(*(reader() for _ in range(200)), producer())
+        assert all(n >= 2000 for n in results[:-1])
+        assert lease.last_seq == 2020
+    finally:
+        await store.aclose()

@@ -331,8 +331,11 @@ class RedisStore(Store):
             "retry": Retry(NoBackoff(), 1),
         }
         try:
+            # Readers wait their turn for a pooled connection (timeout=None): a
+            # thousand catching up at once is load, not Redis being unavailable,
+            # which shows as a failure to connect or to answer.
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=socket_timeout,
+                url, max_connections=max_connections, timeout=None,
                 socket_timeout=socket_timeout, **options,
             )
         except ValueError as exc:  # what redis says of a URL it cannot use
@@ -342,11 +345,16 @@ class RedisStore(Store):
         self._blocking: redis.asyncio.Redis = aioredis.Redis.from_url(
             url, socket_timeout=socket_timeout + _BLOCK_MS / 1000, **options
         )
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._append = self._redis.register_script(_APPEND)
-        self._finish = self._redis.register_script(_FINISH)
-        self._renew = self._redis.register_script(_RENEW)
-        self._release = self._redis.register_script(_RELEASE)
+        # Producers write on connections of their own, so that readers can never
+        # starve the lease renewals and appends (a starved producer loses its lease).
+        self._writer: redis.asyncio.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=socket_timeout, **options
+        )
+        self._acquire = self._writer.register_script(_ACQUIRE)
+        self._append = self._writer.register_script(_APPEND)
+        self._finish = self._writer.register_script(_FINISH)
+        self._renew = self._writer.register_script(_RENEW)
+        self._release = self._writer.register_script(_RELEASE)
         self._followers: dict[str, _Follower] = {}
 
     def __repr__(self) -> str:
@@ -391,6 +399,7 @@ class RedisStore(Store):
             with contextlib.suppress(BaseException):
                 await follower.task
         await self._blocking.aclose()
+        await self._writer.aclose()
         await self._redis.aclose()
         await self._redis.connection_pool.disconnect()
 
