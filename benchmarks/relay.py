@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,6 +141,12 @@ def _percentile(values: list[int], q: int) -> float | None:
     return round(values[min(len(values) - 1, len(values) * q // 100)] / 1e6, 3)
 
 
+def _drain(stream: Any, into: list[str]) -> None:
+    """Keep reading the relay's stderr: a full pipe would block the relay mid-run."""
+    for line in stream:
+        into.append(line.rstrip())
+
+
 def _start_relay(upstream: str, redis_url: str | None) -> tuple[subprocess.Popen[str], int]:
     args = [sys.executable, "-m", "handinger_stream", "relay", "--port", "0"]
     args += ["--base-url", upstream]
@@ -191,6 +198,8 @@ def _measure(
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(_redis()) if store == "redis" else None
         relay, port = _start_relay(upstream, redis_url)
+        said: list[str] = []
+        threading.Thread(target=_drain, args=(relay.stderr, said), daemon=True).start()
         try:
             time.sleep(0.5)
             rss_before = _rss_bytes(relay.pid)
@@ -214,8 +223,6 @@ def _measure(
         finally:
             relay.send_signal(signal.SIGTERM)
             relay.wait(30)
-            if relay.stderr is not None:
-                relay.stderr.close()
     delivered = result["expected_events"] * readers
     result.update(
         store=store,
@@ -223,6 +230,7 @@ def _measure(
         relay_cpu_s=round(cpu, 3),
         cpu_us_per_delivered_event=round(cpu / delivered * 1e6, 3) if delivered else None,
         memory_kib_per_reader=round((max(peak) - rss_before) / readers / 1024, 1),
+        relay_said=said[:5],  # warnings, if any (a reader cut, Redis unavailable)
     )
     return result
 
