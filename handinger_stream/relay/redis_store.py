@@ -244,8 +244,10 @@ class _Follower:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def covers(self, after: int) -> bool:
+        """Whether the window holds the entry after ``after`` (at the window's end, Redis
+        may already hold more than the window: a read there asks Redis)."""
         window = self.window
-        return bool(window) and window[0].seq <= after + 1 <= window[-1].seq + 1
+        return bool(window) and window[0].seq <= after + 1 <= window[-1].seq
 
     def slice(self, after: int, limit: int) -> list[Entry]:
         start = after + 1 - self.window[0].seq
@@ -273,8 +275,8 @@ class _Follower:
                 continue
             self.error = None
             delay = 0.1
-            if not found:
-                continue
+            if not found or not found[0][1]:
+                continue  # nothing new (or the log expired while the read was blocked)
             window = self.window
             for entry_id, fields in found[0][1]:
                 entry = _entry(entry_id, fields)
@@ -575,9 +577,13 @@ class RedisStore(Store):
 
     async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
         follower = self._followers.get(chat_id)
-        if follower is not None and follower.error is None:
-            if follower.covers(after):
-                return follower.slice(after, limit)
+        if follower is None or follower.task.done():
+            # The first reader of a chat in this process starts the one loop that
+            # reads its log; the readers after it (a thousand joining a turn, each
+            # from its start) are served from that loop's window, not each by XRANGE.
+            self._followers[chat_id] = _Follower(self, chat_id, after)
+        elif follower.error is None and follower.covers(after):
+            return follower.slice(after, limit)
         meta, _, stream, _ = self._keys(chat_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
