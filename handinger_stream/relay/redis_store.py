@@ -32,7 +32,7 @@ import contextlib
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +51,7 @@ DEFAULT_PREFIX = "handinger:relay:"
 _BLOCK_MS = 2000  # one XREAD BLOCK call at most; then the follower looks around
 _LINGER = 5.0  # a follower with no reader stops after this long
 _WINDOW = 4096  # entries a follower keeps for the readers of its process
+_WRITTEN = 10_000  # chats whose last appended seq a process remembers (read-your-writes)
 _T = TypeVar("_T")
 
 # -- the scripts ---------------------------------------------------------------
@@ -333,11 +334,11 @@ class RedisStore(Store):
             "retry": Retry(NoBackoff(), 1),
         }
         try:
-            # Readers wait their turn for a pooled connection (timeout=None): a
-            # thousand catching up at once is load, not Redis being unavailable,
-            # which shows as a failure to connect or to answer.
+            # A reader that waited socket_timeout for a pooled connection waits again
+            # (see _queued); the bounded wait also recovers a wake-up that asyncio's
+            # Condition lost to a cancelled waiter (before Python 3.13).
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=None,
+                url, max_connections=max_connections, timeout=socket_timeout,
                 socket_timeout=socket_timeout, **options,
             )
         except ValueError as exc:  # what redis says of a URL it cannot use
@@ -358,6 +359,7 @@ class RedisStore(Store):
         self._renew = self._writer.register_script(_RENEW)
         self._release = self._writer.register_script(_RELEASE)
         self._followers: dict[str, _Follower] = {}
+        self._written: dict[str, int] = {}  # chat -> the last seq this process appended
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -387,6 +389,29 @@ class RedisStore(Store):
             return await call
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
+
+    def _wrote(self, chat_id: str, seq: int) -> None:
+        written = self._written
+        written.pop(chat_id, None)
+        written[chat_id] = seq
+        if len(written) > _WRITTEN:  # the chats written longest ago are forgotten
+            del written[next(iter(written))]
+
+    async def _queued(self, make: Callable[[], Awaitable[_T]]) -> _T:
+        """A read: waiting for a pooled connection is load, not Redis being down, so
+        wait on; a failure to connect or to answer is StoreUnavailableError."""
+        from redis.exceptions import ConnectionError
+
+        while True:
+            try:
+                return await self._call(make())
+            except StoreUnavailableError as exc:
+                busy = exc.__cause__
+                if not (
+                    isinstance(busy, ConnectionError)
+                    and isinstance(busy.__cause__, (asyncio.TimeoutError, TimeoutError))
+                ):
+                    raise
 
     async def ping(self) -> None:
         """Check that Redis answers; :class:`StoreUnavailableError` if not."""
@@ -544,6 +569,7 @@ class RedisStore(Store):
                 f"chat {lease.chat_id!r}: the log is not where this producer left it"
             )
         lease.last_seq = last
+        self._wrote(lease.chat_id, last)
         lease.last_upstream_id = upstream_id
 
     async def finish(self, lease: Lease, error: str | None = None) -> None:
@@ -569,6 +595,7 @@ class RedisStore(Store):
             raise self._lost(lease)
         if seq > 0:
             lease.last_seq = seq
+            self._wrote(lease.chat_id, seq)
 
     async def release(self, lease: Lease) -> None:
         await self._call(self._release(keys=[self._key(lease.chat_id, "l")], args=[lease.token]))
@@ -582,13 +609,22 @@ class RedisStore(Store):
             # reads its log; the readers after it (a thousand joining a turn, each
             # from its start) are served from that loop's window, not each by XRANGE.
             self._followers[chat_id] = _Follower(self, chat_id, after)
-        elif follower.error is None and follower.covers(after):
-            return follower.slice(after, limit)
+        elif follower.error is None and follower.window:
+            if follower.covers(after):
+                return follower.slice(after, limit)
+            if after == follower.window[-1].seq and self._written.get(chat_id, 0) <= after:
+                # At the live edge, and nothing newer written here: wait() wakes the
+                # reader when the follower reads more (a thousand readers, one XREAD).
+                return []
         meta, _, stream, _ = self._keys(chat_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
-            pipe.hget(meta, "last_seq")
-            found, last_seq = await self._call(pipe.execute())
+
+        async def xrange() -> Any:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
+                pipe.hget(meta, "last_seq")
+                return await pipe.execute()
+
+        found, last_seq = await self._queued(xrange)
         entries = [_entry(entry_id, fields) for entry_id, fields in found]
         first = entries[0].seq if entries else int(last_seq or 0) + 1
         if first > after + 1:
