@@ -32,7 +32,7 @@ import contextlib
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -297,7 +297,9 @@ class RedisStore(Store):
 
     Within one process, a chat's live readers share one ``XREAD BLOCK`` loop
     and a window of its last entries, so a thousand readers cost Redis one
-    blocked read. Connections are pooled (``max_connections``).
+    blocked read. Reads of the log run at most ``max_connections`` at once
+    (the others wait their turn: a thousand readers joining at once is load,
+    not Redis being down); producers write on connections of their own.
     """
 
     def __init__(
@@ -334,12 +336,12 @@ class RedisStore(Store):
             "retry": Retry(NoBackoff(), 1),
         }
         try:
-            # A reader that waited socket_timeout for a pooled connection waits again
-            # (see _queued); the bounded wait also recovers a wake-up that asyncio's
-            # Condition lost to a cancelled waiter (before Python 3.13).
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=socket_timeout,
-                socket_timeout=socket_timeout, **options,
+            # Not a BlockingConnectionPool: a thousand readers queueing on its
+            # asyncio.Condition, with timeouts, deadlocked the relay (all waiting,
+            # no timer left) on Python 3.11. Reads queue on self._reads instead.
+            pool = aioredis.ConnectionPool.from_url(
+                url, max_connections=max_connections + 16, socket_timeout=socket_timeout,
+                **options,
             )
         except ValueError as exc:  # what redis says of a URL it cannot use
             raise InvalidRequestError(f"not a Redis URL: {self.url!r} ({exc})") from None
@@ -360,6 +362,7 @@ class RedisStore(Store):
         self._release = self._writer.register_script(_RELEASE)
         self._followers: dict[str, _Follower] = {}
         self._written: dict[str, int] = {}  # chat -> the last seq this process appended
+        self._reads = asyncio.Semaphore(max_connections)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -396,22 +399,6 @@ class RedisStore(Store):
         written[chat_id] = seq
         if len(written) > _WRITTEN:  # the chats written longest ago are forgotten
             del written[next(iter(written))]
-
-    async def _queued(self, make: Callable[[], Awaitable[_T]]) -> _T:
-        """A read: waiting for a pooled connection is load, not Redis being down, so
-        wait on; a failure to connect or to answer is StoreUnavailableError."""
-        from redis.exceptions import ConnectionError
-
-        while True:
-            try:
-                return await self._call(make())
-            except StoreUnavailableError as exc:
-                busy = exc.__cause__
-                if not (
-                    isinstance(busy, ConnectionError)
-                    and isinstance(busy.__cause__, (asyncio.TimeoutError, TimeoutError))
-                ):
-                    raise
 
     async def ping(self) -> None:
         """Check that Redis answers; :class:`StoreUnavailableError` if not."""
@@ -618,13 +605,10 @@ class RedisStore(Store):
                 return []
         meta, _, stream, _ = self._keys(chat_id)
 
-        async def xrange() -> Any:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
-                pipe.hget(meta, "last_seq")
-                return await pipe.execute()
-
-        found, last_seq = await self._queued(xrange)
+        async with self._reads, self._redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
+            pipe.hget(meta, "last_seq")
+            found, last_seq = await self._call(pipe.execute())
         entries = [_entry(entry_id, fields) for entry_id, fields in found]
         first = entries[0].seq if entries else int(last_seq or 0) + 1
         if first > after + 1:
