@@ -223,15 +223,15 @@ async def test_the_fleet_lists_what_every_relay_process_is_producing(
         assert not {"fleet-1", "fleet-2"} & {i.chat_id for i in await store.fleet()}
 
 
-async def test_many_readers_catching_up_are_served_and_never_starve_the_producer(
+async def test_many_readers_catching_up_wait_their_turn_and_never_starve_the_producer(
     redis: RedisServer,
 ) -> None:
-    # 300 readers reading history at once, 8 reads at a time: each waits its turn and
-    # none is told Redis is unavailable; the producer's renewals and appends go on
-    # beside them, on connections of its own.
+    # One pooled connection and a short timeout: 200 readers reading history at once
+    # queue for it. A wait for a free connection is load, not Redis being down, and
+    # the producer's renewals and appends go on connections of their own.
     from handinger_stream.relay import Chunk
 
-    store = RedisStore(redis.url, prefix="crowd:", max_connections=8)
+    store = RedisStore(redis.url, prefix="crowd:", max_connections=1, socket_timeout=0.3)
     try:
         lease = await store.begin_turn("crowd", holder="me", ttl=5)
         body = b'{"type":"text-delta","id":"t","delta":"%s"}' % (b"x" * 200)
@@ -239,16 +239,15 @@ async def test_many_readers_catching_up_are_served_and_never_starve_the_producer
             await store.append(lease, [Chunk(body) for _ in range(500)])
 
         async def reader() -> int:
-            return len(await store.read("crowd", 0, 500))
+            return len(await store.read("crowd", 0, 2000))
 
         async def producer() -> None:
             for _ in range(20):
                 await store.renew(lease)
                 await store.append(lease, [Chunk(body)])
 
-        readers = asyncio.gather(*(reader() for _ in range(300)))
-        results, _ = await asyncio.gather(readers, producer())
-        assert all(n == 500 for n in results)
+        results = await asyncio.gather(*(reader() for _ in range(200)), producer())
+        assert all(n >= 2000 for n in results[:-1])
         assert lease.last_seq == 2020
     finally:
         await store.aclose()

@@ -51,7 +51,6 @@ DEFAULT_PREFIX = "handinger:relay:"
 _BLOCK_MS = 2000  # one XREAD BLOCK call at most; then the follower looks around
 _LINGER = 5.0  # a follower with no reader stops after this long
 _WINDOW = 4096  # entries a follower keeps for the readers of its process
-_WRITTEN = 10_000  # chats whose last appended seq a process remembers (read-your-writes)
 _T = TypeVar("_T")
 
 # -- the scripts ---------------------------------------------------------------
@@ -245,10 +244,8 @@ class _Follower:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def covers(self, after: int) -> bool:
-        """Whether the window holds the entry after ``after`` (at the window's end, Redis
-        may already hold more than the window: a read there asks Redis)."""
         window = self.window
-        return bool(window) and window[0].seq <= after + 1 <= window[-1].seq
+        return bool(window) and window[0].seq <= after + 1 <= window[-1].seq + 1
 
     def slice(self, after: int, limit: int) -> list[Entry]:
         start = after + 1 - self.window[0].seq
@@ -276,8 +273,8 @@ class _Follower:
                 continue
             self.error = None
             delay = 0.1
-            if not found or not found[0][1]:
-                continue  # nothing new (or the log expired while the read was blocked)
+            if not found:
+                continue
             window = self.window
             for entry_id, fields in found[0][1]:
                 entry = _entry(entry_id, fields)
@@ -297,9 +294,7 @@ class RedisStore(Store):
 
     Within one process, a chat's live readers share one ``XREAD BLOCK`` loop
     and a window of its last entries, so a thousand readers cost Redis one
-    blocked read. Reads of the log run at most ``max_connections`` at once
-    (the others wait their turn: a thousand readers joining at once is load,
-    not Redis being down); producers write on connections of their own.
+    blocked read. Connections are pooled (``max_connections``).
     """
 
     def __init__(
@@ -336,12 +331,12 @@ class RedisStore(Store):
             "retry": Retry(NoBackoff(), 1),
         }
         try:
-            # Not a BlockingConnectionPool: a thousand readers queueing on its
-            # asyncio.Condition, with timeouts, deadlocked the relay (all waiting,
-            # no timer left) on Python 3.11. Reads queue on self._reads instead.
-            pool = aioredis.ConnectionPool.from_url(
-                url, max_connections=max_connections + 16, socket_timeout=socket_timeout,
-                **options,
+            # Readers wait their turn for a pooled connection (timeout=None): a
+            # thousand catching up at once is load, not Redis being unavailable,
+            # which shows as a failure to connect or to answer.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=None,
+                socket_timeout=socket_timeout, **options,
             )
         except ValueError as exc:  # what redis says of a URL it cannot use
             raise InvalidRequestError(f"not a Redis URL: {self.url!r} ({exc})") from None
@@ -361,8 +356,6 @@ class RedisStore(Store):
         self._renew = self._writer.register_script(_RENEW)
         self._release = self._writer.register_script(_RELEASE)
         self._followers: dict[str, _Follower] = {}
-        self._written: dict[str, int] = {}  # chat -> the last seq this process appended
-        self._reads = asyncio.Semaphore(max_connections)
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -392,13 +385,6 @@ class RedisStore(Store):
             return await call
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
-
-    def _wrote(self, chat_id: str, seq: int) -> None:
-        written = self._written
-        written.pop(chat_id, None)
-        written[chat_id] = seq
-        if len(written) > _WRITTEN:  # the chats written longest ago are forgotten
-            del written[next(iter(written))]
 
     async def ping(self) -> None:
         """Check that Redis answers; :class:`StoreUnavailableError` if not."""
@@ -556,7 +542,6 @@ class RedisStore(Store):
                 f"chat {lease.chat_id!r}: the log is not where this producer left it"
             )
         lease.last_seq = last
-        self._wrote(lease.chat_id, last)
         lease.last_upstream_id = upstream_id
 
     async def finish(self, lease: Lease, error: str | None = None) -> None:
@@ -582,7 +567,6 @@ class RedisStore(Store):
             raise self._lost(lease)
         if seq > 0:
             lease.last_seq = seq
-            self._wrote(lease.chat_id, seq)
 
     async def release(self, lease: Lease) -> None:
         await self._call(self._release(keys=[self._key(lease.chat_id, "l")], args=[lease.token]))
@@ -591,21 +575,11 @@ class RedisStore(Store):
 
     async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
         follower = self._followers.get(chat_id)
-        if follower is None or follower.task.done():
-            # The first reader of a chat in this process starts the one loop that
-            # reads its log; the readers after it (a thousand joining a turn, each
-            # from its start) are served from that loop's window, not each by XRANGE.
-            self._followers[chat_id] = _Follower(self, chat_id, after)
-        elif follower.error is None and follower.window:
+        if follower is not None and follower.error is None:
             if follower.covers(after):
                 return follower.slice(after, limit)
-            if after == follower.window[-1].seq and self._written.get(chat_id, 0) <= after:
-                # At the live edge, and nothing newer written here: wait() wakes the
-                # reader when the follower reads more (a thousand readers, one XREAD).
-                return []
         meta, _, stream, _ = self._keys(chat_id)
-
-        async with self._reads, self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)
             pipe.hget(meta, "last_seq")
             found, last_seq = await self._call(pipe.execute())
