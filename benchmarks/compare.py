@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .suite import replay_server, spec_for
+from .suite import measure, replay_server, spec_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSUMER = "handinger-stream (aiohttp)"
@@ -35,15 +35,9 @@ SPECS = {
 
 def _once(tree: Path, base_url: str, spec: str) -> dict[str, Any]:
     # cwd first on sys.path: the tree's own handinger_stream and consumers are imported.
-    job = json.dumps({"base_url": base_url, "spec": spec, "streams": 1})
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.consumers", CONSUMER, job],
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result = measure(CONSUMER, base_url, spec, cwd=tree)
+    if "failed" in result:
+        sys.exit(f"{tree}: {result['failed']}")
     return result
 
 

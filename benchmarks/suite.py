@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from . import fold
@@ -58,13 +59,17 @@ def server_cpu(process: subprocess.Popen[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(consumer: str, base_url: str, spec: str, streams: int = 1) -> dict[str, Any]:
+def measure(
+    consumer: str, base_url: str, spec: str, streams: int = 1, cwd: Path | None = None
+) -> dict[str, Any]:
+    """One consumer's run in a fresh process (``cwd``: the tree whose code it runs)."""
     job = json.dumps({"base_url": base_url, "spec": spec, "streams": streams})
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.consumers", consumer, job],
         capture_output=True,
         text=True,
         timeout=1800,
+        cwd=cwd,
     )
     if done.returncode != 0:
         # The last line naming an exception says more than a traceback's frame.

@@ -633,9 +633,7 @@ class WorkerStream:
     def _stop(self) -> None:
         self._fold()
         self._finished = True
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            recorder.end(self._state.snapshot(), self._error)
+        self._end_recording()
         del self._queue[self._head :]
         self._stops.clear()
         self._notice = None
@@ -688,12 +686,16 @@ class WorkerStream:
     ) -> None:
         await self.aclose()
 
-    def __del__(self) -> None:
-        # Dropped while open (events taken with __anext__, never closed): let the
-        # connection go rather than leave it to the transport's own finaliser.
+    def _end_recording(self) -> None:
+        """Tell the recorder, once, how the stream ended."""
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             recorder.end(self._state.snapshot(), self._error)
+
+    def __del__(self) -> None:
+        # Dropped while open (events taken with __anext__, never closed): let the
+        # connection go rather than leave it to the transport's own finaliser.
+        self._end_recording()
         response = self._response
         if response is not None and not response.abort():
             close_soon(response.aclose)
