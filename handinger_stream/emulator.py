@@ -600,11 +600,15 @@ class _Handlers:
         # The assistant message as an AI SDK client folds it, built alongside the chunks.
         message: dict[str, Any] = {"id": plan.message_id, "role": "assistant", "parts": []}
 
+        # One stop point: the injected fault's, or the fleet plan's failure if earlier
+        # (the injected fault wins a tie).
+        stop_at, failure = fault.error_after, "injected fault: the agent failed"
+        if plan.fail_after is not None and (stop_at is None or plan.fail_after < stop_at):
+            stop_at, failure = plan.fail_after, plan.failure
+
         async def emit(chunk: dict[str, Any], pace: bool = False) -> bool:
             nonlocal emitted
-            if fault.error_after is not None and emitted >= fault.error_after:
-                return False
-            if plan.fail_after is not None and emitted >= plan.fail_after:
+            if stop_at is not None and emitted >= stop_at:
                 return False
             self._emit(worker, chunk)
             emitted += 1
@@ -616,8 +620,7 @@ class _Handlers:
 
         try:
             if not await self._play(worker, plan, emit, base, message):
-                injected = fault.error_after is not None and emitted >= fault.error_after
-                worker.error = "injected fault: the agent failed" if injected else plan.failure
+                worker.error = failure
                 self._emit(worker, {"type": "error", "errorText": worker.error})
         finally:
             worker.status, worker.running, worker.turn_active = "completed", False, False

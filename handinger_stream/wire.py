@@ -129,8 +129,9 @@ def decode_run(run: DataRun) -> list[Event] | None:
     text = run.lines
     events: list[Event]
     try:
-        if text.find(b'"type":"data-') >= 0:
-            events = _decode_around_data_parts(text)
+        hit = text.find(_DATA_PART)
+        if hit >= 0:
+            events = _decode_around_data_parts(text, hit)
         else:
             events = _chunk_decoder.decode_lines(text)  # type: ignore[assignment]
     except (msgspec.DecodeError, StreamDecodeError):
@@ -146,6 +147,9 @@ def decode_run(run: DataRun) -> list[Event] | None:
     return events
 
 
+_DATA_PART = b'"type":"data-'
+
+
 def _may_name_event_id(text: bytes) -> bool:
     """Whether JSON text may hold a key that decodes into ``event_id``."""
     # bytes.find, not `in`: `in` tries the needle as an int first, at the cost of an exception.
@@ -154,11 +158,12 @@ def _may_name_event_id(text: bytes) -> bool:
     )
 
 
-def _decode_around_data_parts(text: bytes) -> list[Event]:
-    """JSON lines with data parts among them: runs between them in one call each."""
+def _decode_around_data_parts(text: bytes, hit: int) -> list[Event]:
+    """JSON lines with data parts among them (the first at ``hit``): runs between
+    them in one call each."""
     out: list[Event] = []
     at = 0
-    while (hit := text.find(b'"type":"data-', at)) >= 0:
+    while hit >= 0:
         start = text.rfind(b"\n", 0, hit) + 1  # the line it is on (at is a line start)
         end = text.find(b"\n", hit)
         end = len(text) if end < 0 else end
@@ -166,6 +171,7 @@ def _decode_around_data_parts(text: bytes) -> list[Event]:
             out += _chunk_decoder.decode_lines(text[at : start - 1])
         out.append(_decode_generic(text[start:end], None, 0))
         at = end + 1
+        hit = text.find(_DATA_PART, at)
     if at < len(text):
         out += _chunk_decoder.decode_lines(text[at:])
     return out
