@@ -187,12 +187,6 @@ def current_step(worker: Worker) -> str:
     return "waiting"
 
 
-def _cost(worker: Worker) -> float:
-    if worker.costs is not None:
-        return worker.costs.total_usd
-    return worker.usage.cost_usd if worker.usage is not None else 0.0
-
-
 class Board:
     """The rows of a watch, the summary, and the table drawn from them."""
 
@@ -251,7 +245,7 @@ class Board:
         if usage is not None:
             row.tokens_in, row.tokens_out = usage.input_tokens, usage.output_tokens
             row.total_tokens = usage.total_tokens or usage.input_tokens + usage.output_tokens
-        row.cost = _cost(worker)
+        row.cost = worker.cost_usd or 0.0
         row.sources = len(worker.sources)
         tail = worker.output_text[-200:]
         row.last_words = " ".join(tail.split())

@@ -116,5 +116,16 @@ class Worker(msgspec.Struct, kw_only=True):
         """True when the worker reported an error."""
         return self.error is not None
 
+    @property
+    def cost_usd(self) -> float | None:
+        """What it has cost so far: its ``costs`` total, else its usage's; ``None`` if neither.
+
+        >>> Worker(id="w", costs=Costs(model_cost_usd=0.25)).cost_usd
+        0.25
+        """
+        if self.costs is not None:
+            return self.costs.total_usd
+        return self.usage.cost_usd if self.usage is not None else None
+
 
 WORKER_FIELDS: frozenset[str] = frozenset(Worker.__struct_fields__)

@@ -182,7 +182,7 @@ class StreamRecorder:
         if usage is not None:
             attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
             attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
-        cost = worker.costs.total_usd if worker.costs else (usage.cost_usd if usage else None)
+        cost = worker.cost_usd
         if cost is not None:
             attributes["handinger.worker.cost_usd"] = round(cost, 6)
         metric_attributes = dict(tel.attributes)

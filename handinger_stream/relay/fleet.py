@@ -44,10 +44,7 @@ class _Turn:
         self.chat_id = info.chat_id
         self.id = worker_id
         self.state = WorkerState(worker_id)
-        self.turn_start = 0
-        self.after = 0  # the seq of the last entry read
-        self.ended = True
-        self.follow(info)
+        self.follow(info)  # sets turn_start, after (the seq of the last entry read), ended
 
     def follow(self, info: ChatInfo) -> None:
         """Read the chat's running turn from its first entry (a later turn: on the same fold)."""
