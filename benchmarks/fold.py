@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from handinger_stream.events import TextDeltaEvent, TextStartEvent
-from handinger_stream.reducer import WorkerState, apply_event
+from handinger_stream.protocol.reducer import WorkerState, apply_event
+from handinger_stream.types.events import TextDeltaEvent, TextStartEvent
 
 
 def _deltas(n: int) -> list[TextDeltaEvent]:

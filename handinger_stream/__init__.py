@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .client import DEFAULT_BASE_URL, AsyncHandinger, Workers
+from ._version import __version__ as __version__
+from .client.async_client import DEFAULT_BASE_URL, AsyncHandinger, Workers
+from .client.stream import Checkpoint, StreamPolicy, WorkerStream
+from .client.sync_client import Handinger, SyncFileDownload, SyncWorkers, SyncWorkerStream
+from .client.upload import FileInput
+from .client.watch import Watch, WatchEvent
 from .errors import (
     APIConnectionError,
     APIStatusError,
@@ -29,7 +32,10 @@ from .errors import (
     UnprocessableEntityError,
     WorkerFailedError,
 )
-from .events import (
+from .protocol.reducer import WorkerState, apply_event, fold
+from .protocol.sse import ServerSentEvent, SSEDecoder
+from .protocol.wire import encode_event
+from .types.events import (
     AbortEvent,
     ChunkEvent,
     DataEvent,
@@ -61,7 +67,7 @@ from .events import (
     UnknownEvent,
     WorkerSnapshotEvent,
 )
-from .models import (
+from .types.worker import (
     Budget,
     Costs,
     File,
@@ -72,13 +78,6 @@ from .models import (
     Worker,
     WorkerStatus,
 )
-from .reducer import WorkerState, apply_event, fold
-from .sse import ServerSentEvent, SSEDecoder
-from .stream import Checkpoint, StreamPolicy, WorkerStream
-from .sync import Handinger, SyncFileDownload, SyncWorkers, SyncWorkerStream
-from .upload import FileInput
-from .watch import Watch, WatchEvent
-from .wire import encode_event
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import Worker
+    from .types.worker import Worker
 
 __all__ = [
     "APIConnectionError",

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 
 from handinger_stream import AsyncHandinger
+from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
-from handinger_stream.transport import TransportName
 
 API_KEY = "sk-test-secret-key-123"
 

@@ -27,7 +27,7 @@ import anyio
 import msgspec
 import pytest
 
-from handinger_stream.sse import SSEDecoder
+from handinger_stream.protocol.sse import SSEDecoder
 
 
 def free_port() -> int:

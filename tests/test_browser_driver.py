@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from .browser import CDPError, JavaScriptError, launch
+from tests.browser import CDPError, JavaScriptError, launch
 
 pytestmark = pytest.mark.browser
 

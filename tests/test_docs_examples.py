@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 
 from handinger_stream.emulator import Emulator
-
-from .conftest import API_KEY
+from tests.conftest import API_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

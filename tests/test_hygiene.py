@@ -21,10 +21,9 @@ import pytest
 import trio
 
 from handinger_stream import AsyncHandinger, WorkerStream
+from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
-from handinger_stream.transport import TransportName
-
-from .conftest import API_KEY
+from tests.conftest import API_KEY
 
 STREAMS = 1000
 

@@ -30,18 +30,18 @@ from typing import Any
 
 import anyio
 
-from ..client import AsyncHandinger
+from ..client.async_client import AsyncHandinger
+from ..client.stream import WorkerStream
 from ..errors import (
     APIConnectionError,
     APIStatusError,
     HandingerError,
     InvalidRequestError,
 )
-from ..events import Event, StartEvent, WorkerSnapshotEvent
-from ..models import Budget
-from ..retry import RetryPolicy
-from ..stream import WorkerStream
-from ..wire import encode_event
+from ..protocol.retry import RetryPolicy
+from ..protocol.wire import encode_event
+from ..types.events import Event, StartEvent, WorkerSnapshotEvent
+from ..types.worker import Budget
 from .errors import LeaseLostError, StoreUnavailableError
 from .memory import MemoryStore
 from .store import ChatInfo, Chunk, Entry, Lease, Store

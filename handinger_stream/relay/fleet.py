@@ -22,11 +22,11 @@ from types import TracebackType
 
 import anyio
 
+from ..client.watch import LiveEvent, SnapshotsView, WatchEvent
 from ..errors import HandingerError, IncompleteStreamError
-from ..events import Event
-from ..models import Worker
-from ..reducer import WorkerState
-from ..watch import LiveEvent, SnapshotsView, WatchEvent
+from ..protocol.reducer import WorkerState
+from ..types.events import Event
+from ..types.worker import Worker
 from .errors import StoreUnavailableError
 from .store import ChatInfo, Store
 

@@ -34,7 +34,7 @@ from ..errors import (
     HandingerError,
     InvalidRequestError,
 )
-from ..models import BUDGETS
+from ..types.worker import BUDGETS
 from .core import Reader, Relay
 from .errors import RelayError
 from .store import Entry

@@ -24,9 +24,9 @@ from types import TracebackType
 
 import msgspec
 
-from ..events import Event
-from ..sse import ServerSentEvent
-from ..wire import decode_event
+from ..protocol.sse import ServerSentEvent
+from ..protocol.wire import decode_event
+from ..types.events import Event
 
 __all__ = [
     "CHAT_SECONDS",

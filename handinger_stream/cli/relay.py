@@ -1,0 +1,133 @@
+"""``handinger-stream relay``: the relay and its chat page, on aiohttp, until interrupted.
+
+    handinger-stream relay                                  # the embedded emulator, MemoryStore
+    handinger-stream relay --redis redis://127.0.0.1:6379/0 --port 8788
+    HANDINGER_API_KEY=... handinger-stream relay --base-url https://v3.handinger.com
+
+Several processes given the same ``--redis`` serve the same chats: put them
+behind any load balancer (no stickiness needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from ..client.async_client import AsyncHandinger
+from ..errors import InvalidRequestError
+from ..relay.aiohttp_app import make_aiohttp_app
+from ..relay.core import Relay
+from ..relay.errors import StoreUnavailableError
+from ..relay.memory import MemoryStore
+from ..relay.redis_store import RedisStore
+from ..relay.store import Store
+from ..testing.emulator import Emulator
+from .arguments import EMULATOR_PACE, pace, port, positive
+
+__all__ = ["add_parser", "main", "serve"]
+
+DEFAULT_PORT = 8788
+EXIT_OK, EXIT_USAGE, EXIT_CONNECTION = 0, 2, 3
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``relay`` with the command line's subcommands."""
+    relay = sub.add_parser(
+        "relay", help="relay workers' streams to browsers (the AI SDK chat transport) and a page"
+    )
+    relay.add_argument("--host", default="127.0.0.1")
+    relay.add_argument("--port", type=port, default=DEFAULT_PORT, help="0: any free port")
+    relay.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share chats with other relay processes through this Redis (default: in memory)",
+    )
+    relay.add_argument("--base-url", default=None, help="the API's base URL")
+    relay.add_argument(
+        "--lease-seconds",
+        type=positive,
+        default=10.0,
+        help="a producer's lease: how soon another process resumes a turn whose producer died",
+    )
+    relay.add_argument(
+        "--tokens-per-second",
+        type=pace,
+        default=EMULATOR_PACE,
+        help="the embedded emulator's pace (0: as fast as possible)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``handinger-stream relay`` with parsed arguments; the exit code."""
+    return asyncio.run(serve(args))
+
+
+async def serve(args: argparse.Namespace) -> int:
+    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
+    api_key = os.environ.get("HANDINGER_API_KEY")
+    async with contextlib.AsyncExitStack() as stack:
+        if base_url is None and api_key is None:
+            emulator = Emulator(tokens_per_second=args.tokens_per_second)
+            await stack.enter_async_context(emulator)
+            base_url, api_key = emulator.base_url, "emulator"
+            _say(
+                "No HANDINGER_API_KEY or base URL given: "
+                f"using the embedded emulator at {base_url}"
+            )
+        elif api_key is None:
+            _say(f"error: HANDINGER_API_KEY is needed to relay {base_url}")
+            return EXIT_USAGE
+        store: Store
+        if args.redis:
+            try:
+                redis_store = RedisStore(args.redis)
+            except InvalidRequestError as exc:
+                _say(f"error: --redis: {exc}")
+                return EXIT_USAGE
+            stack.push_async_callback(redis_store.aclose)
+            try:
+                await redis_store.ping()
+            except StoreUnavailableError as exc:
+                _say(f"error: {exc}")
+                return EXIT_CONNECTION
+            store = redis_store
+        else:
+            store = MemoryStore()
+        client = await stack.enter_async_context(AsyncHandinger(api_key=api_key, base_url=base_url))
+        relay = Relay(client, store, lease_seconds=args.lease_seconds)
+        stack.push_async_callback(relay.aclose)
+        runner = web.AppRunner(make_aiohttp_app(relay), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, args.host, args.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            _say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+            return EXIT_CONNECTION
+        port = runner.addresses[0][1]
+        where = f"Redis {store.url}" if isinstance(store, RedisStore) else "memory"
+        _say(
+            f"handinger-stream relay on http://{args.host}:{port}/ "
+            f"(chats in {where}; workers at {base_url}; Ctrl-C to stop)"
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        _say("relay stopping: running turns go on in their workers, and resume at the next reader")
+    return EXIT_OK
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,109 @@
+"""The retry policy: one set of rules for requests and for resumed streams.
+
+Which failures are worth another try, and how long to wait before it: the
+server's own wish first (``retry-after-ms``, ``Retry-After``), else a
+backoff that starts from the stream's SSE ``retry:`` field or 0.5 s and
+doubles per attempt, capped, and jittered so that many clients do not come
+back in step. How many attempts is the caller's to say (``max_retries`` for
+a request, ``max_reconnects`` for a stream's resumes in a row).
+
+>>> policy = RetryPolicy()
+>>> policy.delay(1, retry_after=3.0)
+3.0
+>>> policy.delay(1, server_retry=0.25)
+0.25
+>>> 0.75 * 8.0 <= policy.delay(10) <= 8.0
+True
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import APIConnectionError, APIStatusError
+
+__all__ = ["RETRY_STATUSES", "RetryPolicy", "retry_after"]
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+"""Statuses that say "not now" rather than "never"."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """What is retried and how long to wait; the same for requests and resumes.
+
+    ``max_retry_after`` bounds the waits a server may ask for: a longer one
+    is treated as if it had not been given (the backoff applies instead).
+
+    >>> RetryPolicy().retryable(APIStatusError("busy", status_code=503), idempotent=False)
+    True
+    """
+
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+    statuses: frozenset[int] = RETRY_STATUSES
+
+    def retryable(self, error: BaseException, *, idempotent: bool) -> bool:
+        """Whether another attempt may succeed, and may be made safely.
+
+        A request that was sent but got no answer is retried only when it is
+        idempotent: a ``POST`` that reached the server may have created a worker.
+        """
+        if isinstance(error, APIStatusError):
+            return error.status_code in self.statuses
+        if isinstance(error, APIConnectionError):
+            return idempotent or not error.request_sent
+        return False
+
+    def delay(
+        self, attempt: int, *, retry_after: float | None = None, server_retry: float | None = None
+    ) -> float:
+        """Seconds to wait before attempt ``attempt`` (1 for the first retry).
+
+        ``retry_after`` is the server's answer to this attempt's failure;
+        ``server_retry`` the stream's SSE ``retry:`` field, in seconds, which
+        the standard makes the first wait before reconnecting.
+        """
+        if retry_after is not None and 0 < retry_after <= self.max_retry_after:
+            return retry_after
+        first = server_retry if server_retry is not None else self.initial_delay
+        wait = min(first * 2.0 ** (attempt - 1), max(self.max_delay, first))
+        if attempt == 1 and server_retry is not None:
+            return wait
+        # Down by up to a quarter: never longer than asked, never in lockstep.
+        return wait * (1 - 0.25 * random.random())
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The server's wish, in seconds, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be seconds or an HTTP date.
+
+    >>> retry_after({"retry-after-ms": "1500"})
+    1.5
+    >>> retry_after({"retry-after": "2"})
+    2.0
+    """
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()

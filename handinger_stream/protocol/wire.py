@@ -1,0 +1,285 @@
+"""Wire decoding: one SSE event's data becomes one typed event.
+
+Known chunk types decode in one msgspec pass through a tagged union, built
+once. ``data-*`` parts, Worker snapshots and unknown chunks take a slower
+generic path; they are rare on a stream, so the common path pays nothing
+for them.
+
+>>> from handinger_stream.protocol.sse import ServerSentEvent
+>>> decode_event(ServerSentEvent(b'{"type":"text-delta","id":"t","delta":"x"}', id="3"), 0)
+TextDeltaEvent(id='t', delta='x', provider_metadata=UNSET, event_id='3')
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any, Final
+
+import msgspec
+
+from ..errors import StreamDecodeError
+from ..types.events import (
+    CHUNK_TYPES,
+    ChunkEvent,
+    DataEvent,
+    Event,
+    UnknownEvent,
+    WorkerSnapshotEvent,
+)
+from ..types.worker import WORKER_FIELDS, Worker
+from .sse import DataRun, ServerSentEvent
+
+__all__ = [
+    "DONE",
+    "decode_event",
+    "decode_items",
+    "decode_run",
+    "decode_worker",
+    "encode_event",
+    "snapshot_event",
+    "worker_from_object",
+]
+
+DONE: Final = b"[DONE]"
+_DONE_TAIL: Final = b"\n" + DONE
+
+_chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
+_any_decoder: Final = msgspec.json.Decoder()
+_encode: Final = msgspec.json.Encoder().encode
+# An escaped letter of "eventId" (a key that would decode into event_id).
+_ESCAPED_KEY_LETTER: Final = re.compile(rb"\\u00(?:6[45eE]|7[46]|49)")
+_worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
+_DATA_PREFIX: Final = b'{"type":"data-'
+
+
+def decode_event(sse: ServerSentEvent, index: int) -> Event:
+    """Decode one SSE event into a typed event (``[DONE]`` is the caller's to check).
+
+    Raises :class:`StreamDecodeError` naming ``index`` when the data is not JSON
+    or a known chunk type has the wrong shape.
+    """
+    raw = sse.raw
+    if not raw.startswith(_DATA_PREFIX):
+        try:
+            event: Event = _chunk_decoder.decode(raw)
+        except msgspec.DecodeError:
+            pass
+        else:
+            event.event_id = sse.id
+            return event
+    return _decode_generic(raw, sse.id, index)
+
+
+def decode_items(
+    items: Sequence[ServerSentEvent | DataRun],
+    out: list[Event | StreamDecodeError],
+    bad: list[int],
+) -> bool:
+    """Typed events of what the SSE decoder gave, appended to ``out``; True at ``[DONE]``.
+
+    A bad event takes its own place in ``out`` as its :class:`StreamDecodeError`
+    (its position is appended to ``bad``), so the events before it can be
+    delivered first. What follows ``[DONE]`` is dropped.
+
+    >>> from handinger_stream.protocol.sse import SSEDecoder
+    >>> out, bad = [], []
+    >>> items = SSEDecoder().feed_runs(b'data: {"type":"start"}\\n\\ndata: [DONE]\\n\\n')
+    >>> decode_items(items, out, bad)
+    True
+    >>> out, bad
+    ([StartEvent(message_id=None, message_metadata=UNSET, event_id=None)], [])
+    """
+    for item in items:
+        if type(item) is DataRun:
+            if item.count > 1 and item.lines.endswith(_DONE_TAIL):
+                # The last read of a stream: the run before [DONE] still decodes at once.
+                return decode_items(item.split_last(), out, bad)
+            events = decode_run(item)
+            if events is not None:
+                out += events
+                continue
+            singles: Sequence[ServerSentEvent] = item.events()
+        else:
+            singles = (item,)  # type: ignore[assignment]
+        for sse in singles:
+            if sse.raw == DONE:
+                return True
+            try:
+                out.append(decode_event(sse, len(out)))
+            except StreamDecodeError as exc:
+                bad.append(len(out))
+                out.append(exc)
+    return False
+
+
+def decode_run(run: DataRun) -> list[Event] | None:
+    """A run of events decoded in one pass, or ``None`` when it cannot be.
+
+    The run's data are JSON lines, one event a line, so msgspec decodes them
+    in a single call and no line can run into the next; each event then gets
+    its SSE id. Data parts and snapshots (``"type":"data-...``) are decoded on
+    their own in between. ``None`` (an unknown chunk, bad JSON, a wrong shape,
+    ``[DONE]``) means: decode them one by one, which then raises for the bad
+    event in its turn. Either way the events are exactly what
+    :func:`decode_event` gives for each.
+    """
+    text = run.lines
+    events: list[Event]
+    try:
+        hit = text.find(_DATA_PART)
+        if hit >= 0:
+            events = _decode_around_data_parts(text, hit)
+        else:
+            events = _chunk_decoder.decode_lines(text)  # type: ignore[assignment]
+    except (msgspec.DecodeError, StreamDecodeError):
+        return None
+    if len(events) != run.count:
+        return None  # a blank line, or an event without data: not what it seemed
+    # Each event's id is the SSE id it came with, whatever its data says.
+    if run.ids is not None:
+        deque(map(setattr, events, repeat("event_id"), run.ids), maxlen=0)
+    elif run.id is not None or _may_name_event_id(text):
+        for event in events:
+            event.event_id = run.id
+    return events
+
+
+_DATA_PART = b'"type":"data-'
+
+
+def _may_name_event_id(text: bytes) -> bool:
+    """Whether JSON text may hold a key that decodes into ``event_id``."""
+    # bytes.find, not `in`: `in` tries the needle as an int first, at the cost of an exception.
+    return text.find(b"eventId") >= 0 or (
+        text.find(b"\\u00") >= 0 and _ESCAPED_KEY_LETTER.search(text) is not None
+    )
+
+
+def _decode_around_data_parts(text: bytes, hit: int) -> list[Event]:
+    """JSON lines with data parts among them (the first at ``hit``): runs between
+    them in one call each."""
+    out: list[Event] = []
+    at = 0
+    while hit >= 0:
+        start = text.rfind(b"\n", 0, hit) + 1  # the line it is on (at is a line start)
+        end = text.find(b"\n", hit)
+        end = len(text) if end < 0 else end
+        if start > at:
+            out += _chunk_decoder.decode_lines(text[at : start - 1])
+        out.append(_decode_generic(text[start:end], None, 0))
+        at = end + 1
+        hit = text.find(_DATA_PART, at)
+    if at < len(text):
+        out += _chunk_decoder.decode_lines(text[at:])
+    return out
+
+
+def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
+    try:
+        obj = _any_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        # The standard decodes invalid UTF-8 with replacement characters.
+        try:
+            obj = _any_decoder.decode(raw.decode("utf-8", "replace").encode())
+        except msgspec.DecodeError:
+            raise StreamDecodeError(
+                f"invalid JSON ({exc})", index=index, event_id=event_id, data=raw
+            ) from None
+    if not isinstance(obj, dict):
+        return UnknownEvent(type=None, data=obj, raw=_text(raw), event_id=event_id)
+    kind = obj.get("type")
+    try:
+        if kind is None and obj.get("object") == "worker":
+            return snapshot_event(obj, event_id, bare=True)
+        if kind == "data-worker" and isinstance(obj.get("data"), dict):
+            part_id, transient = obj.get("id"), obj.get("transient")
+            return msgspec.structs.replace(
+                snapshot_event(obj["data"], event_id),
+                part_id=part_id if isinstance(part_id, str) else None,
+                transient=transient if isinstance(transient, bool) else None,
+            )
+        if isinstance(kind, str) and kind.startswith("data-"):
+            data_event = msgspec.convert(obj, DataEvent)
+            data_event.event_id = event_id
+            return data_event
+        if kind in CHUNK_TYPES:
+            event: Event = msgspec.convert(obj, ChunkEvent)
+            event.event_id = event_id
+            return event
+    except msgspec.ValidationError as exc:
+        raise StreamDecodeError(
+            f"{kind or 'worker'} chunk has the wrong shape ({exc})",
+            index=index,
+            event_id=event_id,
+            data=raw,
+        ) from None
+    return UnknownEvent(
+        type=kind if isinstance(kind, str) else None, data=obj, raw=_text(raw), event_id=event_id
+    )
+
+
+def snapshot_event(
+    obj: dict[str, Any], event_id: str | None = None, *, bare: bool = False
+) -> WorkerSnapshotEvent:
+    """A snapshot event from a decoded Worker object; ``fields`` are the keys it carried."""
+    return WorkerSnapshotEvent(
+        worker=worker_from_object(obj),
+        fields=frozenset(obj.keys() & WORKER_FIELDS),
+        event_id=event_id,
+        bare=bare,
+    )
+
+
+def encode_event(event: Event) -> bytes:
+    """The event's chunk as JSON, as the wire carried it: what the AI SDK's client accepts.
+
+    No ``eventId``, no field the chunk did not have, a snapshot in its own
+    wrapper (the fields it carried), an unknown chunk byte for byte. With
+    :func:`decode_event` it round-trips.
+
+    >>> raw = b'{"type":"text-delta","id":"t","delta":"x"}'
+    >>> encode_event(decode_event(ServerSentEvent(raw, id="9"), 0)) == raw
+    True
+    """
+    if isinstance(event, UnknownEvent):
+        return event.raw.encode()
+    if isinstance(event, WorkerSnapshotEvent):
+        whole = msgspec.to_builtins(event.worker)
+        worker = {key: whole[key] for key in whole if key in event.fields}
+        if event.bare:
+            return _encode(worker)
+        part: dict[str, Any] = {"type": event.type}
+        if event.part_id is not None:
+            part["id"] = event.part_id
+        part["data"] = worker
+        if event.transient is not None:
+            part["transient"] = event.transient
+        return _encode(part)
+    if isinstance(event, DataEvent):
+        data_part: dict[str, Any] = {"type": event.type}
+        if event.id is not None:
+            data_part["id"] = event.id
+        data_part["data"] = event.data
+        if event.transient is not None:
+            data_part["transient"] = event.transient
+        return _encode(data_part)
+    if event.event_id is not None:
+        event = msgspec.structs.replace(event, event_id=None)
+    return _encode(event)
+
+
+def worker_from_object(obj: dict[str, Any]) -> Worker:
+    """A Worker from decoded JSON, tolerant of extra fields and int/float mixups."""
+    return msgspec.convert(obj, Worker, strict=False)
+
+
+def decode_worker(body: bytes) -> Worker:
+    """A Worker from a JSON response body."""
+    return _worker_decoder.decode(body)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")

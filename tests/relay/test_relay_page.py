@@ -1,0 +1,273 @@
+"""The relay's chat page in headless Chromium, end to end over a Handinger emulator.
+
+The page is the committed bundle (handinger_stream/relay/page/dist), served by the
+relay itself: in this process (``chat_server``), and by relay processes sharing a
+real redis-server, one of them killed mid-answer. To refresh the screenshots in the
+docs:
+
+    RELAY_PAGE_SCREENSHOTS=docs .venv/bin/python -m pytest tests/test_relay_page.py -k streams
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from handinger_stream import AsyncHandinger, Worker
+from handinger_stream.emulator import Emulator
+from handinger_stream.relay import MemoryStore, Relay, make_aiohttp_app
+from tests.browser import Page, launch
+from tests.relay_helpers import RelayProcess, redis_server
+
+pytestmark = pytest.mark.browser
+
+PROMPT = "What's the weather in Barcelona?"
+
+STATUS = "document.getElementById('status').textContent"
+# What a reader sees: each message's role, id, and its text parts run together.
+MESSAGES = """[...document.querySelectorAll('#messages .message')].map((m) => ({
+  role: m.dataset.role,
+  id: m.dataset.id,
+  text: [...m.querySelectorAll('.text')].map((t) => t.textContent).join(''),
+}))"""
+ANSWER = f"({MESSAGES}).filter((m) => m.role === 'assistant').map((m) => m.text).join('')"
+
+
+@pytest.fixture
+async def handinger() -> AsyncIterator[AsyncHandinger]:
+    # A pace a person can watch; short keep-alives, so that comments reach the page too.
+    async with Emulator(tokens_per_second=20, keepalive_interval=0.04) as emulator:
+        async with AsyncHandinger(api_key="any", base_url=emulator.base_url) as client:
+            yield client
+
+
+@pytest.fixture
+async def chat_server(handinger: AsyncHandinger) -> AsyncIterator[str]:
+    """The page's base URL: the relay (MemoryStore) over the emulator, in an aiohttp app."""
+    root = web.Application(middlewares=[web.normalize_path_middleware()])
+    # Under a prefix, as a relay mounted in a bigger app would be: the page must not
+    # assume it lives at /.
+    async with Relay(handinger, MemoryStore()) as relay:
+        root.add_subapp("/relay/", make_aiohttp_app(relay, keepalive=0.1))
+        runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield f"http://127.0.0.1:{runner.addresses[0][1]}/relay/"
+        finally:
+            await runner.cleanup()
+
+
+# -- the tests ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: a temporary directory, or $RELAY_PAGE_SCREENSHOTS."""
+    return Path(os.environ.get("RELAY_PAGE_SCREENSHOTS") or tmp_path)
+
+
+async def chat_ready(page: Page) -> str:
+    """Wait until the page has its history and its chat mounted; the chat id."""
+    await page.wait_for("document.body.dataset.ready === '1'")
+    chat_id: str = await page.evaluate("decodeURIComponent(location.hash.slice(1))")
+    assert chat_id
+    return chat_id
+
+
+async def watch_answer_grow(page: Page, times: int = 2, timeout: float = 30.0) -> str:
+    """Wait until the answer has appeared and then grown ``times`` times; its text then."""
+    seen: list[str] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(seen) <= times:
+        text: str = await page.evaluate(ANSWER)
+        if text and (not seen or len(text) > len(seen[-1])):
+            assert not seen or text.startswith(seen[-1]), (seen[-1], text)
+            seen.append(text)
+        assert asyncio.get_running_loop().time() < deadline, f"the answer did not grow: {seen}"
+        await asyncio.sleep(0.02)
+    return seen[-1]
+
+
+async def answering_worker(url: str, chat_id: str, client: AsyncHandinger) -> Worker | None:
+    """The worker behind the chat's last finished answer (None before there is one).
+
+    The chat's history names it: the emulator's stream puts ``workerId`` in the
+    message metadata, and the relay's history keeps it.
+    """
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}api/chat/{chat_id}") as response:
+            assert response.status == 200
+            history = await response.json()
+    assert history["id"] == chat_id
+    answers = [m for m in history["messages"] if m["role"] == "assistant"]
+    if not answers:
+        return None
+    return await client.workers.retrieve(answers[-1]["metadata"]["workerId"])
+
+
+async def test_a_turn_streams_into_the_page(
+    chat_server: str, handinger: AsyncHandinger, shots: Path
+) -> None:
+    async with launch() as browser:
+        page = await browser.new_page()
+        await page.goto(chat_server)
+        chat_id = await chat_ready(page)
+        assert await page.evaluate(STATUS) == "ready"
+        assert await page.evaluate(MESSAGES) == []
+
+        await page.type("#prompt", PROMPT)
+        await page.click("#send")
+        await watch_answer_grow(page)
+        # Some way into the answer, for a screenshot that shows it being written.
+        await page.wait_for(f"({ANSWER}).length > 150")
+        partial: str = await page.evaluate(ANSWER)
+        assert await page.evaluate(STATUS) == "streaming"
+        assert await page.evaluate(
+            "!!document.querySelector('#stop') && !document.querySelector('#send')"
+        )
+        await page.screenshot(shots / "relay-page.png")
+
+        await page.wait_for(f"{STATUS} === 'ready'", timeout=60)
+        await page.screenshot(shots / "relay-page-done.png")
+        shown = await page.evaluate(MESSAGES)
+        worker = await answering_worker(chat_server, chat_id, handinger)
+        assert worker is not None
+        assert [(m["role"], m["text"]) for m in shown] == [
+            ("user", PROMPT),
+            ("assistant", worker.output_text),
+        ]
+        assert worker.output_text.startswith(partial) and partial != worker.output_text
+        # The page's message is the worker's, as the stream's start chunk named it.
+        assert shown[1]["id"] == worker.messages[-1]["id"]
+        assert await page.evaluate("document.querySelectorAll('.sources a').length") == len(
+            worker.sources
+        )
+        tool = "document.querySelector('.tool[data-tool=\"web_search\"]').dataset.state"
+        assert await page.evaluate(tool) == "output-available"
+        assert await page.evaluate("document.querySelectorAll('.text.streaming').length") == 0
+        assert await page.evaluate("document.getElementById('prompt').value") == ""
+        assert page.console_errors == []
+
+
+async def test_a_reload_mid_stream_resumes_the_turn_once(
+    chat_server: str, handinger: AsyncHandinger
+) -> None:
+    async with launch() as browser:
+        page = await browser.new_page()
+        await page.goto(chat_server)
+        chat_id = await chat_ready(page)
+        await page.type("#prompt", PROMPT)
+        await page.press_enter("#prompt")
+        before = await watch_answer_grow(page)
+
+        await page.reload()
+        assert await chat_ready(page) == chat_id
+        # The question comes from the history; the answer only from the resumed stream.
+        await page.wait_for(f"{STATUS} === 'streaming'")
+        await page.wait_for(f"{STATUS} === 'ready'", timeout=60)
+
+        shown = await page.evaluate(MESSAGES)
+        worker = await answering_worker(chat_server, chat_id, handinger)
+        assert worker is not None
+        assert [(m["role"], m["text"]) for m in shown] == [
+            ("user", PROMPT),
+            ("assistant", worker.output_text),
+        ]
+        assert worker.output_text.startswith(before) and before != worker.output_text
+        assert page.console_errors == []
+
+
+async def test_stop_leaves_the_worker_running_and_a_reload_shows_its_answer(
+    chat_server: str, handinger: AsyncHandinger
+) -> None:
+    async with launch() as browser:
+        page = await browser.new_page()
+        await page.goto(chat_server)
+        chat_id = await chat_ready(page)
+        await page.type("#prompt", PROMPT)
+        await page.click("#send")
+        await watch_answer_grow(page, times=1)
+        await page.click("#stop")
+        await page.wait_for(f"{STATUS} === 'ready'")
+        stopped: str = await page.evaluate(ANSWER)
+        await asyncio.sleep(0.3)
+        assert await page.evaluate(ANSWER) == stopped
+
+        # The worker was not ours to stop: it finishes, and the chat's history has it.
+        for _ in range(600):
+            worker = await answering_worker(chat_server, chat_id, handinger)
+            if worker is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert worker is not None
+        assert worker.output_text.startswith(stopped) and stopped != worker.output_text
+
+        await page.reload()
+        assert await chat_ready(page) == chat_id
+        shown = await page.evaluate(MESSAGES)
+        assert [(m["role"], m["text"]) for m in shown] == [
+            ("user", PROMPT),
+            ("assistant", worker.output_text),
+        ]
+        # Nothing to resume: the turn is over, and the history already holds it.
+        await asyncio.sleep(0.3)
+        assert await page.evaluate(STATUS) == "ready"
+        assert await page.evaluate(MESSAGES) == shown
+        assert page.console_errors == []
+
+
+# -- several relay processes over Redis ---------------------------------------------
+
+
+@pytest.fixture
+def paced_emulator() -> Iterator[Emulator]:
+    with Emulator(tokens_per_second=20, keepalive_interval=0.2) as emulator:
+        yield emulator
+
+
+async def test_the_relay_serving_the_page_is_killed_and_another_finishes_the_answer_once(
+    paced_emulator: Emulator,
+) -> None:
+    with redis_server() as redis:
+        a = RelayProcess(base_url=paced_emulator.base_url, redis_url=redis.url)
+        b = RelayProcess(base_url=paced_emulator.base_url, redis_url=redis.url)
+        try:
+            async with (
+                launch() as browser,
+                AsyncHandinger(api_key="any", base_url=paced_emulator.base_url) as client,
+            ):
+                page = await browser.new_page()
+                await page.goto(a.url)
+                chat_id = await chat_ready(page)
+                await page.type("#prompt", PROMPT)
+                await page.click("#send")
+                before = await watch_answer_grow(page)
+                # The process producing the answer dies (no goodbye: its lease expires).
+                a.kill()
+                # The same chat at another relay process: its history, then the answer,
+                # resumed from the last event stored, shown once.
+                other = await browser.new_page()
+                await other.goto(f"{b.url}#{chat_id}")
+                assert await chat_ready(other) == chat_id
+                await other.wait_for(f"({ANSWER}).length > 0", timeout=30)
+                await other.wait_for(f"{STATUS} === 'ready'", timeout=60)
+                shown = await other.evaluate(MESSAGES)
+                worker = await answering_worker(b.url, chat_id, client)
+                assert worker is not None
+                assert [(m["role"], m["text"]) for m in shown] == [
+                    ("user", PROMPT),
+                    ("assistant", worker.output_text),
+                ]
+                assert worker.output_text.startswith(before) and before != worker.output_text
+                assert other.console_errors == []
+        finally:
+            a.stop()
+            b.stop()
