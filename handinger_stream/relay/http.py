@@ -34,6 +34,7 @@ from ..errors import (
     HandingerError,
     InvalidRequestError,
 )
+from ..protocol.headers import SSE_HEADERS, WORKER_ID_HEADER
 from ..types.worker import BUDGETS
 from .core import Reader, Relay
 from .errors import RelayError
@@ -45,12 +46,6 @@ log = logging.getLogger("handinger_stream.relay")
 
 PAGE = Path(__file__).parent / "page" / "dist"
 """The chat page's built files (``index.html``, ``app.js``, ``app.css``)."""
-SSE_HEADERS = {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache",
-    "x-vercel-ai-ui-message-stream": "v1",
-    "x-accel-buffering": "no",
-}
 MAX_BODY = 8 * 1024 * 1024  # the transport sends the whole conversation each time
 _ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -263,7 +258,7 @@ class RelayHTTP:
     def _sse(self, reader: Reader, worker_id: str | None, query: dict[str, list[str]]) -> Reply:
         headers = dict(SSE_HEADERS)
         if worker_id:
-            headers["x-handinger-worker-id"] = worker_id
+            headers[WORKER_ID_HEADER] = worker_id
         snapshots = self.snapshots or query.get("snapshots", ["0"])[-1] in ("1", "true")
         return Reply(
             200, headers, stream=SSEBody(reader, keepalive=self.keepalive, snapshots=snapshots)

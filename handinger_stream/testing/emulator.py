@@ -42,6 +42,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 
 from .._background import LoopThread, under_trio
+from ..protocol.headers import SSE_HEADERS, WORKER_ID_HEADER
 from ..protocol.partial_json import parse_partial_json
 from ..types.worker import BUDGETS
 from .agent import TurnPlan, plan_turn
@@ -50,14 +51,6 @@ from .cassette import Cassette, _Player
 __all__ = ["FAULT_HEADER", "ClientOptions", "Emulator", "Fault", "make_app"]
 
 FAULT_HEADER = "x-emulator-fault"
-WORKER_ID_HEADER = "x-handinger-worker-id"
-SSE_HEADERS = {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache",
-    "connection": "keep-alive",
-    "x-vercel-ai-ui-message-stream": "v1",
-    "x-accel-buffering": "no",
-}
 _encode = msgspec.json.Encoder().encode
 _SPOOL_CHUNK = 256 * 1024
 
@@ -279,8 +272,10 @@ def _auth_middleware(store: _Store) -> Any:
             return _error(401, "invalid API key", "authentication_error")
         spec = request.headers.get(FAULT_HEADER)
         queued = False
-        if spec is None and store.fault_queue and "text/event-stream" in request.headers.get(
-            "accept", ""
+        if (
+            spec is None
+            and store.fault_queue
+            and "text/event-stream" in request.headers.get("accept", "")
         ):
             try:
                 spec, queued = store.fault_queue.popleft(), True
