@@ -7,6 +7,12 @@ doubles per attempt, capped, and jittered so that many clients do not come
 back in step. How many attempts is the caller's to say (``max_retries`` for
 a request, ``max_reconnects`` for a stream's resumes in a row).
 
+:meth:`RetryPolicy.call` is the one retry loop of the package: requests,
+resumes, the relay's store writes and its followers all go through it, each
+with its own policy values and its own idea of what is worth retrying. It
+decides nothing itself and touches no network: it sleeps (``anyio.sleep``
+unless given another ``sleep``, as the tests do with a fake clock).
+
 >>> policy = RetryPolicy()
 >>> policy.delay(1, retry_after=3.0)
 3.0
@@ -21,12 +27,17 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
 
 from ..errors import APIConnectionError, APIStatusError
 
 __all__ = ["RETRY_STATUSES", "RetryPolicy", "retry_after"]
+
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 """Statuses that say "not now" rather than "never"."""
@@ -77,6 +88,60 @@ class RetryPolicy:
             return wait
         # Down by up to a quarter: never longer than asked, never in lockstep.
         return wait * (1 - 0.25 * random.random())
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        retries: int | None,
+        retryable: Callable[[Exception], bool],
+        delay: Callable[[int, Exception], float] | None = None,
+        first_delay: float = 0.0,
+        deadline: float | None = None,
+        on_retry: Callable[[int, float, Exception], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> T:
+        """``attempt()``'s result, trying again after a failure ``retryable`` accepts.
+
+        ``retries``: how many times at most (``None``: no count, only the
+        ``deadline``, a ``time.monotonic()`` past which no wait may end).
+        ``delay(n, error)``: seconds before retry ``n`` (1 first); by
+        default :meth:`delay`, honouring an error's ``retry_after``.
+        ``first_delay``: seconds before the first attempt (a resume waits
+        before it reconnects). The failure that ends the loop is raised as it
+        was; cancellation is never caught.
+
+        >>> import asyncio
+        >>> answers = iter([ConnectionError("down"), ConnectionError("down"), "up"])
+        >>> async def flaky():
+        ...     answer = next(answers)
+        ...     if isinstance(answer, Exception):
+        ...         raise answer
+        ...     return answer
+        >>> async def no_wait(seconds: float) -> None: ...
+        >>> down = lambda e: isinstance(e, ConnectionError)
+        >>> asyncio.run(RetryPolicy().call(flaky, retries=3, retryable=down, sleep=no_wait))
+        'up'
+        """
+        if first_delay > 0:
+            await sleep(first_delay)
+        n = 0
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if (retries is not None and n >= retries) or not retryable(exc):
+                    raise
+                n += 1
+                if delay is not None:
+                    wait = delay(n, exc)
+                else:
+                    wait = self.delay(n, retry_after=getattr(exc, "retry_after", None))
+                if deadline is not None and time.monotonic() + wait > deadline:
+                    raise
+                if on_retry is not None:
+                    on_retry(n, wait, exc)
+                await sleep(wait)
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
