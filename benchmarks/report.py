@@ -91,7 +91,9 @@ def targets(result: dict[str, Any]) -> list[str]:
         )
         for sdk in SDK_PEERS:
             rate = _rate(replay.get(sdk, {})) or 1
-            lines.append(f"| {shape}, 1M replay: ≥ 15× {sdk} | {ours / rate:.1f}× | {_yes(ours / rate >= 15)} |")
+            lines.append(
+                f"| {shape}, 1M replay: ≥ 15× {sdk} | {ours / rate:.1f}× | {_yes(ours / rate >= 15)} |"
+            )
     if len(rates) == 2:
         ratio = rates["emulator shape"] / rates["AI SDK shape"]
         lines.append(

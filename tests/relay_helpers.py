@@ -61,13 +61,20 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--dir", str(self.directory),
-                "--protected-mode", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.directory),
+                "--protected-mode",
+                "no",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -79,9 +86,10 @@ class RedisServer:
             if self.process.poll() is not None:
                 tail = (self.directory / "redis.log").read_text(errors="replace")[-1500:]
                 pytest.fail(f"redis-server exited ({self.process.returncode}):\n{tail}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=1
-            ) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock,
+            ):
                 sock.sendall(b"PING\r\n")
                 if sock.recv(64).startswith(b"+PONG"):
                     return
@@ -255,7 +263,9 @@ def chat_body(chat_id: str, text: str) -> dict[str, Any]:
     """What the AI SDK's DefaultChatTransport posts for a new user message."""
     return {
         "id": chat_id,
-        "messages": [{"id": f"u-{chat_id}", "role": "user", "parts": [{"type": "text", "text": text}]}],
+        "messages": [
+            {"id": f"u-{chat_id}", "role": "user", "parts": [{"type": "text", "text": text}]}
+        ],
         "trigger": "submit-message",
         "messageId": None,
     }

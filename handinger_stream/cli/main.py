@@ -278,8 +278,7 @@ async def _run(args: argparse.Namespace) -> int:
     if base_url is None and api_key is None:
         async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
             _say(
-                f"No API key or base URL given: using the embedded emulator at "
-                f"{emulator.base_url}"
+                f"No API key or base URL given: using the embedded emulator at {emulator.base_url}"
             )
             return await _watch(args, prompt, api_key="emulator", base_url=emulator.base_url)
     return await _watch(args, prompt, api_key=api_key, base_url=base_url or DEFAULT_BASE_URL)

@@ -79,8 +79,7 @@ async def serve(args: argparse.Namespace) -> int:
             await stack.enter_async_context(emulator)
             base_url, api_key = emulator.base_url, "emulator"
             _say(
-                "No HANDINGER_API_KEY or base URL given: "
-                f"using the embedded emulator at {base_url}"
+                f"No HANDINGER_API_KEY or base URL given: using the embedded emulator at {base_url}"
             )
         elif api_key is None:
             _say(f"error: HANDINGER_API_KEY is needed to relay {base_url}")

@@ -26,9 +26,9 @@ per worker stays its snapshot plus the events of one read.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -37,10 +37,6 @@ from ..errors import HandingerError, InvalidRequestError
 from ..types.events import Event
 from ..types.worker import Worker
 from .stream import WorkerStream
-
-if TYPE_CHECKING:
-    from .async_client import AsyncHandinger
-    from .telemetry import Telemetry
 
 __all__ = ["DEFAULT_BUFFER", "Watch", "WatchEvent"]
 
@@ -214,12 +210,11 @@ class Watch:
 
     def __init__(
         self,
-        client: AsyncHandinger,
+        open_stream: Callable[[str], Awaitable[WorkerStream]],
         workers: Iterable[str | WorkerStream],
         *,
         max_concurrency: int | None = None,
         buffer: int = DEFAULT_BUFFER,
-        telemetry: bool | Telemetry | None = None,
     ) -> None:
         if isinstance(workers, (str, bytes, WorkerStream)):
             raise InvalidRequestError(
@@ -234,9 +229,7 @@ class Watch:
             )
         if not isinstance(buffer, int) or buffer < 1:
             raise InvalidRequestError(f"buffer must be a positive int; got {buffer!r}")
-        # Telemetry is the streams' own (AsyncHandinger(telemetry=...)); a watch asking
-        # for something else opens its streams through a client that records so.
-        self._client = client if telemetry is None else client.with_options(telemetry=telemetry)
+        self._open_stream = open_stream  # a worker's replay stream, by its id
         self._limit = max_concurrency
         self._buffer = buffer
         self._records: dict[str, _Watched] = {}
@@ -365,7 +358,7 @@ class Watch:
                     return
                 try:
                     if w.stream is None:
-                        w.stream = await self._client.workers.retrieve(w.id, stream=True)
+                        w.stream = await self._open_stream(w.id)
                     await self._pump(w, w.stream)
                 except HandingerError as exc:
                     w.error = exc
@@ -585,4 +578,3 @@ class _Completed:
                 raise StopAsyncIteration
             if type(item) is _End:
                 return item._w.snapshot
-

@@ -471,8 +471,7 @@ def run_watch(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not ids and not count and not args.redis:
         _say(
-            "nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, "
-            "or --redis URL"
+            "nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, or --redis URL"
         )
         return EXIT_USAGE
     try:

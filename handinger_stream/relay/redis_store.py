@@ -335,8 +335,11 @@ class RedisStore(Store):
             # thousand catching up at once is load, not Redis being unavailable,
             # which shows as a failure to connect or to answer.
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=None,
-                socket_timeout=socket_timeout, **options,
+                url,
+                max_connections=max_connections,
+                timeout=None,
+                socket_timeout=socket_timeout,
+                **options,
             )
         except ValueError as exc:  # what redis says of a URL it cannot use
             raise InvalidRequestError(f"not a Redis URL: {self.url!r} ({exc})") from None

@@ -73,8 +73,7 @@ async def test_json_lines_follow_every_relay_s_turns_even_when_a_producer_dies(
     lines: list[dict[str, Any]] = []
     # Once the watcher follows the turn relay A produces, A dies; a reader at B takes over.
     while not any(
-        line["worker_id"] == workers["dash-a"] and line.get("status") == "running"
-        for line in lines
+        line["worker_id"] == workers["dash-a"] and line.get("status") == "running" for line in lines
     ):
         raw = await asyncio.wait_for(watcher.stdout.readline(), 60)
         assert raw, "the watcher ended before it saw relay A's turn running"

@@ -70,7 +70,9 @@ def raw_client(raw_server: RawServer, transport: TransportName, **options: Any) 
 
 def plain(event: Event) -> bytes:
     """An event without its SSE id, for comparing streams with and without ids."""
-    return msgspec.json.encode([type(event).__name__, msgspec.structs.replace(event, event_id=None)])
+    return msgspec.json.encode(
+        [type(event).__name__, msgspec.structs.replace(event, event_id=None)]
+    )
 
 
 async def drain(stream: WorkerStream) -> tuple[list[Event], list[Reconnected]]:
@@ -188,7 +190,10 @@ async def test_resume_sends_last_event_id_and_the_callers_headers(
     raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
-        Canned([b'id: 1\ndata: {"type":"start"}\n\nid: 2\ndata: {"type":"start-step"}\n\n'], headers=SSE),
+        Canned(
+            [b'id: 1\ndata: {"type":"start"}\n\nid: 2\ndata: {"type":"start-step"}\n\n'],
+            headers=SSE,
+        ),
         Canned([b'id: 3\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
     )
     async with raw_client(raw_server, transport) as client:
@@ -228,7 +233,10 @@ async def test_a_continued_stream_skips_a_full_replay_by_numeric_id(
 
     raw_server.serve(
         Canned([events(5, 6)], headers=SSE),
-        Canned([events(1, 2, 3, 4, 5, 6, 7), b'id: 8\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
+        Canned(
+            [events(1, 2, 3, 4, 5, 6, 7), b'id: 8\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'],
+            headers=SSE,
+        ),
     )
     async with raw_client(raw_server, transport) as client:
         stream = await client.workers.continue_("w1", input="x", stream=True)
@@ -334,7 +342,9 @@ async def test_a_slow_first_event_resumes_from_the_start(
 ) -> None:
     raw_server.serve(
         Canned(keepalives(60), headers=SSE, delay=0.02),
-        Canned([b'data: {"type":"start"}\n\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
+        Canned(
+            [b'data: {"type":"start"}\n\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE
+        ),
     )
     async with raw_client(
         raw_server,
@@ -371,7 +381,11 @@ async def test_stalls_that_do_not_heal_say_which_limit(
 
 async def test_the_total_deadline_is_final(raw_server: RawServer, transport: TransportName) -> None:
     delta = b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'
-    raw_server.serve(Canned([b'data: {"type":"text-start","id":"t"}\n\n'] + [delta] * 200, headers=SSE, delay=0.01))
+    raw_server.serve(
+        Canned(
+            [b'data: {"type":"text-start","id":"t"}\n\n'] + [delta] * 200, headers=SSE, delay=0.01
+        )
+    )
     async with raw_client(
         raw_server,
         transport,
@@ -441,7 +455,14 @@ async def test_an_oversized_event_fails_without_reading_it_all(
 ) -> None:
     piece = b"x" * 65536
     raw_server.serve(
-        Canned([b'id: 1\ndata: {"type":"start"}\n\ndata: {"type":"text-delta","delta":"', *[piece] * 200], headers=SSE, delay=0.002)
+        Canned(
+            [
+                b'id: 1\ndata: {"type":"start"}\n\ndata: {"type":"text-delta","delta":"',
+                *[piece] * 200,
+            ],
+            headers=SSE,
+            delay=0.002,
+        )
     )
     async with raw_client(
         raw_server,
@@ -463,10 +484,34 @@ async def test_an_oversized_event_fails_without_reading_it_all(
 @pytest.mark.parametrize(
     ("status", "body", "content_type", "error", "text"),
     [
-        (502, b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>", "text/html", InternalServerError, "Bad Gateway"),
-        (200, b"<!doctype html><title>Sign in</title>" + b"x" * 5000, "text/html", APIStatusError, "Sign in"),
-        (200, b'{"error":{"message":"quota exhausted","type":"rate_limit_error"}}', "application/json", APIStatusError, "quota exhausted"),
-        (429, b'{"error":{"message":"quota exhausted"}}', "application/json", RateLimitError, "quota exhausted"),
+        (
+            502,
+            b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>",
+            "text/html",
+            InternalServerError,
+            "Bad Gateway",
+        ),
+        (
+            200,
+            b"<!doctype html><title>Sign in</title>" + b"x" * 5000,
+            "text/html",
+            APIStatusError,
+            "Sign in",
+        ),
+        (
+            200,
+            b'{"error":{"message":"quota exhausted","type":"rate_limit_error"}}',
+            "application/json",
+            APIStatusError,
+            "quota exhausted",
+        ),
+        (
+            429,
+            b'{"error":{"message":"quota exhausted"}}',
+            "application/json",
+            RateLimitError,
+            "quota exhausted",
+        ),
     ],
 )
 async def test_a_stream_request_answered_otherwise_is_a_clear_status_error(
@@ -509,7 +554,12 @@ async def test_a_stream_ending_early_without_resume_raises_with_the_partial_work
     raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
-        Canned([b'data: {"type":"text-start","id":"t"}\n\ndata: {"type":"text-delta","id":"t","delta":"half"}\n\n'], headers=SSE)
+        Canned(
+            [
+                b'data: {"type":"text-start","id":"t"}\n\ndata: {"type":"text-delta","id":"t","delta":"half"}\n\n'
+            ],
+            headers=SSE,
+        )
     )
     async with raw_client(raw_server, transport, max_reconnects=0) as client:
         stream = await client.workers.create(input="x", stream=True)

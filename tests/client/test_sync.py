@@ -27,7 +27,7 @@ from handinger_stream import (
     Worker,
     WorkerFailedError,
 )
-from handinger_stream.client.sync_client import THREAD_NAME
+from handinger_stream.client.sync_base import THREAD_NAME
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from tests.conftest import API_KEY, Canned, RawServer

@@ -88,7 +88,9 @@ def test_leaving_early_leaves_no_stream_connection_or_thread(paced: Emulator, ho
         # At most one idle connection stays in the pool, for the next call.
         assert connections_to(paced.port) <= 1
         # Watching stopped; the workers did not.
-        assert eventually(lambda: all(client.workers.retrieve(i).status == "completed" for i in ids))
+        assert eventually(
+            lambda: all(client.workers.retrieve(i).status == "completed" for i in ids)
+        )
     finally:
         client.close()
     assert len(loop_threads()) == threads

@@ -80,9 +80,7 @@ def splits_a_character(pieces: list[bytes]) -> bool:
 
 
 def text_of(messages: list[Any]) -> str:
-    return "".join(
-        part["text"] for m in messages for part in m["parts"] if part["type"] == "text"
-    )
+    return "".join(part["text"] for m in messages for part in m["parts"] if part["type"] == "text")
 
 
 def assert_follows_from_sdk(worker: Worker, sdk: dict[str, Any]) -> None:
@@ -144,7 +142,9 @@ async def test_fixture_whole(raw_server: RawServer, transport: TransportName, na
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-async def test_fixture_rechunked(raw_server: RawServer, transport: TransportName, name: str) -> None:
+async def test_fixture_rechunked(
+    raw_server: RawServer, transport: TransportName, name: str
+) -> None:
     data, record = recorded(name)
     pieces = random_pieces(data, seed=len(name))
     if any(b >= 0x80 for b in data):

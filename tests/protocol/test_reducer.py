@@ -352,7 +352,12 @@ CHUNKS = [
     {"type": "tool-input-start", "toolCallId": "c", "toolName": "search"},
     {"type": "tool-input-delta", "toolCallId": "c", "inputTextDelta": '{"q": "ti'},
     {"type": "tool-input-delta", "toolCallId": "c", "inputTextDelta": 'des"}'},
-    {"type": "tool-input-available", "toolCallId": "c", "toolName": "search", "input": {"q": "tides"}},
+    {
+        "type": "tool-input-available",
+        "toolCallId": "c",
+        "toolName": "search",
+        "input": {"q": "tides"},
+    },
     {"type": "tool-output-available", "toolCallId": "c", "output": [1, 2]},
     {"type": "source-url", "sourceId": "s", "url": "https://s"},
     {"type": "file", "url": "https://f", "mediaType": "text/plain"},

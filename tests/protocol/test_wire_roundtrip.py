@@ -70,7 +70,9 @@ def test_unknown_chunks_round_trip_byte_for_byte(raw: bytes) -> None:
 
 
 def test_snapshots_keep_their_wrapper_and_only_the_fields_they_carried() -> None:
-    part = b'{"type":"data-worker","id":"snap","data":{"id":"w1","status":"running"},"transient":true}'
+    part = (
+        b'{"type":"data-worker","id":"snap","data":{"id":"w1","status":"running"},"transient":true}'
+    )
     bare = b'{"id":"w1","object":"worker","output_text":"hi"}'
     for raw in (part, bare):
         event = decode_event(ServerSentEvent(raw), 0)

@@ -332,7 +332,14 @@ async def test_the_ai_sdk_folds_the_relayed_stream_as_our_reducer_folds_the_work
 def test_the_relay_command_serves_the_page_and_a_chat_with_the_embedded_emulator() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "handinger_stream", "relay", *("--port", "0"), "--tokens-per-second=0"],
+        [
+            sys.executable,
+            "-m",
+            "handinger_stream",
+            "relay",
+            *("--port", "0"),
+            "--tokens-per-second=0",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -91,7 +91,9 @@ async def test_a_late_joiner_gets_the_whole_turn_and_a_resume_gets_exactly_the_r
     after = first.events[7][0]
     assert after is not None
     for relay in (a, b):
-        rest = await read_sse(http, "GET", stream_url(relay, chat), headers={"last-event-id": after})
+        rest = await read_sse(
+            http, "GET", stream_url(relay, chat), headers={"last-event-id": after}
+        )
         assert rest.status == 200 and rest.complete
         assert rest.data == late.data[8:]
     # The turn is over: a resume without an id has nothing to give.

@@ -62,7 +62,12 @@ async def test_a_turn_is_appended_read_and_ended(store: Store) -> None:
     await store.append(lease, [Chunk(b'{"type":"data-worker","data":{}}', "2", snapshot=True)])
     info = await store.chat("c")
     assert info is not None
-    assert (info.worker_id, info.active, info.last_seq, info.last_upstream_id) == ("wrk_1", True, 3, "2")
+    assert (info.worker_id, info.active, info.last_seq, info.last_upstream_id) == (
+        "wrk_1",
+        True,
+        3,
+        "2",
+    )
     assert info.status == "running" and info.leased and info.producer == "p1"
     await store.finish(lease)
     entries = await store.read("c", 0, 10)
@@ -220,7 +225,9 @@ def test_a_url_that_is_not_redis_s_is_refused_clearly_without_the_password() -> 
         assert "s3cret" not in str(caught.value)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     steps=st.lists(
         st.tuples(st.sampled_from(["append", "expire", "takeover", "stale"]), st.integers(1, 3)),
