@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from handinger_stream.protocol.reducer import WorkerState, apply_event
+from handinger_stream.protocol.reducer import WorkerState
 from handinger_stream.types.events import TextDeltaEvent, TextStartEvent
 
 
@@ -26,7 +26,7 @@ BATCH = 1000  # about a read's worth of events
 def run(n: int) -> dict[str, Any]:
     events = _deltas(n)
     state = WorkerState("w")
-    apply_event(state, TextStartEvent(id="t"))
+    state.apply(TextStartEvent(id="t"))
     tenth = max(n // 10, 1)
     marks = []
     t0 = time.perf_counter()
@@ -39,10 +39,10 @@ def run(n: int) -> dict[str, Any]:
     fold_s = time.perf_counter() - t0
 
     one = WorkerState("w")
-    apply_event(one, TextStartEvent(id="t"))
+    one.apply(TextStartEvent(id="t"))
     t0 = time.perf_counter()
     for event in events:
-        apply_event(one, event)
+        one.apply(event)
     assert one.snapshot().output_text == text
     one_s = time.perf_counter() - t0
 

@@ -312,7 +312,7 @@ def render(result: dict[str, Any], docs: Path) -> Path:
             f"{fold['deltas']:,} deltas folded by the reducer alone, a read's worth at a time as the stream "
             f"does (`WorkerState.apply_all`): {fold['fold_us_per_event']:.3f} µs per event, "
             f"{fold['ratio_to_append_join']:.1f}× a plain list-append-and-join of the same strings "
-            f"(one at a time with `apply_event`: {fold.get('one_by_one_us_per_event', 0):.3f} µs per event); "
+            f"(one at a time with `WorkerState.apply`: {fold.get('one_by_one_us_per_event', 0):.3f} µs per event); "
             f"the last tenth of the deltas took {fold['last_over_first']:.2f}× the first tenth "
             "(linear: nothing folded is copied again).",
         ]

@@ -3,7 +3,7 @@
 :meth:`WorkerState.apply` is the whole folding logic: one ``match`` over the
 event types, each arm a few lines or a named method (tools, text, data
 parts); a chunk type added to the union and not handled here is a type error.
-:func:`apply_event` is the same as a function. The state's
+(:func:`apply_event` is its earlier name.) The state's
 :meth:`~WorkerState.snapshot` materialises an immutable-by-convention
 :class:`~handinger_stream.Worker` (cached until the next change).
 
@@ -18,7 +18,7 @@ its ``UIMessage`` from the same chunks (see ``docs/protocol.md``).
 >>> state = WorkerState()
 >>> for e in [TextStartEvent(id="t"), TextDeltaEvent(id="t", delta="Hel"),
 ...           TextDeltaEvent(id="t", delta="lo")]:
-...     _ = apply_event(state, e)
+...     _ = state.apply(e)
 >>> state.snapshot().output_text
 'Hello'
 """
@@ -387,7 +387,7 @@ class WorkerState:
             head, start = self._text_base, self._text_base_len
         return head + "".join(c.text for m in output[start:] for c in m.content)
 
-    # -- helpers used by apply_event ------------------------------------
+    # -- helpers used by apply ------------------------------------------
 
     def _live_message(self) -> _Message:
         if self.message is None:
@@ -546,9 +546,7 @@ class WorkerState:
             if message is not None and not message.unwritten and self.status != "pending":
                 part = message.open_text.get(event.id)
                 if part is not None:
-                    part["text"].add(event.delta)
-                    if event.provider_metadata is not UNSET:
-                        part["providerMetadata"] = event.provider_metadata
+                    _add_delta(part, event)
                     return True
         if self.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
             self.status, self.running = "running", True
@@ -655,6 +653,8 @@ class WorkerState:
         append: Callable[[str], None] = _no_append
         for event in events:
             if type(event) is TextDeltaEvent and event.id == part_id:
+                # _add_delta, inlined: nearly every delta of a stream is folded here,
+                # and calling it would cost three times as much (50 vs 165 ns a delta).
                 append(event.delta)
                 if event.provider_metadata is not UNSET:
                     part["providerMetadata"] = event.provider_metadata
@@ -701,9 +701,7 @@ class WorkerState:
         if part is None:
             # The SDK rejects a delta without its start; keeping the text is kinder.
             part = self._start_part(event.id, kind, UNSET)
-        part["text"].add(event.delta)
-        if event.provider_metadata is not UNSET:
-            part["providerMetadata"] = event.provider_metadata
+        _add_delta(part, event)
         if message.unwritten:
             message.written()
 
@@ -949,15 +947,20 @@ def _update_tool(
     message.written()
 
 
+def _add_delta(part: dict[str, Any], event: TextDeltaEvent | ReasoningDeltaEvent) -> None:
+    """Append a delta to its open text or reasoning part: the one rule for every delta."""
+    part["text"].add(event.delta)
+    if event.provider_metadata is not UNSET:
+        part["providerMetadata"] = event.provider_metadata
+
+
 def _tool_name(part: dict[str, Any]) -> str:
     name = part.get("toolName") if part["type"] == "dynamic-tool" else part["type"][5:]
     return str(name)
 
 
 def apply_event(state: WorkerState, event: Event) -> bool:
-    """Fold one event into ``state``; return whether the Worker changed.
-
-    The same as ``state.apply(event)``.
+    """The earlier name of :meth:`WorkerState.apply`, kept for code written against it.
 
     >>> from handinger_stream.types.events import ErrorEvent
     >>> s = WorkerState("w")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handinger_stream.errors import EXCERPT_CHARS, StreamDecodeError, excerpt
-from handinger_stream.protocol.reducer import WorkerState, apply_event
+from handinger_stream.protocol.reducer import WorkerState
 from handinger_stream.protocol.sse import EventTooLargeError, SSEDecoder
 from handinger_stream.protocol.wire import DONE, decode_event
 from handinger_stream.types.events import CHUNK_TYPES, DataEvent, UnknownEvent, WorkerSnapshotEvent
@@ -51,7 +51,7 @@ def run(pieces: list[bytes], max_event_bytes: int = 4096) -> WorkerState:
                 if sse.raw == DONE:
                     continue
                 try:
-                    apply_event(state, decode_event(sse, index))
+                    state.apply(decode_event(sse, index))
                 except StreamDecodeError as exc:
                     # The excerpt is short, on one line, and from the event's own data.
                     assert len(exc.excerpt) <= EXCERPT_CHARS

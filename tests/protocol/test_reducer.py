@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import handinger_stream
 from handinger_stream.protocol.partial_json import parse_partial_json
 from handinger_stream.protocol.reducer import WorkerState, apply_event, fold
 from handinger_stream.protocol.sse import ServerSentEvent
@@ -60,9 +61,9 @@ def test_text_parts_become_output_messages_and_ui_parts() -> None:
 def test_status_moves_pending_running_completed() -> None:
     state = WorkerState("w")
     assert state.snapshot().status == "pending"
-    apply_event(state, events({"type": "start"})[0])
+    state.apply(events({"type": "start"})[0])
     assert (state.snapshot().status, state.snapshot().running) == ("running", True)
-    apply_event(state, events({"type": "finish"})[0])
+    state.apply(events({"type": "finish"})[0])
     assert (state.snapshot().status, state.snapshot().running) == ("completed", False)
 
 
@@ -126,7 +127,7 @@ def test_static_tool_lifecycle_with_streamed_input() -> None:
         {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": '{"q": "bar'},
     )
     for e in chunks:
-        apply_event(state, e)
+        state.apply(e)
     assert state.snapshot().messages[0]["parts"] == [
         {
             "type": "tool-search",
@@ -146,7 +147,7 @@ def test_static_tool_lifecycle_with_streamed_input() -> None:
         },
         {"type": "tool-output-available", "toolCallId": "c1", "output": [1, 2]},
     ):
-        apply_event(state, e)
+        state.apply(e)
     assert state.snapshot().messages[0]["parts"] == [
         {
             "type": "tool-search",
@@ -294,7 +295,7 @@ def test_snapshot_sets_only_the_fields_it_carries_and_deltas_apply_on_top() -> N
         },
         {"type": "text-delta", "id": "t", "delta": "lo"},
     ):
-        apply_event(state, e)
+        state.apply(e)
     w = state.snapshot()
     assert (w.id, w.status, w.output_text) == ("w9", "running", "Hello")
     assert w.messages[0]["parts"][0]["text"] == "Hello"
@@ -323,7 +324,7 @@ def test_data_worker_snapshot_is_authoritative_at_the_end() -> None:
 def test_unknown_chunk_is_kept_and_changes_nothing() -> None:
     [e] = events({"type": "future-thing", "x": 1})
     state = WorkerState("w")
-    assert apply_event(state, e) is False
+    assert state.apply(e) is False
     assert isinstance(e, UnknownEvent)
     assert e.type == "future-thing" and e.data == {"type": "future-thing", "x": 1}
 
@@ -394,7 +395,7 @@ def test_snapshot_is_cached_until_the_next_event() -> None:
     state = WorkerState("w")
     a = state.snapshot()
     assert state.snapshot() is a
-    apply_event(state, events({"type": "start"})[0])
+    state.apply(events({"type": "start"})[0])
     assert state.snapshot() is not a
 
 
@@ -478,3 +479,11 @@ def test_null_tool_input_and_output_are_kept_as_null() -> None:
     part = w.messages[0]["parts"][0]
     assert "input" in part and part["input"] is None
     assert "output" in part and part["output"] is None
+
+
+def test_apply_event_is_the_earlier_name_of_apply() -> None:
+    by_method, by_function = WorkerState("w"), WorkerState("w")
+    for e in events({"type": "start"}, {"type": "text-start", "id": "t"}):
+        assert by_method.apply(e) is apply_event(by_function, e) is True
+    assert by_method.snapshot() == by_function.snapshot()
+    assert handinger_stream.apply_event is apply_event
