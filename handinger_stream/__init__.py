@@ -33,6 +33,7 @@ from .errors import (
     WorkerFailedError,
 )
 from .protocol.reducer import WorkerState, apply_event, fold
+from .protocol.retry import RetryPolicy
 from .protocol.sse import ServerSentEvent, SSEDecoder
 from .protocol.wire import encode_event
 from .types.events import (
@@ -117,6 +118,7 @@ __all__ = [
     "ReasoningEndEvent",
     "ReasoningStartEvent",
     "Reconnected",
+    "RetryPolicy",
     "SSEDecoder",
     "ServerSentEvent",
     "Source",
