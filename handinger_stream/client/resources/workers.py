@@ -14,28 +14,18 @@ import msgspec
 
 from ...errors import APIStatusError, InvalidRequestError, excerpt
 from ...protocol.wire import decode_worker
-from ...types.worker import BUDGETS, Budget, Worker
+from ...types.worker import Budget, Worker
 from ..base import AsyncAPIClient, Files, Headers, _path_id, _replay_path
 from ..download import FileDownload
 from ..stream import Checkpoint, WorkerStream
 from ..sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _Blocking, _HostedWatch
 from ..watch import Watch, WatchEvent
+from ._bodies import input_body
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
 
 __all__ = ["SyncWorkers", "Workers"]
-
-
-def _check_input(input: str, budget: str | None) -> dict[str, Any]:
-    if not isinstance(input, str) or not input:
-        raise InvalidRequestError("input must be a non-empty string")
-    body: dict[str, Any] = {"input": input}
-    if budget is not None:
-        if budget not in BUDGETS:
-            raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
-        body["budget"] = budget
-    return body
 
 
 class Workers:
@@ -98,7 +88,7 @@ class Workers:
         >>> stream = await client.workers.create(input="Hi", stream=True)  # doctest: +SKIP
         >>> worker = await client.workers.create(input="Sum it", files=["q3.csv"])  # doctest: +SKIP
         """
-        body = _check_input(input, budget)
+        body = input_body(input, budget)
         # The create stream begins at the worker's first event, so it can resume by position.
         return await self._send("POST", "/api/workers", body, stream, files, extra_headers, True)
 
@@ -149,7 +139,7 @@ class Workers:
         extra_headers: Headers = None,
     ) -> Worker | WorkerStream:
         """Add a turn to a worker (``files`` as for :meth:`create`)."""
-        body = _check_input(input, budget)
+        body = input_body(input, budget)
         path = f"/api/workers/{_path_id(worker_id)}"
         return await self._send("POST", path, body, stream, files, extra_headers, False)
 
