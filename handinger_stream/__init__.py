@@ -13,6 +13,7 @@ from .client.upload import FileInput
 from .client.watch import Watch, WatchEvent
 from .errors import (
     APIConnectionError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -83,6 +84,7 @@ from .types.worker import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "APIConnectionError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AbortEvent",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIConnectionError",
+    "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
     "AuthenticationError",
@@ -147,6 +148,13 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+
+
+class APIResponseValidationError(APIStatusError):
+    """A successful answer whose body is not what the call returns (``status_code`` is its own).
+
+    The message says which field did not fit, where, and shows an excerpt of the body.
+    """
 
 
 def status_error(
