@@ -1,13 +1,19 @@
-"""Request bodies the resources share, checked before anything is sent."""
+"""The bodies the resources share: requests checked before anything is sent,
+responses decoded into their types or refused with a typed error."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
-from ...errors import InvalidRequestError
+import msgspec
+
+from ...errors import APIResponseValidationError, InvalidRequestError, excerpt
 from ...types.worker import BUDGETS
 
-__all__ = ["input_body"]
+__all__ = ["checked_id", "decode_body", "input_body", "path_segment", "wire_fields"]
+
+T = TypeVar("T")
 
 
 def input_body(input: str, budget: str | None) -> dict[str, Any]:
@@ -24,3 +30,49 @@ def input_body(input: str, budget: str | None) -> dict[str, Any]:
             raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
         body["budget"] = budget
     return body
+
+
+def decode_body(raw: bytes, into: type[T]) -> T:
+    """A response body as ``into``; :class:`APIResponseValidationError` if it is not one.
+
+    >>> from handinger_stream.types.task import DeleteTaskResponse
+    >>> decode_body(b'{"archived": true}', DeleteTaskResponse)
+    DeleteTaskResponse(archived=True)
+    >>> decode_body(b'{"archived": "yes"}', DeleteTaskResponse)
+    Traceback (most recent call last):
+      ...
+    handinger_stream.errors.APIResponseValidationError: 200: the response is not a \
+DeleteTaskResponse: Expected `bool`, got `str` - at `$.archived` (body: '{"archived": "yes"}')
+    """
+    try:
+        return msgspec.json.decode(raw, type=into)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        name = getattr(into, "__name__", str(into))
+        raise APIResponseValidationError(
+            f"the response is not a {name}: {exc} (body: {excerpt(raw)!r})", status_code=200
+        ) from None
+
+
+def wire_fields(names: dict[str, str], **values: Any) -> dict[str, Any]:
+    """The given (not ``None``) keyword arguments under their wire names.
+
+    >>> wire_fields({"task_id": "taskId"}, task_id="t1", input="Hi", budget=None)
+    {'taskId': 't1', 'input': 'Hi'}
+    """
+    return {names.get(k, k): v for k, v in values.items() if v is not None}
+
+
+def checked_id(value: str, name: str) -> str:
+    """``value``, an id the caller gave as ``name``, if it is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequestError(f"{name} must be a non-empty string; got {value!r}")
+    return value
+
+
+def path_segment(value: str, name: str) -> str:
+    """An id as one segment of a URL path: ``/`` and ``..`` cannot leave it.
+
+    >>> path_segment("a/../b", "task_id")
+    'a%2F..%2Fb'
+    """
+    return quote(checked_id(value, name), safe="")
