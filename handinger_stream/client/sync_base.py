@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
+from .._loop_thread import LoopThread
 from ..errors import HandingerError
 from ..types.events import Event, Reconnected
 from ..types.worker import Worker
@@ -33,102 +32,14 @@ _END: Any = object()
 THREAD_NAME = "handinger-sync"
 
 
-class _LoopThread:
-    """An asyncio event loop in a daemon thread, and a way to run coroutines on it.
-
-    Started on first use; :meth:`close` runs a last coroutine (closing the
-    connections), ends the loop as ``asyncio.run`` does (remaining tasks
-    cancelled, async generators and worker threads finished) and joins the
-    thread. A daemon thread, so a client nobody closed never holds up exit.
-
-    Calls are handed over with ``asyncio.run_coroutine_threadsafe``: what
-    anyio's blocking portal does, with less bookkeeping (measured here at half
-    its cost per call, which a sync ``for`` over a stream pays per event).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self.closed = False
-
-    def _get(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is not None and self._pid == os.getpid():
-            return loop
-        with self._lock:
-            if self.closed:
-                raise HandingerError("this Handinger client is closed: create a new one")
-            if self._loop is None or self._pid != os.getpid():
-                # After a fork (a Celery or gunicorn worker) the parent's thread is
-                # not in this process: start one of our own.
-                self._start()
-            assert self._loop is not None
-            return self._loop
-
-    def _start(self) -> None:
-        ready = threading.Event()
-
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop_event = asyncio.Event()
-            ready.set()
-            await self._stop_event.wait()
-
-        thread = threading.Thread(target=asyncio.run, args=(main(),), name=THREAD_NAME, daemon=True)
-        thread.start()
-        ready.wait()
-        self._thread, self._pid = thread, os.getpid()
-
-    def call(self, func: Callable[[], Awaitable[T]]) -> T:
-        """Run ``func()`` on the loop; wait for and return its result (or raise its error)."""
-        if self.in_loop_thread():
-            raise RuntimeError("a Handinger call cannot wait on its own event loop's thread")
-        loop = self._get()
-        future = asyncio.run_coroutine_threadsafe(_await(func), loop)
-        try:
-            return future.result()
-        except BaseException:
-            # Interrupted while waiting (Ctrl-C): stop the task too, not just the wait.
-            future.cancel()
-            raise
-
-    def in_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def close(self, last: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Run ``last()`` on the loop, end the loop, and join the thread. Idempotent."""
-        with self._lock:
-            self.closed = True
-            loop, stop, thread, pid = self._loop, self._stop_event, self._thread, self._pid
-            self._loop = self._stop_event = self._thread = None
-        if loop is None or stop is None or thread is None or pid != os.getpid():
-            return
-        if threading.current_thread() is thread:
-            # Collected on the loop's own thread: it cannot wait for itself.
-            threading.Thread(target=_end, args=(loop, stop, thread, last)).start()
-            return
-        _end(loop, stop, thread, last)
+def _new_loop() -> LoopThread:
+    """The loop thread of a new sync client: named ``THREAD_NAME`` (a thread listing shows
+    whose it is); once closed, a call says to make a new client."""
+    return LoopThread(THREAD_NAME, closed_error=_closed)
 
 
-async def _await(func: Callable[[], Awaitable[T]]) -> T:
-    return await func()
-
-
-def _end(
-    loop: asyncio.AbstractEventLoop,
-    stop: asyncio.Event,
-    thread: threading.Thread,
-    last: Callable[[], Awaitable[None]] | None,
-) -> None:
-    try:
-        if last is not None:
-            asyncio.run_coroutine_threadsafe(_await(last), loop).result()
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join()
+def _closed() -> HandingerError:
+    return HandingerError("this Handinger client is closed: create a new one")
 
 
 class _Blocking(Generic[T]):
@@ -141,7 +52,7 @@ class _Blocking(Generic[T]):
     """
 
     def __init__(
-        self, loop: _LoopThread, make: Callable[[], AsyncIterator[T]], *, enter: bool = False
+        self, loop: LoopThread, make: Callable[[], AsyncIterator[T]], *, enter: bool = False
     ) -> None:
         self._loop = loop
         self._make = make
@@ -363,7 +274,7 @@ class SyncFileDownload:
 class SyncAPIClient:
     """The sync client's core, under every sync resource: calls run on ``_loop``."""
 
-    _loop: _LoopThread
+    _loop: LoopThread
 
     def _call(self, func: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         return self._loop.call(functools.partial(func, *args, **kwargs))
@@ -385,7 +296,7 @@ class _HostedWatch:
     (a task group is left by the task that entered it), one item each time one is asked
     for, so that a snapshot read meanwhile is the item's."""
 
-    def __init__(self, loop: _LoopThread, watch: Watch) -> None:
+    def __init__(self, loop: LoopThread, watch: Watch) -> None:
         self._loop = loop
         self._watch = watch
         self._asks, asked = anyio.create_memory_object_stream[None](0)
@@ -438,7 +349,7 @@ class _SyncItem(WatchEvent):
 
     __slots__ = ("_item", "_loop")
 
-    def __init__(self, loop: _LoopThread, item: WatchEvent) -> None:
+    def __init__(self, loop: LoopThread, item: WatchEvent) -> None:
         self.worker_id = item.worker_id
         self.event = item.event
         self.error = item.error

@@ -30,7 +30,7 @@ from ..protocol.sse import DEFAULT_MAX_EVENT_BYTES
 from .async_client import AsyncHandinger
 from .resources.workers import SyncWorkers
 from .stream import OnDecodeError
-from .sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _LoopThread
+from .sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _new_loop
 from .transport import TransportName
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Handinger(SyncAPIClient):
             total_timeout=total_timeout,
             telemetry=telemetry,
         )
-        self._loop = _LoopThread()
+        self._loop = _new_loop()
         self._parent: Handinger | None = None
         # Closed when collected, or at exit, if nobody did: connections, loop, thread.
         self._finalizer: Callable[[], object] = weakref.finalize(

@@ -22,7 +22,7 @@ import aiohttp
 import httpx
 import sniffio
 
-from .._background import under_trio
+from .._loop_thread import under_trio
 from ..errors import APIConnectionError, APITimeoutError, InvalidRequestError
 
 __all__ = [

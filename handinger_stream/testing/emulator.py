@@ -33,20 +33,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypedDict
 from urllib.parse import quote
 
-import anyio.to_thread
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from .._background import LoopThread, under_trio
 from ..protocol.headers import SSE_HEADERS, WORKER_ID_HEADER
 from ..protocol.partial_json import parse_partial_json
 from ..types.worker import BUDGETS
 from .agent import TurnPlan, plan_turn
-from .cassette import Cassette, _Player
+from .cassette_format import Cassette
+from .cassette_player import Player
+from .loopback import LoopbackServer
 
 __all__ = ["FAULT_HEADER", "ClientOptions", "Emulator", "Fault", "make_app"]
 
@@ -367,7 +366,7 @@ def _replay_app(store: _Store, cassette: Cassette, *, realtime: bool) -> web.App
         middlewares=[_errors_middleware, _auth_middleware(store)],
         client_max_size=256 * 1024 * 1024,
     )
-    player = _Player(cassette, realtime=realtime)
+    player = Player(cassette, realtime=realtime)
 
     async def replay(request: web.Request) -> web.StreamResponse:
         fault = _fault(request)
@@ -911,7 +910,7 @@ def _add_costs(total: dict[str, float] | None, turn: dict[str, float]) -> dict[s
     return {k: round(total.get(k, 0) + v, 6) for k, v in turn.items()}
 
 
-class Emulator:
+class Emulator(LoopbackServer):
     """Run the emulator on an ephemeral loopback port.
 
     ``async with`` runs it on the current asyncio loop (under trio, where
@@ -924,7 +923,7 @@ class Emulator:
     is deterministic for a given input and seed), ``keepalive_interval=15``
     (seconds of silence before a ``: keep-alive`` comment), ``port=0`` (an
     ephemeral port), ``retry_ms=None`` (no SSE ``retry:`` field).
-    ``cassette`` (a path or a :class:`~handinger_stream.testing.cassette.Cassette`)
+    ``cassette`` (a path or a :class:`~handinger_stream.cassette.Cassette`)
     serves a recording instead of the simulated agent, as fast as possible
     or, with ``realtime=True``, at the recorded pace. ``fleet=True``: every
     worker plays a turn of a realistic fleet (varied lengths, tool calls
@@ -934,6 +933,8 @@ class Emulator:
     ...     async with Emulator(api_key="k", tokens_per_second=0, seed=0) as emu:
     ...         print(emu.base_url)
     """
+
+    _kind, _usage = "emulator", "Emulator()"
 
     def __init__(
         self,
@@ -949,9 +950,8 @@ class Emulator:
         realtime: bool = False,
         fleet: bool = False,
     ) -> None:
+        super().__init__(host, port)
         self.api_key = api_key
-        self.host = host
-        self.port = port
         if cassette is not None and not isinstance(cassette, Cassette):
             cassette = Cassette.load(cassette)  # a bad file fails here, not at the first request
         self.cassette = cassette
@@ -966,17 +966,9 @@ class Emulator:
             "fleet": fleet,
         }
         self._faults: deque[str] = deque()
-        self._runner: web.AppRunner | None = None
-        self._thread: LoopThread | None = None
 
     def __repr__(self) -> str:
         return f"Emulator(base_url={self.base_url if self.port else None!r})"
-
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError("the emulator is not running")
-        return f"http://{self.host}:{self.port}"
 
     @property
     def open_streams(self) -> int:
@@ -1022,24 +1014,8 @@ class Emulator:
         """
         return {"api_key": self.api_key or "emulator", "base_url": self.base_url}
 
-    async def start(self) -> None:
-        """Start serving on the current asyncio loop (``async with`` does it for you)."""
-        if under_trio():
-            raise RuntimeError("under trio, use 'async with Emulator()' or 'with Emulator()'")
-        app = make_app(**self._options, fault_queue=self._faults)
-        self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        """Stop serving; requests still running are cancelled after a second."""
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+    async def _app(self) -> web.Application:
+        return make_app(**self._options, fault_queue=self._faults)
 
     async def serve_forever(self) -> None:
         """Start, then serve until cancelled."""
@@ -1048,38 +1024,3 @@ class Emulator:
             await asyncio.Event().wait()
         finally:
             await self.stop()
-
-    async def __aenter__(self) -> Emulator:
-        if under_trio():
-            await anyio.to_thread.run_sync(self.__enter__)
-        else:
-            await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._thread is not None:
-            await anyio.to_thread.run_sync(self.__exit__, exc_type, exc, tb)
-        else:
-            await self.stop()
-
-    # -- in a thread ----------------------------------------------------
-
-    def __enter__(self) -> Emulator:
-        self._thread = LoopThread("handinger-emulator")
-        self._thread.start(self.start, self.stop)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None

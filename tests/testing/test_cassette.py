@@ -33,7 +33,7 @@ from handinger_stream.cassette import (
 )
 from handinger_stream.client.upload import files_form
 from handinger_stream.emulator import Emulator
-from handinger_stream.testing.cassette import _FormReader
+from handinger_stream.testing.cassette_format import FormReader
 from tests.conftest import API_KEY, Canned, RawServer
 
 Exchange = tuple[int, str, str, bytes]  # status, content type, worker id header, body
@@ -650,7 +650,7 @@ def test_a_form_reads_the_same_whoever_wrote_it_and_however_it_was_cut(
     writer: str,
 ) -> None:
     content_type, body = _multipart(fields, files, writer)
-    reader = _FormReader.of(content_type)
+    reader = FormReader.of(content_type)
     assert reader is not None
     edges = sorted({0, len(body), *(c for c in cuts if c < len(body))})
     for start, end in itertools.pairwise(edges):
@@ -660,4 +660,4 @@ def test_a_form_reads_the_same_whoever_wrote_it_and_however_it_was_cut(
     assert [(f.filename, f.size, f.sha256) for f in form.files] == [
         (name, len(data), hashlib.sha256(data).hexdigest()) for name, data in files
     ]
-    assert _FormReader.of("application/json") is None
+    assert FormReader.of("application/json") is None
