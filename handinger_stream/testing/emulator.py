@@ -133,9 +133,18 @@ class _Worker:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
+    def append(self, chunk: dict[str, Any]) -> None:
+        """Store a chunk as the worker's next event (its sequence number is its SSE id)."""
+        self.events.append((len(self.events), _encode(chunk)))
+        self.notify()
+
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def snapshot_chunk(self) -> dict[str, Any]:
+        """The transient ``data-worker`` chunk that carries the worker as it is now."""
+        return {"type": "data-worker", "data": self.to_json(), "transient": True}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -575,223 +584,17 @@ class _Handlers:
             }
         )
         worker.turn_active = True
-        base = f"{request.scheme}://{request.host}"
         first = len(worker.events)
-        self._emit(worker, {"type": "data-worker", "data": worker.to_json(), "transient": True})
-        worker.task = asyncio.get_running_loop().create_task(
-            self._run_turn(worker, plan, fault, base)
+        worker.append(worker.snapshot_chunk())
+        turn = _Turn(
+            worker,
+            plan,
+            fault,
+            base=f"{request.scheme}://{request.host}",
+            tokens_per_second=self.store.tokens_per_second,
         )
+        worker.task = asyncio.get_running_loop().create_task(turn.run())
         return first
-
-    def _emit(self, worker: _Worker, chunk: dict[str, Any]) -> None:
-        worker.events.append((len(worker.events), _encode(chunk)))
-        worker.notify()
-
-    async def _run_turn(self, worker: _Worker, plan: TurnPlan, fault: Fault, base: str) -> None:
-        tps = self.store.tokens_per_second
-        delay = 1.0 / tps if tps > 0 else 0.0
-        emitted = 0
-        # The assistant message as an AI SDK client folds it, built alongside the chunks.
-        message: dict[str, Any] = {"id": plan.message_id, "role": "assistant", "parts": []}
-
-        # One stop point: the injected fault's, or the fleet plan's failure if earlier
-        # (the injected fault wins a tie).
-        stop_at, failure = fault.error_after, "injected fault: the agent failed"
-        if plan.fail_after is not None and (stop_at is None or plan.fail_after < stop_at):
-            stop_at, failure = plan.fail_after, plan.failure
-
-        async def emit(chunk: dict[str, Any], pace: bool = False) -> bool:
-            nonlocal emitted
-            if stop_at is not None and emitted >= stop_at:
-                return False
-            self._emit(worker, chunk)
-            emitted += 1
-            if pace and delay:
-                await asyncio.sleep(delay)
-            elif emitted % 64 == 0:
-                await asyncio.sleep(0)
-            return True
-
-        try:
-            if not await self._play(worker, plan, emit, base, message):
-                worker.error = failure
-                self._emit(worker, {"type": "error", "errorText": worker.error})
-        finally:
-            worker.status, worker.running, worker.turn_active = "completed", False, False
-            if message["parts"] or "metadata" in message:
-                worker.messages.append(message)
-            self._emit(worker, {"type": "data-worker", "data": worker.to_json(), "transient": True})
-
-    async def _play(
-        self,
-        worker: _Worker,
-        plan: TurnPlan,
-        emit: Callable[..., Awaitable[bool]],
-        base: str,
-        message: dict[str, Any],
-    ) -> bool:
-        """Stream one turn; False when a fault cut it short."""
-        turn = worker.turns - 1
-        parts: list[dict[str, Any]] = message["parts"]
-        worker.status, worker.running = "running", True
-        metadata = {"workerId": worker.id, "createdAt": worker.created_at}
-        if not await emit(
-            {"type": "start", "messageId": plan.message_id, "messageMetadata": metadata}
-        ):
-            return False
-        message["metadata"] = metadata
-        if not await emit({"type": "start-step"}):
-            return False
-        parts.append({"type": "step-start"})
-
-        rid = f"reasoning-{turn}"
-        if not await emit({"type": "reasoning-start", "id": rid}):
-            return False
-        reasoning = {"type": "reasoning", "id": rid, "text": "", "state": "streaming"}
-        parts.append(reasoning)
-        for token in plan.reasoning_tokens:
-            if not await emit({"type": "reasoning-delta", "id": rid, "delta": token}, pace=True):
-                return False
-            reasoning["text"] += token
-        if not await emit({"type": "reasoning-end", "id": rid}):
-            return False
-        reasoning["state"] = "done"
-
-        call = {"toolCallId": plan.tool_call_id, "toolName": "web_search"}
-        tool: dict[str, Any] = {
-            "type": "tool-web_search",
-            "toolCallId": plan.tool_call_id,
-            "state": "input-streaming",
-        }
-        if not await emit({"type": "tool-input-start", **call}):
-            return False
-        parts.append(tool)
-        args = _encode({"query": plan.query}).decode()
-        half = len(args) // 2
-        for sent in (args[:half], args):
-            if not await emit(
-                {
-                    "type": "tool-input-delta",
-                    "toolCallId": plan.tool_call_id,
-                    "inputTextDelta": sent[len(tool.get("rawInput", "")) :],
-                },
-                pace=True,
-            ):
-                return False
-            # While it streams, the SDK shows the input parsed so far and the raw text.
-            tool["rawInput"] = sent
-            shown = parse_partial_json(sent)
-            if shown is not msgspec.UNSET:
-                tool["input"] = shown
-        del tool["rawInput"]
-        tool["input"] = {"query": plan.query}
-        if not await emit({"type": "tool-input-available", **call, "input": tool["input"]}):
-            return False
-        tool["state"] = "input-available"
-        output = {"results": plan.search_results}
-        if not await emit(
-            {"type": "tool-output-available", "toolCallId": plan.tool_call_id, "output": output}
-        ):
-            return False
-        tool["state"], tool["output"] = "output-available", output
-        for source in plan.sources:
-            if not await emit({"type": "source-url", **source}):
-                return False
-            parts.append({"type": "source-url", **source})
-            worker.sources.append(
-                {
-                    "id": source["sourceId"],
-                    "title": source["title"],
-                    "type": "url",
-                    "url": source["url"],
-                }
-            )
-        if plan.tools and not await self._play_tools(plan, emit, parts):
-            return False
-        if not await emit({"type": "finish-step"}):
-            return False
-        partial = {**plan.usage, "outputTokens": len(plan.reasoning_tokens), "steps": 1}
-        partial["totalTokens"] = partial["inputTokens"] + partial["outputTokens"]
-        if not await emit({"type": "message-metadata", "messageMetadata": {"usage": partial}}):
-            return False
-        message["metadata"] = {**metadata, "usage": partial}
-
-        if not await emit({"type": "start-step"}):
-            return False
-        parts.append({"type": "step-start"})
-        tid = f"text-{turn}"
-        if not await emit({"type": "text-start", "id": tid}):
-            return False
-        text_part = {"type": "text", "text": "", "state": "streaming"}
-        parts.append(text_part)
-        content = {"type": "output_text", "text": ""}
-        worker.output.append(
-            {
-                "id": tid,
-                "content": [content],
-                "role": "assistant",
-                "status": "completed",
-                "type": "message",
-            }
-        )
-        for token in plan.answer_tokens:
-            if not await emit({"type": "text-delta", "id": tid, "delta": token}, pace=True):
-                return False
-            text_part["text"] += token
-            content["text"] += token
-        if not await emit({"type": "text-end", "id": tid}):
-            return False
-        text_part["state"] = "done"
-        if plan.file is not None:
-            path, media_type = plan.file["filename"], plan.file["mediaType"]
-            url = f"{base}/api/workers/{worker.id}/files/{path}"
-            worker.file_bytes[path] = (media_type, plan.file["content"].encode())
-            if not await emit({"type": "file", "url": url, "mediaType": media_type}):
-                return False
-            parts.append({"type": "file", "mediaType": media_type, "url": url})
-            worker.files.append({"filename": path, "mediaType": media_type, "url": url})
-        if not await emit({"type": "finish-step"}):
-            return False
-        usage = _add_usage(worker.usage, plan.usage)
-        costs = _add_costs(worker.costs, plan.costs)
-        if not await emit(
-            {
-                "type": "finish",
-                "finishReason": "stop",
-                "messageMetadata": {"usage": usage, "costs": costs},
-            }
-        ):
-            return False
-        worker.usage, worker.costs = usage, costs
-        message["metadata"] = {**metadata, "usage": usage, "costs": costs}
-        return True
-
-    async def _play_tools(
-        self, plan: TurnPlan, emit: Callable[..., Awaitable[bool]], parts: list[dict[str, Any]]
-    ) -> bool:
-        """A fleet worker's further tool calls, each running for a while (silent meanwhile)."""
-        tps = self.store.tokens_per_second
-        for call in plan.tools:
-            ids = {"toolCallId": call.call_id, "toolName": call.name}
-            tool: dict[str, Any] = {"type": f"tool-{call.name}", "toolCallId": call.call_id}
-            if not await emit({"type": "tool-input-start", **ids}):
-                return False
-            parts.append({**tool, "state": "input-streaming"})
-            args = _encode(call.input).decode()
-            delta = {"type": "tool-input-delta", "toolCallId": call.call_id}
-            if not await emit({**delta, "inputTextDelta": args}, pace=True):
-                return False
-            if not await emit({"type": "tool-input-available", **ids, "input": call.input}):
-                return False
-            parts[-1] = {**tool, "state": "input-available", "input": call.input}
-            if tps > 0:
-                await asyncio.sleep(call.duration / tps)
-            if not await emit(
-                {"type": "tool-output-available", "toolCallId": call.call_id, "output": call.output}
-            ):
-                return False
-            parts[-1] = {**parts[-1], "state": "output-available", "output": call.output}
-        return True
 
     # -- streaming responses ---------------------------------------------
 
@@ -837,8 +640,8 @@ class _Handlers:
         sent = 0
         pos = after + 1
         if lead:
-            chunk = _encode({"type": "data-worker", "data": worker.to_json(), "transient": True})
-            await response.write(_frame(None if fault.no_ids else after, chunk))
+            snapshot = _encode(worker.snapshot_chunk())
+            await response.write(_frame(None if fault.no_ids else after, snapshot))
         while True:
             batch: list[bytes] = []
             while pos < len(worker.events):
@@ -874,6 +677,226 @@ class _Handlers:
                 await response.write(b": keep-alive\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
+
+
+class _Cut(Exception):
+    """The turn reached its stop point: an injected ``error-after``, or the fleet plan's failure."""
+
+
+class _Turn:
+    """One turn of the agent, played: each chunk of its plan appended to the worker's events
+    (paced, for the tokens), and the assistant message folded alongside as an AI SDK
+    client folds it. One step per part of the message, in the order they stream."""
+
+    def __init__(
+        self,
+        worker: _Worker,
+        plan: TurnPlan,
+        fault: Fault,
+        *,
+        base: str,
+        tokens_per_second: float,
+    ) -> None:
+        self.worker, self.plan, self.base = worker, plan, base
+        self.tokens_per_second = tokens_per_second
+        self.delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+        self.number = worker.turns - 1  # in the ids of its parts
+        self.emitted = 0
+        self.message: dict[str, Any] = {"id": plan.message_id, "role": "assistant", "parts": []}
+        self.parts: list[dict[str, Any]] = self.message["parts"]
+        self.metadata = {"workerId": worker.id, "createdAt": worker.created_at}
+        # One stop point: the injected fault's, or the fleet plan's failure if earlier
+        # (the injected fault wins a tie).
+        self.stop_at, self.failure = fault.error_after, "injected fault: the agent failed"
+        if plan.fail_after is not None and (self.stop_at is None or plan.fail_after < self.stop_at):
+            self.stop_at, self.failure = plan.fail_after, plan.failure
+
+    async def run(self) -> None:
+        """Play the turn; end it (an error chunk if it was cut) with the worker's snapshot."""
+        worker = self.worker
+        try:
+            worker.status, worker.running = "running", True
+            for step in (
+                self._start,
+                self._reason,
+                self._search,
+                self._cite,
+                self._use_tools,
+                self._end_first_step,
+                self._answer,
+                self._attach,
+                self._finish,
+            ):
+                await step()
+        except _Cut:
+            worker.error = self.failure
+            worker.append({"type": "error", "errorText": worker.error})
+        finally:
+            worker.status, worker.running, worker.turn_active = "completed", False, False
+            if self.parts or "metadata" in self.message:
+                worker.messages.append(self.message)
+            worker.append(worker.snapshot_chunk())
+
+    async def emit(self, chunk: dict[str, Any], *, pace: bool = False) -> None:
+        """Append one chunk (then wait a token's time, with ``pace``); :class:`_Cut` at the stop."""
+        if self.stop_at is not None and self.emitted >= self.stop_at:
+            raise _Cut
+        self.worker.append(chunk)
+        self.emitted += 1
+        if pace and self.delay:
+            await asyncio.sleep(self.delay)
+        elif self.emitted % 64 == 0:
+            await asyncio.sleep(0)  # unpaced: let the readers in now and then
+
+    async def _start(self) -> None:
+        plan = self.plan
+        await self.emit(
+            {"type": "start", "messageId": plan.message_id, "messageMetadata": self.metadata}
+        )
+        self.message["metadata"] = self.metadata
+        await self.emit({"type": "start-step"})
+        self.parts.append({"type": "step-start"})
+
+    async def _reason(self) -> None:
+        rid = f"reasoning-{self.number}"
+        await self.emit({"type": "reasoning-start", "id": rid})
+        reasoning = {"type": "reasoning", "id": rid, "text": "", "state": "streaming"}
+        self.parts.append(reasoning)
+        for token in self.plan.reasoning_tokens:
+            await self.emit({"type": "reasoning-delta", "id": rid, "delta": token}, pace=True)
+            reasoning["text"] += token
+        await self.emit({"type": "reasoning-end", "id": rid})
+        reasoning["state"] = "done"
+
+    async def _search(self) -> None:
+        """The web search every turn makes: its input streamed in two pieces, then its results."""
+        plan = self.plan
+        call = {"toolCallId": plan.tool_call_id, "toolName": "web_search"}
+        tool: dict[str, Any] = {
+            "type": "tool-web_search",
+            "toolCallId": plan.tool_call_id,
+            "state": "input-streaming",
+        }
+        await self.emit({"type": "tool-input-start", **call})
+        self.parts.append(tool)
+        args = _encode({"query": plan.query}).decode()
+        half = len(args) // 2
+        for sent in (args[:half], args):
+            delta = sent[len(tool.get("rawInput", "")) :]
+            await self.emit(
+                {
+                    "type": "tool-input-delta",
+                    "toolCallId": plan.tool_call_id,
+                    "inputTextDelta": delta,
+                },
+                pace=True,
+            )
+            # While it streams, the SDK shows the input parsed so far and the raw text.
+            tool["rawInput"] = sent
+            shown = parse_partial_json(sent)
+            if shown is not msgspec.UNSET:
+                tool["input"] = shown
+        del tool["rawInput"]
+        tool["input"] = {"query": plan.query}
+        await self.emit({"type": "tool-input-available", **call, "input": tool["input"]})
+        tool["state"] = "input-available"
+        output = {"results": plan.search_results}
+        await self.emit(
+            {"type": "tool-output-available", "toolCallId": plan.tool_call_id, "output": output}
+        )
+        tool["state"], tool["output"] = "output-available", output
+
+    async def _cite(self) -> None:
+        for source in self.plan.sources:
+            await self.emit({"type": "source-url", **source})
+            self.parts.append({"type": "source-url", **source})
+            self.worker.sources.append(
+                {
+                    "id": source["sourceId"],
+                    "title": source["title"],
+                    "type": "url",
+                    "url": source["url"],
+                }
+            )
+
+    async def _use_tools(self) -> None:
+        """A fleet worker's further tool calls, each running for a while (silent meanwhile)."""
+        for call in self.plan.tools:
+            ids = {"toolCallId": call.call_id, "toolName": call.name}
+            tool: dict[str, Any] = {"type": f"tool-{call.name}", "toolCallId": call.call_id}
+            await self.emit({"type": "tool-input-start", **ids})
+            self.parts.append({**tool, "state": "input-streaming"})
+            args = _encode(call.input).decode()
+            delta = {"type": "tool-input-delta", "toolCallId": call.call_id}
+            await self.emit({**delta, "inputTextDelta": args}, pace=True)
+            await self.emit({"type": "tool-input-available", **ids, "input": call.input})
+            self.parts[-1] = {**tool, "state": "input-available", "input": call.input}
+            if self.tokens_per_second > 0:
+                await asyncio.sleep(call.duration / self.tokens_per_second)
+            await self.emit(
+                {"type": "tool-output-available", "toolCallId": call.call_id, "output": call.output}
+            )
+            self.parts[-1] = {**self.parts[-1], "state": "output-available", "output": call.output}
+
+    async def _end_first_step(self) -> None:
+        """The research step ends; the usage so far is told (the reasoning's tokens)."""
+        plan = self.plan
+        await self.emit({"type": "finish-step"})
+        partial = {**plan.usage, "outputTokens": len(plan.reasoning_tokens), "steps": 1}
+        partial["totalTokens"] = partial["inputTokens"] + partial["outputTokens"]
+        await self.emit({"type": "message-metadata", "messageMetadata": {"usage": partial}})
+        self.message["metadata"] = {**self.metadata, "usage": partial}
+
+    async def _answer(self) -> None:
+        await self.emit({"type": "start-step"})
+        self.parts.append({"type": "step-start"})
+        tid = f"text-{self.number}"
+        await self.emit({"type": "text-start", "id": tid})
+        text_part = {"type": "text", "text": "", "state": "streaming"}
+        self.parts.append(text_part)
+        content = {"type": "output_text", "text": ""}
+        self.worker.output.append(
+            {
+                "id": tid,
+                "content": [content],
+                "role": "assistant",
+                "status": "completed",
+                "type": "message",
+            }
+        )
+        for token in self.plan.answer_tokens:
+            await self.emit({"type": "text-delta", "id": tid, "delta": token}, pace=True)
+            text_part["text"] += token
+            content["text"] += token
+        await self.emit({"type": "text-end", "id": tid})
+        text_part["state"] = "done"
+
+    async def _attach(self) -> None:
+        """The file the plan writes, if any: kept in the workspace, and linked."""
+        file, worker = self.plan.file, self.worker
+        if file is None:
+            return
+        path, media_type = file["filename"], file["mediaType"]
+        url = f"{self.base}/api/workers/{worker.id}/files/{path}"
+        worker.file_bytes[path] = (media_type, file["content"].encode())
+        await self.emit({"type": "file", "url": url, "mediaType": media_type})
+        self.parts.append({"type": "file", "mediaType": media_type, "url": url})
+        worker.files.append({"filename": path, "mediaType": media_type, "url": url})
+
+    async def _finish(self) -> None:
+        worker = self.worker
+        await self.emit({"type": "finish-step"})
+        usage = _add_usage(worker.usage, self.plan.usage)
+        costs = _add_costs(worker.costs, self.plan.costs)
+        await self.emit(
+            {
+                "type": "finish",
+                "finishReason": "stop",
+                "messageMetadata": {"usage": usage, "costs": costs},
+            }
+        )
+        worker.usage, worker.costs = usage, costs
+        self.message["metadata"] = {**self.metadata, "usage": usage, "costs": costs}
 
 
 def _fault(request: web.Request) -> Fault:
