@@ -131,101 +131,115 @@ def plan_turn(
         # Each fleet worker draws from a generator of its own (and says its own words);
         # without a fleet the draws are the classic plan's, unchanged.
         rng = random.Random(hashlib.sha256(digest + f"\x00{fleet}".encode()).digest())
-    topic = re.sub(r"[\s?!.]+$", "", input.strip()) or "your question"
-    # "What's the weather in X?" reads better as "the weather in X".
-    topic = re.sub(_QUESTION, "", topic, flags=re.I) or topic
-    topic = topic[:80]
-    short = topic[0].lower() + topic[1:] if topic[:2] != topic[:2].upper() else topic
-    slug = quote_plus(topic.replace(" ", "_"))
-    q = quote_plus(topic)
-
-    n_sources = {"low": 2, "standard": 3, "high": 4, "unlimited": 5}[budget]
-    sites = rng.sample(_SITES, n_sources)
-    sources = [
-        {
-            "sourceId": f"src-{turn}-{i}",
-            "url": "https://" + site.format(slug=slug, q=q),
-            "title": title.format(topic=short, Topic=topic[:1].upper() + topic[1:]),
-        }
-        for i, (site, title) in enumerate(sites)
-    ]
-    source_name = sources[0]["title"].split(":")[0].split(" - ")[-1]
-
+    # The draws below happen in this order, always: a plan depends on it.
+    topic = _topic(input)
+    sources = _sources(rng, topic, budget, turn)
     count = SENTENCES[budget] if fleet is None else rng.choice(_FLEET_SENTENCES)
-    body = rng.sample(_BODY, min(count - 2, len(_BODY)))
-    while len(body) < count - 2:
-        body.append(rng.choice(_BODY))
-    sentences = [rng.choice(_OPENERS), *body, rng.choice(_CLOSERS)]
-    answer = " ".join(s.format(topic=short, source=source_name) for s in sentences)
-    answer_tokens = _tokens(answer)
-
-    reasoning = (
+    answer = _answer(rng, count, topic, sources)
+    reasoning_tokens = _tokens(
         f"The user asks: {topic}. I should search for recent information, "
-        f"compare {n_sources} sources and answer concisely."
+        f"compare {len(sources)} sources and answer concisely."
     )
-    reasoning_tokens = _tokens(reasoning)
-
     if attach_file is None:
         attach_file = budget in ("high", "unlimited") or bool(
             re.search(r"\b(file|report|csv|document)\b", input, re.I)
         )
-    file = None
-    if attach_file:
-        lines = [f"# Report: {topic}", "", answer, "", "## Sources", ""]
-        lines += [f"- [{s['title']}]({s['url']})" for s in sources]
-        file = {
-            "filename": "report.md",
-            "mediaType": "text/markdown",
-            "content": "\n".join(lines) + "\n",
-        }
-
     tools = _fleet_tools(rng, digest, topic, sources) if fleet is not None else []
-    input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources + 60 * len(tools)
-    output_tokens = len(answer_tokens) + len(reasoning_tokens)
-    cache_read = 120 if turn > 0 else 0
-    model_cost = round((input_tokens + output_tokens) / 1000 * MODEL_RATE[budget], 6)
-    tool_cost = round(0.001 * (n_sources + len(tools)), 6)
-    sandbox_cost = round(SANDBOX_RATE[budget] * count, 6)
-    internal_cost = round(0.0001 * count, 6)
+    plan = TurnPlan(
+        message_id=f"msg_{hashlib.sha256(digest + b'msg').hexdigest()[:16]}",
+        reasoning_tokens=reasoning_tokens,
+        query=topic,
+        sources=sources,
+        answer_tokens=_tokens(answer),
+        file=_report(topic, answer, sources) if attach_file else None,
+        usage={},
+        costs={},
+        tool_call_id=f"call_{hashlib.sha256(digest + b'call').hexdigest()[:12]}",
+        search_results=[{"title": s["title"], "url": s["url"]} for s in sources],
+        tools=tools,
+    )
+    plan.usage, plan.costs = _usage_and_costs(plan, input, budget, turn, count)
+    if fleet is not None and rng.random() < _FLEET_FAILURE_RATE:
+        plan.fail_after, plan.failure = _failure(rng, plan)
+    return plan
+
+
+def _topic(input: str) -> str:
+    """What the input asks about: "What's the weather in X?" reads better as "the weather in X".
+
+    >>> _topic("What's the weather in Barcelona?")
+    'the weather in Barcelona'
+    """
+    topic = re.sub(r"[\s?!.]+$", "", input.strip()) or "your question"
+    return (re.sub(_QUESTION, "", topic, flags=re.I) or topic)[:80]
+
+
+def _lowered(topic: str) -> str:
+    # Lowercased to go mid-sentence, unless it starts with an acronym.
+    return topic[0].lower() + topic[1:] if topic[:2] != topic[:2].upper() else topic
+
+
+def _sources(rng: random.Random, topic: str, budget: str, turn: int) -> list[dict[str, Any]]:
+    """The pages the search finds: more for a larger budget."""
+    slug = quote_plus(topic.replace(" ", "_"))
+    q = quote_plus(topic)
+    count = {"low": 2, "standard": 3, "high": 4, "unlimited": 5}[budget]
+    return [
+        {
+            "sourceId": f"src-{turn}-{i}",
+            "url": "https://" + site.format(slug=slug, q=q),
+            "title": title.format(topic=_lowered(topic), Topic=topic[:1].upper() + topic[1:]),
+        }
+        for i, (site, title) in enumerate(rng.sample(_SITES, count))
+    ]
+
+
+def _answer(rng: random.Random, count: int, topic: str, sources: list[dict[str, Any]]) -> str:
+    """``count`` sentences: an opener, a body drawn without repeats while it can, a closer."""
+    body = rng.sample(_BODY, min(count - 2, len(_BODY)))
+    while len(body) < count - 2:
+        body.append(rng.choice(_BODY))
+    sentences = [rng.choice(_OPENERS), *body, rng.choice(_CLOSERS)]
+    source = sources[0]["title"].split(":")[0].split(" - ")[-1]
+    return " ".join(s.format(topic=_lowered(topic), source=source) for s in sentences)
+
+
+def _report(topic: str, answer: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Markdown file a turn may attach: the answer and its sources."""
+    lines = [f"# Report: {topic}", "", answer, "", "## Sources", ""]
+    lines += [f"- [{s['title']}]({s['url']})" for s in sources]
+    return {
+        "filename": "report.md",
+        "mediaType": "text/markdown",
+        "content": "\n".join(lines) + "\n",
+    }
+
+
+def _usage_and_costs(
+    plan: TurnPlan, input: str, budget: str, turn: int, sentences: int
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Tokens and dollars consistent with what the turn streams."""
+    n_sources, n_tools = len(plan.sources), len(plan.tools)
+    input_tokens = 180 + len(_tokens(input)) * 2 + 40 * n_sources + 60 * n_tools
+    output_tokens = len(plan.answer_tokens) + len(plan.reasoning_tokens)
     costs = {
-        "internalCostUsd": internal_cost,
-        "modelCostUsd": model_cost,
-        "sandboxCostUsd": sandbox_cost,
-        "toolCostUsd": tool_cost,
+        "internalCostUsd": round(0.0001 * sentences, 6),
+        "modelCostUsd": round((input_tokens + output_tokens) / 1000 * MODEL_RATE[budget], 6),
+        "sandboxCostUsd": round(SANDBOX_RATE[budget] * sentences, 6),
+        "toolCostUsd": round(0.001 * (n_sources + n_tools), 6),
     }
     usage = {
         "inputTokens": input_tokens,
         "outputTokens": output_tokens,
-        "reasoningTokens": len(reasoning_tokens),
-        "cacheReadTokens": cache_read,
+        "reasoningTokens": len(plan.reasoning_tokens),
+        "cacheReadTokens": 120 if turn > 0 else 0,
         "cacheWriteTokens": input_tokens if turn == 0 else 0,
         "totalTokens": input_tokens + output_tokens,
         "steps": 2,
         "costUsd": round(sum(costs.values()), 6),
         "credits": round(sum(costs.values()) * 100, 4),
     }
-    call = hashlib.sha256(digest + b"call").hexdigest()[:12]
-    fail_after, failure = None, ""
-    if fleet is not None and rng.random() < _FLEET_FAILURE_RATE:
-        # Somewhere between the first search and the end of the answer.
-        chunks = 12 + len(reasoning_tokens) + len(sources) + 5 * len(tools) + len(answer_tokens)
-        fail_after = rng.randrange(8, chunks)
-        failure = rng.choice(_FAILURES).format(tool=tools[0].name if tools else "web_search")
-    return TurnPlan(
-        message_id=f"msg_{hashlib.sha256(digest + b'msg').hexdigest()[:16]}",
-        reasoning_tokens=reasoning_tokens,
-        query=topic,
-        sources=sources,
-        answer_tokens=answer_tokens,
-        file=file,
-        usage=usage,
-        costs=costs,
-        tool_call_id=f"call_{call}",
-        search_results=[{"title": s["title"], "url": s["url"]} for s in sources],
-        tools=tools,
-        fail_after=fail_after,
-        failure=failure,
-    )
+    return usage, costs
 
 
 # -- the fleet --------------------------------------------------------------
@@ -238,6 +252,20 @@ _FAILURES = (
     "tool {tool} timed out after 30 s",
     "the sandbox ran out of memory while running the code",
 )
+
+
+def _failure(rng: random.Random, plan: TurnPlan) -> tuple[int, str]:
+    """Where a failing fleet turn stops (between the first search and the end of the answer)
+    and what it says."""
+    chunks = (
+        12
+        + len(plan.reasoning_tokens)
+        + len(plan.sources)
+        + 5 * len(plan.tools)
+        + len(plan.answer_tokens)
+    )
+    tool = plan.tools[0].name if plan.tools else "web_search"
+    return rng.randrange(8, chunks), rng.choice(_FAILURES).format(tool=tool)
 
 
 def _fleet_tools(
