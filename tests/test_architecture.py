@@ -356,11 +356,9 @@ def rows() -> tuple[tuple[str, Rule], ...]:
     return tuple(found)
 
 
-def row_rule(module: str) -> Rule:
-    rule = dict(rows()).get(module)
-    if rule is None:
-        pytest.fail(f"{module} has no row in docs/architecture.md")
-    return rule
+def row_rule(module: str) -> Rule | None:
+    """The rule of the module's row; None when it has none (one test reports that)."""
+    return dict(rows()).get(module)
 
 
 # --- the checks --------------------------------------------------------------------
@@ -405,7 +403,8 @@ def test_the_table_reads_bottom_to_top() -> None:
 @pytest.mark.parametrize("module", modules())
 def test_a_module_imports_only_rows_above_it(module: str) -> None:
     """Inside a part too, each row may import only the rows before it."""
-    row_rule(module)
+    if row_rule(module) is None:
+        pytest.skip(f"{module} has no row (test_every_module_has_a_row_and_every_row_a_module)")
     order = [name for name, _ in rows()]
     position = order.index(module)
     late = [
@@ -421,7 +420,7 @@ def test_a_module_imports_only_rows_above_it(module: str) -> None:
 @pytest.mark.parametrize("module", modules())
 def test_every_import_rule_holds(module: str) -> None:
     """The module's row, and its part's layer, each allow every import it makes."""
-    rule = row_rule(module)
+    rule = row_rule(module) or Rule("anything below")
     part = part_of(module)
     part_rule = layers()[part].rule if part in layers() else Rule("anything below")
     broken: list[str] = []
@@ -624,7 +623,7 @@ def test_every_name_the_document_gives_exists() -> None:
 def test_the_modules_at_the_top_only_re_export() -> None:
     """A documented import path at the top holds re-exports only; the code lives in its part."""
     public = [m for m in modules() if "/" not in m and not m.startswith("_") and m != "errors.py"]
-    plain = [m for m in public if row_rule(m).reexports is None]
+    plain = [m for m in public if (rule := row_rule(m)) is None or rule.reexports is None]
     assert not plain, (
         f"{plain}: public modules at the top must be re-exports (rule: re-exports `x.py`)"
     )
