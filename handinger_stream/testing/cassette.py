@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
-import yarl
 from aiohttp import web
 
+from .._redact import redact_url as _public_url  # credentials never shown
 from .cassette_format import (
     CASSETTE_VERSION,
     Cassette,
@@ -339,14 +339,6 @@ def _forwarded_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
     # anyway is relayed (and recorded) as it is.
     out["Accept-Encoding"] = "identity"
     return out
-
-
-def _public_url(url: str) -> str:
-    # A base URL may carry user:password@; that is a credential too.
-    parsed = yarl.URL(url)
-    if parsed.user is None and parsed.password is None:
-        return url
-    return str(parsed.with_user(None))
 
 
 def _holds_secret(value: str, secrets: set[str], long_secrets: list[str]) -> bool:
