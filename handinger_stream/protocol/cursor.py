@@ -104,6 +104,31 @@ class ReplayCursor:
         self._update()
         return kept
 
+    @classmethod
+    def resuming_after(cls, last_id: str) -> ReplayCursor:
+        """A cursor for a connection opened with ``Last-Event-ID: last_id`` by a stream
+        that started elsewhere (a relay taking over a turn another process read).
+
+        Nothing is known of that stream's start, so a replay is recognised by its
+        first event only: repeated ids are skipped through ``last_id``.
+
+        >>> cursor = ReplayCursor.resuming_after("5")
+        >>> [cursor.admit_id(i) for i in ("4", "5", "6", "7")]
+        [False, False, True, True]
+        """
+        cursor = cls(from_start=False)
+        cursor.last_id = last_id
+        cursor.resumed()
+        return cursor
+
+    def admit_id(self, event_id: str | None) -> bool:
+        """:meth:`admit` for one event known by its id alone (a decoded event, say):
+        whether to keep it (it is then counted) or skip it as a repeat."""
+        if not self.resuming:
+            self.take(1, event_id, event_id)
+            return True
+        return bool(self.admit([ServerSentEvent(b"", id=event_id)]))
+
     def unresumable(self) -> str:
         """Why a resume could not be exact ("" when it can be)."""
         if self.last_id is None and not self.from_start:
