@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -55,7 +54,6 @@ async def _respond(http: RelayHTTP, request: web.Request, reply: Reply) -> web.S
         return web.Response(status=reply.status, headers=reply.headers, body=reply.body or None)
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
     body = reply.stream
-    loop = asyncio.get_running_loop()
 
     def cut() -> None:
         if request.transport is not None:
@@ -63,11 +61,7 @@ async def _respond(http: RelayHTTP, request: web.Request, reply: Reply) -> web.S
 
     try:
         await response.prepare(request)
-        with http.watching(cut) as mark:
-            async for chunk in body:
-                mark.since = loop.time()
-                await response.write(chunk)
-                mark.since = None
+        await http.write_body(body, response.write, cut)
         await response.write_eof()
     except ConnectionError:
         pass  # the reader left (or was cut): the turn goes on without it

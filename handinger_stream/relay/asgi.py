@@ -92,13 +92,12 @@ class RelayASGI:
         def cut() -> None:
             writer.cancel()
 
+        async def send_part(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
         async def write() -> None:
             await send(_start(reply))
-            with self.http.watching(cut) as mark:
-                async for chunk in body:
-                    mark.since = loop.time()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    mark.since = None
+            await self.http.write_body(body, send_part, cut)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def disconnected() -> None:

@@ -166,10 +166,31 @@ class RelayHTTP:
 
     # -- the slow-reader watch ---------------------------------------------
 
+    async def write_body(
+        self,
+        body: SSEBody,
+        write: Callable[[bytes], Awaitable[None]],
+        cut: Callable[[], None],
+    ) -> None:
+        """Write a reply's event stream with the framework's ``write``, watched: a reader
+        that takes no bytes for ``write_timeout`` is ``cut()`` (its connection dropped).
+
+        The adapters' one streaming loop (aiohttp's: ``await http.write_body(reply.stream,
+        response.write, cut)``); starting, ending and closing the response are theirs.
+        ``write`` raises when the reader is gone, as the framework does.
+        """
+        loop = asyncio.get_running_loop()
+        with self.watching(cut) as mark:
+            async for data in body:
+                mark.since = loop.time()
+                await write(data)
+                mark.since = None
+
     @contextlib.contextmanager
     def watching(self, cut: Callable[[], None]) -> Any:
-        """For an adapter's streaming loop: ``with http.watching(cut) as mark:`` then
-        ``mark.since = loop.time()`` before each write and ``None`` after it."""
+        """The slow-reader watch around a streaming loop (:meth:`write_body`'s):
+        ``with http.watching(cut) as mark:`` then ``mark.since = loop.time()`` before
+        each write and ``None`` after it."""
         writing = _Writing(cut)
         self._writers.add(writing)
         if self._watch is None or self._watch.done():
