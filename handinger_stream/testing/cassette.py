@@ -2,10 +2,10 @@
 
 A :class:`Recorder` is a small HTTP proxy on loopback. Point any client at its
 ``base_url`` (ours on either transport, curl, your app): every request goes on
-to the upstream service and every response comes back chunk by chunk as it
+to the upstream service and every response comes back piece by piece as it
 arrives, so event streams stay live. Each exchange is kept: the request's
 method, path, body and a few headers; the response's status, headers and
-every body chunk with its time offset. The cassette is written as JSON when
+every piece of its body with its time offset. The cassette is written as JSON when
 the recorder closes. Credentials are never written.
 
 :class:`~handinger_stream.testing.emulator.Emulator` replays one
@@ -36,6 +36,7 @@ from aiohttp import web
 from .._redact import redact_url as _public_url  # credentials never shown
 from .cassette_format import (
     CASSETTE_VERSION,
+    BodyPiece,
     Cassette,
     CassetteError,
     CassetteNotFoundError,
@@ -53,6 +54,7 @@ from .loopback import LoopbackServer
 
 __all__ = [
     "CASSETTE_VERSION",
+    "BodyPiece",
     "Cassette",
     "CassetteError",
     "CassetteNotFoundError",
@@ -72,7 +74,7 @@ DEFAULT_UPSTREAM = "https://v3.handinger.com"
 # The only request headers kept: they change what the service answers.
 RECORDED_REQUEST_HEADERS = ("accept", "content-type", "last-event-id")
 # Hop-by-hop headers belong to one connection, not to the exchange (RFC 9110 §7.6.1);
-# content-length goes too, since the body is relayed in chunks as it comes.
+# content-length goes too, since the body is relayed in pieces as it comes.
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -112,7 +114,7 @@ class _Exchange:
     reason: str | None = None
     response_headers: list[tuple[str, str]] | None = None
     head_at: float = 0.0
-    chunks: list[tuple[float, bytes]] | None = None
+    pieces: list[tuple[float, bytes]] | None = None
     complete: bool = False
 
 
@@ -289,7 +291,7 @@ async def _pass_on(
         if name.lower() not in _HOP_BY_HOP
     ]
     exchange.response_headers = headers
-    exchange.chunks = []
+    exchange.pieces = []
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     for name, value in headers:
         response.headers.add(name, value)
@@ -312,7 +314,7 @@ async def _relay(
     exchange: _Exchange,
     started: float,
 ) -> None:
-    assert exchange.chunks is not None
+    assert exchange.pieces is not None
     while True:
         try:
             data = await upstream.content.readany()
@@ -320,16 +322,16 @@ async def _relay(
             return
         if not data:
             break
-        exchange.chunks.append((time.monotonic() - started, data))
+        exchange.pieces.append((time.monotonic() - started, data))
         await response.write(data)
     exchange.complete = True
     await response.write_eof()
 
 
 async def _relayed(content: aiohttp.StreamReader, form: FormReader) -> AsyncIterator[bytes]:
-    async for chunk in content.iter_any():
-        form.feed(chunk)
-        yield chunk
+    async for piece in content.iter_any():
+        form.feed(piece)
+        yield piece
 
 
 def _forwarded_request_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -388,7 +390,9 @@ def _interaction(exchange: _Exchange, secrets: set[str], long_secrets: list[str]
             and not _holds_secret(value, secrets, long_secrets)
         ],
         head_at=round(exchange.head_at, 6),
-        chunks=[Chunk.of(at, _redact(data, long_secrets)) for at, data in exchange.chunks or []],
+        pieces=[
+            BodyPiece.of(at, _redact(data, long_secrets)) for at, data in exchange.pieces or []
+        ],
         complete=exchange.complete,
     )
     return Interaction(request=request, response=response)

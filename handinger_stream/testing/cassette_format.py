@@ -3,7 +3,7 @@ its recording.
 
 A cassette is JSON: the interactions of a recorded session, each a request
 (method, path, a few headers, the body) and the response it got (status,
-headers, and every body :class:`Chunk` with its time offset). Written by the
+headers, and each :class:`BodyPiece` of the body with its time offset). Written by the
 recorder (:mod:`handinger_stream.testing.cassette`), answered from by the
 player (:mod:`handinger_stream.testing.cassette_player`), which the emulator
 serves; both sides take from here, and this module from neither.
@@ -29,6 +29,7 @@ import yarl
 
 __all__ = [
     "CASSETTE_VERSION",
+    "BodyPiece",
     "Cassette",
     "CassetteError",
     "CassetteNotFoundError",
@@ -58,15 +59,15 @@ class CassetteNotFoundError(FileNotFoundError):
 # -- the format --------------------------------------------------------------
 
 
-class Chunk(msgspec.Struct, omit_defaults=True):
+class BodyPiece(msgspec.Struct, omit_defaults=True):
     """One piece of a response body as it arrived, ``at`` seconds after the request.
 
     The bytes are kept as ``text`` when they are valid UTF-8 (an event stream
     stays readable in the file), else as ``base64``.
 
-    >>> Chunk.of(0.25, b"data: hi\\n\\n")
-    Chunk(at=0.25, text='data: hi\\n\\n', base64=None)
-    >>> Chunk.of(0.5, b"\\xff").data
+    >>> BodyPiece.of(0.25, b"data: hi\\n\\n")
+    BodyPiece(at=0.25, text='data: hi\\n\\n', base64=None)
+    >>> BodyPiece.of(0.5, b"\\xff").data
     b'\\xff'
     """
 
@@ -75,13 +76,17 @@ class Chunk(msgspec.Struct, omit_defaults=True):
     base64: str | None = None
 
     @classmethod
-    def of(cls, at: float, data: bytes) -> Chunk:
+    def of(cls, at: float, data: bytes) -> BodyPiece:
         text, encoded = _text_or_base64(data)
         return cls(at=round(at, 6), text=text, base64=encoded)
 
     @property
     def data(self) -> bytes:
         return _bytes_of(self.text, self.base64)
+
+
+# The earlier name of a body piece, kept importable for code written against it.
+Chunk = BodyPiece
 
 
 class RecordedFile(msgspec.Struct, omit_defaults=True):
@@ -178,32 +183,33 @@ class RecordedRequest(msgspec.Struct, omit_defaults=True):
 
 
 class RecordedResponse(msgspec.Struct, omit_defaults=True):
-    """What came back: status, headers (in order, repeats kept), body chunks with their timing.
+    """What came back: status, headers (in order, repeats kept), body pieces with their timing.
 
     ``head_at`` is when the status line arrived, in seconds after the request.
     ``complete`` is false when the body ended early (the connection broke, or
-    the client left): a replay then cuts the connection after the last chunk.
+    the client left): a replay then cuts the connection after the last piece. In the file, the
+    pieces are under ``chunks`` (the format's first name for them).
     """
 
     status: int
     reason: str | None = None
     headers: list[tuple[str, str]] = []
     head_at: float = 0.0
-    chunks: list[Chunk] = []
+    pieces: list[BodyPiece] = msgspec.field(default_factory=list, name="chunks")
     complete: bool = True
 
     @property
     def body(self) -> bytes:
-        return b"".join(chunk.data for chunk in self.chunks)
+        return b"".join(piece.data for piece in self.pieces)
 
     @property
     def duration(self) -> float:
         """Seconds from the request to the last byte.
 
-        >>> RecordedResponse(200, head_at=0.1, chunks=[Chunk.of(0.3, b"x")]).duration
+        >>> RecordedResponse(200, head_at=0.1, pieces=[BodyPiece.of(0.3, b"x")]).duration
         0.3
         """
-        return max([self.head_at, *(chunk.at for chunk in self.chunks)])
+        return max([self.head_at, *(piece.at for piece in self.pieces)])
 
 
 class Interaction(msgspec.Struct):
@@ -252,7 +258,7 @@ class Cassette(msgspec.Struct):
             raise CassetteError(f"{source} is not a valid cassette: {exc}") from None
 
     def dumps(self) -> bytes:
-        """The cassette as indented JSON, one body chunk per line."""
+        """The cassette as indented JSON, one body piece per line."""
         return _pretty(msgspec.to_builtins(self)).encode() + b"\n"
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -309,12 +315,12 @@ def describe_request(method: str, path: str, body: bytes | RecordedForm, limit: 
 
 
 class FormReader:
-    """Reads a ``multipart/form-data`` body as it streams past, a chunk at a time:
+    """Reads a ``multipart/form-data`` body as it streams past, a piece at a time:
     keeps its text fields, and hashes its files (never held whole).
 
     The recording proxy feeds it what it relays, the replay what it receives:
     two bodies of the same upload give the same :class:`RecordedForm`, whatever
-    their boundary, and however they were cut into chunks.
+    their boundary, and however they were cut into pieces.
 
     >>> reader = FormReader.of("multipart/form-data; boundary=b")
     >>> reader.feed(b'--b\\r\\nContent-Disposition: form-data; name="input"\\r\\n\\r\\nHi')
@@ -439,8 +445,8 @@ class FormReader:
 
 
 def _pretty(value: Any, indent: str = "") -> str:
-    # Objects and arrays of plain values (a chunk, a header) fit on one line:
-    # a diff of two recordings then shows which chunks changed.
+    # Objects and arrays of plain values (a body piece, a header) fit on one line:
+    # a diff of two recordings then shows which pieces changed.
     encode = msgspec.json.encode
     nested = (dict, list, tuple)
     if isinstance(value, dict) and value:

@@ -75,10 +75,10 @@ class Player:
             if self.realtime:
                 await _sleep_until(started + recorded.head_at)
             await response.prepare(request)
-            for chunk in recorded.chunks:
+            for piece in recorded.pieces:
                 if self.realtime:
-                    await _sleep_until(started + chunk.at)
-                await response.write(chunk.data)
+                    await _sleep_until(started + piece.at)
+                await response.write(piece.data)
             if not recorded.complete:
                 # The recorded body ended early: end this one the same way.
                 if request.transport is not None:

@@ -51,7 +51,7 @@ __all__ = ["FAULT_HEADER", "ClientOptions", "Emulator", "Fault", "make_app"]
 
 FAULT_HEADER = "x-emulator-fault"
 _encode = msgspec.json.Encoder().encode
-_SPOOL_CHUNK = 256 * 1024
+_SPOOL_PIECE = 256 * 1024  # bytes an upload is written to disk in
 
 
 class ClientOptions(TypedDict):
@@ -469,9 +469,9 @@ class _Handlers:
         path = self.store.workspace() / f"upload-{next(self.store.uploads)}"
         size = 0
         with path.open("wb") as out:
-            while chunk := await part.read_chunk(_SPOOL_CHUNK):
-                size += len(chunk)
-                await asyncio.to_thread(out.write, chunk)
+            while piece := await part.read_chunk(_SPOOL_PIECE):
+                size += len(piece)
+                await asyncio.to_thread(out.write, piece)
         return _Upload(name, media_type, path, size)
 
     @staticmethod

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from handinger_stream import AsyncHandinger, NotFoundError
 from handinger_stream.cassette import (
+    BodyPiece,
     Cassette,
     CassetteError,
     CassetteNotFoundError,
-    Chunk,
     Interaction,
     RecordedRequest,
     RecordedResponse,
@@ -179,7 +179,7 @@ async def test_realtime_replay_takes_at_least_the_recorded_time(tmp_path: Path) 
         recorded_worker = await stream.get_final_worker()
     recorded = Cassette.load(path).interactions[0].response
     assert recorded.duration > 0.1  # the pace was recorded, not just the bytes
-    offsets = [chunk.at for chunk in recorded.chunks]
+    offsets = [piece.at for piece in recorded.pieces]
     assert offsets == sorted(offsets) and len(offsets) > 10
 
     async with (
@@ -194,7 +194,7 @@ async def test_realtime_replay_takes_at_least_the_recorded_time(tmp_path: Path) 
     assert elapsed >= recorded.duration
 
 
-async def test_the_proxy_relays_each_chunk_as_it_arrives(
+async def test_the_proxy_relays_each_piece_as_it_arrives(
     raw_server: RawServer, tmp_path: Path
 ) -> None:
     raw_server.serve(Canned([b"data: one\n\n", b"data: two\n\n"], delay=0.3))
@@ -208,9 +208,9 @@ async def test_the_proxy_relays_each_chunk_as_it_arrives(
         assert first == b"data: one\n\n"
         assert raw_server.finished == 0 and raw_server.open_streams == 1
         assert await response.content.read() == b"data: two\n\n"
-    chunks = Cassette.load(tmp_path / "live.json").interactions[0].response.chunks
-    assert [c.text for c in chunks] == ["data: one\n\n", "data: two\n\n"]
-    assert chunks[0].at <= chunks[1].at
+    pieces = Cassette.load(tmp_path / "live.json").interactions[0].response.pieces
+    assert [p.text for p in pieces] == ["data: one\n\n", "data: two\n\n"]
+    assert pieces[0].at <= pieces[1].at
 
 
 def _cassette(*interactions: tuple[RecordedRequest, bytes]) -> Cassette:
@@ -221,7 +221,7 @@ def _cassette(*interactions: tuple[RecordedRequest, bytes]) -> Cassette:
                 response=RecordedResponse(
                     status=200,
                     headers=[("content-type", "application/json")],
-                    chunks=[Chunk.of(0.0, body)],
+                    pieces=[BodyPiece.of(0.0, body)],
                 ),
             )
             for request, body in interactions
@@ -398,14 +398,23 @@ async def test_the_file_is_versioned_readable_and_keeps_binary_bytes(
             await http.get(recorder.base_url + "/png", headers=headers)
     text = path.read_text()
     assert text.startswith('{\n  "version": 1,')
-    # An event stream reads as itself, one chunk per line.
+    # An event stream reads as itself, one body piece per line.
     assert '"text": "id: 0\\ndata: {\\"type\\":\\"start\\"}\\n\\n"}' in text
+    # The pieces keep the format's first name, so that every recorded file still reads.
+    assert '"chunks": [' in text and '"pieces"' not in text
     assert os.listdir(tmp_path) == ["kinds.json"]  # no temporary file left
     png = Cassette.load(path).interactions[1].response
-    assert png.chunks[0].text is None and png.chunks[0].base64
+    assert png.pieces[0].text is None and png.pieces[0].base64
     async with Emulator(cassette=path) as replayer, httpx.AsyncClient() as http:
         assert (await http.get(replayer.base_url + "/png", headers=headers)).content == binary
         assert (await http.get(replayer.base_url + "/sse", headers=headers)).content == sse
+
+
+def test_a_body_piece_is_still_importable_by_its_earlier_name() -> None:
+    from handinger_stream.cassette import Chunk
+
+    assert Chunk is BodyPiece
+    assert Chunk.of(0.5, b"x") == BodyPiece(at=0.5, text="x")
 
 
 def test_a_cassette_of_another_version_or_shape_is_refused(tmp_path: Path) -> None:
