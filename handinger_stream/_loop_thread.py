@@ -98,9 +98,9 @@ class LoopThread:
             return
         if threading.current_thread() is thread:
             # Closed (or collected) on the loop's own thread: it cannot wait for itself.
-            threading.Thread(target=_end, args=(loop, stop, thread, last, None)).start()
+            threading.Thread(target=_end_loop, args=(loop, stop, thread, last, None)).start()
             return
-        _end(loop, stop, thread, last, timeout)
+        _end_loop(loop, stop, thread, last, timeout)
 
     def _get(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -141,7 +141,7 @@ async def _await(func: Callable[[], Awaitable[T]]) -> T:
     return await func()
 
 
-def _end(
+def _end_loop(
     loop: asyncio.AbstractEventLoop,
     stop: asyncio.Event,
     thread: threading.Thread,

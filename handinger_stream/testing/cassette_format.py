@@ -373,7 +373,7 @@ class FormReader:
                 if end < 0:
                     return False
                 head, rest = buffer[:end], buffer[end + 4 :]
-            self._begin(head)
+            self._open_part(head)
             self._buffer, self._state = rest, "body"
             return True
         if self._state == "end":
@@ -384,16 +384,16 @@ class FormReader:
             # All but what could be the start of a delimiter belongs to the part.
             keep = len(delimiter) - 1
             if len(buffer) > keep:
-                self._take(buffer[:-keep])
+                self._feed_part(buffer[:-keep])
                 self._buffer = buffer[-keep:]
             return False
         after = buffer[at + len(delimiter) : at + len(delimiter) + 2]
         if len(after) < 2:
-            self._take(buffer[:at])
+            self._feed_part(buffer[:at])
             self._buffer = buffer[at:]
             return False
-        self._take(buffer[:at])
-        self._end()
+        self._feed_part(buffer[:at])
+        self._close_part()
         if after == b"--":
             self._buffer, self._state = b"", "end"
             return False
@@ -404,7 +404,7 @@ class FormReader:
         self._buffer, self._state = buffer[line_end + 2 :], "head"
         return True
 
-    def _begin(self, head: bytes) -> None:
+    def _open_part(self, head: bytes) -> None:
         # The standard library's header parameters: quoted strings, escapes, RFC 2231.
         headers = email.message.Message()
         for line in head.decode("utf-8", "replace").split("\r\n"):
@@ -417,7 +417,7 @@ class FormReader:
         self._filename = None if filename is None else email.utils.collapse_rfc2231_value(filename)
         self._media_type = headers.get("content-type")
 
-    def _take(self, data: bytes) -> None:
+    def _feed_part(self, data: bytes) -> None:
         if self._state != "body" or not data:
             return
         if self._filename is None:
@@ -426,7 +426,7 @@ class FormReader:
             self._hash.update(data)
             self._size += len(data)
 
-    def _end(self) -> None:
+    def _close_part(self) -> None:
         if self._state != "body":
             return
         if self._filename is None:
