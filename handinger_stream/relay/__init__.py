@@ -28,7 +28,9 @@ from .fleet import FleetWatch
 from .http import RelayHTTP
 from .memory import MemoryStore
 from .redis_store import RedisStore
-from .store import ChatInfo, Chunk, Entry, Lease, Store
+from .store import ChatInfo, Entry, Lease, NewEntry, Store
+
+Chunk = NewEntry  # the previous name of NewEntry (an AI SDK chunk is an event on the wire)
 
 __all__ = [
     "ChatBusyError",
@@ -40,6 +42,7 @@ __all__ = [
     "Lease",
     "LeaseLostError",
     "MemoryStore",
+    "NewEntry",
     "Reader",
     "RedisStore",
     "Relay",

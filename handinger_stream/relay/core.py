@@ -38,19 +38,22 @@ from ..errors import (
     HandingerError,
     InvalidRequestError,
 )
+from ..protocol.cursor import ReplayCursor
 from ..protocol.retry import RetryPolicy
 from ..protocol.wire import encode_event
-from ..types.events import Event, StartEvent, WorkerSnapshotEvent
+from ..types.events import StartEvent, WorkerSnapshotEvent
 from ..types.worker import Budget
 from .errors import LeaseLostError, StoreUnavailableError
 from .memory import MemoryStore
-from .store import ChatInfo, Chunk, Entry, Lease, Store
+from .store import ChatInfo, Entry, Lease, NewEntry, Store
 
 __all__ = ["Reader", "Relay", "Turn"]
 
 log = logging.getLogger("handinger_stream.relay")
 
 _BATCH = 256  # entries per store read, and at most per append
+# Store writes while the store is unavailable: soon, then at most every second.
+_STORE_RETRY = RetryPolicy(initial_delay=0.05, max_delay=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,10 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
-class _End:
+class _UpstreamEnd:
+    """Why the upstream read stopped: the stream ended (``error``: how it failed) or
+    the lease was ``lost``. The producer then ends the turn, or stops."""
+
     error: str | None
     lost: bool = False
 
@@ -219,9 +225,9 @@ class Relay:
     # -- producing -------------------------------------------------------------
 
     def _spawn(
-        self, lease: Lease, stream: WorkerStream, skip: Callable[[Event], bool] | None = None
+        self, lease: Lease, stream: WorkerStream, resume: ReplayCursor | None = None
     ) -> None:
-        task = asyncio.get_running_loop().create_task(self._produce(lease, stream, skip))
+        task = asyncio.get_running_loop().create_task(self._produce(lease, stream, resume))
         self._producers[lease.chat_id] = task
         task.add_done_callback(lambda t: self._forget(lease.chat_id, t))
 
@@ -266,22 +272,24 @@ class Relay:
                 return
             await self._finish_quietly(lease, f"the worker's stream could not be resumed: {exc}")
             return
-        self._spawn(lease, stream, _after(lease.last_upstream_id))
+        # A server may replay what was stored already: the cursor skips the repeats.
+        last = lease.last_upstream_id
+        self._spawn(lease, stream, ReplayCursor.resuming_after(last) if last else None)
 
     async def _produce(
-        self, lease: Lease, stream: WorkerStream, skip: Callable[[Event], bool] | None
+        self, lease: Lease, stream: WorkerStream, resume: ReplayCursor | None
     ) -> None:
         """Read the upstream once, append in batches, end the turn; never raises."""
-        queue: asyncio.Queue[Chunk | _End] = asyncio.Queue(_BATCH * 4)
+        queue: asyncio.Queue[NewEntry | _UpstreamEnd] = asyncio.Queue(_BATCH * 4)
         loop = asyncio.get_running_loop()
-        upstream = loop.create_task(self._read_upstream(stream, queue, skip))
+        upstream = loop.create_task(self._read_upstream(stream, queue, resume))
         heartbeat = loop.create_task(self._heartbeat(lease, upstream))
         appended = lease.last_seq - (lease.turn_start - 1)
         try:
             while True:
                 item = await queue.get()
-                batch: list[Chunk] = []
-                while isinstance(item, Chunk):
+                batch: list[NewEntry] = []
+                while isinstance(item, NewEntry):
                     batch.append(item)
                     if len(batch) >= _BATCH or queue.empty():
                         break
@@ -291,7 +299,7 @@ class Relay:
                     appended += len(batch)
                     if not lease.worker_id and stream.worker_id:
                         await self._patiently(self.store.set_worker, lease, stream.worker_id)
-                if isinstance(item, _End):
+                if isinstance(item, _UpstreamEnd):
                     if item.lost:
                         raise LeaseLostError(
                             f"the producer lease of chat {lease.chat_id!r} was taken"
@@ -324,25 +332,27 @@ class Relay:
     async def _read_upstream(
         self,
         stream: WorkerStream,
-        queue: asyncio.Queue[Chunk | _End],
-        skip: Callable[[Event], bool] | None,
+        queue: asyncio.Queue[NewEntry | _UpstreamEnd],
+        resume: ReplayCursor | None,
     ) -> None:
         try:
             async for event in stream:
-                if skip is not None and skip(event):
+                if resume is not None and not resume.admit_id(event.event_id):
                     continue
                 await queue.put(
-                    Chunk(encode_event(event), event.event_id, type(event) is WorkerSnapshotEvent)
+                    NewEntry(
+                        encode_event(event), event.event_id, type(event) is WorkerSnapshotEvent
+                    )
                 )
         except HandingerError as exc:
-            await queue.put(_End(f"the worker's stream failed: {exc}"))
+            await queue.put(_UpstreamEnd(f"the worker's stream failed: {exc}"))
             return
         except asyncio.CancelledError:
             # Stopped by the heartbeat (the lease is lost) or by the producer itself.
             with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(_End(None, lost=True))
+                queue.put_nowait(_UpstreamEnd(None, lost=True))
             raise
-        await queue.put(_End(None))
+        await queue.put(_UpstreamEnd(None))
 
     async def _heartbeat(self, lease: Lease, upstream: asyncio.Task[None]) -> None:
         while True:
@@ -357,18 +367,14 @@ class Relay:
                 pass  # the appends wait for the store; the lease is taken back if nobody took it
 
     async def _patiently(self, call: Callable[..., Any], *args: Any) -> None:
-        """A store write, retried while the store is unavailable (they are idempotent)."""
-        deadline = time.monotonic() + self.store_patience
-        delay = 0.05
-        while True:
-            try:
-                await call(*args)
-                return
-            except StoreUnavailableError:
-                if time.monotonic() + delay > deadline:
-                    raise
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        """A store write, retried while the store is unavailable (they are idempotent),
+        for ``store_patience`` seconds at most."""
+        await _STORE_RETRY.call(
+            lambda: call(*args),
+            retries=None,
+            retryable=lambda exc: isinstance(exc, StoreUnavailableError),
+            deadline=time.monotonic() + self.store_patience,
+        )
 
     async def _finish_quietly(self, lease: Lease, error: str) -> None:
         try:
@@ -495,19 +501,6 @@ class Reader:
             if deadline is not None:
                 wait = min(wait, deadline - now)
             await store.wait(self.chat_id, self.position, max(wait, 0.0))
-
-
-def _after(last_id: str | None) -> Callable[[Event], bool] | None:
-    """Skip what a replay repeats when a server ignores ``Last-Event-ID`` (decimal ids only)."""
-    if last_id is None or not last_id.isdigit():
-        return None
-    last = int(last_id)
-
-    def repeated(event: Event) -> bool:
-        event_id = event.event_id
-        return event_id is not None and event_id.isdigit() and int(event_id) <= last
-
-    return repeated
 
 
 def _check_chat_id(chat_id: str) -> None:

@@ -25,6 +25,7 @@ import anyio
 from ..client.watch import LiveEvent, SnapshotsView, WatchEvent
 from ..errors import HandingerError, IncompleteStreamError
 from ..protocol.reducer import WorkerState
+from ..protocol.retry import RetryPolicy
 from ..types.events import Event
 from ..types.worker import Worker
 from .errors import StoreUnavailableError
@@ -174,14 +175,17 @@ class FleetWatch:
         return any(not turn.ended for turn in self._chats.values())
 
     async def _patiently(self) -> list[ChatInfo]:
-        deadline = time.monotonic() + self.patience
-        while True:
-            try:
-                return await self.store.fleet()
-            except StoreUnavailableError:
-                if time.monotonic() >= deadline:
-                    raise
-                await anyio.sleep(self.interval)
+        """The store's fleet, looked at every ``interval`` while the store is unavailable,
+        until it has been so for ``patience`` seconds."""
+        interval = self.interval
+        return await RetryPolicy(initial_delay=interval, max_delay=interval).call(
+            self.store.fleet,
+            retries=None,
+            retryable=lambda exc: isinstance(exc, StoreUnavailableError),
+            # The loop gives up rather than wait past its deadline: an interval past
+            # ``patience``, so the store is given all of ``patience`` to come back.
+            deadline=time.monotonic() + self.patience + interval,
+        )
 
     async def _look(self, fleet: list[ChatInfo]) -> None:
         """Follow the turns that started, and read what was stored since the last look."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ._signal import Signal
 from .errors import ChatBusyError, EntriesGoneError, LeaseLostError
-from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Chunk, Entry, Lease, Store
+from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Entry, Lease, NewEntry, Store
 
 __all__ = ["MemoryStore"]
 
@@ -175,12 +175,12 @@ class MemoryStore(Store):
         chat = self._fenced(lease)
         chat.worker_id = lease.worker_id = worker_id
 
-    async def append(self, lease: Lease, chunks: Sequence[Chunk]) -> None:
+    async def append(self, lease: Lease, entries: Sequence[NewEntry]) -> None:
         chat = self._fenced(lease)
-        if not chunks:
+        if not entries:
             return
         first = lease.last_seq + 1
-        if chat.last_seq >= first + len(chunks) - 1:
+        if chat.last_seq >= first + len(entries) - 1:
             lease.last_seq = chat.last_seq  # applied already: a retry (as in Redis)
             return
         if chat.last_seq != first - 1:
@@ -188,21 +188,21 @@ class MemoryStore(Store):
                 f"chat {lease.chat_id!r}: the log is not where this producer left it"
             )
         seq = chat.last_seq
-        entries = chat.entries
+        log = chat.entries
         upstream_id = chat.last_upstream_id
-        for chunk in chunks:
+        for new in entries:
             seq += 1
-            entries.append(Entry(seq, chunk.data, chunk.upstream_id, chunk.snapshot))
-            if chunk.upstream_id is not None:
-                upstream_id = chunk.upstream_id
+            log.append(Entry(seq, new.data, new.upstream_id, new.snapshot))
+            if new.upstream_id is not None:
+                upstream_id = new.upstream_id
         chat.last_seq = lease.last_seq = seq
         chat.last_upstream_id = lease.last_upstream_id = upstream_id
         chat.status = "running"
         chat.updated_at = time.time()
-        excess = len(entries) - self.max_events
+        excess = len(log) - self.max_events
         if excess > self.max_events // 4:
             # Trim in steps, so that appending stays amortised O(1).
-            del entries[:excess]
+            del log[:excess]
             chat.first_seq += excess
         chat.notify()
 

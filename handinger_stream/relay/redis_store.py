@@ -4,7 +4,7 @@ Per chat, three keys (``PREFIX`` is ``handinger:relay:`` by default):
 
 - ``PREFIX{chat}:s``, a Redis Stream: one entry per event, with the id
   ``0-{seq}`` (so ``XREAD`` from ``0-{seq}`` gives what follows seq), fields
-  ``d`` (the chunk's JSON), ``u`` (its upstream SSE id), ``s`` (a snapshot),
+  ``d`` (the event's JSON), ``u`` (its upstream SSE id), ``s`` (a snapshot),
   or ``e`` and ``x`` for a turn's end marker and its error. ``XADD … MAXLEN ~``
   bounds it; it expires ``keep_seconds`` after the turn ends.
 - ``PREFIX{chat}:m``, a hash: ``worker``, ``active``, ``turn_start``,
@@ -35,12 +35,13 @@ from collections import deque
 from collections.abc import Awaitable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
+from .._redact import redact_url
 from ..errors import InvalidRequestError
+from ..protocol.retry import RetryPolicy
 from ._signal import Signal
 from .errors import ChatBusyError, EntriesGoneError, LeaseLostError, StoreUnavailableError
-from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Chunk, Entry, Lease, Store
+from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Entry, Lease, NewEntry, Store
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -51,6 +52,8 @@ DEFAULT_PREFIX = "handinger:relay:"
 _BLOCK_MS = 2000  # one XREAD BLOCK call at most; then the follower looks around
 _LINGER = 5.0  # a follower with no reader stops after this long
 _WINDOW = 4096  # entries a follower keeps for the readers of its process
+# A follower's XREAD while Redis is unavailable: again soon, then every 2 s at most.
+_FOLLOW_RETRY = RetryPolicy(initial_delay=0.1, max_delay=2.0)
 _T = TypeVar("_T")
 
 # -- the scripts ---------------------------------------------------------------
@@ -195,18 +198,6 @@ return 0
 """
 
 
-def _redact(url: str) -> str:
-    """The URL without its password (it may be in a repr, a log line or an error)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _seq(entry_id: bytes) -> int:
     return int(entry_id.rpartition(b"-")[2])
 
@@ -253,26 +244,13 @@ class _Follower:
 
     async def _run(self) -> None:
         store = self.store
-        delay = 0.1
         while True:
-            if not self.signal and time.monotonic() - self.idle_since > _LINGER:
+            # Redis unavailable: every reader is told, and the follower tries again,
+            # for as long as it has readers (or lingers).
+            found = await _FOLLOW_RETRY.call(self._read, retries=None, retryable=self._failed)
+            if found is None:
                 break
-            if self.signal:
-                self.idle_since = time.monotonic()
-            try:
-                found: Any = await store._blocking.xread(
-                    {self.key: f"0-{self.last}"}, count=1024, block=_BLOCK_MS
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.error = store._unavailable(exc)
-                self.signal.fail(self.error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
             self.error = None
-            delay = 0.1
             if not found:
                 continue
             window = self.window
@@ -283,6 +261,24 @@ class _Follower:
             self.signal.fire()
         if store._followers.get(self.chat_id) is self:
             del store._followers[self.chat_id]
+
+    async def _read(self) -> Any:
+        """One ``XREAD BLOCK``: what it found (empty when nothing came), or ``None``
+        when nobody reads the chat here any more and the follower's linger is over."""
+        if not self.signal and time.monotonic() - self.idle_since > _LINGER:
+            return None
+        if self.signal:
+            self.idle_since = time.monotonic()
+        found = await self.store._blocking.xread(
+            {self.key: f"0-{self.last}"}, count=1024, block=_BLOCK_MS
+        )
+        return found or []
+
+    def _failed(self, exc: Exception) -> bool:
+        """Tell the readers waiting that Redis is unavailable; always worth another try."""
+        self.error = self.store._unavailable(exc)
+        self.signal.fail(self.error)
+        return True
 
 
 class RedisStore(Store):
@@ -318,7 +314,7 @@ class RedisStore(Store):
             ) from None
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
-        self.url = _redact(url)
+        self.url = redact_url(url)  # shown in its repr and its errors
         self.prefix = prefix
         self.max_events = max_events
         self.keep_seconds = keep_seconds
@@ -520,8 +516,8 @@ class RedisStore(Store):
         if not ok:
             raise self._lost(lease)
 
-    async def append(self, lease: Lease, chunks: Sequence[Chunk]) -> None:
-        if not chunks:
+    async def append(self, lease: Lease, entries: Sequence[NewEntry]) -> None:
+        if not entries:
             return
         args: list[Any] = [
             lease.token,
@@ -531,10 +527,10 @@ class RedisStore(Store):
             lease.chat_id,
         ]
         upstream_id = lease.last_upstream_id
-        for chunk in chunks:
-            args += (chunk.data, chunk.upstream_id or "", b"1" if chunk.snapshot else b"0")
-            if chunk.upstream_id:
-                upstream_id = chunk.upstream_id
+        for new in entries:
+            args += (new.data, new.upstream_id or "", b"1" if new.snapshot else b"0")
+            if new.upstream_id:
+                upstream_id = new.upstream_id
         meta, lease_key, stream, active = self._keys(lease.chat_id)
         keys = [meta, lease_key, stream, active]
         last = int(await self._call(self._append(keys=keys, args=args)))

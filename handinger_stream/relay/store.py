@@ -33,9 +33,9 @@ __all__ = [
     "KEEP_SECONDS",
     "MAX_EVENTS",
     "ChatInfo",
-    "Chunk",
     "Entry",
     "Lease",
+    "NewEntry",
     "Store",
 ]
 
@@ -47,8 +47,13 @@ CHAT_SECONDS = 7 * 86400.0
 """How long a chat's record (its worker id, where its log is) is kept after its last turn."""
 
 
-class Chunk(msgspec.Struct, frozen=True, gc=False):
-    """An event to append: its JSON as the worker sent it, and its upstream SSE id."""
+class NewEntry(msgspec.Struct, frozen=True, gc=False):
+    """An entry to append, before the store gives it its ``seq``: an event's JSON as
+    the worker sent it, and its upstream SSE id. ``store.append`` makes it an :class:`Entry`.
+
+    >>> NewEntry(b'{"type":"start"}', "0").upstream_id
+    '0'
+    """
 
     data: bytes
     upstream_id: str | None = None
@@ -158,8 +163,9 @@ class Store(abc.ABC):
         """Record the chat's worker (fenced)."""
 
     @abc.abstractmethod
-    async def append(self, lease: Lease, chunks: Sequence[Chunk]) -> None:
-        """Append events (fenced, atomic, idempotent: a retry after a lost reply is a no-op).
+    async def append(self, lease: Lease, entries: Sequence[NewEntry]) -> None:
+        """Append entries, numbered on from ``lease.last_seq`` (fenced, atomic, and
+        idempotent: a retry after a lost reply is a no-op).
 
         Raises :class:`LeaseLostError` when another producer holds the chat
         now, :class:`StoreUnavailableError` when the store cannot be reached.

@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
-from handinger_stream.relay import MemoryStore, Relay, RelayASGI, make_aiohttp_app
+from handinger_stream.relay import MemoryStore, NewEntry, Relay, RelayASGI, make_aiohttp_app
 from tests.conftest import Canned, RawServer
 from tests.nodejs import npm_project
 from tests.relay_helpers import RelayProcess, chat_body, emulator_replay, free_port, read_sse
@@ -294,6 +294,42 @@ async def _drain(sock: socket.socket) -> bytes:
         while chunk := await loop.sock_recv(sock, 1 << 16):
             out += chunk
     return out
+
+
+@pytest.mark.parametrize(
+    ("ids", "replayed_from"),
+    [(["7", "8", "9", "10", "11", "12"], 0), (["a", "e", "c", "f", "b", "d"], 2)],
+    ids=["decimal ids, the server starts over", "opaque ids, the server repeats the last"],
+)
+async def test_a_turn_taken_over_stores_each_event_once_however_the_server_resumes(
+    raw_server: RawServer, ids: list[str], replayed_from: int
+) -> None:
+    def delta(i: int) -> bytes:
+        return b'{"type":"text-delta","id":"t","delta":"w%d "}' % i
+
+    # The worker's events; this server answers a resume from event `replayed_from` on.
+    events = [b"id: %s\ndata: %s\n\n" % (ids[i].encode(), delta(i)) for i in range(len(ids))]
+    raw_server.serve(
+        Canned(
+            [b"".join(events[replayed_from:]), b"data: [DONE]\n\n"],
+            headers={"content-type": "text/event-stream", "x-handinger-worker-id": "wrk_1"},
+        )
+    )
+    # A producer stored three events, then died: its lease expires, unrenewed.
+    store = MemoryStore()
+    lease = await store.begin_turn("c", holder="dead", ttl=0.2)
+    await store.set_worker(lease, "wrk_1")
+    await store.append(lease, [NewEntry(delta(i), ids[i]) for i in range(3)])
+    await asyncio.sleep(0.3)
+    async with AsyncHandinger(api_key="k", base_url=raw_server.base_url) as client:
+        async with Relay(client, store, lease_seconds=1.0) as relay:
+            with anyio.fail_after(10):
+                entries = [entry async for entry in relay.read("c")]
+    resumed = {k.lower(): v for k, v in raw_server.requests[-1]["headers"].items()}
+    assert resumed["last-event-id"] == ids[2]
+    assert [e.upstream_id for e in entries[:-1]] == ids
+    assert [e.data for e in entries[:-1]] == [delta(i) for i in range(len(ids))]
+    assert entries[-1].end and entries[-1].error is None
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 from handinger_stream import AsyncHandinger, IncompleteStreamError, WatchEvent
 from handinger_stream.emulator import Emulator
 from handinger_stream.relay import (
-    Chunk,
     FleetWatch,
     MemoryStore,
+    NewEntry,
     RedisStore,
     Relay,
     StoreUnavailableError,
@@ -106,7 +106,7 @@ async def test_a_turn_the_relay_could_not_finish_is_one_lost_item(ends: bool) ->
     store = MemoryStore()
     lease = await store.begin_turn("broken", holder="a relay", ttl=10)
     await store.set_worker(lease, "wrk_broken")
-    await store.append(lease, [Chunk(b'{"type":"start"}'), Chunk(b'{"type":"start-step"}')])
+    await store.append(lease, [NewEntry(b'{"type":"start"}'), NewEntry(b'{"type":"start-step"}')])
     async with FleetWatch(store, until_idle=True, interval=0.05) as fleet:
         await store.finish(lease, "the worker's stream failed: connection reset")
         items = [item async for item in fleet.events(ends=ends)]

@@ -230,14 +230,14 @@ async def test_many_readers_catching_up_wait_their_turn_and_never_starve_the_pro
     # One pooled connection and a short timeout: 200 readers reading history at once
     # queue for it. A wait for a free connection is load, not Redis being down, and
     # the producer's renewals and appends go on connections of their own.
-    from handinger_stream.relay import Chunk
+    from handinger_stream.relay import NewEntry
 
     store = RedisStore(redis.url, prefix="crowd:", max_connections=1, socket_timeout=0.3)
     try:
         lease = await store.begin_turn("crowd", holder="me", ttl=5)
         body = b'{"type":"text-delta","id":"t","delta":"%s"}' % (b"x" * 200)
         for _ in range(4):
-            await store.append(lease, [Chunk(body) for _ in range(500)])
+            await store.append(lease, [NewEntry(body) for _ in range(500)])
 
         async def reader() -> int:
             return len(await store.read("crowd", 0, 2000))
@@ -245,7 +245,7 @@ async def test_many_readers_catching_up_wait_their_turn_and_never_starve_the_pro
         async def producer() -> None:
             for _ in range(20):
                 await store.renew(lease)
-                await store.append(lease, [Chunk(body)])
+                await store.append(lease, [NewEntry(body)])
 
         readers = asyncio.gather(*(reader() for _ in range(200)))
         results, _ = await asyncio.gather(readers, producer())

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from handinger_stream import InvalidRequestError
 from handinger_stream.relay import (
     ChatBusyError,
-    Chunk,
     EntriesGoneError,
     Lease,
     LeaseLostError,
     MemoryStore,
+    NewEntry,
     RedisStore,
     Store,
     StoreUnavailableError,
@@ -45,9 +45,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
         yield redis_store
 
 
-def chunks(*texts: str, first_id: int = 0) -> list[Chunk]:
+def new_entries(*texts: str, first_id: int = 0) -> list[NewEntry]:
     return [
-        Chunk(b'{"type":"text-delta","id":"t","delta":"%s"}' % t.encode(), str(first_id + i))
+        NewEntry(b'{"type":"text-delta","id":"t","delta":"%s"}' % t.encode(), str(first_id + i))
         for i, t in enumerate(texts)
     ]
 
@@ -58,8 +58,8 @@ async def test_a_turn_is_appended_read_and_ended(store: Store) -> None:
     lease = await store.begin_turn("c", holder="p1", ttl=5)
     assert (lease.turn_start, lease.last_seq, lease.worker_id) == (1, 0, None)
     await store.set_worker(lease, "wrk_1")
-    await store.append(lease, chunks("a", "b"))
-    await store.append(lease, [Chunk(b'{"type":"data-worker","data":{}}', "2", snapshot=True)])
+    await store.append(lease, new_entries("a", "b"))
+    await store.append(lease, [NewEntry(b'{"type":"data-worker","data":{}}', "2", snapshot=True)])
     info = await store.chat("c")
     assert info is not None
     assert (info.worker_id, info.active, info.last_seq, info.last_upstream_id) == (
@@ -102,7 +102,7 @@ async def test_one_turn_at_a_time(store: Store) -> None:
 
 async def test_an_append_retried_after_a_lost_reply_is_not_applied_twice(store: Store) -> None:
     lease = await store.begin_turn("retry", holder="p", ttl=5)
-    batch = chunks("a", "b")
+    batch = new_entries("a", "b")
     await store.append(lease, batch)
     # The reply was lost: the producer does not know it went through, and sends it again.
     lease.last_seq = 0
@@ -115,7 +115,7 @@ async def test_an_append_retried_after_a_lost_reply_is_not_applied_twice(store: 
 async def test_a_stale_producer_is_fenced_out_after_a_takeover(store: Store) -> None:
     old = await store.begin_turn("fenced", holder="old", ttl=0.2)
     await store.set_worker(old, "wrk_f")
-    await store.append(old, chunks("a"))
+    await store.append(old, new_entries("a"))
     # While the lease holds, nobody takes over.
     assert await store.take_over("fenced", holder="new", ttl=5) is None
     await asyncio.sleep(0.35)  # the old producer stalls past its lease
@@ -124,15 +124,15 @@ async def test_a_stale_producer_is_fenced_out_after_a_takeover(store: Store) -> 
     assert (new.last_seq, new.last_upstream_id, new.worker_id) == (1, "0", "wrk_f")
     assert await store.take_over("fenced", holder="third", ttl=5) is None
     with pytest.raises(LeaseLostError):
-        await store.append(old, chunks("stale"))
+        await store.append(old, new_entries("stale"))
     with pytest.raises(LeaseLostError):
         await store.renew(old)
     with pytest.raises(LeaseLostError):
         await store.finish(old)
-    await store.append(new, chunks("b", first_id=1))
+    await store.append(new, new_entries("b", first_id=1))
     await store.finish(new)
     entries = await store.read("fenced", 0, 10)
-    assert [e.data for e in entries[:-1]] == [c.data for c in chunks("a", "b")]
+    assert [e.data for e in entries[:-1]] == [c.data for c in new_entries("a", "b")]
     info = await store.chat("fenced")
     assert info is not None and info.producer == "new" and info.status == "completed"
 
@@ -142,7 +142,7 @@ async def test_a_lapsed_lease_nobody_took_is_taken_back(store: Store) -> None:
     await asyncio.sleep(0.35)  # e.g. the store was unreachable for longer than the lease
     info = await store.chat("lapsed")
     assert info is not None and info.active and not info.leased
-    await store.append(lease, chunks("a"))
+    await store.append(lease, new_entries("a"))
     info = await store.chat("lapsed")
     assert info is not None and info.leased
 
@@ -150,7 +150,7 @@ async def test_a_lapsed_lease_nobody_took_is_taken_back(store: Store) -> None:
 async def test_trimmed_entries_are_gone_not_skipped(store: Store) -> None:
     lease = await store.begin_turn("long", holder="p", ttl=5)
     for i in range(0, 200, 10):
-        await store.append(lease, chunks(*(str(n) for n in range(i, i + 10)), first_id=i))
+        await store.append(lease, new_entries(*(str(n) for n in range(i, i + 10)), first_id=i))
     with pytest.raises(EntriesGoneError):
         await store.read("long", 0, 10)
     recent = await store.read("long", 190, 10)
@@ -162,7 +162,7 @@ async def test_waiting_readers_wake_on_an_append(store: Store) -> None:
     assert not await store.wait("wake", 0, 0.05)
     waiters = [asyncio.ensure_future(store.wait("wake", 0, 10)) for _ in range(20)]
     await asyncio.sleep(0.05)
-    await store.append(lease, chunks("a"))
+    await store.append(lease, new_entries("a"))
     assert await asyncio.gather(*waiters) == [True] * 20
     assert await store.wait("wake", 0, 0.01)  # already there: no wait
 
@@ -171,7 +171,7 @@ async def test_the_fleet_lists_running_turns_only(store: Store) -> None:
     one = await store.begin_turn("f1", holder="p1", ttl=5)
     two = await store.begin_turn("f2", holder="p2", ttl=5)
     await store.set_worker(two, "wrk_2")
-    await store.append(two, chunks("x"))
+    await store.append(two, new_entries("x"))
     fleet = await store.fleet()
     assert [i.chat_id for i in fleet][:2] == ["f2", "f1"]  # the latest activity first
     assert fleet[0].worker_id == "wrk_2" and fleet[0].status == "running" and fleet[0].leased
@@ -183,7 +183,7 @@ async def test_entries_expire_after_the_turn_and_the_chat_later() -> None:
     store = MemoryStore(keep_seconds=0.05, chat_seconds=0.2)
     lease = await store.begin_turn("gone", holder="p", ttl=5)
     await store.set_worker(lease, "wrk_g")
-    await store.append(lease, chunks("a"))
+    await store.append(lease, new_entries("a"))
     await store.finish(lease)
     await asyncio.sleep(0.1)
     with pytest.raises(EntriesGoneError):
@@ -197,7 +197,7 @@ async def test_entries_expire_after_the_turn_and_the_chat_later() -> None:
 async def test_redis_keys_expire_after_the_turn(redis: RedisServer) -> None:
     async with RedisStore(redis.url, prefix="exp:", keep_seconds=0.2, chat_seconds=0.6) as store:
         lease = await store.begin_turn("e", holder="p", ttl=5)
-        await store.append(lease, chunks("a"))
+        await store.append(lease, new_entries("a"))
         await store.finish(lease)
         await asyncio.sleep(0.4)
         with pytest.raises(EntriesGoneError):
@@ -225,6 +225,12 @@ def test_a_url_that_is_not_redis_s_is_refused_clearly_without_the_password() -> 
         assert "s3cret" not in str(caught.value)
 
 
+def test_new_entry_is_still_importable_by_its_previous_name() -> None:
+    from handinger_stream.relay import Chunk
+
+    assert Chunk is NewEntry
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -244,7 +250,7 @@ async def test_whatever_the_interleaving_the_log_is_dense_and_only_holders_appen
     stale: list[Lease] = []
     expected: list[bytes] = []
     for n, (action, count) in enumerate(steps):
-        batch = [Chunk(b"%d.%d" % (n, i)) for i in range(count)]
+        batch = [NewEntry(b"%d.%d" % (n, i)) for i in range(count)]
         if action == "append":
             await store.append(holder, batch)
             expected += [c.data for c in batch]
