@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,6 +364,34 @@ def test_any_client_is_recorded_and_a_thread_replays(emulator: Emulator, tmp_pat
             replayer.base_url + "/api/workers", json={"input": "from httpx"}, headers=headers
         )
     assert replayed.content == live.content and replayed.status_code == 200
+
+
+def _recorder_threads() -> int:
+    return sum(t.name == "handinger-recorder" for t in threading.enumerate())
+
+
+def test_the_recorder_runs_in_a_thread_of_its_own_and_leaves_none(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    before = _recorder_threads()
+    with Recorder(tmp_path / "t.json", upstream=emulator.base_url) as recorder:
+        assert _recorder_threads() == before + 1
+        httpx.get(
+            recorder.base_url + "/api/workers/wrk_none", headers={"authorization": "Bearer k"}
+        )
+    assert _recorder_threads() == before
+    assert len(Cassette.load(tmp_path / "t.json").interactions) == 1
+    with pytest.raises(RuntimeError, match="the recorder is not running"):
+        Recorder(None).base_url  # noqa: B018
+
+
+def test_a_recorder_that_cannot_listen_raises_and_leaves_nothing_open(emulator: Emulator) -> None:
+    before = _recorder_threads()
+    taken = Recorder(None, upstream=emulator.base_url, port=emulator.port)
+    with pytest.raises(OSError), taken:
+        pass
+    assert _recorder_threads() == before
+    assert taken._session is None  # its client session was closed, not left to the collector
 
 
 def test_recording_and_replaying_under_trio(emulator: Emulator, tmp_path: Path) -> None:
