@@ -163,11 +163,6 @@ class Recorder(LoopbackServer):
         return f"Recorder(upstream={_public_url(self.upstream)!r}, path={self.path!r})"
 
     @property
-    def base_url(self) -> str:
-        """Where clients send their requests while recording."""
-        return super().base_url
-
-    @property
     def cassette(self) -> Cassette:
         """What was recorded so far, credentials removed."""
         secrets = self._secrets

@@ -57,6 +57,7 @@ class LoopbackServer(abc.ABC):
 
     @property
     def base_url(self) -> str:
+        """Where clients send their requests: ``http://host:port`` (once it is running)."""
         if not self.port:
             raise RuntimeError(f"the {self._kind} is not running")
         return f"http://{self.host}:{self.port}"
