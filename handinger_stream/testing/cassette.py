@@ -33,7 +33,7 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
-from .._redact import redact_url as _public_url  # credentials never shown
+from .._redact import redact_url
 from .cassette_format import (
     CASSETTE_VERSION,
     BodyPiece,
@@ -160,7 +160,7 @@ class Recorder(LoopbackServer):
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
-        return f"Recorder(upstream={_public_url(self.upstream)!r}, path={self.path!r})"
+        return f"Recorder(upstream={redact_url(self.upstream)!r}, path={self.path!r})"
 
     @property
     def cassette(self) -> Cassette:
@@ -172,7 +172,7 @@ class Recorder(LoopbackServer):
             for exchange in list(self._exchanges)
             if exchange.response_headers is not None
         ]
-        return Cassette(upstream=_public_url(self.upstream), interactions=interactions)
+        return Cassette(upstream=redact_url(self.upstream), interactions=interactions)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> None:
         """Write the cassette to ``path`` (default: the recorder's own path)."""
@@ -237,7 +237,7 @@ class Recorder(LoopbackServer):
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             self._exchanges.remove(exchange)
-            message = f"recording proxy: cannot reach {_public_url(self.upstream)}: {exc!r}"
+            message = f"recording proxy: cannot reach {redact_url(self.upstream)}: {exc!r}"
             return web.json_response(
                 {"error": {"message": message, "type": "proxy_error", "status": 502}},
                 status=502,
