@@ -1,8 +1,8 @@
 """The command line's argument types, shared by every subcommand.
 
-``cli``, ``dashboard`` and ``relay.server`` each add their own subcommand; they take
-their numbers through these so that ``--port 99999`` or ``--tokens-per-second nan``
-is refused the same way everywhere (argparse's usage error, exit 2)::
+Each subcommand's module adds its own options; they take their numbers through
+these so that ``--port 99999`` or ``--tokens-per-second nan`` is refused the same
+way everywhere (argparse's usage error, exit 2)::
 
     parser.add_argument("--port", type=port, default=8787)
 """

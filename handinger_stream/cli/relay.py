@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from typing import Any
 
 from aiohttp import web
@@ -30,15 +29,16 @@ from ..relay.redis_store import RedisStore
 from ..relay.store import Store
 from ..testing.emulator import Emulator
 from .arguments import EMULATOR_PACE, pace, port, positive
+from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
+from .printing import say
 
-__all__ = ["add_parser", "main", "serve"]
+__all__ = ["DEFAULT_PORT", "add_parser", "command", "serve"]
 
 DEFAULT_PORT = 8788
-EXIT_OK, EXIT_USAGE, EXIT_CONNECTION = 0, 2, 3
 
 
 def add_parser(sub: Any) -> None:
-    """Register ``relay`` with the command line's subcommands."""
+    """Register ``relay`` on the command line's subcommands."""
     relay = sub.add_parser(
         "relay", help="relay workers' streams to browsers (the AI SDK chat transport) and a page"
     )
@@ -65,41 +65,21 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def main(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     """Run ``handinger-stream relay`` with parsed arguments; the exit code."""
     return asyncio.run(serve(args))
 
 
 async def serve(args: argparse.Namespace) -> int:
-    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
-    api_key = os.environ.get("HANDINGER_API_KEY")
+    """Serve the relay until SIGINT or SIGTERM; the exit code (said on stderr if not 0)."""
     async with contextlib.AsyncExitStack() as stack:
-        if base_url is None and api_key is None:
-            emulator = Emulator(tokens_per_second=args.tokens_per_second)
-            await stack.enter_async_context(emulator)
-            base_url, api_key = emulator.base_url, "emulator"
-            _say(
-                f"No HANDINGER_API_KEY or base URL given: using the embedded emulator at {base_url}"
-            )
-        elif api_key is None:
-            _say(f"error: HANDINGER_API_KEY is needed to relay {base_url}")
-            return EXIT_USAGE
-        store: Store
-        if args.redis:
-            try:
-                redis_store = RedisStore(args.redis)
-            except InvalidRequestError as exc:
-                _say(f"error: --redis: {exc}")
-                return EXIT_USAGE
-            stack.push_async_callback(redis_store.aclose)
-            try:
-                await redis_store.ping()
-            except StoreUnavailableError as exc:
-                _say(f"error: {exc}")
-                return EXIT_CONNECTION
-            store = redis_store
-        else:
-            store = MemoryStore()
+        upstream = await _upstream(args, stack)
+        if isinstance(upstream, int):
+            return upstream
+        base_url, api_key = upstream
+        store = await _open_store(args, stack)
+        if isinstance(store, int):
+            return store
         client = await stack.enter_async_context(AsyncHandinger(api_key=api_key, base_url=base_url))
         relay = Relay(client, store, lease_seconds=args.lease_seconds)
         stack.push_async_callback(relay.aclose)
@@ -110,23 +90,63 @@ async def serve(args: argparse.Namespace) -> int:
         try:
             await site.start()
         except OSError as exc:
-            _say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+            say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
             return EXIT_CONNECTION
-        port = runner.addresses[0][1]
         where = f"Redis {store.url}" if isinstance(store, RedisStore) else "memory"
-        _say(
-            f"handinger-stream relay on http://{args.host}:{port}/ "
-            f"(chats in {where}; workers at {base_url}; Ctrl-C to stop)"
+        say(
+            f"handinger-stream relay on http://{args.host}:{runner.addresses[0][1]}/ "
+            f"(chats in {where}; workers at {client.base_url}; Ctrl-C to stop)"
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        _say("relay stopping: running turns go on in their workers, and resume at the next reader")
+        await _until_stopped()
+        say("relay stopping: running turns go on in their workers, and resume at the next reader")
     return EXIT_OK
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+async def _upstream(
+    args: argparse.Namespace, stack: contextlib.AsyncExitStack
+) -> tuple[str | None, str] | int:
+    """The API the relay reads workers from, and its key: the embedded emulator (started
+    on ``stack``) when neither is given; or an exit code."""
+    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
+    api_key = os.environ.get("HANDINGER_API_KEY")
+    if base_url is None and api_key is None:
+        emulator = Emulator(tokens_per_second=args.tokens_per_second)
+        await stack.enter_async_context(emulator)
+        say(
+            "No HANDINGER_API_KEY or base URL given: using the embedded emulator at "
+            f"{emulator.base_url}"
+        )
+        return emulator.base_url, "emulator"
+    if api_key is None:
+        say(f"error: HANDINGER_API_KEY is needed to relay {base_url}")
+        return EXIT_USAGE
+    return base_url, api_key  # no base URL: the client's default, the real service
+
+
+async def _open_store(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Store | int:
+    """``--redis URL`` once it answers (closed with ``stack``), else a MemoryStore; or an
+    exit code."""
+    if not args.redis:
+        return MemoryStore()
+    try:
+        store = RedisStore(args.redis)
+    except InvalidRequestError as exc:
+        say(f"error: --redis: {exc}")
+        return EXIT_USAGE
+    stack.push_async_callback(store.aclose)
+    try:
+        await store.ping()
+    except StoreUnavailableError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONNECTION
+    return store
+
+
+async def _until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM: either stops the relay cleanly (exit 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -1,71 +1,37 @@
-"""``handinger-stream watch``: many workers on one screen, or as JSON lines.
+"""The dashboard of many workers: a row each, the summary they add up to, and the table.
 
-    handinger-stream watch wrk_1 wrk_2 ...          follow workers that exist
-    handinger-stream watch --ids-from ids.txt       one id a line
-    handinger-stream watch --create 30 "PROMPT"     start 30 workers and follow them
-    handinger-stream watch --redis URL              what every relay on that Redis produces
+One row per worker: id, status, elapsed time, tokens in/out, cost, sources,
+the current step (the tool being called, "reasoning", "writing", "waiting")
+and the last words written, with totals. Failed and active workers sort
+first, so they stay in view on a small terminal. An item of a watch only
+marks its row as changed (:meth:`Board.touch`); :meth:`Board.refresh` works
+out the changed rows from the workers' snapshots, so what the table costs
+does not grow with the token rate. ``handinger-stream watch`` (``cli/watch.py``)
+draws it::
 
-On a terminal it draws a live table, one row per worker: id, status, elapsed
-time, tokens in/out, cost, sources, the current step (the tool being called,
-"reasoning", "writing", "waiting") and the last words written, with totals.
-Failed and active workers sort first, so they stay in view on a small
-terminal. Reading an event only marks its row as changed; the table is
-rebuilt at most :data:`REFRESH_PER_SECOND` times a second, from the rows that
-changed, so its cost does not grow with the token rate.
-
-``--json`` prints one JSON line per status change and a final line per worker
-instead. Either way one summary line ends it (on stderr). Exit codes: 0 all
-completed, 1 a worker failed, 2 usage error (or an id that does not exist), 3
-a connection or authentication problem, 130 interrupted (Ctrl-C stops
-watching; the workers go on).
+    >>> board = Board(started=0)
+    >>> board.add("wrk_1")
+    >>> board.summary(now=2)
+    '1 worker: 0 completed, 0 failed, 1 not finished · 0 tokens · $0.0000 · 2.0s'
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING
 
-import anyio
-import msgspec
-
-from ..cli.arguments import EMULATOR_PACE, pace, positive_int
-from ..client.async_client import AsyncHandinger
 from ..client.watch import WatchEvent
-from ..errors import (
-    APIConnectionError,
-    APIStatusError,
-    AuthenticationError,
-    HandingerError,
-    InvalidRequestError,
-    MissingAPIKeyError,
-    NotFoundError,
-    PermissionDeniedError,
-    StreamError,
-)
-from ..testing.emulator import Emulator
-from ..types.events import (
-    AbortEvent,
-    ErrorEvent,
-    FinishEvent,
-    StartEvent,
-    WorkerSnapshotEvent,
-)
-from ..types.worker import BUDGETS, Worker
+from ..errors import HandingerError
+from ..types.worker import Worker
 
-__all__ = ["REFRESH_PER_SECOND", "Board", "Watched", "add_watch_command", "run_watch"]
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
-EXIT_INTERRUPTED = 130
-REFRESH_PER_SECOND = 4
-CREATE_AT_ONCE = 8  # creations in flight at once with --create
-# Events after which a worker's status may have changed: only then is it looked at.
-_STATUS_EVENTS = (WorkerSnapshotEvent, StartEvent, FinishEvent, ErrorEvent, AbortEvent)
+__all__ = ["Board", "Row", "current_step", "status_of"]
+
 _ORDER = {"failed": 0, "lost": 0, "running": 1, "pending": 2, "waiting": 2, "completed": 3}
 _STYLE = {
     "failed": "bold red",
@@ -75,62 +41,17 @@ _STYLE = {
     "waiting": "dim",
     "completed": "green",
 }
-_json = msgspec.json.Encoder()
-
-
-class Watched(Protocol):
-    """What the dashboard shows: a ``Watch``, or the relays' fleet (``relay.FleetWatch``)."""
-
-    @property
-    def workers(self) -> Mapping[str, Worker]: ...
-
-    @property
-    def waiting(self) -> list[str]: ...
-
-    def events(self, *, ends: bool = False) -> AsyncIterator[WatchEvent]: ...
-
-
-def add_watch_command(sub: Any) -> None:
-    """Register ``watch`` on the command line's subparsers."""
-    watch = sub.add_parser("watch", help="follow many workers at once: a live table, or JSON lines")
-    watch.add_argument("ids", nargs="*", metavar="ID", help="workers to watch")
-    watch.add_argument("--ids-from", metavar="FILE", help="read worker ids from FILE, one a line")
-    watch.add_argument(
-        "--create",
-        nargs=2,
-        metavar=("N", "PROMPT"),
-        help="create N workers on PROMPT, and watch them",
-    )
-    watch.add_argument("--budget", choices=BUDGETS, default=None, help="with --create")
-    watch.add_argument(
-        "--max-concurrency",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="open at most N streams",
-    )
-    watch.add_argument(
-        "--redis",
-        metavar="URL",
-        default=None,
-        help="watch every turn the relays sharing this Redis produce (needs no API key)",
-    )
-    watch.add_argument(
-        "--until-idle",
-        action="store_true",
-        help="with --redis: stop once no relay is producing a turn (else: until Ctrl-C)",
-    )
-    watch.add_argument("--json", action="store_true", help="JSON lines instead of the table")
-    watch.add_argument("--base-url", default=None, help="the API's base URL")
-    watch.add_argument(
-        "--tokens-per-second",
-        type=pace,
-        default=EMULATOR_PACE,
-        help="the embedded emulator's pace (0: as fast as possible)",
-    )
-
-
-# -- the rows -------------------------------------------------------------------
+_HEADERS = {
+    "worker": "worker",
+    "status": "status",
+    "elapsed": "elapsed",
+    "tokens": "tokens in/out",
+    "cost": "cost",
+    "src": "src",
+    "step": "step",
+}
+# The steps that are not a tool's name (a tool being called is shown in its own colour).
+_STEPS = {"reasoning", "writing", "waiting", "queued", "starting", "done", "failed", "stream lost"}
 
 
 @dataclass
@@ -188,17 +109,14 @@ def current_step(worker: Worker) -> str:
 
 
 class Board:
-    """The rows of a watch, the summary, and the table drawn from them."""
+    """The rows of many workers, the summary, and the table drawn from them."""
 
     def __init__(self, started: float | None = None) -> None:
         self.started = time.time() if started is None else started
         self.rows: dict[str, Row] = {}
         self.dirty: set[str] = set()
-        self.errors: dict[str, HandingerError] = {}
-        self.interrupted = False
-        self.summarised = False
-        self.setup_error: HandingerError | None = None
-        self.unreachable = False  # the watch could not go on (the fleet's Redis)
+        self.errors: dict[str, HandingerError] = {}  # why a worker's stream was lost
+        self.interrupted = False  # stopped before every worker ended (the summary says so)
 
     def add(self, worker_id: str) -> None:
         self.rows.setdefault(worker_id, Row(worker_id))
@@ -223,15 +141,16 @@ class Board:
             self.update(row, worker)
             row.ended = now
 
-    def refresh(self, watch: Watched, now: float) -> None:
-        """Work out the rows that changed since the last refresh."""
+    def refresh(self, snapshots: Mapping[str, Worker], now: float) -> None:
+        """Work out the rows that changed since the last refresh, from the workers'
+        ``snapshots`` by id (a watch's ``workers``)."""
         dirty, self.dirty = self.dirty, set()
         for worker_id in dirty:
             row = self.rows.get(worker_id)
-            if row is not None and worker_id in watch.workers and row.ended is None:
+            if row is not None and worker_id in snapshots and row.ended is None:
                 if row.seen is None:
                     row.seen = now
-                self.update(row, watch.workers[worker_id])
+                self.update(row, snapshots[worker_id])
 
     def update(self, row: Row, worker: Worker) -> None:
         error = self.errors.get(row.id)
@@ -287,20 +206,6 @@ class Board:
         )
         return ("interrupted · " if self.interrupted else "") + line
 
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        errors = [*self.errors.values()]
-        if self.setup_error is not None:
-            errors.append(self.setup_error)
-        if self.unreachable or any(_is_connection_problem(e) for e in errors):
-            return EXIT_CONNECTION
-        if errors:
-            return EXIT_USAGE  # an id that does not exist, or was refused
-        if any(row.status == "failed" for row in self.rows.values()):
-            return EXIT_FAILED
-        return EXIT_OK
-
     # -- the table ----------------------------------------------------------------
 
     def ordered(self) -> list[Row]:
@@ -309,46 +214,16 @@ class Board:
         rows.sort(key=lambda r: (_ORDER.get(r.status, 2), -(r.ended or 0) if r.ended else 0))
         return rows
 
-    def table(self, *, height: int, width: int = 140, now: float | None = None) -> Any:
+    def table(self, *, height: int, width: int = 140, now: float | None = None) -> Table:
         """The table for a terminal of ``height`` x ``width`` (rows that do not fit are counted)."""
-        from rich import box
-        from rich.table import Table
-        from rich.text import Text
-
         now = time.time() if now is None else now
         counts = self.counts()
         rows = self.ordered()
-        room = max(height - 8, 1)  # title, header, rules, totals, summary
-        shown, hidden = rows[:room], rows[room:]
-        if hidden:
-            shown = rows[: max(room - 1, 0)]
-            hidden = rows[len(shown) :]
-        title = " · ".join(
-            f"{count} {status}"
-            for status, count in counts.items()
-            if count or status in ("completed", "failed")
-        )
-        table = Table(
-            title=f"handinger-stream watch · {len(rows)} workers · {title}",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            show_footer=True,
-            expand=True,
-            pad_edge=False,
-        )
-        total_in = sum(r.tokens_in or 0 for r in rows)
-        total_out = sum(r.tokens_out or 0 for r in rows)
+        shown, hidden = _fit(rows, height)
         columns = _layout(width)
         words_width = columns.pop("words")
-        footers = {
-            "worker": f"{len(rows)} workers",
-            "status": f"{counts['running']} running",
-            "elapsed": f"{now - self.started:.0f}s",
-            "tokens": f"{total_in:,}/{total_out:,}",
-            "cost": f"${sum(r.cost for r in rows):.4f}",
-            "src": str(sum(r.sources for r in rows)),
-            "step": "",
-        }
+        table = _frame(_title(counts, len(rows)))
+        footers = _footers(rows, counts, f"{now - self.started:.0f}s")
         for name, column_width in columns.items():
             table.add_column(
                 _HEADERS[name],
@@ -360,48 +235,104 @@ class Board:
             )
         table.add_column("last words", width=words_width, no_wrap=True, overflow="crop")
         for row in shown:
-            style = _STYLE.get(row.status, "")
-            if row.error:  # what went wrong reads from its start
-                words = Text(_head(row.error, words_width), style="red")
-            else:  # what is being written, from its end
-                words = Text(_tail(row.last_words, words_width), style="dim")
-            step_style = "italic" if row.status == "running" else style
-            if row.status == "running" and row.step not in _STEPS:
-                step_style = "magenta"  # a tool being called
-            cells: dict[str, str | Text] = {
-                "worker": _head(row.id, columns["worker"]),
-                "status": Text(row.status, style=style),
-                "elapsed": f"{row.elapsed(now):.1f}s" if row.started is not None else "",
-                "tokens": (
-                    f"{row.tokens_in:,}/{row.tokens_out:,}" if row.tokens_in is not None else "—"
-                ),
-                "cost": f"${row.cost:.4f}" if row.cost else "",
-                "src": str(row.sources) if row.sources else "",
-                "step": Text(row.step, style=step_style),
-            }
-            table.add_row(*(cells[name] for name in columns), words)
+            cells = _cells(row, columns["worker"], now)
+            table.add_row(*(cells[name] for name in columns), _words(row, words_width))
         if hidden:
-            what = ", ".join(
-                f"{sum(r.status == s for r in hidden)} {s}"
-                for s in ("running", "pending", "waiting", "completed")
-                if any(r.status == s for r in hidden)
-            )
-            more: list[str | Text] = [Text(f"… {len(hidden)} more", style="dim")]
-            more += [""] * (len(columns) - 1) + [Text(what, style="dim")]
-            table.add_row(*more)
+            table.add_row(*_more(hidden, len(columns)))
         return table
 
 
-_HEADERS = {
-    "worker": "worker",
-    "status": "status",
-    "elapsed": "elapsed",
-    "tokens": "tokens in/out",
-    "cost": "cost",
-    "src": "src",
-    "step": "step",
-}
-_STEPS = {"reasoning", "writing", "waiting", "queued", "starting", "done", "failed", "stream lost"}
+def _fit(rows: list[Row], height: int) -> tuple[list[Row], list[Row]]:
+    """The rows a terminal ``height`` lines high shows, and the rest: when some are left
+    out, the last line that fits counts them instead."""
+    room = max(height - 8, 1)  # title, header, rules, totals, summary
+    shown, hidden = rows[:room], rows[room:]
+    if hidden:
+        shown = rows[: max(room - 1, 0)]
+        hidden = rows[len(shown) :]
+    return shown, hidden
+
+
+def _title(counts: dict[str, int], workers: int) -> str:
+    """``handinger-stream watch · 3 workers · 1 completed · 0 failed · 2 running``."""
+    by_status = " · ".join(
+        f"{count} {status}"
+        for status, count in counts.items()
+        if count or status in ("completed", "failed")
+    )
+    return f"handinger-stream watch · {workers} workers · {by_status}"
+
+
+def _frame(title: str) -> Table:
+    """An empty table, its title at the left and its totals at the foot."""
+    from rich import box
+    from rich.table import Table
+
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_footer=True,
+        expand=True,
+        pad_edge=False,
+    )
+
+
+def _footers(rows: list[Row], counts: dict[str, int], elapsed: str) -> dict[str, str]:
+    """The totals under each column, by column name."""
+    total_in = sum(r.tokens_in or 0 for r in rows)
+    total_out = sum(r.tokens_out or 0 for r in rows)
+    return {
+        "worker": f"{len(rows)} workers",
+        "status": f"{counts['running']} running",
+        "elapsed": elapsed,
+        "tokens": f"{total_in:,}/{total_out:,}",
+        "cost": f"${sum(r.cost for r in rows):.4f}",
+        "src": str(sum(r.sources for r in rows)),
+        "step": "",
+    }
+
+
+def _cells(row: Row, id_width: int, now: float) -> dict[str, str | Text]:
+    """One worker's cells, by column name (a narrow table leaves some of them out)."""
+    from rich.text import Text
+
+    style = _STYLE.get(row.status, "")
+    step_style = "italic" if row.status == "running" else style
+    if row.status == "running" and row.step not in _STEPS:
+        step_style = "magenta"  # a tool being called
+    return {
+        "worker": _head(row.id, id_width),
+        "status": Text(row.status, style=style),
+        "elapsed": f"{row.elapsed(now):.1f}s" if row.started is not None else "",
+        "tokens": f"{row.tokens_in:,}/{row.tokens_out:,}" if row.tokens_in is not None else "—",
+        "cost": f"${row.cost:.4f}" if row.cost else "",
+        "src": str(row.sources) if row.sources else "",
+        "step": Text(row.step, style=step_style),
+    }
+
+
+def _words(row: Row, width: int) -> Text:
+    """The last cell: what went wrong, read from its start; else what is being written,
+    from its end."""
+    from rich.text import Text
+
+    if row.error:
+        return Text(_head(row.error, width), style="red")
+    return Text(_tail(row.last_words, width), style="dim")
+
+
+def _more(hidden: list[Row], columns: int) -> list[str | Text]:
+    """The line that counts the rows left out: ``… 4 more`` and what they are."""
+    from rich.text import Text
+
+    what = ", ".join(
+        f"{sum(r.status == s for r in hidden)} {s}"
+        for s in ("running", "pending", "waiting", "completed")
+        if any(r.status == s for r in hidden)
+    )
+    more: list[str | Text] = [Text(f"… {len(hidden)} more", style="dim")]
+    return more + [""] * (columns - 1) + [Text(what, style="dim")]
 
 
 def _layout(width: int) -> dict[str, int]:
@@ -409,6 +340,9 @@ def _layout(width: int) -> dict[str, int]:
 
     On a narrow terminal ids are shortened first, then sources, cost and tokens
     are left out, so that what each worker is doing stays readable.
+
+    >>> _layout(80)
+    {'worker': 13, 'status': 9, 'elapsed': 7, 'step': 11, 'words': 25}
     """
     columns = {
         "worker": 24,
@@ -441,298 +375,3 @@ def _tail(text: str, width: int) -> str:
 
 def _head(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _is_connection_problem(error: HandingerError) -> bool:
-    if isinstance(error, (AuthenticationError, PermissionDeniedError, MissingAPIKeyError)):
-        return True
-    if isinstance(error, NotFoundError):
-        return False
-    return isinstance(error, (APIConnectionError, StreamError, APIStatusError))
-
-
-# -- running it --------------------------------------------------------------------
-
-
-def run_watch(args: argparse.Namespace) -> int:
-    """The ``watch`` command; its exit code."""
-    board = Board()
-    try:
-        ids = _ids(args)
-        count, prompt = _create_args(args)
-        if args.redis and (ids or count):
-            raise InvalidRequestError(
-                "--redis watches every turn the relays produce: give no IDs or --create with it"
-            )
-        if args.until_idle and not args.redis:
-            raise InvalidRequestError("--until-idle goes with --redis")
-    except (InvalidRequestError, OSError) as exc:
-        _say(f"error: {exc}")
-        return EXIT_USAGE
-    if not ids and not count and not args.redis:
-        _say(
-            "nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, or --redis URL"
-        )
-        return EXIT_USAGE
-    try:
-        asyncio.run(_main(args, board, ids, count, prompt))
-    except KeyboardInterrupt:
-        board.interrupted = True
-    except _UsageError as exc:
-        _say(f"error: {exc}")
-        return EXIT_USAGE
-    if not board.summarised:
-        _say(board.summary())
-        board.summarised = True
-    return board.exit_code()
-
-
-class _UsageError(Exception):
-    pass
-
-
-def _ids(args: argparse.Namespace) -> list[str]:
-    ids = list(args.ids)
-    if args.ids_from:
-        handle: TextIO
-        with open(args.ids_from, encoding="utf-8") if args.ids_from != "-" else sys.stdin as handle:
-            ids += [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-    return list(dict.fromkeys(ids))  # once each, in order
-
-
-def _create_args(args: argparse.Namespace) -> tuple[int, str]:
-    if not args.create:
-        return 0, ""
-    n, prompt = args.create
-    try:
-        count = int(n)
-    except ValueError:
-        raise InvalidRequestError(f"--create N PROMPT: N must be a number, got {n!r}") from None
-    if count < 1 or not prompt.strip():
-        raise InvalidRequestError("--create N PROMPT: N at least 1, and a non-empty prompt")
-    return count, prompt
-
-
-async def _main(
-    args: argparse.Namespace, board: Board, ids: list[str], count: int, prompt: str
-) -> None:
-    if args.redis:
-        await _follow_fleet(args, board)
-        return
-    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
-    api_key = os.environ.get("HANDINGER_API_KEY")
-    if base_url is None and api_key is None:
-        if ids:
-            raise _UsageError(
-                "watching IDs needs the service: set HANDINGER_API_KEY (or --base-url); "
-                "without them, try --create N PROMPT on the embedded emulator"
-            )
-        pace = args.tokens_per_second
-        async with Emulator(tokens_per_second=pace, fleet=True) as emulator:
-            _say(
-                f"No HANDINGER_API_KEY or base URL given: using the embedded emulator at "
-                f"{emulator.base_url} (a fleet of simulated workers, {pace:g} tokens/s)"
-            )
-            await _follow(args, board, ids, count, prompt, "emulator", emulator.base_url)
-        return
-    await _follow(args, board, ids, count, prompt, api_key, base_url)
-
-
-async def _follow(
-    args: argparse.Namespace,
-    board: Board,
-    ids: list[str],
-    count: int,
-    prompt: str,
-    api_key: str | None,
-    base_url: str | None,
-) -> None:
-    async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
-        try:
-            ids = ids + await _create(client, count, prompt, args.budget)
-        except HandingerError as exc:
-            board.setup_error = exc
-            where = f" ({base_url})" if base_url else ""
-            _say(f"error{where}: cannot create workers: {exc}")
-            return
-        for worker_id in ids:
-            board.add(worker_id)
-        async with client.workers.watch(ids, max_concurrency=args.max_concurrency) as watch:
-            await _display(args, board, watch)
-
-
-async def _follow_fleet(args: argparse.Namespace, board: Board) -> None:
-    """``--redis URL``: the turns of every relay process on that Redis, from the store alone.
-
-    The relay sits on top of the client: imported only for this.
-    """
-    from ..relay import FleetWatch, RedisStore, StoreUnavailableError
-
-    try:
-        store = RedisStore(args.redis)
-    except InvalidRequestError as exc:
-        raise _UsageError(f"--redis: {exc}") from None
-    async with store:
-        try:
-            async with FleetWatch(store, until_idle=args.until_idle) as fleet:
-                until = "none is running" if args.until_idle else "Ctrl-C"
-                _say(f"watching the turns relays produce into Redis {store.url} until {until}")
-                await _display(args, board, fleet)
-        except StoreUnavailableError as exc:
-            board.setup_error = exc
-            board.unreachable = True
-            _say(f"error: {exc}")
-
-
-async def _display(args: argparse.Namespace, board: Board, watch: Watched) -> None:
-    """The table on a terminal, JSON lines with ``--json``, else the table once at the end."""
-    live = _Live(board) if not args.json and sys.stdout.isatty() else None
-    try:
-        if live is not None:
-            await live.run(watch)
-        elif args.json:
-            await _json_lines(board, watch)
-        else:
-            await _quietly(board, watch)
-    finally:
-        # Interrupted or not: the rows as the watch left them, for the summary.
-        board.dirty.update(board.rows)
-        board.refresh(watch, time.time())
-        if live is not None:
-            live.close()
-        elif not args.json and board.rows:
-            _print_table(board)
-
-
-async def _create(client: AsyncHandinger, count: int, prompt: str, budget: Any) -> list[str]:
-    """Create ``count`` workers, a few at a time; their ids in order."""
-    ids: list[str] = [""] * count
-    failures: list[HandingerError] = []
-    limiter = anyio.CapacityLimiter(CREATE_AT_ONCE)
-
-    async def one(i: int, scope: anyio.CancelScope) -> None:
-        async with limiter:
-            try:
-                worker = await client.workers.create(input=prompt, budget=budget)
-            except HandingerError as exc:
-                # The first failure stops the others (they would fail alike), ungrouped.
-                failures.append(exc)
-                scope.cancel()
-                return
-            ids[i] = worker.id
-
-    async with anyio.create_task_group() as tg:
-        for i in range(count):
-            tg.start_soon(one, i, tg.cancel_scope)
-    if failures:
-        raise failures[0]
-    return ids
-
-
-async def _quietly(board: Board, watch: Watched) -> None:
-    async for item in watch.events(ends=True):
-        board.touch(item)
-        if item.event is None:
-            board.refresh(watch, time.time())
-            board.ended(item.worker_id, item.snapshot, time.time())
-
-
-async def _json_lines(board: Board, watch: Watched) -> None:
-    out = sys.stdout
-    status: dict[str, str] = {}
-    async for item in watch.events(ends=True):
-        board.touch(item)
-        worker_id = item.worker_id
-        if (
-            item.event is not None
-            and worker_id in status
-            and not isinstance(item.event, _STATUS_EVENTS)
-        ):
-            continue
-        now = time.time()
-        worker = item.snapshot
-        state = status_of(worker, item.error)
-        if status.get(worker_id) != state:
-            status[worker_id] = state
-            line: dict[str, Any] = {"type": "status", "worker_id": worker_id, "status": state}
-            line["at"] = round(now - board.started, 3)
-            out.write(_json.encode(line).decode() + "\n")
-        if item.event is None:
-            board.refresh(watch, now)
-            board.ended(worker_id, worker, now)
-            final = {
-                "type": "worker",
-                "worker_id": worker_id,
-                "status": state,
-                "error": str(item.error) if item.error is not None else None,
-                "worker": worker,
-            }
-            out.write(_json.encode(final).decode() + "\n")
-        out.flush()
-
-
-class _Live:
-    """The live table on the terminal, redrawn a few times a second at most."""
-
-    def __init__(self, board: Board) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
-        self.board = board
-        self.console = Console()
-        self.live = Live(
-            console=self.console, auto_refresh=False, transient=False, redirect_stderr=False
-        )
-        self.closed = False
-
-    async def run(self, watch: Watched) -> None:
-        self.live.start()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._paint, watch)
-            async for item in watch.events(ends=True):
-                self.board.touch(item)
-                if item.event is None:
-                    self.board.refresh(watch, time.time())
-                    self.board.ended(item.worker_id, item.snapshot, time.time())
-            tg.cancel_scope.cancel()
-        self.paint(watch)
-
-    async def _paint(self, watch: Watched) -> None:
-        while True:
-            self.paint(watch)
-            await anyio.sleep(1 / REFRESH_PER_SECOND)
-
-    def paint(self, watch: Watched | None = None) -> None:
-        now = time.time()
-        if watch is not None:
-            self.board.refresh(watch, now)
-            for worker_id in watch.waiting:
-                row = self.board.rows.get(worker_id)
-                if row is not None:
-                    row.step = "queued"  # for a connection slot (--max-concurrency)
-        table = self.board.table(height=self.console.height, width=self.console.width, now=now)
-        self.live.update(table, refresh=True)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.paint()
-            self.live.stop()
-
-
-def _print_table(board: Board) -> None:
-    from rich.console import Console
-
-    console = Console()
-    console.print(board.table(height=len(board.rows) + 10, width=console.width))
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m handinger_stream.monitoring.dashboard`` is ``handinger-stream watch``."""
-    parser = argparse.ArgumentParser(prog="handinger-stream")
-    add_watch_command(parser.add_subparsers(dest="command", required=True))
-    return run_watch(parser.parse_args(["watch", *(argv or sys.argv[1:])]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from handinger_stream.cassette import Cassette
 from handinger_stream.emulator import Emulator
-from tests.cli.test_cli import cli_here, environment
+from tests.cli.helpers import cli_here, environment
 from tests.conftest import API_KEY
 
 PROMPT = "What's the weather in Barcelona?"

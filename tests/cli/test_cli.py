@@ -2,64 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
-from unittest import mock
 
-from handinger_stream.cli import main
 from handinger_stream.emulator import Emulator
+from tests.cli.helpers import cli, cli_here, environment
 from tests.conftest import API_KEY, Canned, RawServer
-
-
-def environment(key: str | None = None, base_url: str | None = None) -> dict[str, str]:
-    """This process's environment without HANDINGER_*, then with the key and base URL given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
-    if key is not None:
-        env["HANDINGER_API_KEY"] = key
-    if base_url is not None:
-        env["HANDINGER_BASE_URL"] = base_url
-    return env
-
-
-def cli(
-    *args: str, key: str | None = API_KEY, base_url: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m handinger_stream ARGS``: the real entry point, in a process of its own."""
-    return subprocess.run(
-        [sys.executable, "-m", "handinger_stream", *args],
-        capture_output=True,
-        text=True,
-        env=environment(key, base_url),
-        timeout=60,
-    )
-
-
-def cli_here(
-    *args: str, key: str | None = API_KEY, base_url: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The same command, its ``main`` run in this process: what it prints and returns,
-    without a new interpreter's start-up (half a second a call). For what does not
-    depend on the process itself (signals, closed pipes and terminals use ``cli``)."""
-    out, err = io.TextIOWrapper(io.BytesIO()), io.TextIOWrapper(io.BytesIO())
-    with (
-        mock.patch.dict(os.environ, environment(key, base_url), clear=True),
-        redirect_stdout(out),
-        redirect_stderr(err),
-    ):
-        try:
-            code = main(list(args))
-        except SystemExit as exit:  # argparse: --help, and usage errors
-            code = exit.code if isinstance(exit.code, int) else 2
-    printed = []
-    for stream in (out, err):
-        stream.flush()
-        assert isinstance(stream.buffer, io.BytesIO)
-        printed.append(stream.buffer.getvalue().decode())
-    return subprocess.CompletedProcess(["handinger-stream", *args], code, *printed)
 
 
 def test_run_prints_the_answer_and_a_summary(emulator: Emulator) -> None:
@@ -140,7 +89,6 @@ def test_serve_runs_the_emulator_until_interrupted() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -156,7 +104,7 @@ def test_serve_runs_the_emulator_until_interrupted() -> None:
         ],
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=environment(),
     )
     try:
         assert proc.stderr is not None

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from handinger_stream.cli.main import DEFAULT_PROMPT
+from handinger_stream.cli.run import DEFAULT_PROMPT
 from handinger_stream.emulator import Emulator
 from handinger_stream.testing.agent import plan_turn
-from tests.cli.test_cli import cli_here, environment
+from tests.cli.helpers import cli_here, environment
 from tests.conftest import API_KEY, Canned, RawServer
 
 RUN = [sys.executable, "-m", "handinger_stream", "run"]
@@ -158,7 +158,7 @@ def test_the_cost_parts_add_up_and_counts_are_singular_when_one(emulator: Emulat
 
 
 def test_counts_in_the_summary() -> None:
-    from handinger_stream.cli.main import summary
+    from handinger_stream.cli.run import summary
     from handinger_stream.types.worker import Source, Usage, Worker
 
     worker = Worker(
@@ -302,7 +302,7 @@ def test_the_live_view_on_a_terminal() -> None:
 def test_the_view_shows_sources_as_they_arrive() -> None:
     from rich.console import Console
 
-    from handinger_stream.cli.main import _View
+    from handinger_stream.cli.run import _View
     from handinger_stream.types.events import SourceUrlEvent, ToolInputStartEvent
     from handinger_stream.types.worker import Worker
 

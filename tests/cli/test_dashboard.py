@@ -19,34 +19,13 @@ import pytest
 from rich.console import Console
 
 from handinger_stream import AsyncHandinger, Worker
+from handinger_stream.cli.watch import REFRESH_PER_SECOND, _LiveTable
 from handinger_stream.emulator import Emulator
-from handinger_stream.monitoring.dashboard import (
-    REFRESH_PER_SECOND,
-    Board,
-    Row,
-    _Live,
-    current_step,
-)
-from tests.cli.test_cli import environment
+from handinger_stream.monitoring.dashboard import Board, Row, current_step
+from tests.cli.helpers import cli, environment, json_lines
 from tests.conftest import API_KEY
 
 FAULT = "x-emulator-fault"
-
-
-def cli(
-    *args: str, key: str | None = API_KEY, base_url: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handinger_stream", "watch", *args],
-        capture_output=True,
-        text=True,
-        env=environment(key, base_url),
-        timeout=timeout,
-    )
-
-
-def lines(output: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in output.splitlines()]
 
 
 def make(emu: Emulator, n: int, headers: dict[str, str] | None = None) -> list[str]:
@@ -79,9 +58,9 @@ def slow() -> Iterator[Emulator]:
 
 
 def test_json_lines_a_status_per_change_and_a_final_line_per_worker(emulator: Emulator) -> None:
-    done = cli("--create", "3", "What's new?", "--json", base_url=emulator.base_url)
+    done = cli("watch", "--create", "3", "What's new?", "--json", base_url=emulator.base_url)
     assert done.returncode == 0, done.stderr
-    out = lines(done.stdout)
+    out = json_lines(done.stdout)
     finals = [line for line in out if line["type"] == "worker"]
     assert len(finals) == 3 and {f["status"] for f in finals} == {"completed"}
     for final in finals:
@@ -111,9 +90,11 @@ def test_watching_ids_and_ids_from_a_file(emulator: Emulator, tmp_path: Path) ->
     ids = make(emulator, 4)
     listed = tmp_path / "ids.txt"
     listed.write_text("\n".join([ids[2], "", "# a comment", ids[3], ids[0]]) + "\n")
-    done = cli(ids[0], ids[1], "--ids-from", str(listed), "--json", base_url=emulator.base_url)
+    done = cli(
+        "watch", ids[0], ids[1], "--ids-from", str(listed), "--json", base_url=emulator.base_url
+    )
     assert done.returncode == 0, done.stderr
-    finals = [line for line in lines(done.stdout) if line["type"] == "worker"]
+    finals = [line for line in json_lines(done.stdout) if line["type"] == "worker"]
     assert sorted(f["worker_id"] for f in finals) == sorted(ids)  # each id once
     assert done.stderr.strip().endswith("s") and "4 workers: 4 completed" in done.stderr
 
@@ -121,9 +102,11 @@ def test_watching_ids_and_ids_from_a_file(emulator: Emulator, tmp_path: Path) ->
 def test_a_failed_worker_exits_1(emulator: Emulator) -> None:
     good = make(emulator, 2)
     bad = make(emulator, 1, {FAULT: "error-after=10"})
-    done = cli(*good, *bad, "--json", base_url=emulator.base_url)
+    done = cli("watch", *good, *bad, "--json", base_url=emulator.base_url)
     assert done.returncode == 1, done.stderr
-    finals = {line["worker_id"]: line for line in lines(done.stdout) if line["type"] == "worker"}
+    finals = {
+        line["worker_id"]: line for line in json_lines(done.stdout) if line["type"] == "worker"
+    }
     assert finals[bad[0]]["status"] == "failed"
     assert finals[bad[0]]["worker"]["error"] == "injected fault: the agent failed"
     assert "3 workers: 2 completed, 1 failed" in done.stderr
@@ -132,13 +115,13 @@ def test_a_failed_worker_exits_1(emulator: Emulator) -> None:
 
 def test_connection_and_authentication_problems_exit_3(emulator: Emulator) -> None:
     closed = "http://127.0.0.1:9"  # nothing listens on the discard port
-    done = cli("--create", "2", "Hi", base_url=closed)
+    done = cli("watch", "--create", "2", "Hi", base_url=closed)
     assert done.returncode == 3, done.stderr
     assert "cannot create workers" in done.stderr and "Traceback" not in done.stderr
     with Emulator(api_key="the-right-key") as strict:
-        done = cli("wrk_1", "wrk_2", "--json", key="a-wrong-key", base_url=strict.base_url)
+        done = cli("watch", "wrk_1", "wrk_2", "--json", key="a-wrong-key", base_url=strict.base_url)
     assert done.returncode == 3, done.stderr
-    finals = [line for line in lines(done.stdout) if line["type"] == "worker"]
+    finals = [line for line in json_lines(done.stdout) if line["type"] == "worker"]
     assert {f["status"] for f in finals} == {"lost"} and len(finals) == 2
     assert "a-wrong-key" not in done.stdout + done.stderr
     assert "2 workers: 0 completed, 0 failed, 2 lost" in done.stderr
@@ -146,9 +129,11 @@ def test_connection_and_authentication_problems_exit_3(emulator: Emulator) -> No
 
 def test_an_unknown_id_is_a_usage_error_beside_the_others(emulator: Emulator) -> None:
     (good,) = make(emulator, 1)
-    done = cli(good, "wrk_nobody", "--json", base_url=emulator.base_url)
+    done = cli("watch", good, "wrk_nobody", "--json", base_url=emulator.base_url)
     assert done.returncode == 2, done.stderr
-    finals = {line["worker_id"]: line for line in lines(done.stdout) if line["type"] == "worker"}
+    finals = {
+        line["worker_id"]: line for line in json_lines(done.stdout) if line["type"] == "worker"
+    }
     assert finals[good]["status"] == "completed"
     assert (
         finals["wrk_nobody"]["status"] == "lost" and "wrk_nobody" in finals["wrk_nobody"]["error"]
@@ -166,21 +151,23 @@ def test_an_unknown_id_is_a_usage_error_beside_the_others(emulator: Emulator) ->
     ],
 )
 def test_usage_errors_exit_2(emulator: Emulator, args: tuple[str, ...], says: str) -> None:
-    done = cli(*args, base_url=emulator.base_url)
+    done = cli("watch", *args, base_url=emulator.base_url)
     assert done.returncode == 2 and says in done.stderr, done.stderr
 
 
 def test_ids_without_a_service_say_how_to_use_the_emulator() -> None:
-    done = cli("wrk_1", key=None)
+    done = cli("watch", "wrk_1", key=None)
     assert done.returncode == 2
     assert "--create" in done.stderr
 
 
 def test_the_embedded_emulator_plays_a_fleet() -> None:
-    done = cli("--create", "12", "Research", "--json", "--tokens-per-second", "0", key=None)
+    done = cli(
+        "watch", "--create", "12", "Research", "--json", "--tokens-per-second", "0", key=None
+    )
     assert done.returncode in (0, 1), done.stderr
     assert "embedded emulator" in done.stderr.splitlines()[0]
-    finals = [line for line in lines(done.stdout) if line["type"] == "worker"]
+    finals = [line for line in json_lines(done.stdout) if line["type"] == "worker"]
     assert len(finals) == 12
     lengths = {len(f["worker"]["output_text"]) for f in finals if f["status"] == "completed"}
     assert len(lengths) > 3  # varied lengths, not twelve copies of one answer
@@ -221,8 +208,24 @@ def test_ctrl_c_stops_watching_prints_the_summary_so_far_and_exits_130(slow: Emu
     assert all(retrieve(slow, i).status == "completed" for i in ids)
 
 
+def test_a_closed_pipe_stops_watching_quietly_with_141(slow: Emulator) -> None:
+    # As `watch --json | head -1`: the reader takes a line and leaves, as with `run`.
+    with subprocess.Popen(
+        [sys.executable, "-m", "handinger_stream", "watch", "--create", "3", "Hi", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(API_KEY, slow.base_url),
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert json.loads(process.stdout.readline())["type"] == "status"
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        assert process.wait(30) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
 def test_without_a_terminal_the_table_is_printed_once_at_the_end(emulator: Emulator) -> None:
-    done = cli("--create", "2", "Plain", base_url=emulator.base_url)
+    done = cli("watch", "--create", "2", "Plain", base_url=emulator.base_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("last words") == 1
     assert done.stdout.count("completed") >= 2 and "2 workers" in done.stdout
@@ -292,7 +295,7 @@ def test_the_table_is_redrawn_a_few_times_a_second_whatever_the_token_rate(
             board = Board()
             for worker_id in ids:
                 board.add(worker_id)
-            live = _Live(board)
+            live = _LiveTable(board)
             live.console = Console(width=140, height=40, record=True, force_terminal=True)
             live.live.console = live.console
             painted = live.paint

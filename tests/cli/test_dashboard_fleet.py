@@ -24,13 +24,11 @@ import pytest
 
 from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
-from tests.cli.test_cli import environment
-from tests.cli.test_dashboard import cli
-from tests.cli.test_dashboard_tmux import Pane, count, pane, rows, wait_for
+from tests.cli.helpers import Pane, cli, count, environment, rows, wait_for
 from tests.relay.test_relay_redis import http, paced, redis, relays
 from tests.relay_helpers import RedisServer, RelayProcess, chat_body, free_port, read_sse
 
-__all__ = ["http", "paced", "pane", "redis", "relays"]  # fixtures of other modules, used here
+__all__ = ["http", "paced", "redis", "relays"]  # fixtures of other modules, used here
 
 PROMPT = "What's the weather in Barcelona?"
 
@@ -115,9 +113,8 @@ def test_without_until_idle_it_watches_until_ctrl_c(redis: RedisServer) -> None:
 
 
 def test_an_unreachable_redis_exits_3_and_says_so() -> None:
-    done = cli(
-        "--redis", f"redis://:pw-secret@127.0.0.1:{free_port()}/0", "--until-idle", key=None
-    )  # fmt: skip
+    redis_url = f"redis://:pw-secret@127.0.0.1:{free_port()}/0"
+    done = cli("watch", "--redis", redis_url, "--until-idle", key=None)
     assert done.returncode == 3, done.stderr
     assert "Redis" in done.stderr and "unavailable" in done.stderr
     assert "pw-secret" not in done.stderr and "Traceback" not in done.stderr
@@ -132,7 +129,7 @@ def test_an_unreachable_redis_exits_3_and_says_so() -> None:
     ],
 )
 def test_redis_usage_errors_exit_2(args: tuple[str, ...], says: str) -> None:
-    done = cli(*args, key=None)
+    done = cli("watch", *args, key=None)
     assert done.returncode == 2 and says in done.stderr, done.stderr
 
 

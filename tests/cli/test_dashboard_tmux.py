@@ -9,91 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.cli.helpers import Pane, count, rows, wait_for
+
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
-WIDTH, HEIGHT = 140, 40
 WORKERS = 12
 RUNNING_ROW = r"^ wrk_\w+\s+running\s"
-
-
-class Pane:
-    """One tmux session on a server of its own, running one command."""
-
-    def __init__(self, name: str, command: str) -> None:
-        self.socket = f"handinger-test-{os.getpid()}-{name}"
-        self.name = name
-        self._tmux("new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT), command)
-
-    def _tmux(self, *args: str) -> str:
-        done = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30
-        )
-        return done.stdout
-
-    def screen(self, *, colours: bool = False) -> str:
-        return self._tmux("capture-pane", "-p", *(["-e"] if colours else []), "-t", self.name)
-
-    def keys(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", self.name, *keys)
-
-    def close(self) -> None:
-        self._tmux("kill-server")
-
-
-def watch_command(*args: str) -> str:
-    # The tmux server does not pass on this process's environment: say it in the command.
-    python = shlex.quote(sys.executable)
-    argv = " ".join(shlex.quote(a) for a in args)
-    return (
-        "env -u HANDINGER_API_KEY -u HANDINGER_BASE_URL COLUMNS= LINES= "
-        f"{python} -m handinger_stream watch {argv}; echo EXIT=$?; sleep 600"
-    )
-
-
-@pytest.fixture
-def pane(request: pytest.FixtureRequest) -> Iterator[Callable[..., Pane]]:
-    """Start ``handinger-stream watch ARGS`` in a terminal; every one is stopped at the end."""
-    made: list[Pane] = []
-
-    def make(*args: str) -> Pane:
-        made.append(Pane(f"{request.node.name[5:25]}-{len(made)}", watch_command(*args)))
-        return made[-1]
-
-    yield make
-    for p in made:
-        p.close()
-
-
-def wait_for(pane: Pane, pattern: str, seconds: float = 90) -> str:
-    """The screen once ``pattern`` is on it (polled, for at most ``seconds``)."""
-    deadline = time.monotonic() + seconds
-    screen = pane.screen()
-    while not re.search(pattern, screen, re.M) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        screen = pane.screen()
-    assert re.search(pattern, screen, re.M), screen
-    return screen
-
-
-def rows(screen: str) -> dict[str, str]:
-    """Worker id → its row, as the table shows it."""
-    return {m.group(1): m.group(0) for m in re.finditer(r"^ (wrk_\w+)\s.*$", screen, re.M)}
-
-
-def count(screen: str, status: str) -> int:
-    title = next(line for line in screen.splitlines() if "handinger-stream watch" in line)
-    found = re.search(rf"(\d+) {status}\b", title)
-    return int(found.group(1)) if found else 0
 
 
 def test_the_live_table_appears_updates_and_ends_with_the_summary(

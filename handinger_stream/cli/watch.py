@@ -1,0 +1,412 @@
+"""``handinger-stream watch``: many workers on one screen, or as JSON lines.
+
+    handinger-stream watch wrk_1 wrk_2 ...          follow workers that exist
+    handinger-stream watch --ids-from ids.txt       one id a line
+    handinger-stream watch --create 30 "PROMPT"     start 30 workers and follow them
+    handinger-stream watch --redis URL              what every relay on that Redis produces
+
+On a terminal it draws the dashboard's table (``monitoring/dashboard.py``)
+live, rebuilt at most :data:`REFRESH_PER_SECOND` times a second from the rows
+that changed. ``--json`` prints one JSON line per status change and a final
+line per worker instead; elsewhere the table is printed once, at the end.
+Either way one summary line ends it (on stderr). Exit codes: 0 all
+completed, 1 a worker failed, 2 usage error (or an id that does not exist), 3
+a connection or authentication problem, 130 interrupted (Ctrl-C stops
+watching; the workers go on).
+
+What it shows is a watch: the client's :class:`~handinger_stream.Watch` of
+the workers it was given or created, or with ``--redis`` the relays'
+:class:`~handinger_stream.relay.FleetWatch`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+import anyio
+import msgspec
+
+from ..client.async_client import AsyncHandinger
+from ..client.watch import Watch
+from ..errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    HandingerError,
+    InvalidRequestError,
+    MissingAPIKeyError,
+    NotFoundError,
+    PermissionDeniedError,
+    StreamError,
+)
+from ..monitoring.dashboard import Board, status_of
+from ..relay.errors import StoreUnavailableError
+from ..relay.fleet import FleetWatch
+from ..relay.redis_store import RedisStore
+from ..testing.emulator import Emulator
+from ..types.events import AbortEvent, ErrorEvent, FinishEvent, StartEvent, WorkerSnapshotEvent
+from ..types.worker import BUDGETS
+from .arguments import EMULATOR_PACE, pace, positive_int
+from .exit_codes import (
+    EXIT_CONNECTION,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+from .printing import say
+
+__all__ = ["REFRESH_PER_SECOND", "add_parser", "command"]
+
+REFRESH_PER_SECOND = 4
+CREATE_AT_ONCE = 8  # creations in flight at once with --create
+# Events after which a worker's status may have changed: only then is it looked at.
+_STATUS_EVENTS = (WorkerSnapshotEvent, StartEvent, FinishEvent, ErrorEvent, AbortEvent)
+_json = msgspec.json.Encoder()
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``watch`` on the command line's subcommands."""
+    watch = sub.add_parser("watch", help="follow many workers at once: a live table, or JSON lines")
+    watch.add_argument("ids", nargs="*", metavar="ID", help="workers to watch")
+    watch.add_argument("--ids-from", metavar="FILE", help="read worker ids from FILE, one a line")
+    watch.add_argument(
+        "--create",
+        nargs=2,
+        metavar=("N", "PROMPT"),
+        help="create N workers on PROMPT, and watch them",
+    )
+    watch.add_argument("--budget", choices=BUDGETS, default=None, help="with --create")
+    watch.add_argument(
+        "--max-concurrency",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="open at most N streams",
+    )
+    watch.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="watch every turn the relays sharing this Redis produce (needs no API key)",
+    )
+    watch.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="with --redis: stop once no relay is producing a turn (else: until Ctrl-C)",
+    )
+    watch.add_argument("--json", action="store_true", help="JSON lines instead of the table")
+    watch.add_argument("--base-url", default=None, help="the API's base URL")
+    watch.add_argument(
+        "--tokens-per-second",
+        type=pace,
+        default=EMULATOR_PACE,
+        help="the embedded emulator's pace (0: as fast as possible)",
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``handinger-stream watch`` with parsed arguments; the exit code."""
+    try:
+        ids = _ids(args)
+        count, prompt = _create_args(args)
+        if args.redis and (ids or count):
+            raise InvalidRequestError(
+                "--redis watches every turn the relays produce: give no IDs or --create with it"
+            )
+        if args.until_idle and not args.redis:
+            raise InvalidRequestError("--until-idle goes with --redis")
+    except (InvalidRequestError, OSError) as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+    if not ids and not count and not args.redis:
+        say("nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, or --redis URL")
+        return EXIT_USAGE
+    board = Board()
+    stopped: _Stopped | None = None
+    try:
+        asyncio.run(_main(args, board, ids, count, prompt))
+    except KeyboardInterrupt:
+        board.interrupted = True
+    except _UsageError as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+    except _Stopped as exc:
+        stopped = exc
+    say(board.summary())
+    return stopped.code if stopped is not None else _exit_code(board)
+
+
+class _UsageError(Exception):
+    """Found only once running (a bad Redis URL, ids with no service): no summary follows."""
+
+
+class _Stopped(Exception):
+    """The watch could not start or go on, for the reason said already: ``code`` is its
+    exit code, the summary of what was seen follows."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _exit_code(board: Board) -> int:
+    if board.interrupted:
+        return EXIT_INTERRUPTED
+    errors = board.errors.values()
+    if any(_is_connection_problem(e) for e in errors):
+        return EXIT_CONNECTION
+    if errors:
+        return EXIT_USAGE  # an id that does not exist, or was refused
+    if any(row.status == "failed" for row in board.rows.values()):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _is_connection_problem(error: HandingerError) -> bool:
+    if isinstance(error, (AuthenticationError, PermissionDeniedError, MissingAPIKeyError)):
+        return True
+    if isinstance(error, NotFoundError):
+        return False
+    return isinstance(error, (APIConnectionError, StreamError, APIStatusError))
+
+
+def _ids(args: argparse.Namespace) -> list[str]:
+    ids = list(args.ids)
+    if args.ids_from:
+        handle: TextIO
+        with open(args.ids_from, encoding="utf-8") if args.ids_from != "-" else sys.stdin as handle:
+            ids += [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+    return list(dict.fromkeys(ids))  # once each, in order
+
+
+def _create_args(args: argparse.Namespace) -> tuple[int, str]:
+    if not args.create:
+        return 0, ""
+    n, prompt = args.create
+    try:
+        count = int(n)
+    except ValueError:
+        raise InvalidRequestError(f"--create N PROMPT: N must be a number, got {n!r}") from None
+    if count < 1 or not prompt.strip():
+        raise InvalidRequestError("--create N PROMPT: N at least 1, and a non-empty prompt")
+    return count, prompt
+
+
+# -- what it follows ----------------------------------------------------------------
+
+
+async def _main(
+    args: argparse.Namespace, board: Board, ids: list[str], count: int, prompt: str
+) -> None:
+    if args.redis:
+        await _follow_fleet(args, board)
+        return
+    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
+    api_key = os.environ.get("HANDINGER_API_KEY")
+    if base_url is None and api_key is None:
+        if ids:
+            raise _UsageError(
+                "watching IDs needs the service: set HANDINGER_API_KEY (or --base-url); "
+                "without them, try --create N PROMPT on the embedded emulator"
+            )
+        pace = args.tokens_per_second
+        async with Emulator(tokens_per_second=pace, fleet=True) as emulator:
+            say(
+                f"No HANDINGER_API_KEY or base URL given: using the embedded emulator at "
+                f"{emulator.base_url} (a fleet of simulated workers, {pace:g} tokens/s)"
+            )
+            await _follow(args, board, ids, count, prompt, "emulator", emulator.base_url)
+        return
+    await _follow(args, board, ids, count, prompt, api_key, base_url)
+
+
+async def _follow(
+    args: argparse.Namespace,
+    board: Board,
+    ids: list[str],
+    count: int,
+    prompt: str,
+    api_key: str | None,
+    base_url: str | None,
+) -> None:
+    """Create ``count`` workers on ``prompt``, then show them and ``ids`` as they work."""
+    async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
+        try:
+            ids = ids + await _create(client, count, prompt, args.budget)
+        except HandingerError as exc:
+            where = f" ({base_url})" if base_url else ""
+            say(f"error{where}: cannot create workers: {exc}")
+            raise _Stopped(EXIT_CONNECTION if _is_connection_problem(exc) else EXIT_USAGE) from exc
+        for worker_id in ids:
+            board.add(worker_id)
+        async with client.workers.watch(ids, max_concurrency=args.max_concurrency) as watch:
+            await _display(args, board, watch)
+
+
+async def _follow_fleet(args: argparse.Namespace, board: Board) -> None:
+    """``--redis URL``: the turns of every relay process on that Redis, from the store alone."""
+    try:
+        store = RedisStore(args.redis)
+    except InvalidRequestError as exc:
+        raise _UsageError(f"--redis: {exc}") from None
+    async with store:
+        try:
+            async with FleetWatch(store, until_idle=args.until_idle) as fleet:
+                until = "none is running" if args.until_idle else "Ctrl-C"
+                say(f"watching the turns relays produce into Redis {store.url} until {until}")
+                await _display(args, board, fleet)
+        except StoreUnavailableError as exc:
+            say(f"error: {exc}")
+            raise _Stopped(EXIT_CONNECTION) from exc
+
+
+async def _create(client: AsyncHandinger, count: int, prompt: str, budget: Any) -> list[str]:
+    """Create ``count`` workers, a few at a time; their ids in order."""
+    ids: list[str] = [""] * count
+    failures: list[HandingerError] = []
+    limiter = anyio.CapacityLimiter(CREATE_AT_ONCE)
+
+    async def one(i: int, scope: anyio.CancelScope) -> None:
+        async with limiter:
+            try:
+                worker = await client.workers.create(input=prompt, budget=budget)
+            except HandingerError as exc:
+                # The first failure stops the others (they would fail alike), ungrouped.
+                failures.append(exc)
+                scope.cancel()
+                return
+            ids[i] = worker.id
+
+    async with anyio.create_task_group() as tg:
+        for i in range(count):
+            tg.start_soon(one, i, tg.cancel_scope)
+    if failures:
+        raise failures[0]
+    return ids
+
+
+# -- how it shows them -------------------------------------------------------------
+
+
+async def _display(args: argparse.Namespace, board: Board, watch: Watch | FleetWatch) -> None:
+    """The table on a terminal, JSON lines with ``--json``, else the table once at the end."""
+    live = _LiveTable(board) if not args.json and sys.stdout.isatty() else None
+    try:
+        if live is not None:
+            await live.run(watch)
+        elif args.json:
+            await _json_lines(board, watch)
+        else:
+            await _quietly(board, watch)
+    finally:
+        # Interrupted or not: the rows as the watch left them, for the summary.
+        board.dirty.update(board.rows)
+        board.refresh(watch.workers, time.time())
+        if live is not None:
+            live.close()
+        elif not args.json and board.rows:
+            _print_table(board)
+
+
+async def _quietly(board: Board, watch: Watch | FleetWatch) -> None:
+    async for item in watch.events(ends=True):
+        board.touch(item)
+        if item.event is None:
+            board.refresh(watch.workers, time.time())
+            board.ended(item.worker_id, item.snapshot, time.time())
+
+
+async def _json_lines(board: Board, watch: Watch | FleetWatch) -> None:
+    out = sys.stdout
+    status: dict[str, str] = {}
+    async for item in watch.events(ends=True):
+        board.touch(item)
+        worker_id = item.worker_id
+        if (
+            item.event is not None
+            and worker_id in status
+            and not isinstance(item.event, _STATUS_EVENTS)
+        ):
+            continue
+        now = time.time()
+        worker = item.snapshot
+        state = status_of(worker, item.error)
+        if status.get(worker_id) != state:
+            status[worker_id] = state
+            line: dict[str, Any] = {"type": "status", "worker_id": worker_id, "status": state}
+            line["at"] = round(now - board.started, 3)
+            out.write(_json.encode(line).decode() + "\n")
+        if item.event is None:
+            board.refresh(watch.workers, now)
+            board.ended(worker_id, worker, now)
+            final = {
+                "type": "worker",
+                "worker_id": worker_id,
+                "status": state,
+                "error": str(item.error) if item.error is not None else None,
+                "worker": worker,
+            }
+            out.write(_json.encode(final).decode() + "\n")
+        out.flush()
+
+
+class _LiveTable:
+    """The dashboard's table on the terminal, redrawn a few times a second at most."""
+
+    def __init__(self, board: Board) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.board = board
+        self.console = Console()
+        self.live = Live(
+            console=self.console, auto_refresh=False, transient=False, redirect_stderr=False
+        )
+        self.closed = False
+
+    async def run(self, watch: Watch | FleetWatch) -> None:
+        self.live.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._paint, watch)
+            async for item in watch.events(ends=True):
+                self.board.touch(item)
+                if item.event is None:
+                    self.board.refresh(watch.workers, time.time())
+                    self.board.ended(item.worker_id, item.snapshot, time.time())
+            tg.cancel_scope.cancel()
+        self.paint(watch)
+
+    async def _paint(self, watch: Watch | FleetWatch) -> None:
+        while True:
+            self.paint(watch)
+            await anyio.sleep(1 / REFRESH_PER_SECOND)
+
+    def paint(self, watch: Watch | FleetWatch | None = None) -> None:
+        now = time.time()
+        if watch is not None:
+            self.board.refresh(watch.workers, now)
+            for worker_id in watch.waiting:
+                row = self.board.rows.get(worker_id)
+                if row is not None:
+                    row.step = "queued"  # for a connection slot (--max-concurrency)
+        table = self.board.table(height=self.console.height, width=self.console.width, now=now)
+        self.live.update(table, refresh=True)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.paint()
+            self.live.stop()
+
+
+def _print_table(board: Board) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(board.table(height=len(board.rows) + 10, width=console.width))
