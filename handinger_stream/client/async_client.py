@@ -13,6 +13,7 @@ from functools import cached_property
 
 from .base import DEFAULT_BASE_URL, AsyncAPIClient, check_base_url
 from .download import FileDownload
+from .resources.tasks import Tasks
 from .resources.workers import Workers
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncHandinger", "FileDownload", "Workers", "check_base_url"]
@@ -36,5 +37,10 @@ class AsyncHandinger(AsyncAPIClient):
 
     @cached_property
     def workers(self) -> Workers:
-        """Create, retrieve, continue and watch workers."""
+        """Workers: runs of the seed's generation, templates of today's (and watching many)."""
         return Workers(self)
+
+    @cached_property
+    def tasks(self) -> Tasks:
+        """Tasks: runs against worker templates, today's generation of the API."""
+        return Tasks(self)

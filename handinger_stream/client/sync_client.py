@@ -28,6 +28,7 @@ import aiohttp
 from ..errors import InvalidRequestError
 from ..protocol.sse import DEFAULT_MAX_EVENT_BYTES
 from .async_client import AsyncHandinger
+from .resources.tasks import SyncTasks
 from .resources.workers import SyncWorkers
 from .stream import OnDecodeError
 from .sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _new_loop
@@ -107,8 +108,13 @@ class Handinger(SyncAPIClient):
 
     @cached_property
     def workers(self) -> SyncWorkers:
-        """Create, retrieve, continue and watch workers."""
+        """Workers: runs of the seed's generation, templates of today's (and watching many)."""
         return SyncWorkers(self, self._async.workers)
+
+    @cached_property
+    def tasks(self) -> SyncTasks:
+        """Tasks: runs against worker templates, today's generation of the API."""
+        return SyncTasks(self, self._async.tasks)
 
     @property
     def base_url(self) -> str:
