@@ -92,12 +92,13 @@ async def serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
             return EXIT_CONNECTION
+        stop = _stop_on_signals()  # before the line that says it serves: from then on, clean
         where = f"Redis {store.url}" if isinstance(store, RedisStore) else "memory"
         say(
             f"handinger-stream relay on http://{args.host}:{runner.addresses[0][1]}/ "
             f"(chats in {where}; workers at {client.base_url}; Ctrl-C to stop)"
         )
-        await _until_stopped()
+        await stop.wait()
         say("relay stopping: running turns go on in their workers, and resume at the next reader")
     return EXIT_OK
 
@@ -142,11 +143,11 @@ async def _open_store(args: argparse.Namespace, stack: contextlib.AsyncExitStack
     return store
 
 
-async def _until_stopped() -> None:
-    """Wait for SIGINT or SIGTERM: either stops the relay cleanly (exit 0)."""
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT or SIGTERM sets: either stops the relay cleanly (exit 0)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop

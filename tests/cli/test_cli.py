@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from handinger_stream import DEFAULT_BASE_URL
 from handinger_stream.emulator import Emulator
 from tests.cli.helpers import cli, cli_here, environment
 from tests.conftest import API_KEY, Canned, RawServer
@@ -128,3 +129,22 @@ def test_serve_runs_the_emulator_until_interrupted() -> None:
         assert proc.stderr is not None
         assert "Traceback" not in proc.stderr.read()
         proc.stderr.close()
+
+
+def test_relay_with_only_a_key_says_it_relays_the_service() -> None:
+    # No base URL given: the relay reads workers from the real service, and says which.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handinger_stream", "relay", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(key="sk-any"),
+    )
+    try:
+        assert proc.stderr is not None
+        said = proc.stderr.readline()
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert f"workers at {DEFAULT_BASE_URL};" in said, said
