@@ -233,14 +233,14 @@ def read_delivery(
     if delivery_id is None:
         delivery_id = "sha256:" + hashlib.sha256(_json_sorted.encode(raw)).hexdigest()
     worker, task = recognise(raw)
-    kind = raw.get("type", raw.get("event"))
+    kind = next((raw[k] for k in ("type", "event") if isinstance(raw.get(k), str)), None)
     return WebhookDelivery(
         delivery_id=delivery_id,
         received_at=received_at or datetime.now(timezone.utc),
         raw=raw,
         worker=worker,
         task=task,
-        type=kind if isinstance(kind, str) else None,
+        type=kind,
     )
 
 

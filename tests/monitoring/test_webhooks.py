@@ -586,3 +586,19 @@ def test_check_is_the_whole_verification_without_io() -> None:
     with pytest.raises(WebhookRejected) as refused:
         receiver.check("POST", {**headers, "x-handinger-token": "no"}, b"{}")
     assert refused.value.status == 401 and TOKEN not in repr(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({"type": "task.completed"}, "task.completed"),
+        ({"event": "finished"}, "finished"),
+        ({"type": 5, "event": "finished"}, "finished"),
+        ({"type": {"name": "x"}}, None),
+        ({}, None),
+    ],
+)
+def test_the_type_is_the_bodys_type_or_event_when_a_string(
+    body: dict[str, Any], kind: str | None
+) -> None:
+    assert read_delivery(body_of(body)).type == kind
