@@ -327,7 +327,7 @@ class AsyncAPIClient:
             reopen=reopen,
             policy=self.stream_policy,
             from_start=from_start,
-            recorder=telemetry.stream(worker_id, opened=opened) if telemetry is not None else None,
+            observer=telemetry.stream(worker_id, opened=opened) if telemetry is not None else None,
         )
 
     async def _opened(

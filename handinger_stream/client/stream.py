@@ -1,13 +1,26 @@
 """WorkerStream: a live worker, as typed events and a growing snapshot.
 
-The stream is a thin I/O shell around sans-IO parts: bytes from the
-transport go through the :class:`~handinger_stream.protocol.sse.SSEDecoder` and
-:mod:`~handinger_stream.protocol.wire` into a queue of typed events, handed over one
-by one and folded into a :class:`~handinger_stream.protocol.reducer.WorkerState`. The
-:class:`~handinger_stream.protocol.cursor.ReplayCursor` says how to resume after a
-break, the :class:`~handinger_stream.protocol.stall.StallClock` when a silent stream
-counts as broken, and the :class:`~handinger_stream.protocol.retry.RetryPolicy` how
-long to wait before trying again (see ``docs/resilience.md``).
+A stream is two parts. Its core, without I/O, is
+:class:`~handinger_stream.protocol.delivery.Delivery`: the queue of decoded
+events, the Worker folded from those handed over, and the stream's states
+with the one table of their transitions (read ``protocol/delivery.py``
+first). This module is the I/O driver on top, which does what needs the
+network or the clock and tells the core what happened:
+
+- :class:`WorkerStream`, what users hold: hands events over from the core's
+  queue (``_step``, ``ready``; the iterators at the end of the module read
+  the queue by index themselves, the hot path), raises or skips bad events,
+  and closes (``aclose``, ``_abandon``), telling the :class:`StreamObserver`
+  (telemetry) once how the stream ended.
+- ``_Connection``, its side towards the server, called when the queue has
+  nothing left to hand over (``advance``): by the state, it **reads** under
+  the :class:`~handinger_stream.protocol.stall.StallClock`'s limits (OPEN),
+  **decodes** through the :class:`~handinger_stream.protocol.sse.SSEDecoder`
+  and :mod:`~handinger_stream.protocol.wire` into the queue, **resumes**
+  after a break as the :class:`~handinger_stream.protocol.cursor.ReplayCursor`
+  says and :meth:`RetryPolicy.call <handinger_stream.protocol.retry.RetryPolicy.call>`
+  allows (BROKEN, RESUMING; see ``docs/resilience.md``), or drains the
+  connection after ``[DONE]`` (DONE).
 
 Handing an event over costs a list index: folding happens in batches, when
 the snapshot is looked at and before the next read, so ``stream.snapshot``
@@ -41,7 +54,15 @@ from ..errors import (
     WorkerFailedError,
 )
 from ..protocol.cursor import ReplayCursor, reached
-from ..protocol.reducer import WorkerState
+from ..protocol.delivery import (
+    BROKEN,
+    CLOSED,
+    DONE,
+    FINISHED,
+    OPEN,
+    RESUMING,
+    Delivery,
+)
 from ..protocol.retry import RetryPolicy
 from ..protocol.sse import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -55,7 +76,7 @@ from ..types.events import Event, Reconnected, TextDeltaEvent
 from ..types.worker import Worker
 from .transport import Response, close_soon
 
-__all__ = ["Checkpoint", "Recorder", "StreamPolicy", "WorkerStream"]
+__all__ = ["Checkpoint", "StreamObserver", "StreamPolicy", "WorkerStream"]
 
 log = logging.getLogger("handinger_stream")
 
@@ -70,8 +91,8 @@ _DRAIN_SECONDS = 1.0
 T = TypeVar("T")
 
 
-class Recorder(Protocol):
-    """What a stream tells telemetry (``client/telemetry.py``): events as they arrive, its end."""
+class StreamObserver(Protocol):
+    """What a stream tells an observer (telemetry, ``client/telemetry.py``): arrivals, its end."""
 
     def arrived(self, n: int, now: float, reconnects: int) -> None: ...
 
@@ -128,9 +149,9 @@ class _Break:
     limit: str = ""  # the stall limit that expired, if that was why
     seconds: float = 0.0
 
-
-class _TooLarge(StreamDecodeError):
-    """An event past ``max_event_bytes``: raised in its turn even when skipping bad events."""
+    def resuming_failed(self, error: Exception) -> _Break:
+        """The same break, after a resume that failed too."""
+        return _Break(f"{self.reason}; resuming failed ({error})", error, self.limit, self.seconds)
 
 
 class WorkerStream:
@@ -154,81 +175,60 @@ class WorkerStream:
         reopen: Reopen | None = None,
         policy: StreamPolicy | None = None,
         from_start: bool = False,
-        recorder: Recorder | None = None,
+        observer: StreamObserver | None = None,
     ) -> None:
-        policy = policy or StreamPolicy()
-        self._response = response
-        self._max_event_bytes = max_event_bytes
-        self._decoder = SSEDecoder(max_event_bytes)
-        self._state = WorkerState(worker_id)
-        self._cursor = ReplayCursor(from_start=from_start)
-        self._clock = StallClock(
-            first_event=policy.first_event_timeout,
-            idle=policy.idle_timeout,
-            total=policy.total_timeout,
-        )
-        self._on_decode_error = on_decode_error
-        self._reopen = reopen
-        self._policy = policy
-        self._read_timeout = (
-            policy.read_timeout if policy.read_timeout is not None else float("inf")
-        )
-        # The delivery queue: what the last read decoded. queue[_head:_limit]
-        # are plain events, handed over without a look; a decode error sits in
-        # its own slot (listed in _stops) and is raised in its turn.
-        self._queue: list[Event | StreamDecodeError] = list(initial or ())
-        self._head = 0
-        self._limit = len(self._queue)
-        self._stops: list[int] = []
-        self._folded = 0  # queue[:_folded] are in the state
-        self._base = 0  # events taken from earlier queues: index = _base + _head
-        self._notice: Reconnected | None = None
-        self._last_event_id: str | None = None
-        self._attempts = 0  # resume attempts in a row
-        self._reconnects = 0
-        self._retry_ms: int | None = None
-        self._break: _Break | None = None
-        self._done_marker = False
+        self._observer = observer  # None once told of the end
         # A JSON answer (no response) is complete in ``initial``: nothing more to read.
-        self._finished = response is None
-        self._recorder = recorder
-        self._error: HandingerError | None = None  # what ended the stream, for the recorder
+        self._delivery = delivery = Delivery(
+            worker_id,
+            events=initial,
+            skip_bad=on_decode_error == "skip",
+            state=OPEN if response is not None else FINISHED,
+        )
+        self._connection = _Connection(
+            delivery,
+            response,
+            max_event_bytes=max_event_bytes,
+            reopen=reopen,
+            policy=policy or StreamPolicy(),
+            from_start=from_start,
+            observer=observer,
+        )
 
     # -- state ----------------------------------------------------------
 
     @property
     def snapshot(self) -> Worker:
         """The Worker as folded after the last event delivered."""
-        self._fold()
-        return self._state.snapshot()
+        return self._delivery.snapshot()
 
     @property
     def worker_id(self) -> str:
-        self._fold()
-        return self._state.id
+        return self._delivery.worker_id
 
     @property
     def last_event_id(self) -> str | None:
         """The SSE id of the last event delivered (what a resume starts after)."""
-        self._fold()
-        return self._last_event_id
+        delivery = self._delivery
+        delivery.fold()
+        return delivery.last_event_id
 
     @property
     def reconnects(self) -> int:
         """How many times the stream was resumed after a break."""
-        return self._reconnects
+        return self._connection.reconnects
 
     @property
     def closed(self) -> bool:
         """True once the HTTP response has been released."""
-        return self._response is None
+        return self._connection.response is None
 
     @property
     def completed(self) -> bool:
         """True when the stream reached its end marker, or the worker completed."""
-        if self._done_marker:
+        if self._delivery.reached_done:
             return True
-        return self._response is None and self.snapshot.status == "completed"
+        return self.closed and self.snapshot.status == "completed"
 
     def checkpoint(self) -> Checkpoint:
         """Where this consumer got to; ``client.workers.resume(cp)`` continues from it.
@@ -236,23 +236,19 @@ class WorkerStream:
         >>> cp = stream.checkpoint()  # doctest: +SKIP
         >>> open("cp.json", "wb").write(msgspec.json.encode(cp))  # doctest: +SKIP
         """
-        snapshot = self.snapshot
+        delivery = self._delivery
+        snapshot = delivery.snapshot()
         return Checkpoint(
-            worker_id=self._state.id,
-            last_event_id=self._last_event_id,
-            position=self._index if self._cursor.from_start else None,
+            worker_id=snapshot.id,
+            last_event_id=delivery.last_event_id,
+            position=delivery.index if self._connection.cursor.from_start else None,
             snapshot=snapshot,
         )
-
-    @property
-    def _index(self) -> int:
-        """Events (and bad events) taken so far: the index the next one has."""
-        return self._base + self._head
 
     # -- iteration ------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return _Events(self)
+        return _EventIterator(self)
 
     async def __anext__(self) -> Event:
         event = await self._next()
@@ -262,7 +258,7 @@ class WorkerStream:
 
     def events(self, *, reconnects: bool = False) -> AsyncIterator[Event | Reconnected]:
         """The events; with ``reconnects=True`` a :class:`Reconnected` marks each resume."""
-        return _Notices(self) if reconnects else _Events(self)
+        return _NoticeIterator(self) if reconnects else _EventIterator(self)
 
     def text_deltas(self) -> AsyncIterator[str]:
         """Only the answer's text, piece by piece: for live token display.
@@ -270,7 +266,7 @@ class WorkerStream:
         When the worker failed, :class:`WorkerFailedError` is raised after the
         last piece, so a display shows everything written and then the failure.
         """
-        return _TextDeltas(self)
+        return _TextDeltaIterator(self)
 
     def snapshots(self, min_interval: float | None = None) -> AsyncIterator[Worker]:
         """The Worker after each event that changed it.
@@ -280,7 +276,7 @@ class WorkerStream:
         is always delivered. Raises :class:`WorkerFailedError` after the last
         one when the worker failed.
         """
-        return _Snapshots(self, min_interval)
+        return _SnapshotIterator(self, min_interval)
 
     async def get_final_worker(self) -> Worker:
         """Read to the end; the whole Worker.
@@ -288,20 +284,21 @@ class WorkerStream:
         Raises :class:`WorkerFailedError` when the worker reported an error and
         :class:`IncompleteStreamError` when the stream ended before its end.
         """
+        delivery = self._delivery
         try:
             while True:
-                self._head = self._limit  # hand over what is decoded, all at once
+                delivery.head = delivery.limit  # hand over what is decoded, all at once
                 if await self._next() is None:
                     break
         finally:
             await self.aclose()
-        worker = self._state.snapshot()
+        worker = delivery.worker_state.snapshot()
         if worker.error is not None:
             raise WorkerFailedError(worker)
         if not self.completed:
             raise IncompleteStreamError(
                 f"stream of worker {worker.id or '(unknown)'} ended before its end marker "
-                f"after {self._index} events",
+                f"after {delivery.index} events",
                 worker=worker,
             )
         return worker
@@ -311,7 +308,7 @@ class WorkerStream:
         if worker.error is not None:
             raise WorkerFailedError(worker)
 
-    # -- the delivery loop ------------------------------------------------
+    # -- handing over -----------------------------------------------------
 
     def _next(self) -> Coroutine[Any, Any, Event | None]:
         """The next event; ``None`` at the end. (No coroutine of its own: one level less.)"""
@@ -319,21 +316,21 @@ class WorkerStream:
 
     async def _step(self, *, notices: bool) -> Event | Reconnected | None:
         """The next event (or resume notice); ``None`` at the end. Reads when it must."""
+        delivery = self._delivery
         while True:
-            head = self._head
-            if head < self._limit:
-                self._head = head + 1
-                return self._queue[head]  # type: ignore[return-value]
-            if self._notice is not None:
-                notice, self._notice = self._notice, None
-                self._set_limit()
+            head = delivery.head
+            if head < delivery.limit:
+                delivery.head = head + 1
+                return delivery.queue[head]  # type: ignore[return-value]
+            if delivery.notice is not None:
+                notice = delivery.pop_notice()
                 if notices:
                     return notice
                 continue  # only events(reconnects=True) shows them
-            if head < len(self._queue):
+            if head < len(delivery.queue):
                 await self._bad_event(head)
                 continue
-            if not await self._advance():
+            if not await self._connection.advance():
                 return None
 
     async def ready(self) -> int:
@@ -350,39 +347,214 @@ class WorkerStream:
         ...     for _ in range(n):
         ...         event = await stream.__anext__()
         """
+        delivery = self._delivery
         while True:
-            head = self._head
-            if head < self._limit:
-                return self._limit - head
-            if self._notice is not None:
-                self._notice = None
-                self._set_limit()
+            head = delivery.head
+            if head < delivery.limit:
+                return delivery.limit - head
+            if delivery.notice is not None:
+                delivery.pop_notice()  # only events(reconnects=True) shows it
                 continue
-            if head < len(self._queue):
-                if self._skips(head):
+            if head < len(delivery.queue):
+                if delivery.skips(head):
                     await self._bad_event(head)  # nothing to hand over: skip it here
                     continue
                 return 1
-            if not await self._advance():
+            if not await self._connection.advance():
                 return 0
 
-    async def _advance(self) -> bool:
-        """All that was decoded was taken: read more, resume, or end (False)."""
-        if self._finished:
-            return False
-        if self._done_marker:
-            await self._release(drain=True)
-            self._finished = True
-            return False
-        self._fold()
-        self._base += len(self._queue)
-        self._queue = []
-        self._head = self._limit = self._folded = 0
-        response = self._response
+    async def _bad_event(self, at: int) -> None:
+        """The queue's next item is an event that could not be decoded: raise or skip it."""
+        delivery = self._delivery
+        skip = delivery.skips(at)
+        error = delivery.hand_over_bad(at)
+        if skip:
+            log.warning("skipping undecodable event: %s", error)
+            return
+        delivery.fail(error)
+        await self.aclose()
+        raise error
+
+    async def _catch_up_to(self, checkpoint: Checkpoint) -> None:
+        """Fold the replay silently through the checkpoint's last event (``workers.resume``)."""
+        if checkpoint.last_event_id is None and not checkpoint.position:
+            return
+        position = checkpoint.position if checkpoint.position is not None else 1 << 62
+        delivery = self._delivery
+        while True:
+            index = delivery.index
+            event = await self._next()
+            if event is None or reached(checkpoint.last_event_id, position, event.event_id, index):
+                break
+
+    # -- closing --------------------------------------------------------
+    # aclose() ends the stream; the connection's disconnect() ends one
+    # connection (a resume may open another); _abandon() is aclose() for a
+    # dropped iterator, which cannot await.
+
+    async def aclose(self) -> None:
+        """Stop the stream and release the HTTP response. Idempotent; what was
+        delivered stays readable on :attr:`snapshot`."""
+        self._stop()
+        await self._connection.disconnect()
+
+    def _stop(self) -> None:
+        self._delivery.close()
+        self._report_end()
+
+    def _abandon(self) -> None:
+        """Left without ``aclose()`` (a loop exited early): close as soon as possible."""
+        self._stop()
+        connection = self._connection
+        response = connection.response
         if response is None:
-            await self._after_connection()
+            return
+        if response.abort():
+            connection.response = None
+            return
+        # The transport closes only by awaiting: on the running loop, soon.
+        close_soon(self.aclose)
+
+    async def __aenter__(self) -> WorkerStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _report_end(self) -> None:
+        """Tell the observer, once, how the stream ended."""
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            self._connection.observer = None
+            delivery = self._delivery
+            observer.end(delivery.worker_state.snapshot(), delivery.error)
+
+    def __del__(self) -> None:
+        # Dropped while open (events taken with __anext__, never closed): let the
+        # connection go rather than leave it to the transport's own finaliser.
+        self._report_end()
+        response = self._connection.response
+        if response is not None and not response.abort():
+            close_soon(response.aclose)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        delivery = self._delivery
+        return (
+            f"<WorkerStream worker={delivery.worker_state.id or '?'} {state} "
+            f"events={delivery.index}>"
+        )
+
+
+class _Connection:
+    """A stream's connection to the server, and those that replace it: read, decode, resume.
+
+    It tells the core what happened (decoded events into its queue, the
+    state transitions); :class:`WorkerStream` hands the events over.
+    """
+
+    __slots__ = (
+        "_attempts",
+        "_break",
+        "_clock",
+        "_decoder",
+        "_max_event_bytes",
+        "_policy",
+        "_read_timeout",
+        "_reopen",
+        "_retry_ms",
+        "cursor",
+        "delivery",
+        "observer",
+        "reconnects",
+        "response",
+    )
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        response: Response | None,
+        *,
+        max_event_bytes: int,
+        reopen: Reopen | None,
+        policy: StreamPolicy,
+        from_start: bool,
+        observer: StreamObserver | None,
+    ) -> None:
+        self.delivery = delivery
+        self.response = response  # the connection read now; None between connections
+        self.cursor = ReplayCursor(from_start=from_start)
+        self.observer = observer  # told of arrivals (WorkerStream tells it of the end)
+        self.reconnects = 0
+        self._max_event_bytes = max_event_bytes
+        self._decoder = SSEDecoder(max_event_bytes)
+        self._clock = StallClock(
+            first_event=policy.first_event_timeout,
+            idle=policy.idle_timeout,
+            total=policy.total_timeout,
+        )
+        self._reopen = reopen
+        self._policy = policy
+        self._read_timeout = (
+            policy.read_timeout if policy.read_timeout is not None else float("inf")
+        )
+        self._break: _Break | None = None  # why the connection ended, while BROKEN or RESUMING
+        self._attempts = 0  # resume attempts in a row
+        self._retry_ms: int | None = None
+
+    async def advance(self) -> bool:
+        """All that was decoded was handed over: read more, resume, or end (False)."""
+        delivery = self.delivery
+        state = delivery.state
+        if state is OPEN:
+            delivery.next_batch()
+            await self._read()
             return True
-        # Read from the connection and decode what arrived into the queue.
+        if state is BROKEN:
+            delivery.next_batch()
+            await self._after_break()
+            return True
+        if state is DONE:
+            await self.disconnect(drain=True)
+            if delivery.state is DONE:  # (unless closed meanwhile)
+                delivery.enter(FINISHED)
+        return False
+
+    async def disconnect(self, *, drain: bool = False) -> None:
+        """Let the connection go; ``drain``: read the (normally empty) rest of the body first.
+
+        Reading to the end after ``[DONE]`` lets the connection go back to the
+        pool, and lets the transport's readers finish instead of being abandoned.
+        """
+        response = self.response
+        if response is None:
+            return
+        try:
+            if drain:
+                left = _DRAIN_BYTES
+                with anyio.move_on_after(_DRAIN_SECONDS):
+                    try:
+                        while left > 0 and (chunk := await response.read_chunk()):
+                            left -= len(chunk)
+                    except HandingerError:
+                        pass
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        finally:
+            # Only now is it closed: `closed` never runs ahead of the transport.
+            self.response = None
+
+    # -- reading and decoding -------------------------------------------------
+
+    async def _read(self) -> None:
+        """Read from the connection once, under the stall limits, and decode what arrived."""
+        response = self.response
+        assert response is not None  # OPEN: a connection is being read
         now = monotonic()
         clock = self._clock
         if not clock.started:
@@ -400,99 +572,65 @@ class WorkerStream:
                     with anyio.move_on_after(expires - now):
                         chunk = await response.read_chunk()
         except APIConnectionError as exc:
-            await self._release()
-            self._break = _Break(f"connection broke ({exc.message})", exc)
-            return True
+            await self._lose(_Break(f"connection broke ({exc.message})", exc))
+            return
         except BaseException:
-            # Cancelled: release now, keep what was folded.
-            await self._release()
+            # Cancelled: let the connection go, keep what was folded; a later
+            # step may still resume.
+            await self._lose(_Break("the stream was closed"))
             raise
+        if self.delivery.state is not OPEN:
+            return  # closed by another task while this one read: nothing more to hand over
         if chunk is None:
             limit = clock.limit
             assert limit is not None
-            await self._release()
-            self._break = _Break(
+            brk = _Break(
                 f"no event for {limit.seconds:g} s ({limit.name} limit)",
                 limit=limit.name,
                 seconds=limit.seconds,
             )
-            if limit.name == "total":
-                raise self._give_up(self._break)
-            return True
-        self._take(chunk)
-        if not chunk:
-            await self._release()
-            self._break = _Break("the connection ended before the stream's end")
-        return True
-
-    def _set_limit(self) -> None:
-        """Where the plain events of the queue end: at the next bad event, or a notice."""
-        if self._notice is not None:
-            self._limit = self._head
-        else:
-            self._limit = self._stops[0] if self._stops else len(self._queue)
-
-    def _fold(self) -> bool:
-        """Fold the events handed over since the last fold; whether the Worker changed."""
-        start, end = self._folded, self._head
-        if start >= end:
-            return False
-        self._folded = end
-        events: list[Event] = self._queue[start:end]  # type: ignore[assignment]
-        for event in reversed(events):
-            if event.event_id is not None:
-                self._last_event_id = event.event_id
-                break
-        return self._state.apply_all(events)
-
-    def _skips(self, at: int) -> bool:
-        """Whether the bad event at ``at`` is skipped (an oversized one never is)."""
-        return self._on_decode_error == "skip" and not isinstance(self._queue[at], _TooLarge)
-
-    async def _bad_event(self, at: int) -> None:
-        """The queue's next item is an event that could not be decoded: raise or skip it."""
-        self._fold()
-        bad = self._queue[at]
-        assert isinstance(bad, StreamDecodeError)
-        error = StreamDecodeError(
-            bad.reason,
-            index=self._base + at,
-            event_id=bad.event_id,
-            data=bad.excerpt,
-            worker=self._state.snapshot(),
-        )
-        self._head = self._folded = at + 1
-        self._stops.pop(0)
-        self._set_limit()
-        if self._skips(at):
-            log.warning("skipping undecodable event: %s", error)
+            await self._lose(brk)
+            if limit.name == "total" and self.delivery.state is BROKEN:
+                raise self._give_up(brk)
             return
-        self._error = error
-        await self.aclose()
-        raise error
+        self._decode(chunk)
+        if not chunk:
+            await self._lose(_Break("the connection ended before the stream's end"))
 
-    def _take(self, chunk: bytes) -> None:
-        """Decode bytes into the queue (``b""``: the connection ended).
+    async def _lose(self, brk: _Break) -> None:
+        """The connection ended: BROKEN if the stream was still OPEN; let the connection go.
+
+        After ``[DONE]`` the end is known already, and a stream closed
+        meanwhile has nothing to resume: neither counts as a break.
+        """
+        if self.delivery.state is OPEN:
+            self._break = brk
+            self.delivery.enter(BROKEN)
+        await self.disconnect()
+
+    def _decode(self, chunk: bytes) -> None:
+        """Decode bytes into the core's queue (``b""``: the connection ended).
 
         Once per read of a live stream, so the common case calls little.
         """
         decoder = self._decoder
+        delivery = self.delivery
         too_large: EventTooLargeError | None = None
         try:
             items = decoder.feed_runs(chunk) if chunk else decoder.close()
         except EventTooLargeError as exc:
             items, too_large = exc.events, exc
-        queue = self._queue
+        queue = delivery.queue
         if items:
             now = monotonic()
             self._clock.progress(now)
-            cursor = self._cursor
+            cursor = self.cursor
             start = len(queue)
             if cursor.resuming:
                 items = cursor.admit(expand_runs(items))
-                self._done_marker = decode_items(items, queue, self._stops)
+                done = decode_items(items, queue, delivery.stops)
             else:
-                self._done_marker = decode_items(items, queue, self._stops)
+                done = decode_items(items, queue, delivery.stops)
                 if len(queue) > start:
                     # Counted as decoded: a run that was not what it seemed is exact here.
                     last = queue[-1].event_id
@@ -502,25 +640,25 @@ class WorkerStream:
                     cursor.take(len(queue) - start, first, last)
             if items:
                 self._attempts = 0
-            if self._recorder is not None and len(queue) > start:
-                self._recorder.arrived(len(queue) - start, now, self._reconnects)
-        if too_large is not None and not self._done_marker:
-            self._stops.append(len(queue))
-            queue.append(
-                _TooLarge(str(too_large), index=0, event_id=decoder.last_event_id, data=b"")
-            )
-        stops = self._stops
-        self._limit = stops[0] if stops else len(queue)
+            if self.observer is not None and len(queue) > start:
+                self.observer.arrived(len(queue) - start, now, self.reconnects)
+            if done:
+                delivery.enter(DONE)
+        if too_large is not None and delivery.state is not DONE:
+            delivery.add_too_large(str(too_large), decoder.last_event_id)
+        stops = delivery.stops
+        delivery.limit = stops[0] if stops else len(queue)
 
     # -- breaks and resumes -------------------------------------------------
 
-    async def _after_connection(self) -> None:
-        """The connection is gone and all it brought was delivered: end, resume or fail."""
-        brk = self._break or _Break("the stream was closed")
+    async def _after_break(self) -> None:
+        """BROKEN, and all the connection brought was handed over: end, resume or fail."""
+        brk = self._break
+        assert brk is not None  # BROKEN: a break was recorded
         clean_end = brk.cause is None and not brk.limit
-        if clean_end and self.snapshot.status == "completed":
+        if clean_end and self.delivery.snapshot().status == "completed":
             # Some servers send no [DONE]; a completed worker is the end all the same.
-            self._finished = True
+            self.delivery.enter(FINISHED)
             return
         why_not = self._why_not_resumable()
         if why_not or self._attempts >= self._policy.max_reconnects:
@@ -530,16 +668,16 @@ class WorkerStream:
     def _why_not_resumable(self) -> str:
         if self._reopen is None:
             return "this stream cannot be resumed"
-        if not self.worker_id:
+        if not self.delivery.worker_id:
             return (
                 "the worker id was not known yet, so it cannot be resumed "
                 "(creating it again could make a second worker)"
             )
-        return self._cursor.unresumable()
+        return self.cursor.unresumable()
 
     def _give_up(self, brk: _Break, why_not: str = "") -> IncompleteStreamError:
-        self._finished = True
-        worker = self.snapshot
+        """FAILED: the error that says why the stream ended early, to raise."""
+        worker = self.delivery.snapshot()
         name = worker.id or "(unknown)"
         tail = f"; {why_not}" if why_not else ""
         if self._attempts and not why_not:
@@ -551,158 +689,99 @@ class WorkerStream:
         else:
             error = IncompleteStreamError(message, worker=worker)
         error.__cause__ = brk.cause
-        self._error = error
+        self.delivery.fail(error)
         return error
 
     async def _resume(self, brk: _Break) -> None:
-        """Reopen the worker's replay stream, waiting as the retry policy says."""
-        assert self._reopen is not None
-        retry = self._policy.retry
-        if self._decoder.retry is not None:
-            self._retry_ms = self._decoder.retry  # the server's wish, from any connection so far
-        server_retry = self._retry_ms / 1000 if self._retry_ms is not None else None
-        self._attempts += 1
-        delay = retry.delay(self._attempts, server_retry=server_retry)
-        while True:
-            await anyio.sleep(delay)
-            try:
-                response, initial = await self._reopen(self.worker_id, self._cursor.last_id)
-            except (APIConnectionError, APIStatusError) as exc:
-                brk = _Break(f"{brk.reason}; resuming failed ({exc})", exc, brk.limit, brk.seconds)
-                if (
-                    not retry.retryable(exc, idempotent=True)
-                    or self._attempts >= self._policy.max_reconnects
-                ):
-                    raise self._give_up(brk) from exc
-                self._attempts += 1
-                retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
-                delay = retry.delay(
-                    self._attempts, retry_after=retry_after, server_retry=server_retry
-                )
-                continue
-            break
-        last_id = self._cursor.last_id
-        skipped = self._cursor.resumed()
-        self._reconnects += 1
+        """RESUMING: reopen the worker's replay stream, then read it (OPEN) or its
+        JSON answer (FINISHED), after a :class:`Reconnected` notice."""
+        delivery = self.delivery
+        delivery.enter(RESUMING)
+        try:
+            reopened = await self._reopen_patiently(brk)
+        except BaseException:
+            if delivery.state is RESUMING:
+                delivery.enter(BROKEN)  # interrupted: the next step decides again
+            raise
+        if reopened is None:
+            return  # closed meanwhile: nobody is left to tell
+        (response, initial), reason, waited = reopened
+        if delivery.state is CLOSED:
+            # Closed by another task while this one reconnected.
+            if response is not None:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+            return
+        cursor = self.cursor
+        last_id = cursor.last_id
+        skipped = cursor.resumed()
+        self.reconnects += 1
         log.info(
             "resumed worker %s after: %s (attempt %d, from %s)",
-            self.worker_id,
-            brk.reason,
+            delivery.worker_id,
+            reason,
             self._attempts,
             f"id {last_id}" if last_id is not None else f"the start, skipping {skipped}",
         )
         self._decoder = SSEDecoder(self._max_event_bytes)
         self._break = None
         self._clock.connected(monotonic())
-        self._response = response
-        if response is None:
-            # A JSON answer: one snapshot, and nothing more to follow.
-            self._finished = True
-        self._notice = Reconnected(
+        self.response = response
+        # A JSON answer: one snapshot, and nothing more to follow.
+        delivery.enter(OPEN if response is not None else FINISHED)
+        notice = Reconnected(
             attempt=self._attempts,
-            reason=brk.reason,
-            delay=delay,
+            reason=reason,
+            delay=waited,
             last_event_id=last_id,
             skipped=skipped,
         )
-        self._queue.extend(initial)
-        self._set_limit()
+        delivery.post_notice(notice, initial)
 
-    async def _catch_up_to(self, checkpoint: Checkpoint) -> None:
-        """Fold the replay silently through the checkpoint's last event (``workers.resume``)."""
-        if checkpoint.last_event_id is None and not checkpoint.position:
-            return
-        position = checkpoint.position if checkpoint.position is not None else 1 << 62
-        while True:
-            index = self._index
-            event = await self._next()
-            if event is None or reached(checkpoint.last_event_id, position, event.event_id, index):
-                break
+    async def _reopen_patiently(self, brk: _Break) -> tuple[Opened, str, float] | None:
+        """The replay stream reopened, why it had to be, and the last wait; ``None`` when
+        the stream was closed meanwhile.
 
-    # -- closing --------------------------------------------------------
-    # aclose() ends the stream; _release() ends one connection (a resume may
-    # open another); _abandon() is aclose() for a dropped iterator, which
-    # cannot await.
-
-    async def aclose(self) -> None:
-        """Stop the stream and release the HTTP response. Idempotent; what was
-        delivered stays readable on :attr:`snapshot`."""
-        self._stop()
-        await self._release()
-
-    def _stop(self) -> None:
-        self._fold()
-        self._finished = True
-        self._end_recording()
-        del self._queue[self._head :]
-        self._stops.clear()
-        self._notice = None
-        self._set_limit()
-
-    async def _release(self, *, drain: bool = False) -> None:
-        """Let the connection go; ``drain``: read the (normally empty) rest of the body first.
-
-        Reading to the end after ``[DONE]`` lets the connection go back to the
-        pool, and lets the transport's readers finish instead of being abandoned.
+        Waits first, then retries while the policy finds the failure
+        retryable and ``max_reconnects`` allows: attempts count across
+        resumes in a row (reset when events flow). The first wait is the
+        server's SSE ``retry:`` when it sent one; a later one its
+        ``Retry-After`` when it answered with one.
         """
-        response = self._response
-        if response is None:
-            return
+        reopen = self._reopen
+        assert reopen is not None
+        retry = self._policy.retry
+        if self._decoder.retry is not None:
+            self._retry_ms = self._decoder.retry  # the server's wish, from any connection so far
+        server_retry = self._retry_ms / 1000 if self._retry_ms is not None else None
+        self._attempts += 1
+        first = self._attempts
+        waited = retry.delay(first, server_retry=server_retry)
+
+        def delay(n: int, error: Exception) -> float:
+            retry_after = error.retry_after if isinstance(error, APIStatusError) else None
+            return retry.delay(first + n, retry_after=retry_after, server_retry=server_retry)
+
+        def on_retry(n: int, wait: float, error: Exception) -> None:
+            nonlocal brk, waited
+            brk = brk.resuming_failed(error)
+            self._attempts = first + n
+            waited = wait
+
         try:
-            if drain:
-                left = _DRAIN_BYTES
-                with anyio.move_on_after(_DRAIN_SECONDS):
-                    try:
-                        while left > 0 and (chunk := await response.read_chunk()):
-                            left -= len(chunk)
-                    except HandingerError:
-                        pass
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-        finally:
-            # Only now is it closed: `closed` never runs ahead of the transport.
-            self._response = None
-
-    def _abandon(self) -> None:
-        """Left without ``aclose()`` (a loop exited early): close as soon as possible."""
-        self._stop()
-        response = self._response
-        if response is None:
-            return
-        if response.abort():
-            self._response = None
-            return
-        # The transport closes only by awaiting: on the running loop, soon.
-        close_soon(self.aclose)
-
-    async def __aenter__(self) -> WorkerStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def _end_recording(self) -> None:
-        """Tell the recorder, once, how the stream ended."""
-        recorder, self._recorder = self._recorder, None
-        if recorder is not None:
-            recorder.end(self._state.snapshot(), self._error)
-
-    def __del__(self) -> None:
-        # Dropped while open (events taken with __anext__, never closed): let the
-        # connection go rather than leave it to the transport's own finaliser.
-        self._end_recording()
-        response = self._response
-        if response is not None and not response.abort():
-            close_soon(response.aclose)
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<WorkerStream worker={self._state.id or '?'} {state} events={self._index}>"
+            opened = await retry.call(
+                lambda: reopen(self.delivery.worker_id, self.cursor.last_id),
+                retries=self._policy.max_reconnects - first,
+                retryable=lambda error: retry.retryable(error, idempotent=True),
+                delay=delay,
+                first_delay=waited,
+                on_retry=on_retry,
+            )
+        except (APIConnectionError, APIStatusError) as exc:
+            if self.delivery.state is CLOSED:
+                return None
+            raise self._give_up(brk.resuming_failed(exc)) from exc
+        return opened, brk.reason, waited
 
 
 def _first_id(queue: Sequence[Event | StreamDecodeError], start: int) -> str | None:
@@ -710,20 +789,25 @@ def _first_id(queue: Sequence[Event | StreamDecodeError], start: int) -> str | N
     return next((e.event_id for e in queue[start:] if e.event_id is not None), None)
 
 
-class _Iterator(Generic[T]):
+# -- the iterators ------------------------------------------------------------
+
+
+class _StreamIterator(Generic[T]):
     """An async iterator over a stream that closes the stream when it ends or is dropped.
 
     A class, not an async generator: a generator left unfinished is closed by
     the event loop's finaliser, which trio reports as a ResourceWarning.
+    It holds the stream's core too, so handing over reads its queue directly.
     """
 
-    __slots__ = ("_done", "_stream")
+    __slots__ = ("_delivery", "_done", "_stream")
 
     def __init__(self, stream: WorkerStream) -> None:
         self._stream = stream
+        self._delivery = stream._delivery
         self._done = False
 
-    def __aiter__(self) -> _Iterator[T]:
+    def __aiter__(self) -> _StreamIterator[T]:
         return self
 
     async def __anext__(self) -> T:
@@ -758,19 +842,23 @@ class _Iterator(Generic[T]):
             self._stream._abandon()
 
 
-class _Events(_Iterator[Event]):
+class _EventIterator(_StreamIterator[Event]):
+    """The events (``async for event in stream``)."""
+
     __slots__ = ()
 
     async def __anext__(self) -> Event:
         # The hot path: a decoded event is handed over by index, without a call;
-        # otherwise straight to the stream's loop (what _Iterator.__anext__ does, inlined).
-        stream = self._stream
-        head = stream._head
-        if head < stream._limit:
-            stream._head = head + 1
-            return stream._queue[head]  # type: ignore[return-value]
+        # otherwise straight to the stream's step (what _StreamIterator.__anext__
+        # does, inlined).
+        delivery = self._delivery
+        head = delivery.head
+        if head < delivery.limit:
+            delivery.head = head + 1
+            return delivery.queue[head]  # type: ignore[return-value]
         if self._done:
             raise StopAsyncIteration
+        stream = self._stream
         try:
             event = await stream._step(notices=False)
         except BaseException:
@@ -787,38 +875,44 @@ class _Events(_Iterator[Event]):
         return self._stream._next()
 
 
-class _Notices(_Iterator["Event | Reconnected"]):
+class _NoticeIterator(_StreamIterator["Event | Reconnected"]):
+    """The events, and a :class:`Reconnected` notice at each resume."""
+
     __slots__ = ()
 
     def _next(self) -> Coroutine[Any, Any, Event | Reconnected | None]:
         return self._stream._step(notices=True)
 
 
-class _TextDeltas(_Iterator[str]):
+class _TextDeltaIterator(_StreamIterator[str]):
+    """The text of the answer, piece by piece."""
+
     __slots__ = ()
 
     async def _next(self) -> str | None:
-        stream = self._stream
+        delivery = self._delivery
         while True:
-            queue, head, limit = stream._queue, stream._head, stream._limit
+            queue, head, limit = delivery.queue, delivery.head, delivery.limit
             while head < limit:
                 event = queue[head]
                 head += 1
                 if type(event) is TextDeltaEvent:
-                    stream._head = head
+                    delivery.head = head
                     return event.delta
-            stream._head = head
-            taken = await stream._next()
-            if taken is None:
+            delivery.head = head
+            next_event = await self._stream._next()
+            if next_event is None:
                 return None
-            if type(taken) is TextDeltaEvent:
-                return taken.delta
+            if type(next_event) is TextDeltaEvent:
+                return next_event.delta
 
     def _ended(self) -> None:
         self._stream._raise_if_failed()
 
 
-class _Snapshots(_Iterator[Worker]):
+class _SnapshotIterator(_StreamIterator[Worker]):
+    """The Worker after each event that changed it, at most one per ``min_interval``."""
+
     __slots__ = ("_last_sent", "_min_interval", "_unsent")
 
     def __init__(self, stream: WorkerStream, min_interval: float | None) -> None:
@@ -828,9 +922,9 @@ class _Snapshots(_Iterator[Worker]):
         self._unsent = False
 
     async def _next(self) -> Worker | None:
-        stream = self._stream
+        stream, delivery = self._stream, self._delivery
         while await stream._next() is not None:
-            if not stream._fold():
+            if not delivery.fold():
                 continue
             if self._min_interval:
                 now = anyio.current_time()
@@ -839,10 +933,10 @@ class _Snapshots(_Iterator[Worker]):
                     continue
                 self._last_sent = now
             self._unsent = False
-            return stream._state.snapshot()
+            return delivery.worker_state.snapshot()
         if self._unsent:
             self._unsent = False
-            return stream._state.snapshot()
+            return delivery.worker_state.snapshot()
         return None
 
     def _ended(self) -> None:

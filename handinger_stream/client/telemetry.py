@@ -27,7 +27,7 @@ from .._version import __version__
 from ..errors import HandingerError
 from ..types.worker import Worker
 
-__all__ = ["METRICS", "SPAN_NAME", "StreamRecorder", "Telemetry"]
+__all__ = ["METRICS", "SPAN_NAME", "Telemetry", "TelemetryObserver"]
 
 SPAN_NAME = "handinger.stream"
 PROVIDER = "handinger"
@@ -108,13 +108,14 @@ class Telemetry:
             "gen_ai.operation.name": "invoke_agent",
         }
 
-    def stream(self, worker_id: str, *, opened: float | None = None) -> StreamRecorder:
-        """Start recording one worker's stream (``opened``: when it was asked for, monotonic)."""
-        return StreamRecorder(self, worker_id, monotonic() if opened is None else opened)
+    def stream(self, worker_id: str, *, opened: float | None = None) -> TelemetryObserver:
+        """Start observing one worker's stream (``opened``: when it was asked for, monotonic)."""
+        return TelemetryObserver(self, worker_id, monotonic() if opened is None else opened)
 
 
-class StreamRecorder:
-    """One stream's span, and its share of the metrics."""
+class TelemetryObserver:
+    """One stream's span, and its share of the metrics: the stream's
+    :class:`~handinger_stream.client.stream.StreamObserver`, told of arrivals and of its end."""
 
     __slots__ = ("_flushed", "_last", "_opened", "_reconnects", "_span", "_tel", "events")
 

@@ -65,7 +65,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from ..errors import StreamDecodeError
+from ..errors import HandingerError, StreamDecodeError
 from ..types.events import Event, Reconnected
 from ..types.worker import Worker
 from .reducer import WorkerState
@@ -144,6 +144,7 @@ class Delivery:
 
     __slots__ = (
         "base",
+        "error",
         "folded",
         "head",
         "last_event_id",
@@ -181,6 +182,8 @@ class Delivery:
         self.state = state
         self.reached_done = False
         """Whether ``[DONE]`` arrived; true for good, whatever the stream became after."""
+        self.error: HandingerError | None = None
+        """What made the stream FAILED (told to its observer at the end)."""
 
     # -- the states ------------------------------------------------------------
 
@@ -191,6 +194,11 @@ class Delivery:
         self.state = state
         if state is DONE:
             self.reached_done = True
+
+    def fail(self, error: HandingerError) -> None:
+        """FAILED, because of ``error`` (which the driver raises)."""
+        self.enter(FAILED)
+        self.error = error
 
     def close(self) -> None:
         """Its consumer closed the stream: fold what was handed over, drop the rest.
@@ -284,6 +292,12 @@ class Delivery:
                 self.last_event_id = event.event_id
                 break
         return self.worker_state.apply_all(events)
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's id, as far as the events handed over tell (``""`` until known)."""
+        self.fold()
+        return self.worker_state.id
 
     def snapshot(self) -> Worker:
         """The Worker as folded after the last event handed over."""

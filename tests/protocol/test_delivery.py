@@ -30,7 +30,14 @@ from handinger_stream.protocol.delivery import (
     TooLarge,
     TransitionError,
 )
-from handinger_stream.types.events import Event, Reconnected, TextDeltaEvent, TextStartEvent
+from handinger_stream.types.events import (
+    Event,
+    Reconnected,
+    TextDeltaEvent,
+    TextStartEvent,
+    WorkerSnapshotEvent,
+)
+from handinger_stream.types.worker import Worker
 
 LIVE = [state for state in StreamState if state not in FINAL]
 
@@ -274,3 +281,22 @@ def test_what_is_handed_over_is_what_was_decoded_in_order_and_folded_exactly(
 
 def _id(number: int | None) -> str | None:
     return None if number is None else str(number)
+
+
+def test_a_failure_keeps_its_error_for_the_observer() -> None:
+    delivery = Delivery("w1")
+    error = _bad()
+    delivery.fail(error)
+    delivery.close()  # the driver closes after raising it: still FAILED
+    assert delivery.state is FAILED and delivery.error is error
+    with pytest.raises(TransitionError):
+        delivery.fail(_bad("again"))
+    assert delivery.error is error
+
+
+def test_the_worker_id_is_what_the_events_handed_over_tell() -> None:
+    snapshot = WorkerSnapshotEvent(worker=Worker(id="w2"), fields=frozenset({"id"}))
+    delivery = Delivery(events=[snapshot])
+    assert delivery.worker_id == ""  # not handed over yet
+    delivery.head = 1
+    assert delivery.worker_id == "w2"
