@@ -1,9 +1,9 @@
 """WorkerStream: a live worker, as typed events and a growing snapshot.
 
 A stream is two parts. Its core, without I/O, is
-:class:`~handinger_stream.protocol.delivery.Delivery`: the queue of decoded
+:class:`~handinger_stream.protocol.handover.Handover`: the queue of decoded
 events, the Worker folded from those handed over, and the stream's states
-with the one table of their transitions (read ``protocol/delivery.py``
+with the one table of their transitions (read ``protocol/handover.py``
 first). This module is the I/O driver on top, which does what needs the
 network or the clock and tells the core what happened:
 
@@ -54,14 +54,14 @@ from ..errors import (
     WorkerFailedError,
 )
 from ..protocol.cursor import ReplayCursor, reached
-from ..protocol.delivery import (
+from ..protocol.handover import (
     BROKEN,
     CLOSED,
     DONE,
     FINISHED,
     OPEN,
     RESUMING,
-    Delivery,
+    Handover,
 )
 from ..protocol.retry import RetryPolicy
 from ..protocol.sse import (
@@ -179,14 +179,14 @@ class WorkerStream:
     ) -> None:
         self._observer = observer  # None once told of the end
         # A JSON answer (no response) is complete in ``initial``: nothing more to read.
-        self._delivery = delivery = Delivery(
+        self._handover = handover = Handover(
             worker_id,
             events=initial,
             skip_bad=on_decode_error == "skip",
             state=OPEN if response is not None else FINISHED,
         )
         self._connection = _Connection(
-            delivery,
+            handover,
             response,
             max_event_bytes=max_event_bytes,
             reopen=reopen,
@@ -200,18 +200,18 @@ class WorkerStream:
     @property
     def snapshot(self) -> Worker:
         """The Worker as folded after the last event delivered."""
-        return self._delivery.snapshot()
+        return self._handover.snapshot()
 
     @property
     def worker_id(self) -> str:
-        return self._delivery.worker_id
+        return self._handover.worker_id
 
     @property
     def last_event_id(self) -> str | None:
         """The SSE id of the last event delivered (what a resume starts after)."""
-        delivery = self._delivery
-        delivery.fold()
-        return delivery.last_event_id
+        handover = self._handover
+        handover.fold()
+        return handover.last_event_id
 
     @property
     def reconnects(self) -> int:
@@ -226,7 +226,7 @@ class WorkerStream:
     @property
     def completed(self) -> bool:
         """True when the stream reached its end marker, or the worker completed."""
-        if self._delivery.reached_done:
+        if self._handover.reached_done:
             return True
         return self.closed and self.snapshot.status == "completed"
 
@@ -236,12 +236,12 @@ class WorkerStream:
         >>> cp = stream.checkpoint()  # doctest: +SKIP
         >>> open("cp.json", "wb").write(msgspec.json.encode(cp))  # doctest: +SKIP
         """
-        delivery = self._delivery
-        snapshot = delivery.snapshot()
+        handover = self._handover
+        snapshot = handover.snapshot()
         return Checkpoint(
             worker_id=snapshot.id,
-            last_event_id=delivery.last_event_id,
-            position=delivery.index if self._connection.cursor.from_start else None,
+            last_event_id=handover.last_event_id,
+            position=handover.index if self._connection.cursor.from_start else None,
             snapshot=snapshot,
         )
 
@@ -284,21 +284,21 @@ class WorkerStream:
         Raises :class:`WorkerFailedError` when the worker reported an error and
         :class:`IncompleteStreamError` when the stream ended before its end.
         """
-        delivery = self._delivery
+        handover = self._handover
         try:
             while True:
-                delivery.head = delivery.limit  # hand over what is decoded, all at once
+                handover.head = handover.limit  # hand over what is decoded, all at once
                 if await self._next() is None:
                     break
         finally:
             await self.aclose()
-        worker = delivery.worker_state.snapshot()
+        worker = handover.worker_state.snapshot()
         if worker.error is not None:
             raise WorkerFailedError(worker)
         if not self.completed:
             raise IncompleteStreamError(
                 f"stream of worker {worker.id or '(unknown)'} ended before its end marker "
-                f"after {delivery.index} events",
+                f"after {handover.index} events",
                 worker=worker,
             )
         return worker
@@ -316,18 +316,18 @@ class WorkerStream:
 
     async def _step(self, *, notices: bool) -> Event | Reconnected | None:
         """The next event (or resume notice); ``None`` at the end. Reads when it must."""
-        delivery = self._delivery
+        handover = self._handover
         while True:
-            head = delivery.head
-            if head < delivery.limit:
-                delivery.head = head + 1
-                return delivery.queue[head]  # type: ignore[return-value]
-            if delivery.notice is not None:
-                notice = delivery.pop_notice()
+            head = handover.head
+            if head < handover.limit:
+                handover.head = head + 1
+                return handover.queue[head]  # type: ignore[return-value]
+            if handover.notice is not None:
+                notice = handover.pop_notice()
                 if notices:
                     return notice
                 continue  # only events(reconnects=True) shows them
-            if head < len(delivery.queue):
+            if head < len(handover.queue):
                 await self._bad_event(head)
                 continue
             if not await self._connection.advance():
@@ -347,16 +347,16 @@ class WorkerStream:
         ...     for _ in range(n):
         ...         event = await stream.__anext__()
         """
-        delivery = self._delivery
+        handover = self._handover
         while True:
-            head = delivery.head
-            if head < delivery.limit:
-                return delivery.limit - head
-            if delivery.notice is not None:
-                delivery.pop_notice()  # only events(reconnects=True) shows it
+            head = handover.head
+            if head < handover.limit:
+                return handover.limit - head
+            if handover.notice is not None:
+                handover.pop_notice()  # only events(reconnects=True) shows it
                 continue
-            if head < len(delivery.queue):
-                if delivery.skips(head):
+            if head < len(handover.queue):
+                if handover.skips(head):
                     await self._bad_event(head)  # nothing to hand over: skip it here
                     continue
                 return 1
@@ -365,13 +365,13 @@ class WorkerStream:
 
     async def _bad_event(self, at: int) -> None:
         """The queue's next item is an event that could not be decoded: raise or skip it."""
-        delivery = self._delivery
-        skip = delivery.skips(at)
-        error = delivery.hand_over_bad(at)
+        handover = self._handover
+        skip = handover.skips(at)
+        error = handover.hand_over_bad(at)
         if skip:
             log.warning("skipping undecodable event: %s", error)
             return
-        delivery.fail(error)
+        handover.fail(error)
         await self.aclose()
         raise error
 
@@ -380,9 +380,9 @@ class WorkerStream:
         if checkpoint.last_event_id is None and not checkpoint.position:
             return
         position = checkpoint.position if checkpoint.position is not None else 1 << 62
-        delivery = self._delivery
+        handover = self._handover
         while True:
-            index = delivery.index
+            index = handover.index
             event = await self._next()
             if event is None or reached(checkpoint.last_event_id, position, event.event_id, index):
                 break
@@ -399,7 +399,7 @@ class WorkerStream:
         await self._connection.disconnect()
 
     def _stop(self) -> None:
-        self._delivery.close()
+        self._handover.close()
         self._report_end()
 
     def _abandon(self) -> None:
@@ -431,8 +431,8 @@ class WorkerStream:
         observer, self._observer = self._observer, None
         if observer is not None:
             self._connection.observer = None
-            delivery = self._delivery
-            observer.end(delivery.worker_state.snapshot(), delivery.error)
+            handover = self._handover
+            observer.end(handover.worker_state.snapshot(), handover.error)
 
     def __del__(self) -> None:
         # Dropped while open (events taken with __anext__, never closed): let the
@@ -444,10 +444,10 @@ class WorkerStream:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        delivery = self._delivery
+        handover = self._handover
         return (
-            f"<WorkerStream worker={delivery.worker_state.id or '?'} {state} "
-            f"events={delivery.index}>"
+            f"<WorkerStream worker={handover.worker_state.id or '?'} {state} "
+            f"events={handover.index}>"
         )
 
 
@@ -469,7 +469,7 @@ class _Connection:
         "_reopen",
         "_retry_ms",
         "cursor",
-        "delivery",
+        "handover",
         "observer",
         "reconnects",
         "response",
@@ -477,7 +477,7 @@ class _Connection:
 
     def __init__(
         self,
-        delivery: Delivery,
+        handover: Handover,
         response: Response | None,
         *,
         max_event_bytes: int,
@@ -486,7 +486,7 @@ class _Connection:
         from_start: bool,
         observer: StreamObserver | None,
     ) -> None:
-        self.delivery = delivery
+        self.handover = handover
         self.response = response  # the connection read now; None between connections
         self.cursor = ReplayCursor(from_start=from_start)
         self.observer = observer  # told of arrivals (WorkerStream tells it of the end)
@@ -509,20 +509,20 @@ class _Connection:
 
     async def advance(self) -> bool:
         """All that was decoded was handed over: read more, resume, or end (False)."""
-        delivery = self.delivery
-        state = delivery.state
+        handover = self.handover
+        state = handover.state
         if state is OPEN:
-            delivery.next_batch()
+            handover.next_batch()
             await self._read()
             return True
         if state is BROKEN:
-            delivery.next_batch()
+            handover.next_batch()
             await self._after_break()
             return True
         if state is DONE:
             await self.disconnect(drain=True)
-            if delivery.state is DONE:  # (unless closed meanwhile)
-                delivery.enter(FINISHED)
+            if handover.state is DONE:  # (unless closed meanwhile)
+                handover.enter(FINISHED)
         return False
 
     async def disconnect(self, *, drain: bool = False) -> None:
@@ -579,7 +579,7 @@ class _Connection:
             # step may still resume.
             await self._lose(_Break("the stream was closed"))
             raise
-        if self.delivery.state is not OPEN:
+        if self.handover.state is not OPEN:
             return  # closed by another task while this one read: nothing more to hand over
         if chunk is None:
             limit = clock.limit
@@ -590,7 +590,7 @@ class _Connection:
                 seconds=limit.seconds,
             )
             await self._lose(brk)
-            if limit.name == "total" and self.delivery.state is BROKEN:
+            if limit.name == "total" and self.handover.state is BROKEN:
                 raise self._give_up(brk)
             return
         self._decode(chunk)
@@ -603,9 +603,9 @@ class _Connection:
         After ``[DONE]`` the end is known already, and a stream closed
         meanwhile has nothing to resume: neither counts as a break.
         """
-        if self.delivery.state is OPEN:
+        if self.handover.state is OPEN:
             self._break = brk
-            self.delivery.enter(BROKEN)
+            self.handover.enter(BROKEN)
         await self.disconnect()
 
     def _decode(self, chunk: bytes) -> None:
@@ -614,13 +614,13 @@ class _Connection:
         Once per read of a live stream, so the common case calls little.
         """
         decoder = self._decoder
-        delivery = self.delivery
+        handover = self.handover
         too_large: EventTooLargeError | None = None
         try:
             items = decoder.feed_runs(chunk) if chunk else decoder.close()
         except EventTooLargeError as exc:
             items, too_large = exc.events, exc
-        queue = delivery.queue
+        queue = handover.queue
         if items:
             now = monotonic()
             self._clock.progress(now)
@@ -628,9 +628,9 @@ class _Connection:
             start = len(queue)
             if cursor.resuming:
                 items = cursor.admit(expand_runs(items))
-                done = decode_items(items, queue, delivery.stops)
+                done = decode_items(items, queue, handover.stops)
             else:
-                done = decode_items(items, queue, delivery.stops)
+                done = decode_items(items, queue, handover.stops)
                 if len(queue) > start:
                     # Counted as decoded: a run that was not what it seemed is exact here.
                     last = queue[-1].event_id
@@ -643,11 +643,11 @@ class _Connection:
             if self.observer is not None and len(queue) > start:
                 self.observer.arrived(len(queue) - start, now, self.reconnects)
             if done:
-                delivery.enter(DONE)
-        if too_large is not None and delivery.state is not DONE:
-            delivery.add_too_large(str(too_large), decoder.last_event_id)
-        stops = delivery.stops
-        delivery.limit = stops[0] if stops else len(queue)
+                handover.enter(DONE)
+        if too_large is not None and handover.state is not DONE:
+            handover.add_too_large(str(too_large), decoder.last_event_id)
+        stops = handover.stops
+        handover.limit = stops[0] if stops else len(queue)
 
     # -- breaks and resumes -------------------------------------------------
 
@@ -656,9 +656,9 @@ class _Connection:
         brk = self._break
         assert brk is not None  # BROKEN: a break was recorded
         clean_end = brk.cause is None and not brk.limit
-        if clean_end and self.delivery.snapshot().status == "completed":
+        if clean_end and self.handover.snapshot().status == "completed":
             # Some servers send no [DONE]; a completed worker is the end all the same.
-            self.delivery.enter(FINISHED)
+            self.handover.enter(FINISHED)
             return
         why_not = self._why_not_resumable()
         if why_not or self._attempts >= self._policy.max_reconnects:
@@ -668,7 +668,7 @@ class _Connection:
     def _why_not_resumable(self) -> str:
         if self._reopen is None:
             return "this stream cannot be resumed"
-        if not self.delivery.worker_id:
+        if not self.handover.worker_id:
             return (
                 "the worker id was not known yet, so it cannot be resumed "
                 "(creating it again could make a second worker)"
@@ -677,7 +677,7 @@ class _Connection:
 
     def _give_up(self, brk: _Break, why_not: str = "") -> IncompleteStreamError:
         """FAILED: the error that says why the stream ended early, to raise."""
-        worker = self.delivery.snapshot()
+        worker = self.handover.snapshot()
         name = worker.id or "(unknown)"
         tail = f"; {why_not}" if why_not else ""
         if self._attempts and not why_not:
@@ -689,24 +689,24 @@ class _Connection:
         else:
             error = IncompleteStreamError(message, worker=worker)
         error.__cause__ = brk.cause
-        self.delivery.fail(error)
+        self.handover.fail(error)
         return error
 
     async def _resume(self, brk: _Break) -> None:
         """RESUMING: reopen the worker's replay stream, then read it (OPEN) or its
         JSON answer (FINISHED), after a :class:`Reconnected` notice."""
-        delivery = self.delivery
-        delivery.enter(RESUMING)
+        handover = self.handover
+        handover.enter(RESUMING)
         try:
             reopened = await self._reopen_patiently(brk)
         except BaseException:
-            if delivery.state is RESUMING:
-                delivery.enter(BROKEN)  # interrupted: the next step decides again
+            if handover.state is RESUMING:
+                handover.enter(BROKEN)  # interrupted: the next step decides again
             raise
         if reopened is None:
             return  # closed meanwhile: nobody is left to tell
         (response, initial), reason, waited = reopened
-        if delivery.state is CLOSED:
+        if handover.state is CLOSED:
             # Closed by another task while this one reconnected.
             if response is not None:
                 with anyio.CancelScope(shield=True):
@@ -718,7 +718,7 @@ class _Connection:
         self.reconnects += 1
         log.info(
             "resumed worker %s after: %s (attempt %d, from %s)",
-            delivery.worker_id,
+            handover.worker_id,
             reason,
             self._attempts,
             f"id {last_id}" if last_id is not None else f"the start, skipping {skipped}",
@@ -728,7 +728,7 @@ class _Connection:
         self._clock.connected(monotonic())
         self.response = response
         # A JSON answer: one snapshot, and nothing more to follow.
-        delivery.enter(OPEN if response is not None else FINISHED)
+        handover.enter(OPEN if response is not None else FINISHED)
         notice = Reconnected(
             attempt=self._attempts,
             reason=reason,
@@ -736,7 +736,7 @@ class _Connection:
             last_event_id=last_id,
             skipped=skipped,
         )
-        delivery.post_notice(notice, initial)
+        handover.post_notice(notice, initial)
 
     async def _reopen_patiently(self, brk: _Break) -> tuple[Opened, str, float] | None:
         """The replay stream reopened, why it had to be, and the last wait; ``None`` when
@@ -770,7 +770,7 @@ class _Connection:
 
         try:
             opened = await retry.call(
-                lambda: reopen(self.delivery.worker_id, self.cursor.last_id),
+                lambda: reopen(self.handover.worker_id, self.cursor.last_id),
                 retries=self._policy.max_reconnects - first,
                 retryable=lambda error: retry.retryable(error, idempotent=True),
                 delay=delay,
@@ -778,7 +778,7 @@ class _Connection:
                 on_retry=on_retry,
             )
         except (APIConnectionError, APIStatusError) as exc:
-            if self.delivery.state is CLOSED:
+            if self.handover.state is CLOSED:
                 return None
             raise self._give_up(brk.resuming_failed(exc)) from exc
         return opened, brk.reason, waited
@@ -800,11 +800,11 @@ class _StreamIterator(Generic[T]):
     It holds the stream's core too, so handing over reads its queue directly.
     """
 
-    __slots__ = ("_delivery", "_done", "_stream")
+    __slots__ = ("_done", "_handover", "_stream")
 
     def __init__(self, stream: WorkerStream) -> None:
         self._stream = stream
-        self._delivery = stream._delivery
+        self._handover = stream._handover
         self._done = False
 
     def __aiter__(self) -> _StreamIterator[T]:
@@ -851,11 +851,11 @@ class _EventIterator(_StreamIterator[Event]):
         # The hot path: a decoded event is handed over by index, without a call;
         # otherwise straight to the stream's step (what _StreamIterator.__anext__
         # does, inlined).
-        delivery = self._delivery
-        head = delivery.head
-        if head < delivery.limit:
-            delivery.head = head + 1
-            return delivery.queue[head]  # type: ignore[return-value]
+        handover = self._handover
+        head = handover.head
+        if head < handover.limit:
+            handover.head = head + 1
+            return handover.queue[head]  # type: ignore[return-value]
         if self._done:
             raise StopAsyncIteration
         stream = self._stream
@@ -890,16 +890,16 @@ class _TextDeltaIterator(_StreamIterator[str]):
     __slots__ = ()
 
     async def _next(self) -> str | None:
-        delivery = self._delivery
+        handover = self._handover
         while True:
-            queue, head, limit = delivery.queue, delivery.head, delivery.limit
+            queue, head, limit = handover.queue, handover.head, handover.limit
             while head < limit:
                 event = queue[head]
                 head += 1
                 if type(event) is TextDeltaEvent:
-                    delivery.head = head
+                    handover.head = head
                     return event.delta
-            delivery.head = head
+            handover.head = head
             next_event = await self._stream._next()
             if next_event is None:
                 return None
@@ -922,9 +922,9 @@ class _SnapshotIterator(_StreamIterator[Worker]):
         self._unsent = False
 
     async def _next(self) -> Worker | None:
-        stream, delivery = self._stream, self._delivery
+        stream, handover = self._stream, self._handover
         while await stream._next() is not None:
-            if not delivery.fold():
+            if not handover.fold():
                 continue
             if self._min_interval:
                 now = anyio.current_time()
@@ -933,10 +933,10 @@ class _SnapshotIterator(_StreamIterator[Worker]):
                     continue
                 self._last_sent = now
             self._unsent = False
-            return delivery.worker_state.snapshot()
+            return handover.worker_state.snapshot()
         if self._unsent:
             self._unsent = False
-            return delivery.worker_state.snapshot()
+            return handover.worker_state.snapshot()
         return None
 
     def _ended(self) -> None:

@@ -1,7 +1,7 @@
 """The states a real stream goes through, over loopback HTTP: the driver keeps to the table.
 
-``protocol/delivery.py`` holds the table (tested without a network in
-``tests/protocol/test_delivery.py``); here the raw-bytes server plays exact
+``protocol/handover.py`` holds the table (tested without a network in
+``tests/protocol/test_handover.py``); here the raw-bytes server plays exact
 scripts and each test reads the path of states the stream took, and what a
 consumer saw.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from handinger_stream import AsyncHandinger, IncompleteStreamError, StreamDecodeError
 from handinger_stream.client.transport import TransportName
-from handinger_stream.protocol.delivery import (
+from handinger_stream.protocol.handover import (
     BROKEN,
     CLOSED,
     DONE,
@@ -24,7 +24,7 @@ from handinger_stream.protocol.delivery import (
     FINISHED,
     OPEN,
     RESUMING,
-    Delivery,
+    Handover,
     StreamState,
 )
 from handinger_stream.types.events import Reconnected
@@ -46,13 +46,13 @@ QUICK = b"retry: 5\n\n"
 def path(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[StreamState]]:
     """The states every stream of the test entered, in order."""
     entered: list[StreamState] = []
-    enter = Delivery.enter
+    enter = Handover.enter
 
-    def recording(self: Delivery, state: StreamState) -> None:
+    def recording(self: Handover, state: StreamState) -> None:
         enter(self, state)
         entered.append(state)
 
-    monkeypatch.setattr(Delivery, "enter", recording)
+    monkeypatch.setattr(Handover, "enter", recording)
     yield entered
 
 

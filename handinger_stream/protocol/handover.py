@@ -1,4 +1,4 @@
-"""The delivery core of a worker's stream: its queue and its states, without I/O.
+"""The hand-over core of a worker's stream: its queue and its states, without I/O.
 
 :class:`~handinger_stream.client.stream.WorkerStream` is two parts. This
 module is the core: what has been decoded and not yet handed over, the
@@ -20,14 +20,21 @@ before the next read, so the snapshot is exact whenever it is read.
 else; entering a state that is not allowed is a bug, and raises
 :class:`TransitionError`::
 
-    OPEN ──[DONE] decoded──▶ DONE ──handed over, drained──▶ FINISHED
-     │ ▲                                                     ▲
-     │ └──reopened─────────┐        completed worker's clean │
-     ▼                     │        end; a JSON answer       │
-    BROKEN ──resume──▶ RESUMING ─────────────────────────────┘
-       ▲                   │
-       └───interrupted─────┘
-    from OPEN, DONE, BROKEN, RESUMING: ──▶ FAILED (an error raised), CLOSED (aclose)
+              [DONE] decoded            all handed over, drained
+    OPEN ───────────────────▶ DONE ─────────────────────────────▶ FINISHED
+     │ ▲                                                             ▲
+     │ │   reopened: a stream                reopened: a JSON answer │
+     │ └──────────────────────┐ ┌────────────────────────────────────┤
+     │ broke, ended early,    │ │                                    │
+     ▼ or silent too long     │ │                                    │
+    BROKEN ─────resume─────▶ RESUMING                                │
+     │ ▲                      │                                      │
+     │ └────interrupted───────┘                                      │
+     └───────────── a clean end, and the worker completed ───────────┘
+
+    From OPEN, DONE, BROKEN and RESUMING, also: ──▶ FAILED (an error is
+    raised: a bad event, no resume possible, a stall limit) and ──▶ CLOSED
+    (``aclose()``, or an iterator dropped early).
 
     state     what it means                                   may become
     --------  ----------------------------------------------  --------------------------------
@@ -46,18 +53,18 @@ else; entering a state that is not allowed is a bug, and raises
 A JSON answer (no stream to read, only its events) starts FINISHED.
 
 >>> from handinger_stream.types.events import TextDeltaEvent, TextStartEvent
->>> delivery = Delivery("w1")
->>> delivery.queue += [TextStartEvent(id="t"), TextDeltaEvent(id="t", delta="Hi")]
->>> delivery.set_limit()
->>> while delivery.head < delivery.limit:  # what an iterator does, inline
-...     delivery.head += 1
->>> delivery.snapshot().output_text
+>>> handover = Handover("w1")
+>>> handover.queue += [TextStartEvent(id="t"), TextDeltaEvent(id="t", delta="Hi")]
+>>> handover.set_limit()
+>>> while handover.head < handover.limit:  # what an iterator does, inline
+...     handover.head += 1
+>>> handover.snapshot().output_text
 'Hi'
->>> delivery.enter(StreamState.DONE)
->>> delivery.enter(StreamState.OPEN)
+>>> handover.enter(StreamState.DONE)
+>>> handover.enter(StreamState.OPEN)
 Traceback (most recent call last):
 ...
-handinger_stream.protocol.delivery.TransitionError: a stream cannot go from DONE to OPEN
+handinger_stream.protocol.handover.TransitionError: a stream cannot go from DONE to OPEN
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ __all__ = [
     "OPEN",
     "RESUMING",
     "TRANSITIONS",
-    "Delivery",
+    "Handover",
     "StreamState",
     "TooLarge",
     "TransitionError",
@@ -132,13 +139,13 @@ class TooLarge(StreamDecodeError):
     """An event past ``max_event_bytes``: raised in its turn even when skipping bad events."""
 
 
-class Delivery:
+class Handover:
     """The queue of one stream, the Worker folded from what it handed over, and its state.
 
     ``skip_bad``: bad events are logged and skipped instead of raised
     (``on_decode_error="skip"``); an oversized one never is.
 
-    >>> Delivery("w1", state=StreamState.FINISHED).state
+    >>> Handover("w1", state=StreamState.FINISHED).state
     <StreamState.FINISHED: 'finished'>
     """
 

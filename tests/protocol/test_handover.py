@@ -1,4 +1,4 @@
-"""The delivery core without a network: the states' table, the queue, the fold.
+"""The hand-over core without a network: the states' table, the queue, the fold.
 
 What the driver (``client/stream.py``) does with the core is written here
 with plain values: ``hand_over`` below takes items the way the stream's
@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handinger_stream.errors import StreamDecodeError
-from handinger_stream.protocol.delivery import (
+from handinger_stream.protocol.handover import (
     BROKEN,
     CLOSED,
     DONE,
@@ -25,7 +25,7 @@ from handinger_stream.protocol.delivery import (
     OPEN,
     RESUMING,
     TRANSITIONS,
-    Delivery,
+    Handover,
     StreamState,
     TooLarge,
     TransitionError,
@@ -65,16 +65,16 @@ DRIVER_TRANSITIONS = {
 def test_a_transition_happens_exactly_when_the_table_allows_it(
     start: StreamState, end: StreamState
 ) -> None:
-    delivery = Delivery(state=start)
+    handover = Handover(state=start)
     if (start, end) in DRIVER_TRANSITIONS:
         assert end in TRANSITIONS[start]
-        delivery.enter(end)
-        assert delivery.state is end
+        handover.enter(end)
+        assert handover.state is end
     else:
         assert end not in TRANSITIONS[start]
         with pytest.raises(TransitionError, match=f"from {start.name} to {end.name}"):
-            delivery.enter(end)
-        assert delivery.state is start  # a refused transition changes nothing
+            handover.enter(end)
+        assert handover.state is start  # a refused transition changes nothing
 
 
 def test_every_state_is_reached_from_open_and_every_live_one_can_end() -> None:
@@ -97,17 +97,17 @@ def test_every_state_is_reached_from_open_and_every_live_one_can_end() -> None:
 def test_a_random_walk_moves_only_along_the_table_and_stops_at_an_end(
     walk: list[StreamState],
 ) -> None:
-    delivery, entered = Delivery(), [OPEN]
+    handover, entered = Handover(), [OPEN]
     for then in walk:
-        before = delivery.state
+        before = handover.state
         if then in TRANSITIONS[before]:
-            delivery.enter(then)
+            handover.enter(then)
             entered.append(then)
         else:
             with pytest.raises(TransitionError):
-                delivery.enter(then)
-        assert delivery.state is entered[-1]
-        assert delivery.reached_done == (DONE in entered)
+                handover.enter(then)
+        assert handover.state is entered[-1]
+        assert handover.reached_done == (DONE in entered)
     # Nothing comes after an end.
     assert all(state not in FINAL for state in entered[:-1])
 
@@ -116,18 +116,18 @@ def test_a_random_walk_moves_only_along_the_table_and_stops_at_an_end(
 def test_closing_ends_a_live_stream_and_leaves_an_ended_one_as_it_was(
     state: StreamState,
 ) -> None:
-    delivery = Delivery(state=state)
-    delivery.close()
-    assert delivery.state is (CLOSED if state in LIVE else state)
-    delivery.close()  # twice: nothing more
-    assert delivery.state is (CLOSED if state in LIVE else state)
+    handover = Handover(state=state)
+    handover.close()
+    assert handover.state is (CLOSED if state in LIVE else state)
+    handover.close()  # twice: nothing more
+    assert handover.state is (CLOSED if state in LIVE else state)
 
 
 def test_done_is_remembered_whatever_the_stream_becomes() -> None:
-    delivery = Delivery()
-    delivery.enter(DONE)
-    delivery.close()
-    assert delivery.state is CLOSED and delivery.reached_done
+    handover = Handover()
+    handover.enter(DONE)
+    handover.close()
+    assert handover.state is CLOSED and handover.reached_done
 
 
 # -- the queue -------------------------------------------------------------------
@@ -147,52 +147,52 @@ def _bad(reason: str = "not JSON") -> StreamDecodeError:
     return StreamDecodeError(reason, index=0, event_id="b", data=b"{")
 
 
-def _decoded(delivery: Delivery, items: list[Event | StreamDecodeError]) -> None:
+def _decoded(handover: Handover, items: list[Event | StreamDecodeError]) -> None:
     """What the driver does with one read: items into the queue, bad ones listed."""
     for item in items:
         if isinstance(item, StreamDecodeError):
-            delivery.stops.append(len(delivery.queue))
-        delivery.queue.append(item)
-    delivery.set_limit()
+            handover.stops.append(len(handover.queue))
+        handover.queue.append(item)
+    handover.set_limit()
 
 
-def hand_over(delivery: Delivery) -> list[Event | Reconnected | StreamDecodeError]:
+def hand_over(handover: Handover) -> list[Event | Reconnected | StreamDecodeError]:
     """Everything the queue holds, in the order a stream's ``events(reconnects=True)`` gives it.
 
     Bad events come out as their errors, whether raised or skipped.
     """
     out: list[Event | Reconnected | StreamDecodeError] = []
     while True:
-        head = delivery.head
-        if head < delivery.limit:
-            delivery.head = head + 1
-            out.append(delivery.queue[head])
-        elif delivery.notice is not None:
-            notice = delivery.pop_notice()
+        head = handover.head
+        if head < handover.limit:
+            handover.head = head + 1
+            out.append(handover.queue[head])
+        elif handover.notice is not None:
+            notice = handover.pop_notice()
             assert notice is not None
             out.append(notice)
-        elif head < len(delivery.queue):
-            out.append(delivery.hand_over_bad(head))
+        elif head < len(handover.queue):
+            out.append(handover.hand_over_bad(head))
         else:
             return out
 
 
 def test_plain_events_end_at_the_first_bad_one() -> None:
-    delivery = Delivery("w1", events=[_start()])
-    _decoded(delivery, [_delta("a"), _bad(), _delta("b"), _bad("twice"), _delta("c")])
-    assert (delivery.head, delivery.limit, delivery.stops) == (0, 2, [2, 4])
-    delivery.head = delivery.limit  # the two plain events, as an iterator takes them
-    error = delivery.hand_over_bad(2)
+    handover = Handover("w1", events=[_start()])
+    _decoded(handover, [_delta("a"), _bad(), _delta("b"), _bad("twice"), _delta("c")])
+    assert (handover.head, handover.limit, handover.stops) == (0, 2, [2, 4])
+    handover.head = handover.limit  # the two plain events, as an iterator takes them
+    error = handover.hand_over_bad(2)
     assert (error.index, error.event_id, error.reason) == (2, "b", "not JSON")
     assert error.worker is not None and error.worker.output_text == "a"
-    assert (delivery.head, delivery.limit, delivery.stops) == (3, 4, [4])
+    assert (handover.head, handover.limit, handover.stops) == (3, 4, [4])
 
 
 def test_a_bad_event_is_skipped_when_asked_but_an_oversized_one_never() -> None:
-    raising = Delivery(events=[_start()])
+    raising = Handover(events=[_start()])
     _decoded(raising, [_bad()])
     assert not raising.skips(1)
-    skipping = Delivery(events=[_start()], skip_bad=True)
+    skipping = Handover(events=[_start()], skip_bad=True)
     _decoded(skipping, [_bad()])
     skipping.add_too_large("event too large", "9")
     assert skipping.skips(1)
@@ -201,40 +201,40 @@ def test_a_bad_event_is_skipped_when_asked_but_an_oversized_one_never() -> None:
 
 
 def test_a_notice_comes_before_the_events_the_resume_brought() -> None:
-    delivery = Delivery(events=[_start(), _delta("a")])
-    delivery.head = 2
-    delivery.next_batch()
+    handover = Handover(events=[_start(), _delta("a")])
+    handover.head = 2
+    handover.next_batch()
     notice = Reconnected(attempt=1, reason="broke", delay=0.5, last_event_id=None)
-    delivery.post_notice(notice, [_start(), _delta("b")])
-    assert delivery.limit == delivery.head == 0  # nothing plain before the notice
-    assert hand_over(delivery) == [notice, _start(), _delta("b")]
-    assert delivery.index == 4
+    handover.post_notice(notice, [_start(), _delta("b")])
+    assert handover.limit == handover.head == 0  # nothing plain before the notice
+    assert hand_over(handover) == [notice, _start(), _delta("b")]
+    assert handover.index == 4
 
 
 def test_a_new_batch_keeps_counting_and_folds_what_was_handed_over() -> None:
-    delivery = Delivery("w1", events=[_start(), _delta("a", "1")])
-    delivery.head = delivery.limit
-    delivery.next_batch()
-    assert (delivery.queue, delivery.index, delivery.last_event_id) == ([], 2, "1")
-    _decoded(delivery, [_delta("b", "2"), _delta("c")])
-    delivery.head = 1
-    assert delivery.index == 3
-    assert delivery.snapshot().output_text == "ab"
-    assert delivery.last_event_id == "2"
-    assert not delivery.fold()  # nothing new since
+    handover = Handover("w1", events=[_start(), _delta("a", "1")])
+    handover.head = handover.limit
+    handover.next_batch()
+    assert (handover.queue, handover.index, handover.last_event_id) == ([], 2, "1")
+    _decoded(handover, [_delta("b", "2"), _delta("c")])
+    handover.head = 1
+    assert handover.index == 3
+    assert handover.snapshot().output_text == "ab"
+    assert handover.last_event_id == "2"
+    assert not handover.fold()  # nothing new since
 
 
 def test_closing_keeps_what_was_handed_over_and_drops_the_rest() -> None:
-    delivery = Delivery("w1", events=[_start(), _delta("a"), _delta("b")])
-    _decoded(delivery, [_bad()])
-    delivery.notice = Reconnected(attempt=1, reason="", delay=0.0, last_event_id=None)
-    delivery.head = 2
-    delivery.close()
-    assert delivery.snapshot().output_text == "a"
-    assert delivery.notice is None
-    assert (len(delivery.queue), delivery.stops) == (2, [])
-    assert delivery.limit == delivery.head == 2  # nothing more to hand over
-    assert hand_over(delivery) == []
+    handover = Handover("w1", events=[_start(), _delta("a"), _delta("b")])
+    _decoded(handover, [_bad()])
+    handover.notice = Reconnected(attempt=1, reason="", delay=0.0, last_event_id=None)
+    handover.head = 2
+    handover.close()
+    assert handover.snapshot().output_text == "a"
+    assert handover.notice is None
+    assert (len(handover.queue), handover.stops) == (2, [])
+    assert handover.limit == handover.head == 2  # nothing more to hand over
+    assert hand_over(handover) == []
 
 
 # One read's worth: text deltas (with or without an SSE id), and bad events (None).
@@ -252,31 +252,31 @@ def test_what_is_handed_over_is_what_was_decoded_in_order_and_folded_exactly(
     reads: list[list[tuple[str, int | None] | None]], skip_bad: bool, data: st.DataObject
 ) -> None:
     start = _start()
-    delivery = Delivery("w1", events=[start], skip_bad=skip_bad)
+    handover = Handover("w1", events=[start], skip_bad=skip_bad)
     sent: list[Event | StreamDecodeError] = [start]
     got: list[Event | Reconnected | StreamDecodeError] = []
     for read in reads:
         if data.draw(st.booleans(), label="handed over before the read"):
-            got += hand_over(delivery)
-        if delivery.head == len(delivery.queue):
-            delivery.next_batch()  # the driver reads only once all was handed over
+            got += hand_over(handover)
+        if handover.head == len(handover.queue):
+            handover.next_batch()  # the driver reads only once all was handed over
         items: list[Event | StreamDecodeError] = [
             _bad() if item is None else _delta(item[0], _id(item[1])) for item in read
         ]
         sent += items
-        _decoded(delivery, items)
-    got += hand_over(delivery)
+        _decoded(handover, items)
+    got += hand_over(handover)
 
-    assert len(got) == len(sent) == delivery.index
+    assert len(got) == len(sent) == handover.index
     for index, (given_, handed) in enumerate(zip(sent, got, strict=True)):
         if isinstance(given_, StreamDecodeError):
             assert isinstance(handed, StreamDecodeError) and handed.index == index
         else:
             assert handed is given_
     text = "".join(e.delta for e in sent if isinstance(e, TextDeltaEvent))
-    assert delivery.snapshot().output_text == text
+    assert handover.snapshot().output_text == text
     ids = [e.event_id for e in sent if isinstance(e, TextDeltaEvent) and e.event_id is not None]
-    assert delivery.last_event_id == (ids[-1] if ids else None)
+    assert handover.last_event_id == (ids[-1] if ids else None)
 
 
 def _id(number: int | None) -> str | None:
@@ -284,19 +284,19 @@ def _id(number: int | None) -> str | None:
 
 
 def test_a_failure_keeps_its_error_for_the_observer() -> None:
-    delivery = Delivery("w1")
+    handover = Handover("w1")
     error = _bad()
-    delivery.fail(error)
-    delivery.close()  # the driver closes after raising it: still FAILED
-    assert delivery.state is FAILED and delivery.error is error
+    handover.fail(error)
+    handover.close()  # the driver closes after raising it: still FAILED
+    assert handover.state is FAILED and handover.error is error
     with pytest.raises(TransitionError):
-        delivery.fail(_bad("again"))
-    assert delivery.error is error
+        handover.fail(_bad("again"))
+    assert handover.error is error
 
 
 def test_the_worker_id_is_what_the_events_handed_over_tell() -> None:
     snapshot = WorkerSnapshotEvent(worker=Worker(id="w2"), fields=frozenset({"id"}))
-    delivery = Delivery(events=[snapshot])
-    assert delivery.worker_id == ""  # not handed over yet
-    delivery.head = 1
-    assert delivery.worker_id == "w2"
+    handover = Handover(events=[snapshot])
+    assert handover.worker_id == ""  # not handed over yet
+    handover.head = 1
+    assert handover.worker_id == "w2"
