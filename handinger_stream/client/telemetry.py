@@ -27,7 +27,7 @@ from .._version import __version__
 from ..errors import HandingerError
 from ..types.worker import Worker
 
-__all__ = ["METRICS", "SPAN_NAME", "Telemetry", "TelemetryObserver"]
+__all__ = ["METRICS", "SPAN_NAME", "StreamRecorder", "Telemetry", "TelemetryObserver"]
 
 SPAN_NAME = "handinger.stream"
 PROVIDER = "handinger"
@@ -206,3 +206,7 @@ class TelemetryObserver:
                 usage.output_tokens, {**tel.attributes, "gen_ai.token.type": "output"}
             )
         span.end()
+
+
+StreamRecorder = TelemetryObserver
+"""The earlier name of :class:`TelemetryObserver`, kept for code written against it."""
