@@ -522,11 +522,13 @@ def index() -> Index:
 
 
 def _imported(module: str, name: str) -> list[tuple[str, str]]:
-    """Where ``module`` takes ``name`` from: (module, name there), ``*`` included."""
+    """Where ``module`` takes ``name`` from at run time: (module, name there), ``*`` included."""
     found: list[tuple[str, str]] = []
-    for node, _ in _import_nodes(tree_of(module), MODULE_LEVEL):
-        base = from_base(module, node) if isinstance(node, ast.ImportFrom) else None
-        if base is None or not isinstance(node, ast.ImportFrom):
+    for node, kind in _import_nodes(tree_of(module), MODULE_LEVEL):
+        if kind != MODULE_LEVEL or not isinstance(node, ast.ImportFrom):
+            continue
+        base = from_base(module, node)
+        if base is None:
             continue
         for alias in node.names:
             if alias.name == "*" or (alias.asname or alias.name) == name:
