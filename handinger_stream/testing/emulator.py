@@ -1144,30 +1144,38 @@ class _Current:
         return turn
 
     async def _play(self, worker: _TaskWorker, turn: Turn, fault: Fault) -> None:
-        store, template = self.store, worker.template
-        async with template.lock:
-            # What the turn starts with stays its own: a PATCH meanwhile reaches the next one.
-            worker.schema = template.output_schema
-            turn.status, turn.started_at = "running", store.clock.now()
-            plan = plan_turn(
-                turn.input,
-                turn.budget,
-                seed=_mixed_seed(store.seed, template.instructions, worker.record.id),
-                turn=worker.turns,
-                fleet=worker.record.id if store.fleet else None,
-            )
-            worker.turn = turn
-            turn.first_event = _begin_turn(worker, turn.input, turn.budget, plan)
-            player = _Turn(
-                worker, plan, fault, base=template.base, tokens_per_second=store.tokens_per_second
-            )
-            try:
+        store, template, log = self.store, worker.template, worker.log
+        try:
+            async with template.lock:
+                # What the turn starts with stays its own: a PATCH meanwhile reaches the next.
+                worker.schema = template.output_schema
+                turn.status, turn.started_at = "running", store.clock.now()
+                plan = plan_turn(
+                    turn.input,
+                    turn.budget,
+                    seed=_mixed_seed(store.seed, template.instructions, worker.record.id),
+                    turn=worker.turns,
+                    fleet=worker.record.id if store.fleet else None,
+                )
+                worker.turn = turn
+                turn.first_event = _begin_turn(worker, turn.input, turn.budget, plan)
+                player = _Turn(
+                    worker,
+                    plan,
+                    fault,
+                    base=template.base,
+                    tokens_per_second=store.tokens_per_second,
+                )
                 await player.run()
-            finally:
-                worker.turn = None
-                if turn.last_event is None:  # end_turn did not get there: close it anyway
-                    turn.status, turn.last_event = "error", len(worker.log.events) - 1
-                    worker.log.notify()
+        finally:
+            worker.turn = None
+            if turn.last_event is None:
+                # It never got to its end (the emulator is stopping, or it broke): its
+                # streams end where the log is, rather than wait for it.
+                if turn.first_event is None:
+                    turn.first_event = len(log.events)
+                turn.status, turn.last_event = "aborted", len(log.events) - 1
+                log.notify()
         self._announce(worker, turn)
 
     def _announce(self, worker: _TaskWorker, turn: Turn) -> None:

@@ -731,3 +731,62 @@ def test_the_clock_and_start_task_work_when_the_emulator_runs_in_a_thread() -> N
         and parse_iso(tasks[0]["createdAt"])
         == datetime(2026, 3, 2, 8, 10, tzinfo=timezone.utc).timestamp()
     )
+
+
+# --- one turn at a time per template; the real clock; our own client ---------------------
+
+
+async def test_a_template_plays_its_turns_one_at_a_time() -> None:
+    async with (
+        Emulator(clock=EmulatorClock(start=START), tokens_per_second=400) as emu,
+        aiohttp.ClientSession() as session,
+    ):
+        api = API(emu, session)
+        template = await api.template()
+        body = {"workerId": template["id"], "stream": True}
+        (_, first), (_, second) = await asyncio.gather(
+            api.stream("POST", "/api/tasks", {**body, "input": "First", "taskId": "a"}),
+            api.stream("POST", "/api/tasks", {**body, "input": "Second", "taskId": "b"}),
+        )
+        ids = [int(i) for i, _ in first[:-1] + second[:-1]]  # type: ignore[arg-type]
+        assert ids == list(range(len(ids)))  # the second turn's events follow the first's
+        assert {c["data"]["metadata"]["taskId"] for c in chunks(first) if "data" in c} == {"a"}
+        assert {c["data"]["metadata"]["taskId"] for c in chunks(second) if "data" in c} == {"b"}
+
+
+async def test_a_schedule_fires_on_the_real_clock_by_default() -> None:
+    async with Emulator() as emu, aiohttp.ClientSession() as session:
+        api = API(emu, session)
+        template = await api.template()
+        path = f"/api/workers/{template['id']}/schedules"
+        await api.ok(
+            "POST", path, {"input": "Soon", "when": {"type": "delayed", "delayInSeconds": 1}}
+        )
+        tasks: list[dict[str, Any]] = []
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            tasks = (await api.ok("GET", f"/emulator/workers/{template['id']}/tasks"))["tasks"]
+            if tasks:
+                break
+        assert [t["triggeredBy"] for t in tasks] == ["schedule"]
+
+
+async def test_our_client_runs_a_task_and_resumes_it_through_the_worker_replay(
+    api: API,
+) -> None:
+    from handinger_stream import AsyncHandinger
+
+    template = await api.template()
+    async with AsyncHandinger(**api.emu.client_options()) as client:
+        await client.tasks.create(input="Warm up", worker_id=template["id"], task_id="warm")
+        await api.emu.idle()
+        api.emu.inject_fault("drop-after=12")  # the task's stream is cut; the resume is not
+        stream = await client.tasks.create(
+            input="Hi there", worker_id=template["id"], task_id="cut", stream=True
+        )
+        final = await stream.get_final_worker()
+        found = await client.tasks.retrieve("cut")
+        assert final.id == template["id"] and final.metadata["taskId"] == "cut"
+        assert [t.output_text for t in found.turns] == [final.output_text]
+        assert found.task.totals.turn_count == 1 and found.task.status == "completed"
+        assert (await client.tasks.delete("cut")).archived is True
