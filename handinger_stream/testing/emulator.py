@@ -188,7 +188,7 @@ class _Worker:
         """Where the workspace's files are served, below the base URL."""
         return f"/api/workers/{self.id}/files"
 
-    def end_turn(self, turn: _Turn) -> None:
+    def end_turn(self, player: _Turn) -> None:
         """Called as a turn ends, before its final snapshot: a seed worker has nothing to add."""
 
     def snapshot_chunk(self) -> dict[str, Any]:
@@ -231,7 +231,7 @@ class _TaskWorker(_Worker):
     seed: int
     structured_output: dict[str, Any] | None = None
     # The turn playing now, and the output schema it started with (a PATCH does not reach it).
-    turn: Turn | None = None
+    playing: Turn | None = None
     schema: dict[str, Any] | None = None
 
     def turn_metadata(self) -> dict[str, Any]:
@@ -240,47 +240,47 @@ class _TaskWorker(_Worker):
     def files_path(self) -> str:
         return f"/api/tasks/{self.record.id}/files"
 
-    def end_turn(self, turn: _Turn) -> None:
+    def end_turn(self, player: _Turn) -> None:
         """Write down what the turn became (status, tokens, credits, duration, structured
         output) before the final snapshot carries it."""
-        record = self.turn
-        if record is None:
+        turn = self.playing
+        if turn is None:
             return
         self.stop_requested = False
-        outcome = turn.outcome
-        plan = turn.plan
-        record.output_text = "".join(
-            part["text"] for part in turn.parts if part.get("type") == "text"
+        self.structured_output = None  # the Worker shows the latest turn's
+        outcome, plan = player.outcome, player.plan
+        turn.output_text = "".join(
+            part["text"] for part in player.parts if part.get("type") == "text"
         )
-        record.input_tokens = int(plan.usage.get("inputTokens", 0))
+        turn.input_tokens = int(plan.usage.get("inputTokens", 0))
         if outcome == "completed":
-            record.output_tokens = int(plan.usage.get("outputTokens", 0))
-            record.credits = max(1, math.ceil(plan.usage.get("credits", 0)))
+            turn.output_tokens = int(plan.usage.get("outputTokens", 0))
+            turn.credits = max(1, math.ceil(plan.usage.get("credits", 0)))
         else:
-            record.output_tokens = turn.deltas
-            record.credits = 1 if turn.emitted else 0  # a turn that started costs something
-        ran = turn.emitted + sum(call.duration for call in plan.tools[: turn.tools_done])
-        record.duration_ms = ran * _MS_PER_CHUNK
+            turn.output_tokens = player.deltas
+            turn.credits = 1 if player.emitted else 0  # a turn that started costs something
+        ran = player.emitted + sum(call.duration for call in plan.tools[: player.tools_done])
+        turn.duration_ms = ran * _MS_PER_CHUNK
         if outcome == "completed" and self.schema is not None:
-            outcome = self._structure(record)
-        record.status = outcome
-        record.completed_at = self.clock.now()
+            outcome = self._structure(turn)
+        turn.status = outcome
+        turn.completed_at = self.clock.now()
         # The final snapshot is the next event: the turn's streams end with it.
-        record.last_event = len(self.log.events)
+        turn.last_event = len(self.log.events)
 
-    def _structure(self, record: Turn) -> str:
-        """The turn's structured output, made from the schema it started with and validated."""
+    def _structure(self, turn: Turn) -> str:
+        """The turn's structured output, made from the schema it started with and validated;
+        the turn's outcome (``error`` if none could be made)."""
         assert self.schema is not None
-        key = f"{self.seed}\x00{self.record.id}\x00{record.seq}"
+        key = f"{self.seed}\x00{self.record.id}\x00{turn.seq}"
         rng = random.Random(hashlib.sha256(key.encode()).digest())
         try:
-            made = structured_output(self.schema, rng, record.output_text)
+            made = structured_output(self.schema, rng, turn.output_text)
         except (Unfit, Refusal) as exc:
             self.error = f"structured output does not fit the worker's outputSchema: {exc}"
-            self.structured_output = record.structured_output = None
             self.append({"type": "error", "errorText": self.error})
             return "error"
-        self.structured_output = record.structured_output = made
+        self.structured_output = turn.structured_output = made
         return "completed"
 
     def to_json(self) -> dict[str, Any]:
@@ -1157,7 +1157,7 @@ class _Current:
                     turn=worker.turns,
                     fleet=worker.record.id if store.fleet else None,
                 )
-                worker.turn = turn
+                worker.playing = turn
                 turn.first_event = _begin_turn(worker, turn.input, turn.budget, plan)
                 player = _Turn(
                     worker,
@@ -1168,7 +1168,7 @@ class _Current:
                 )
                 await player.run()
         finally:
-            worker.turn = None
+            worker.playing = None
             if turn.last_event is None:
                 # It never got to its end (the emulator is stopping, or it broke): its
                 # streams end where the log is, rather than wait for it.

@@ -57,9 +57,11 @@ class API:
         assert status == 200, answer
         return answer
 
-    async def refused(self, status: int, method: str, path: str, body: Any = None) -> str:
+    async def refused(
+        self, status: int, method: str, path: str, body: Any = None, **headers: str
+    ) -> str:
         """The error's message, after checking the API's error shape."""
-        got, answer = await self.call(method, path, body)
+        got, answer = await self.call(method, path, body, **headers)
         assert got == status, answer
         assert set(answer) == {"error"} and answer["error"]["status"] == status
         assert isinstance(answer["error"]["type"], str)
@@ -266,6 +268,20 @@ async def test_a_follow_up_turn_reuses_the_task_id_and_the_log_goes_on(api: API)
     assert rest == second
 
 
+async def test_injected_statuses_reach_todays_routes_too(api: API) -> None:
+    template = await api.template()
+    status, answer = await api.call(
+        "POST",
+        "/api/tasks",
+        {"input": "x", "workerId": template["id"]},
+        **{FAULT_HEADER: "status=503; retry-after=1"},
+    )
+    assert status == 503 and answer["error"]["status"] == 503
+    assert "unknown fault" in await api.refused(
+        400, "GET", f"/api/workers/{template['id']}", **{FAULT_HEADER: "explode=1"}
+    )
+
+
 async def test_task_ids_are_checked(api: API) -> None:
     template = await api.template()
     other = await api.template()
@@ -374,8 +390,23 @@ async def test_a_cancelled_task_turn_is_aborted() -> None:
         emu.cancel_task("c")
         await emu.idle()
         turn = (await api.ok("GET", "/api/tasks/c"))["turns"][0]
-        assert turn["status"] == "aborted" and 0 < turn["durationMs"]
+        assert turn["status"] == "aborted"
+        assert turn["outputTokens"] < 50  # stopped early (the whole answer is longer)
         assert "no turn running" in await api.refused(409, "POST", "/emulator/tasks/c/cancel")
+        # Over HTTP, while its stream is being read: the stream ends with an abort chunk.
+        reading = asyncio.ensure_future(
+            api.stream(
+                "POST",
+                "/api/tasks",
+                {"input": "y", "workerId": template["id"], "taskId": "d", "stream": True},
+            )
+        )
+        while (await api.call("GET", "/api/tasks/d"))[0] != 200:
+            await asyncio.sleep(0.01)
+        assert await api.ok("POST", "/emulator/tasks/d/cancel") == {"cancelled": True}
+        _, events = await reading
+        assert chunks(events)[-2] == {"type": "abort"} and events[-1][1] == b"[DONE]"
+        assert (await api.ok("GET", "/api/tasks/d"))["task"]["status"] == "aborted"
 
 
 # --- what starts a task ---------------------------------------------------------------
