@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import logging
 import math
 import secrets
 import time
@@ -57,6 +58,7 @@ PAGE_SIZE = 20
 LOG_LIMIT = 1_000
 """Attempts kept per worker; older ones are dropped."""
 _URL_CHARS = 2_048
+_log = logging.getLogger(__name__)
 
 
 def check_url(value: Any) -> str | None:
@@ -278,6 +280,10 @@ class Deliveries:
                 )
             except _Failed:
                 pass  # every attempt is in the log; nobody else is waiting for the outcome
+            except Exception:  # a bug of ours: said once, and the emulator goes on
+                _log.exception(
+                    "webhook delivery %s to %s failed", job.delivery, redact_url(job.url)
+                )
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -309,7 +315,7 @@ class Deliveries:
                 problem = f"the receiver answered HTTP {status}"
         except asyncio.TimeoutError:
             problem = f"no answer within {self.timeout:g} s"
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             # The exception's text names the host, never the token (it is only in a header).
             problem = f"{type(exc).__name__}: {excerpt(redact_url(str(exc)), 200)}"
         job.log.append(

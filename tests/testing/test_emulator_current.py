@@ -401,7 +401,9 @@ async def test_a_cancelled_task_turn_is_aborted() -> None:
                 {"input": "y", "workerId": template["id"], "taskId": "d", "stream": True},
             )
         )
-        while (await api.call("GET", "/api/tasks/d"))[0] != 200:
+        for _ in range(500):  # until the task exists (its request is on its way)
+            if (await api.call("GET", "/api/tasks/d"))[0] == 200:
+                break
             await asyncio.sleep(0.01)
         assert await api.ok("POST", "/emulator/tasks/d/cancel") == {"cancelled": True}
         _, events = await reading
@@ -821,3 +823,25 @@ async def test_our_client_runs_a_task_and_resumes_it_through_the_worker_replay(
         assert [t.output_text for t in found.turns] == [final.output_text]
         assert found.task.totals.turn_count == 1 and found.task.status == "completed"
         assert (await client.tasks.delete("cut")).archived is True
+
+
+async def test_an_unreachable_receiver_is_logged_without_the_token() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with (
+        Emulator(clock=EmulatorClock(start=START), webhook_retries=1) as emu,
+        aiohttp.ClientSession() as session,
+    ):
+        api = API(emu, session)
+        template = await api.template()
+        path = f"/api/workers/{template['id']}/webhook"
+        hook = await api.ok("PUT", path, {"url": f"http://127.0.0.1:{port}/hook"})
+        await api.ok("POST", "/api/tasks", {"input": "Hi", "workerId": template["id"]})
+        await emu.idle()
+        logs = (await api.ok("GET", f"{path}/executions"))["logs"]
+        assert [(e["requestStatus"], e["responseStatus"]) for e in logs] == [("error", None)] * 2
+        assert all(e["errorMessage"].startswith("ClientConnectorError") for e in logs)
+        assert hook["token"] not in str(logs)
