@@ -69,17 +69,23 @@ from .types.events import (
     UnknownEvent,
     WorkerSnapshotEvent,
 )
+from .types.schedule import WorkerSchedule
+from .types.task import Task, TaskWithTurns, Turn
+from .types.webhook import Webhook, WebhookExecution, WebhookExecutionList
 from .types.worker import (
     Budget,
     Costs,
+    EmailAddress,
     File,
     OutputMessage,
     OutputText,
     Source,
+    StructuredOutputError,
     Usage,
     Worker,
     WorkerStatus,
 )
+from .types.worker_template import WorkerTemplate
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -97,6 +103,7 @@ __all__ = [
     "ConflictError",
     "Costs",
     "DataEvent",
+    "EmailAddress",
     "ErrorEvent",
     "Event",
     "File",
@@ -132,9 +139,12 @@ __all__ = [
     "StreamError",
     "StreamPolicy",
     "StreamTimeoutError",
+    "StructuredOutputError",
     "SyncFileDownload",
     "SyncWorkerStream",
     "SyncWorkers",
+    "Task",
+    "TaskWithTurns",
     "TextDeltaEvent",
     "TextEndEvent",
     "TextStartEvent",
@@ -146,17 +156,23 @@ __all__ = [
     "ToolOutputAvailableEvent",
     "ToolOutputDeniedEvent",
     "ToolOutputErrorEvent",
+    "Turn",
     "UnknownEvent",
     "UnprocessableEntityError",
     "Usage",
     "Watch",
     "WatchEvent",
+    "Webhook",
+    "WebhookExecution",
+    "WebhookExecutionList",
     "Worker",
     "WorkerFailedError",
+    "WorkerSchedule",
     "WorkerSnapshotEvent",
     "WorkerState",
     "WorkerStatus",
     "WorkerStream",
+    "WorkerTemplate",
     "Workers",
     "apply_event",
     "encode_event",

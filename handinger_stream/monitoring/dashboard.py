@@ -156,10 +156,11 @@ class Board:
         error = self.errors.get(row.id)
         row.status = status_of(worker, error)
         row.started = row.seen
-        created = worker.created_at
+        created_at = worker.created  # seconds (the seed's) or an ISO string (today's)
+        created = created_at.timestamp() if created_at is not None else None
         if created and (row.seen is None or not 0 <= row.seen - created < 1):
             # Since the worker was created, unless first seen within that (whole) second.
-            row.started = float(created)
+            row.started = created
         usage = worker.usage
         if usage is not None:
             row.tokens_in, row.tokens_out = usage.input_tokens, usage.output_tokens

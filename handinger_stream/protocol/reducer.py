@@ -324,12 +324,14 @@ class WorkerState:
         "sources",
         "status",
         "steps",
+        "structured_output",
+        "url",
         "usage",
     )
 
     def __init__(self, worker_id: str = "") -> None:
         self.id = worker_id
-        self.created_at: int | float | None = None
+        self.created_at: int | float | str | None = None
         self.status: str = "pending"
         self.running = False
         self.metadata: dict[str, Any] = {}
@@ -337,6 +339,8 @@ class WorkerState:
         self.incomplete_details: Any = None
         self.costs: Costs | None = None
         self.usage: Usage | None = None
+        self.structured_output: Any = None  # today's generation: the worker's outputSchema's
+        self.url: str | None = None
         # Output entries: settled ones from snapshots, live (id, _Text) pairs.
         self.output: list[OutputMessage | tuple[str, _Text]] = []
         # A snapshot's output_text stands for the entries it came with.
@@ -377,6 +381,8 @@ class WorkerState:
             incomplete_details=self.incomplete_details,
             costs=self.costs,
             usage=self.usage,
+            structured_output=self.structured_output,
+            url=self.url,
         )
         return self._cache
 
@@ -444,6 +450,8 @@ class WorkerState:
             "error",
             "costs",
             "usage",
+            "structured_output",
+            "url",
         ):
             if name in fields:
                 setattr(self, name, getattr(worker, name))

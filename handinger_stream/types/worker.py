@@ -3,6 +3,9 @@
 Wire names are exactly the API's (``mediaType``, ``cacheReadTokens``,
 ``created_at``, ``output_text``); attribute names are Pythonic. Unknown fields
 the server adds are ignored, so a newer server never breaks an older client.
+One Worker serves both generations of the API: the seed's ``costs`` and token
+usage, today's ``structured_output``, ``url``, ``usage.credits`` and
+``usage.duration_ms``; what a server does not send stays at its default.
 
 >>> w = msgspec.json.decode(b'{"id": "w1", "object": "worker", "status": "running"}', type=Worker)
 >>> (w.id, w.status, w.output_text)
@@ -11,21 +14,27 @@ the server adds are ignored, so a newer server never breaks an older client.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Any, Literal, TypeVar
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 __all__ = [
     "Budget",
     "Costs",
+    "EmailAddress",
     "File",
     "OutputMessage",
     "OutputText",
     "Source",
+    "StructuredOutputError",
     "Usage",
     "Worker",
     "WorkerStatus",
 ]
+
+T = TypeVar("T")
 
 Budget = Literal["low", "standard", "high", "unlimited"]
 WorkerStatus = Literal["running", "completed", "pending"]
@@ -58,6 +67,9 @@ class File(msgspec.Struct, kw_only=True, rename={"media_type": "mediaType"}):
     url: str
     media_type: str
     filename: str | None = None
+    # UNSET (not None) when the server did not send it, so that a Worker encodes back
+    # to exactly the fields it arrived with (the seed's generation sends no size).
+    size: int | UnsetType = UNSET
 
 
 class Usage(msgspec.Struct, kw_only=True, rename="camel"):
@@ -70,6 +82,7 @@ class Usage(msgspec.Struct, kw_only=True, rename="camel"):
     steps: int = 0
     cost_usd: float = 0.0
     credits: float | None = None
+    duration_ms: int | UnsetType = UNSET  # today's generation only; UNSET as File.size
 
 
 class Costs(msgspec.Struct, kw_only=True, rename="camel"):
@@ -99,7 +112,7 @@ class Worker(msgspec.Struct, kw_only=True):
     object: Literal["worker"] = "worker"
     status: WorkerStatus = "pending"
     running: bool = False
-    created_at: int | float | None = None
+    created_at: int | float | str | None = None
     output: list[OutputMessage] = msgspec.field(default_factory=list)
     output_text: str = ""
     sources: list[Source] = msgspec.field(default_factory=list)
@@ -110,6 +123,54 @@ class Worker(msgspec.Struct, kw_only=True):
     incomplete_details: Any = None
     costs: Costs | None = None
     usage: Usage | None = None
+    structured_output: Any = None
+    url: str | None = None
+
+    @property
+    def created(self) -> datetime | None:
+        """``created_at`` as an aware datetime, whichever way the server sent it.
+
+        The seed's generation sends seconds since the epoch, today's an ISO-8601 string.
+
+        >>> Worker(id="w", created_at=0).created.year, Worker(id="w").created
+        (1970, None)
+        """
+        value = self.created_at
+        if value is None:
+            return None
+        if isinstance(value, str):
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        # Milliseconds, if the number is too large to be seconds (after the year 5000).
+        seconds = value / 1000 if value > 1e11 else value
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+    def parse(self, into: type[T]) -> T:
+        """``structured_output`` decoded into your own msgspec Struct, dataclass or TypedDict.
+
+        >>> class Trip(msgspec.Struct):
+        ...     city: str
+        ...     days: int
+        >>> Worker(id="w", structured_output={"city": "Girona", "days": 3}).parse(Trip)
+        Trip(city='Girona', days=3)
+        >>> Worker(id="w", structured_output={"city": "Girona", "days": "three"}).parse(Trip)
+        Traceback (most recent call last):
+          ...
+        handinger_stream.types.worker.StructuredOutputError: the structured output does not \
+fit Trip: Expected `int`, got `str` - at `$.days`
+        """
+        name = getattr(into, "__name__", repr(into))
+        if self.structured_output is None:
+            raise StructuredOutputError(
+                f"worker {self.id!r} has no structured output to parse into {name} "
+                "(its worker template has no outputSchema, or the turn has not finished)"
+            )
+        try:
+            return msgspec.convert(self.structured_output, type=into)
+        except msgspec.ValidationError as exc:
+            raise StructuredOutputError(
+                f"the structured output does not fit {name}: {exc}"
+            ) from None
 
     @property
     def failed(self) -> bool:
@@ -129,3 +190,23 @@ class Worker(msgspec.Struct, kw_only=True):
 
 
 WORKER_FIELDS: frozenset[str] = frozenset(Worker.__struct_fields__)
+
+
+class StructuredOutputError(ValueError):
+    """:meth:`Worker.parse` found no structured output, or one that does not fit the type;
+    the message names the field and where it is."""
+
+
+class EmailAddress(str):
+    """A worker's inbound address: a ``str``, with ``.email`` as the official SDK's answer has.
+
+    >>> address = EmailAddress("w1@in.handinger.com")
+    >>> address == "w1@in.handinger.com" and address.email == address
+    True
+    """
+
+    __slots__ = ()
+
+    @property
+    def email(self) -> str:
+        return str(self)

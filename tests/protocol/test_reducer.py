@@ -487,3 +487,25 @@ def test_apply_event_is_the_earlier_name_of_apply() -> None:
         assert by_method.apply(e) is apply_event(by_function, e) is True
     assert by_method.snapshot() == by_function.snapshot()
     assert handinger_stream.apply_event is apply_event
+
+
+def test_today_s_fields_fold_from_snapshots() -> None:
+    snap = {
+        "type": "data-worker",
+        "data": {
+            "id": "wrk_1",
+            "object": "worker",
+            "status": "completed",
+            "created_at": "2026-05-01T10:00:00Z",
+            "structured_output": {"city": "Girona"},
+            "url": "https://handinger.com/w/wrk_1",
+            "usage": {"credits": 3, "durationMs": 1200},
+            "files": [{"url": "u", "mediaType": "text/plain", "size": 12}],
+        },
+    }
+    worker = fold(events({"type": "start"}, snap))
+    assert worker.structured_output == {"city": "Girona"}
+    assert worker.url == "https://handinger.com/w/wrk_1"
+    assert worker.usage is not None and worker.usage.duration_ms == 1200
+    assert worker.files[0].size == 12
+    assert worker.created is not None and worker.created.year == 2026
