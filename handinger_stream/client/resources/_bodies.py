@@ -3,15 +3,25 @@ responses decoded into their types or refused with a typed error."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import msgspec
 
-from ...errors import APIResponseValidationError, InvalidRequestError, excerpt
+from ...errors import APIResponseValidationError, APIStatusError, InvalidRequestError, excerpt
 from ...types.worker import BUDGETS
 
-__all__ = ["checked_id", "decode_body", "input_body", "path_segment", "wire_fields"]
+__all__ = [
+    "NOT_GIVEN",
+    "NotGiven",
+    "checked_id",
+    "decode_body",
+    "given_fields",
+    "input_body",
+    "path_segment",
+    "with_hint",
+]
 
 T = TypeVar("T")
 
@@ -53,13 +63,43 @@ DeleteTaskResponse: Expected `bool`, got `str` - at `$.archived` (body: '{"archi
         ) from None
 
 
-def wire_fields(names: dict[str, str], **values: Any) -> dict[str, Any]:
-    """The given (not ``None``) keyword arguments under their wire names.
+class NotGiven:
+    """The default of an argument whose ``None`` means something (``output_schema=None``
+    clears a schema): left out of the request unless given."""
 
-    >>> wire_fields({"task_id": "taskId"}, task_id="t1", input="Hi", budget=None)
-    {'taskId': 't1', 'input': 'Hi'}
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NOT_GIVEN = NotGiven()
+
+
+def given_fields(names: dict[str, str], **values: Any) -> dict[str, Any]:
+    """The keyword arguments that were given, under their wire names.
+
+    >>> given_fields({"output_schema": "outputSchema"}, output_schema=None, title=NOT_GIVEN)
+    {'outputSchema': None}
     """
-    return {names.get(k, k): v for k, v in values.items() if v is not None}
+    return {names.get(k, k): v for k, v in values.items() if not isinstance(v, NotGiven)}
+
+
+async def with_hint(call: Awaitable[T], statuses: frozenset[int], hint: str) -> T:
+    """``call``'s result; an error status among ``statuses`` says ``hint`` too.
+
+    The hint says which generation of the API a call belongs to, for a server
+    that speaks the other one.
+    """
+    try:
+        return await call
+    except APIStatusError as exc:
+        if exc.status_code in statuses:
+            exc.message = f"{exc.message} ({hint})"
+        raise
 
 
 def checked_id(value: str, name: str) -> str:

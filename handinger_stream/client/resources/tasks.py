@@ -15,7 +15,7 @@ limits. :class:`Tasks` for the async client, :class:`SyncTasks` for the sync one
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from ...protocol.wire import decode_worker
 from ...types.task import DeleteTaskResponse, TaskWithTurns
@@ -23,7 +23,7 @@ from ...types.worker import Budget, Worker
 from ..base import AsyncAPIClient, Files, Headers
 from ..stream import WorkerStream
 from ..sync_base import SyncAPIClient, SyncWorkerStream
-from ._bodies import checked_id, decode_body, input_body, path_segment
+from ._bodies import checked_id, decode_body, input_body, path_segment, with_hint
 
 __all__ = ["SyncTasks", "Tasks"]
 
@@ -101,11 +101,19 @@ class Tasks:
             body[_WIRE["task_id"]] = checked_id(task_id, "task_id")
         if worker_id is not None:
             body[_WIRE["worker_id"]] = checked_id(worker_id, "worker_id")
+        return await with_hint(
+            self._start(body, stream, files, extra_headers, worker_id is None and task_id is None),
+            frozenset({404, 405}),
+            "if this server speaks the seed's generation, which has no /api/tasks: "
+            "start a run with client.workers.create(input=...)",
+        )
+
+    async def _start(
+        self, body: dict[str, Any], stream: bool, files: Files, headers: Headers, new: bool
+    ) -> Worker | WorkerStream:
         client = self._client
         if not stream:
-            raw = await client._json(
-                "POST", "/api/tasks", json=body, files=files, headers=extra_headers
-            )
+            raw = await client._json("POST", "/api/tasks", json=body, files=files, headers=headers)
             return decode_worker(raw)
         # A new worker's replay starts with this task, so it can be resumed by position;
         # a template's replay holds its earlier tasks too, so only by event id.
@@ -114,8 +122,8 @@ class Tasks:
             "/api/tasks",
             json={**body, "stream": True},
             files=files,
-            headers=extra_headers,
-            from_start=worker_id is None and task_id is None,
+            headers=headers,
+            from_start=new,
         )
 
     async def retrieve(self, task_id: str, *, extra_headers: Headers = None) -> TaskWithTurns:

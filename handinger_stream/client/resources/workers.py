@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
@@ -14,13 +15,24 @@ import msgspec
 
 from ...errors import APIStatusError, InvalidRequestError, excerpt
 from ...protocol.wire import decode_worker
-from ...types.worker import Budget, Worker
+from ...types.worker import Budget, EmailAddress, Worker
+from ...types.worker_template import DeleteWorkerResponse, Visibility, WorkerTemplate
 from ..base import AsyncAPIClient, Files, Headers, _path_id, _replay_path
 from ..download import FileDownload
 from ..stream import Checkpoint, WorkerStream
 from ..sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _Blocking, _HostedWatch
 from ..watch import Watch, WatchEvent
-from ._bodies import input_body
+from ._bodies import (
+    NOT_GIVEN,
+    NotGiven,
+    decode_body,
+    given_fields,
+    input_body,
+    path_segment,
+    with_hint,
+)
+from .schedules import Schedules, SyncSchedules
+from .webhooks import SyncWebhooks, Webhooks
 
 if TYPE_CHECKING:
     from ..telemetry import Telemetry
@@ -70,27 +82,118 @@ class Workers:
         extra_headers: Headers = None,
     ) -> Worker | WorkerStream: ...
 
+    @overload
     async def create(
         self,
         *,
-        input: str,
+        instructions: str | None = None,
+        output_schema: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        summary: str | None = None,
+        title: str | None = None,
+        visibility: Visibility | None = None,
+        extra_headers: Headers = None,
+    ) -> WorkerTemplate: ...
+
+    async def create(
+        self,
+        *,
+        input: str | None = None,
         budget: Budget | None = None,
         stream: bool = False,
         files: Files = None,
+        instructions: str | None = None,
+        output_schema: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        summary: str | None = None,
+        title: str | None = None,
+        visibility: Visibility | None = None,
         extra_headers: Headers = None,
-    ) -> Worker | WorkerStream:
-        """Create a worker and start it on ``input``.
+    ) -> Worker | WorkerStream | WorkerTemplate:
+        """Start a run on ``input`` (the seed's generation), or make a worker template.
 
-        ``files`` (paths, or ``(name, bytes | file object[, media_type])``)
-        are uploaded into the worker's workspace before it starts, streamed
-        from disk as ``multipart/form-data``.
+        With ``input``: a worker that runs at once; ``files`` (paths, or ``(name,
+        bytes | file object[, media_type])``) are uploaded into its workspace
+        first, streamed from disk as ``multipart/form-data``. Without it: a
+        reusable template (today's generation) from ``instructions`` (or a
+        ``prompt`` describing them), an optional ``output_schema`` (JSON Schema
+        draft-07), ``summary``, ``title``, ``visibility``; run it with
+        ``client.tasks.create(worker_id=...)``. Both at once is refused.
 
         >>> stream = await client.workers.create(input="Hi", stream=True)  # doctest: +SKIP
         >>> worker = await client.workers.create(input="Sum it", files=["q3.csv"])  # doctest: +SKIP
+        >>> template = await client.workers.create(instructions="Speak Catalan")  # doctest: +SKIP
         """
+        template = _template_fields(instructions, output_schema, prompt, summary, title, visibility)
+        if input is None:
+            _refuse_run_options(template, budget, stream, files)
+            return await with_hint(
+                self._create_template(template, extra_headers),
+                frozenset({400, 422}),
+                "a server of the seed's generation makes workers only from input=...; "
+                "worker templates need today's API",
+            )
+        if template:
+            raise InvalidRequestError(
+                "workers.create takes input= (a run) or template fields (a worker template), "
+                f"not both: got input= and {', '.join(f'{k}=' for k in template)}"
+            )
         body = input_body(input, budget)
         # The create stream begins at the worker's first event, so it can resume by position.
         return await self._send("POST", "/api/workers", body, stream, files, extra_headers, True)
+
+    async def _create_template(self, fields: dict[str, Any], headers: Headers) -> WorkerTemplate:
+        body = given_fields(_TEMPLATE_WIRE, **fields)
+        raw = await self._client._json("POST", "/api/workers", json=body, headers=headers)
+        return decode_body(raw, WorkerTemplate)
+
+    async def update(
+        self,
+        worker_id: str,
+        *,
+        instructions: str | NotGiven = NOT_GIVEN,
+        output_schema: dict[str, Any] | NotGiven | None = NOT_GIVEN,
+        summary: str | NotGiven = NOT_GIVEN,
+        title: str | NotGiven = NOT_GIVEN,
+        visibility: Visibility | NotGiven = NOT_GIVEN,
+        extra_headers: Headers = None,
+    ) -> WorkerTemplate:
+        """Change a worker template (``output_schema=None`` clears its schema).
+
+        Tasks already running keep the instructions they started with.
+
+        >>> await client.workers.update("wrk_1", title="Analyst")  # doctest: +SKIP
+        """
+        body = given_fields(
+            _TEMPLATE_WIRE,
+            instructions=instructions,
+            output_schema=output_schema,
+            summary=summary,
+            title=title,
+            visibility=visibility,
+        )
+        _check_template(body)
+        path = f"/api/workers/{path_segment(worker_id, 'worker_id')}"
+        raw = await self._client._json("PATCH", path, json=body, headers=extra_headers)
+        return decode_body(raw, WorkerTemplate)
+
+    async def delete(
+        self, worker_id: str, *, extra_headers: Headers = None
+    ) -> DeleteWorkerResponse:
+        """Delete a worker template."""
+        path = f"/api/workers/{path_segment(worker_id, 'worker_id')}"
+        raw = await self._client._json("DELETE", path, headers=extra_headers)
+        return decode_body(raw, DeleteWorkerResponse)
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        """A template's schedules: tasks it runs later or again."""
+        return Schedules(self._client)
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        """A template's webhook: where finished tasks are announced."""
+        return Webhooks(self._client)
 
     @overload
     async def continue_(
@@ -141,7 +244,12 @@ class Workers:
         """Add a turn to a worker (``files`` as for :meth:`create`)."""
         body = input_body(input, budget)
         path = f"/api/workers/{_path_id(worker_id)}"
-        return await self._send("POST", path, body, stream, files, extra_headers, False)
+        return await with_hint(
+            self._send("POST", path, body, stream, files, extra_headers, False),
+            _NO_ROUTE,
+            "if this server speaks today's API, which has no continue: add a turn with "
+            "client.tasks.create(task_id=..., input=...)",
+        )
 
     async def _send(
         self,
@@ -201,12 +309,17 @@ class Workers:
         self, worker_id: str, *, last_event_id: str | None = None, extra_headers: Headers = None
     ) -> WorkerStream:
         """The worker's live updates (``GET /api/workers/{id}/stream``)."""
-        return await self._client._open_stream(
-            "GET",
-            f"/api/workers/{_path_id(worker_id)}/stream",
-            headers=extra_headers,
-            last_event_id=last_event_id,
-            worker_id=worker_id,
+        return await with_hint(
+            self._client._open_stream(
+                "GET",
+                f"/api/workers/{_path_id(worker_id)}/stream",
+                headers=extra_headers,
+                last_event_id=last_event_id,
+                worker_id=worker_id,
+            ),
+            _NO_ROUTE,
+            "if this server speaks today's API, which has no subscribe: follow a worker "
+            "with client.workers.retrieve(worker_id, stream=True)",
         )
 
     async def resume(
@@ -229,22 +342,24 @@ class Workers:
         await stream._catch_up_to(checkpoint)
         return stream
 
-    async def retrieve_email(self, worker_id: str, *, extra_headers: Headers = None) -> str:
-        """The worker's inbound email address."""
+    async def retrieve_email(
+        self, worker_id: str, *, extra_headers: Headers = None
+    ) -> EmailAddress:
+        """The worker's inbound email address (a ``str``; ``.email`` as in the official SDK)."""
         raw = await self._client._json(
             "GET", f"/api/workers/{_path_id(worker_id)}/email", headers=extra_headers
         )
         try:
             value = msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            return raw.decode("utf-8", "replace").strip()
+            return EmailAddress(raw.decode("utf-8", "replace").strip())
         if isinstance(value, dict):
             value = value.get("email", value.get("address"))
         if not isinstance(value, str):
             raise APIStatusError(
                 f"unexpected email response: {excerpt(raw)!r}", status_code=200, body=value
             )
-        return value
+        return EmailAddress(value)
 
     def retrieve_file(
         self, worker_id: str, path: str, *, extra_headers: Headers = None
@@ -331,30 +446,91 @@ class SyncWorkers:
         extra_headers: Headers = None,
     ) -> Worker | SyncWorkerStream: ...
 
+    @overload
     def create(
         self,
         *,
-        input: str,
+        instructions: str | None = None,
+        output_schema: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        summary: str | None = None,
+        title: str | None = None,
+        visibility: Visibility | None = None,
+        extra_headers: Headers = None,
+    ) -> WorkerTemplate: ...
+
+    def create(
+        self,
+        *,
+        input: str | None = None,
         budget: Budget | None = None,
         stream: bool = False,
         files: Files = None,
+        instructions: str | None = None,
+        output_schema: dict[str, Any] | None = None,
+        prompt: str | None = None,
+        summary: str | None = None,
+        title: str | None = None,
+        visibility: Visibility | None = None,
         extra_headers: Headers = None,
-    ) -> Worker | SyncWorkerStream:
-        """Create a worker and start it on ``input`` (``files`` uploaded first).
+    ) -> Worker | SyncWorkerStream | WorkerTemplate:
+        """Start a run on ``input``, or make a worker template (see :meth:`Workers.create`).
 
         >>> worker = client.workers.create(input="Hi")  # doctest: +SKIP
         """
         client = self._client
-        return client._stream(
-            client._call(
-                self._workers.create,
-                input=input,
-                budget=budget,
-                stream=stream,
-                files=files,
-                extra_headers=extra_headers,
-            )
+        made = client._call(
+            self._workers.create,
+            input=input,
+            budget=budget,
+            stream=stream,
+            files=files,
+            instructions=instructions,
+            output_schema=output_schema,
+            prompt=prompt,
+            summary=summary,
+            title=title,
+            visibility=visibility,
+            extra_headers=extra_headers,
         )
+        return made if isinstance(made, WorkerTemplate) else client._stream(made)
+
+    def update(
+        self,
+        worker_id: str,
+        *,
+        instructions: str | NotGiven = NOT_GIVEN,
+        output_schema: dict[str, Any] | NotGiven | None = NOT_GIVEN,
+        summary: str | NotGiven = NOT_GIVEN,
+        title: str | NotGiven = NOT_GIVEN,
+        visibility: Visibility | NotGiven = NOT_GIVEN,
+        extra_headers: Headers = None,
+    ) -> WorkerTemplate:
+        """Change a worker template (``output_schema=None`` clears its schema)."""
+        return self._client._call(
+            self._workers.update,
+            worker_id,
+            instructions=instructions,
+            output_schema=output_schema,
+            summary=summary,
+            title=title,
+            visibility=visibility,
+            extra_headers=extra_headers,
+        )
+
+    def delete(self, worker_id: str, *, extra_headers: Headers = None) -> DeleteWorkerResponse:
+        """Delete a worker template."""
+        return self._client._call(self._workers.delete, worker_id, extra_headers=extra_headers)
+
+    @cached_property
+    def schedules(self) -> SyncSchedules:
+        """A template's schedules: tasks it runs later or again."""
+        return SyncSchedules(self._client, self._workers.schedules)
+
+    @cached_property
+    def webhooks(self) -> SyncWebhooks:
+        """A template's webhook: where finished tasks are announced."""
+        return SyncWebhooks(self._client, self._workers.webhooks)
 
     @overload
     def continue_(
@@ -461,8 +637,8 @@ class SyncWorkers:
         stream = client._call(self._workers.resume, checkpoint, extra_headers=extra_headers)
         return SyncWorkerStream(client, stream)
 
-    def retrieve_email(self, worker_id: str, *, extra_headers: Headers = None) -> str:
-        """The worker's inbound email address."""
+    def retrieve_email(self, worker_id: str, *, extra_headers: Headers = None) -> EmailAddress:
+        """The worker's inbound email address (a ``str``; ``.email`` as in the official SDK)."""
         return self._client._call(
             self._workers.retrieve_email, worker_id, extra_headers=extra_headers
         )
@@ -475,7 +651,12 @@ class SyncWorkers:
         return SyncFileDownload(self._client, download)
 
     def watch(
-        self, workers: Iterable[str | SyncWorkerStream], *, max_concurrency: int | None = None
+        self,
+        workers: Iterable[str | SyncWorkerStream],
+        *,
+        max_concurrency: int | None = None,
+        buffer: int = 64,
+        telemetry: bool | Telemetry | None = None,
     ) -> _Blocking[WatchEvent]:
         """Many workers' events merged in arrival order, as ``workers.watch`` gives them.
 
@@ -487,6 +668,67 @@ class SyncWorkers:
         given: Iterable[str | WorkerStream] = workers  # type: ignore[assignment]
         if not isinstance(workers, (str, bytes, SyncWorkerStream)):  # those, the watch refuses
             given = [w.async_stream if isinstance(w, SyncWorkerStream) else w for w in workers]
-        watch = self._workers.watch(given, max_concurrency=max_concurrency)
+        watch = self._workers.watch(
+            given, max_concurrency=max_concurrency, buffer=buffer, telemetry=telemetry
+        )
         client = self._client
         return client._iterate(lambda: _HostedWatch(client._loop, watch), enter=True)
+
+
+_TEMPLATE_WIRE = {"output_schema": "outputSchema"}
+_NO_ROUTE = frozenset({404, 405})  # what a server answers a route of the other generation
+_VISIBILITIES = ("public", "private")
+
+
+def _template_fields(
+    instructions: str | None,
+    output_schema: dict[str, Any] | None,
+    prompt: str | None,
+    summary: str | None,
+    title: str | None,
+    visibility: str | None,
+) -> dict[str, Any]:
+    """The template fields given (not ``None``), checked."""
+    fields = {
+        k: v
+        for k, v in (
+            ("instructions", instructions),
+            ("output_schema", output_schema),
+            ("prompt", prompt),
+            ("summary", summary),
+            ("title", title),
+            ("visibility", visibility),
+        )
+        if v is not None
+    }
+    _check_template(fields)
+    return fields
+
+
+def _check_template(fields: dict[str, Any]) -> None:
+    for name in ("instructions", "prompt", "summary", "title"):
+        if name in fields and not isinstance(fields[name], str):
+            raise InvalidRequestError(f"{name} must be a string; got {fields[name]!r}")
+    schema = fields.get("output_schema", fields.get("outputSchema"))
+    if schema is not None and not isinstance(schema, dict):
+        raise InvalidRequestError(f"output_schema must be a JSON Schema object; got {schema!r}")
+    if "visibility" in fields and fields["visibility"] not in _VISIBILITIES:
+        raise InvalidRequestError(
+            f"visibility must be public or private; got {fields['visibility']!r}"
+        )
+
+
+def _refuse_run_options(
+    template: dict[str, Any], budget: str | None, stream: bool, files: Files
+) -> None:
+    """A template is not a run: a run's options without ``input`` are a mistake."""
+    given = [
+        name
+        for name, value in (("budget", budget), ("stream", stream), ("files", files))
+        if value not in (None, False)
+    ]
+    if given:
+        raise InvalidRequestError(
+            f"{', '.join(f'{n}=' for n in given)} go with input= (a run); "
+            + ("a worker template takes none of them" if template else "input= is missing")
+        )
