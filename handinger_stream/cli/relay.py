@@ -2,7 +2,7 @@
 
     handinger-stream relay                                  # the embedded emulator, MemoryStore
     handinger-stream relay --redis redis://127.0.0.1:6379/0 --port 8788
-    HANDINGER_API_KEY=... handinger-stream relay --base-url https://v3.handinger.com
+    HANDINGER_API_KEY=... handinger-stream relay --base-url https://handinger.com
 
 Several processes given the same ``--redis`` serve the same chats: put them
 behind any load balancer (no stickiness needed).

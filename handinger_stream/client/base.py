@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BASE_URL", "AsyncAPIClient", "Files", "Headers", "check_base_url"]
 
-DEFAULT_BASE_URL = "https://v3.handinger.com"
+DEFAULT_BASE_URL = "https://handinger.com"  # today's service; the seed's was v3.handinger.com
 _json_encoder = msgspec.json.Encoder()
 log = logging.getLogger("handinger_stream")
 

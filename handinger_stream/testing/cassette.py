@@ -34,6 +34,7 @@ import aiohttp
 from aiohttp import web
 
 from .._redact import redact_url
+from ..client.base import DEFAULT_BASE_URL
 from .cassette_format import (
     CASSETTE_VERSION,
     BodyPiece,
@@ -70,7 +71,7 @@ __all__ = [
     "use_cassette",
 ]
 
-DEFAULT_UPSTREAM = "https://v3.handinger.com"
+DEFAULT_UPSTREAM = DEFAULT_BASE_URL
 # The only request headers kept: they change what the service answers.
 RECORDED_REQUEST_HEADERS = ("accept", "content-type", "last-event-id")
 # Hop-by-hop headers belong to one connection, not to the exchange (RFC 9110 §7.6.1);

@@ -188,7 +188,7 @@ async def test_env_configuration(emulator: Emulator, monkeypatch: pytest.MonkeyP
         assert client.base_url == emulator.base_url
         assert (await client.workers.create(input="x")).id
     monkeypatch.delenv("HANDINGER_BASE_URL")
-    assert AsyncHandinger().base_url == "https://v3.handinger.com"
+    assert AsyncHandinger().base_url == "https://handinger.com"
 
 
 async def test_wrong_key_is_401_and_key_never_leaks(
