@@ -7,8 +7,8 @@ many seconds). Each run is a task with ``triggeredBy: "schedule"``.
 >>> raw = b'{"id": "s1", "type": "cron", "cron": "0 9 * * 1", "input": "Report",'
 >>> raw += b' "budget": "low", "nextRunAt": "2026-12-07T09:00:00Z"}'
 >>> s = msgspec.json.decode(raw, type=WorkerSchedule)
->>> (type(s).__name__, s.cron, s.next_run_at.year)
-('CronWorkerSchedule', '0 9 * * 1', 2026)
+>>> (type(s).__name__, s.type, s.cron, s.next_run_at.year)
+('CronWorkerSchedule', 'cron', '0 9 * * 1', 2026)
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ class _Schedule(msgspec.Struct, kw_only=True, rename="camel", tag_field="type"):
     input: str
     budget: Budget = "standard"
     next_run_at: datetime | None = None
+
+    @property
+    def type(self) -> str:
+        """The kind of schedule, as the wire's ``type`` says (the union's tag)."""
+        return str(self.__struct_config__.tag)
 
 
 class ScheduledWorkerSchedule(_Schedule, tag="scheduled"):
