@@ -5,6 +5,10 @@
     handinger-stream record --out weather.json "What's the weather?"       (record.py)
     handinger-stream relay --redis redis://127.0.0.1:6379/0                (relay.py)
     handinger-stream watch --create 30 "Research one topic"                (watch.py)
+    handinger-stream tasks show tsk_1                                      (tasks.py)
+    handinger-stream workers create --instructions "Answer in Catalan"     (templates.py)
+    handinger-stream schedules create wrk_1 "Report" --cron "0 9 * * 1"    (schedules.py)
+    handinger-stream webhooks listen --port 8790                           (webhooks.py)
 
 Each subcommand's module registers its options (``add_parser``) and runs it
 (``command``); here are what they share: one parser whose errors exit 2, and
@@ -22,7 +26,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import exit_codes, record, relay, run, serve, watch
+from . import (
+    exit_codes,
+    record,
+    relay,
+    run,
+    schedules,
+    serve,
+    tasks,
+    templates,
+    watch,
+    webhooks,
+)
 from .exit_codes import EXIT_CLOSED_OUTPUT, EXIT_INTERRUPTED, EXIT_USAGE
 from .printing import discard_stdout
 
@@ -36,6 +51,10 @@ _SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespac
     "record": (record.add_parser, record.command),
     "relay": (relay.add_parser, relay.command),
     "watch": (watch.add_parser, watch.command),
+    "tasks": (tasks.add_parser, tasks.command),
+    "workers": (templates.add_parser, templates.command),
+    "schedules": (schedules.add_parser, schedules.command),
+    "webhooks": (webhooks.add_parser, webhooks.command),
 }
 
 

@@ -32,6 +32,7 @@ from ..errors import (
     HandingerError,
     InvalidRequestError,
     MissingAPIKeyError,
+    NotFoundError,
     StreamDecodeError,
     StreamError,
     UnprocessableEntityError,
@@ -93,7 +94,8 @@ def add_parser(sub: Any) -> None:
             "Create a worker and show its answer as it is written: on a terminal, with a\n"
             "live view of what it is doing (reasoning, tool calls, sources). Without\n"
             "HANDINGER_API_KEY, --api-key or a base URL, it runs against the embedded\n"
-            "emulator, and PROMPT defaults to a demo question."
+            "emulator, and PROMPT defaults to a demo question. With --worker ID (a\n"
+            "worker template) or --task ID (a follow-up turn) it is a task of today's API."
         ),
         epilog=exit_codes.HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -104,7 +106,20 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="the worker's input (required, except on the embedded emulator)",
     )
-    run.add_argument("--budget", choices=BUDGETS, default=None)
+    run.add_argument("--budget", choices=BUDGETS, default=None, help="the run's budget")
+    run.add_argument(
+        "--worker",
+        metavar="ID",
+        default=None,
+        help="run PROMPT as a task on this worker template (today's API: POST /api/tasks)",
+    )
+    run.add_argument(
+        "--task",
+        metavar="ID",
+        default=None,
+        help="add PROMPT as a turn to this task (a new id starts a task of that id); "
+        "with --worker too when the task's worker is needed",
+    )
     run.add_argument("--json", action="store_true", help=_JSON_HELP)
     run.add_argument("--base-url", default=None, help="the API's base URL")
     run.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
@@ -127,6 +142,13 @@ async def _run(args: argparse.Namespace) -> int:
         return found
     prompt, api_key, base_url = found
     if base_url is None and api_key is None:
+        if args.worker is not None:
+            # The embedded emulator starts empty: no template of that id is on it.
+            say(
+                "error: --worker runs a template the service holds: set HANDINGER_API_KEY "
+                "(or pass --api-key or --base-url)"
+            )
+            return EXIT_USAGE
         async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
             say(f"No API key or base URL given: using the embedded emulator at {emulator.base_url}")
             return await create_and_show(
@@ -183,7 +205,19 @@ async def create_and_show(
     view = _View(started) if not args.json and sys.stderr.isatty() else None
     try:
         async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
-            stream = await client.workers.create(input=prompt, budget=args.budget, stream=True)
+            worker_id = getattr(args, "worker", None)
+            task_id = getattr(args, "task", None)
+            if worker_id is None and task_id is None:
+                stream = await client.workers.create(input=prompt, budget=args.budget, stream=True)
+            else:
+                # Today's API: a task on a template, or a turn of a task.
+                stream = await client.tasks.create(
+                    input=prompt,
+                    worker_id=worker_id,
+                    task_id=task_id,
+                    budget=args.budget,
+                    stream=True,
+                )
             async with stream:
                 if args.json:
                     await _print_json(stream)
@@ -214,7 +248,10 @@ def _failure(exc: HandingerError, base_url: str) -> int:
     if isinstance(exc, MissingAPIKeyError):
         say(_NO_KEY)
         return EXIT_CONNECTION
-    if isinstance(exc, (InvalidRequestError, BadRequestError, UnprocessableEntityError)):
+    if isinstance(
+        exc, (InvalidRequestError, BadRequestError, UnprocessableEntityError, NotFoundError)
+    ):
+        # NotFoundError: a --worker or --task id the service does not know.
         say(f"error: {exc}")
         return EXIT_USAGE
     if isinstance(exc, StreamDecodeError):

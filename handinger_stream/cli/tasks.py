@@ -1,0 +1,137 @@
+"""``handinger-stream tasks``: a task of today's API and its turns, shown or archived.
+
+    handinger-stream tasks show tsk_1            # the task, then a table of its turns
+    handinger-stream tasks show tsk_1 --json     # the TaskWithTurns, one JSON line
+    handinger-stream tasks delete tsk_1          # archive it (turns and files are kept)
+
+A task is started (and continued) by ``run --worker ID`` / ``run --task ID``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..client.async_client import AsyncHandinger
+from ..types.task import TaskWithTurns
+from . import exit_codes
+from .connection import add_service_options, call, clean, print_json, table
+from .exit_codes import EXIT_FAILED, EXIT_OK
+from .printing import count, say
+
+__all__ = ["add_parser", "command", "turns_table"]
+
+_EXCERPT = 48  # characters of a turn's input and output in the table
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``tasks`` (``show``, ``delete``) on the command line's subcommands."""
+    tasks = sub.add_parser(
+        "tasks",
+        help="show or archive a task (today's API)",
+        description=(
+            "A task is a run against a worker template: one or more turns. Start one\n"
+            'with: handinger-stream run --worker ID "PROMPT"; add a turn with --task ID.'
+        ),
+        epilog=exit_codes.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = tasks.add_subparsers(dest="action", required=True)
+    show = actions.add_parser(
+        "show",
+        help="the task and its turns",
+        description=(
+            "Show a task and a table of its turns: seq, status, input, an excerpt of the\n"
+            "output, credits and duration."
+        ),
+        epilog=exit_codes.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("task_id", metavar="ID", help="the task's id")
+    add_service_options(show, json_help="print the TaskWithTurns as one JSON object")
+    delete = actions.add_parser(
+        "delete",
+        help="archive a task",
+        description=(
+            "Archive a task: it leaves the task list; its turns and files are kept.\n"
+            "Exit 1 when the service did not archive it."
+        ),
+        epilog=exit_codes.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    delete.add_argument("task_id", metavar="ID", help="the task's id")
+    add_service_options(delete, json_help='print the answer as one JSON object: {"archived": …}')
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``handinger-stream tasks ...`` with parsed arguments; the exit code."""
+    if args.action == "show":
+        return call(args, lambda client: _show(client, args))
+    return call(args, lambda client: _delete(client, args))
+
+
+async def _show(client: AsyncHandinger, args: argparse.Namespace) -> int:
+    found = await client.tasks.retrieve(args.task_id)
+    if args.json:
+        print_json(found)
+        return EXIT_OK
+    print(turns_table(found))
+    return EXIT_OK
+
+
+async def _delete(client: AsyncHandinger, args: argparse.Namespace) -> int:
+    answer = await client.tasks.delete(args.task_id)
+    if args.json:
+        print_json(answer)
+    elif answer.archived:
+        say(f"archived task {args.task_id}")
+    if not answer.archived:
+        say(f"error: the service did not archive task {args.task_id}")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def turns_table(found: TaskWithTurns) -> str:
+    """The task on a line, its totals on another, then its turns as a table.
+
+    >>> from handinger_stream.types.task import Task, Turn
+    >>> task = Task(id="t1", worker_id="w1", title="Hi", status="completed")
+    >>> turn = Turn(id="u1", task_id="t1", seq=1, status="completed", input="Hi",
+    ...             output_text="Hello!", credits=2, duration_ms=1500)
+    >>> print(turns_table(TaskWithTurns(task=task, turns=[turn])))
+    task t1 · completed · worker w1 · 'Hi' · by api
+      0 turns · 0 credits · 0.0s
+    seq  status     credits  time  input  output
+    1    completed  2        1.5s  Hi     Hello!
+    """
+    task = found.task
+    head = f"task {task.id} · {task.status} · worker {task.worker_id}"
+    if task.title:
+        head += f" · {clean(task.title)!r}"
+    head += f" · by {task.triggered_by}"
+    if task.url:
+        head += f" · {task.url}"
+    totals = task.totals
+    lines = [
+        head,
+        f"  {count(int(totals.turn_count), 'turn')} · {totals.credits:g} credits · "
+        f"{totals.duration_ms / 1000:.1f}s",
+    ]
+    rows = [("seq", "status", "credits", "time", "input", "output")]
+    for turn in found.turns:
+        rows.append(
+            (
+                str(turn.seq),
+                turn.status,
+                f"{turn.credits:g}",
+                f"{turn.duration_ms / 1000:.1f}s",
+                _excerpt(turn.input),
+                _excerpt(turn.output_text),
+            )
+        )
+    return "\n".join([*lines, *table(rows)])
+
+
+def _excerpt(text: str) -> str:
+    text = clean(text)
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
