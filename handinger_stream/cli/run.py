@@ -203,10 +203,11 @@ async def create_and_show(
     started = time.monotonic()
     stream: WorkerStream | None = None
     view = _View(started) if not args.json and sys.stderr.isatty() else None
+    # Today's API (run's --worker and --task; record has neither): a task, not a run.
+    worker_id: str | None = getattr(args, "worker", None)
+    task_id: str | None = getattr(args, "task", None)
     try:
         async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
-            worker_id = getattr(args, "worker", None)
-            task_id = getattr(args, "task", None)
             if worker_id is None and task_id is None:
                 stream = await client.workers.create(input=prompt, budget=args.budget, stream=True)
             else:
@@ -235,6 +236,10 @@ async def create_and_show(
         return EXIT_FAILED
     except HandingerError as exc:
         _close_view(view)
+        if isinstance(exc, NotFoundError) and (worker_id or task_id):
+            # A --worker or --task id the service does not know: the command was wrong.
+            say(f"error: {exc}")
+            return EXIT_USAGE
         return _failure(exc, base_url)
     except BrokenPipeError:
         _close_view(view)
@@ -248,10 +253,7 @@ def _failure(exc: HandingerError, base_url: str) -> int:
     if isinstance(exc, MissingAPIKeyError):
         say(_NO_KEY)
         return EXIT_CONNECTION
-    if isinstance(
-        exc, (InvalidRequestError, BadRequestError, UnprocessableEntityError, NotFoundError)
-    ):
-        # NotFoundError: a --worker or --task id the service does not know.
+    if isinstance(exc, (InvalidRequestError, BadRequestError, UnprocessableEntityError)):
         say(f"error: {exc}")
         return EXIT_USAGE
     if isinstance(exc, StreamDecodeError):

@@ -4,17 +4,21 @@ emulator over loopback HTTP: ``main`` in this process, ``webhooks listen`` in a 
 
 from __future__ import annotations
 
+import argparse
 import json
 import queue
 import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import IO
 
 import pytest
 
+from handinger_stream.cli.main import _parser
 from handinger_stream.emulator import Emulator
 from tests.cli.helpers import cli_here, environment, json_lines
 from tests.conftest import API_KEY
@@ -304,6 +308,15 @@ def test_webhooks_listen_prints_a_delivery_from_the_emulator(
         assert "listening for webhook deliveries at http://127.0.0.1:" in ready, ready
         hook_url = ready.split(" at ")[1].split()[0]
         assert hook_url.endswith("/hook")
+        # A request without the token is refused, and the person is told on stderr.
+        forged = urllib.request.Request(
+            hook_url, data=b"{}", headers={"X-Handinger-Token": "whsec-forged"}, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=30)
+        refused.value.close()
+        assert refused.value.code == 401
+        assert said.get(timeout=30).startswith("warning: ")
         assert cli_here("webhooks", "set", worker_id, hook_url, base_url=url).returncode == 0
 
         task_id = _task(emulator, worker_id, "Announce me")
@@ -338,3 +351,25 @@ def test_webhooks_listen_on_a_port_in_use_exits_3(emulator: Emulator, tmp_path: 
     assert taken.returncode == 3 and taken.stderr.startswith("error: cannot listen")
     assert "whsec-test" not in taken.stderr
     assert API_KEY not in taken.stderr
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["tasks", "show"], ["tasks", "delete"], ["workers", "create"], ["workers", "update"],
+        ["workers", "delete"], ["schedules", "create"], ["schedules", "list"],
+        ["schedules", "cancel"], ["webhooks", "set"], ["webhooks", "show"],
+        ["webhooks", "executions"], ["webhooks", "listen"], ["run"],
+    ],
+    ids=" ".join,
+)  # fmt: skip
+def test_every_subcommand_says_what_it_does_and_its_exit_codes(words: list[str]) -> None:
+    parser = _parser()
+    for word in words:
+        (choices,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = choices.choices[word]
+    assert parser.description and "exit codes: 0" in (parser.epilog or "")
+    for action in parser._actions:
+        assert action.help, f"{' '.join(words)} {action.dest}: no help"
+    shown = cli_here(*words, "--help")
+    assert shown.returncode == 0 and "exit codes: 0" in shown.stdout
