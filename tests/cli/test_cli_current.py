@@ -77,6 +77,10 @@ def test_run_a_task_on_a_template_then_a_follow_up_turn(emulator: Emulator) -> N
 def test_run_worker_needs_the_service_and_an_existing_template(emulator: Emulator) -> None:
     offline = cli_here("run", "--worker", "wrk_1", "Hi", key=None)
     assert offline.returncode == 2 and offline.stderr.startswith("error: ")
+    # A task id of one's own choosing starts a task: the embedded emulator can do that.
+    chosen = cli_here("run", "--task", "tsk_mine", "Hi", "--tokens-per-second", "0", key=None)
+    assert chosen.returncode == 0, chosen.stderr
+    assert "embedded emulator" in chosen.stderr and chosen.stdout.strip()
     missing = cli_here("run", "--worker", "wrk_nope", "Hi", base_url=emulator.base_url)
     assert missing.returncode == 2, missing.stderr
     assert "Traceback" not in missing.stderr and "error: " in missing.stderr
