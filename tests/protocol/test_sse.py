@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 
+import httpx
+import httpx_sse
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -144,15 +146,13 @@ _line = st.one_of(
 
 
 def _httpx_sse_events(stream: bytes) -> list[tuple[str, str, str]]:
-    from httpx_sse._decoders import SSEDecoder as Oracle
-
-    oracle = Oracle()
-    out = []
-    for line in stream.decode().split("\n"):
-        event = oracle.decode(line)
-        if event is not None and event.data != "":
-            out.append((event.event, event.data, event.id))
-    return out
+    # Through its public API: an event source over a response whose body is the stream.
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+    return [
+        (event.event, event.data, event.id)
+        for event in httpx_sse.EventSource(response).iter_sse()
+        if event.data != ""
+    ]
 
 
 @settings(max_examples=300, deadline=None)
