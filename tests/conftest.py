@@ -14,15 +14,15 @@ from aiohttp import web
 from handinger_stream import AsyncHandinger
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
+from tests.helpers.emulators import emulator_fixture
 
 API_KEY = "sk-test-secret-key-123"
 
 
-@pytest.fixture(scope="session")
-def emulator() -> Iterator[Emulator]:
-    """One emulator for the session, in a thread: serves asyncio and trio tests alike."""
-    with Emulator(api_key=API_KEY, tokens_per_second=0, seed=0, keepalive_interval=0.2) as emu:
-        yield emu
+# One emulator for the session, as fast as it goes.
+emulator = emulator_fixture(
+    "session", api_key=API_KEY, tokens_per_second=0, seed=0, keepalive_interval=0.2
+)
 
 
 @pytest.fixture(params=["aiohttp", "httpx"])

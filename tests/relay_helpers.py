@@ -1,4 +1,6 @@
-"""Real servers for the relay's tests: redis-server, relay processes, and an SSE reader.
+"""Real servers for the relay's tests: redis-server, relay processes, and an SSE reader;
+and the fixtures that start them, for the modules that import them (with an
+emulator at a pace a turn takes a few seconds at).
 
 redis-server is Debian's (``./scripts/test`` installs it when missing); each
 fixture starts it on a free loopback port with an append-only file synced on
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,9 @@ import anyio
 import msgspec
 import pytest
 
+from handinger_stream.emulator import Emulator
 from handinger_stream.protocol.sse import SSEDecoder
+from tests.helpers.emulators import emulator_fixture
 
 
 def free_port() -> int:
@@ -269,3 +273,36 @@ def chat_body(chat_id: str, text: str) -> dict[str, Any]:
         "trigger": "submit-message",
         "messageId": None,
     }
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+paced = emulator_fixture(tokens_per_second=40, keepalive_interval=0.5)
+
+
+@pytest.fixture
+def relays(redis: RedisServer, paced: Emulator) -> Iterator[Callable[[], RelayProcess]]:
+    """Start relay processes sharing the Redis; all are stopped after the test."""
+    started: list[RelayProcess] = []
+
+    def start() -> RelayProcess:
+        relay = RelayProcess(base_url=paced.base_url, redis_url=redis.url, lease_seconds=1.0)
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

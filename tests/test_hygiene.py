@@ -11,9 +11,7 @@ ResourceWarning was raised (the suite turns them into errors).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-from collections.abc import Callable, Iterator
 
 import anyio
 import anyio.lowlevel
@@ -24,54 +22,13 @@ from handinger_stream import AsyncHandinger, WorkerStream
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from tests.conftest import API_KEY
+from tests.helpers.emulators import emulator_fixture
+from tests.helpers.leaks import connections_to, open_fds, settle
 
 STREAMS = 1000
 
 
-@pytest.fixture(scope="module")
-def quiet_emulator() -> Iterator[Emulator]:
-    with Emulator(api_key=API_KEY, seed=3) as emulator:
-        yield emulator
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def connections_to(port: int) -> int:
-    """This process's established TCP connections to ``port``, as the OS lists them.
-
-    (The emulator runs in this process too: its own ends have ``port`` as
-    their local port, not their remote one, so they are not counted.)
-    """
-    ours = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            ours.add(target[8:-1])
-    count = 0
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        with open(table) as rows:
-            next(rows)
-            for row in rows:
-                fields = row.split()
-                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-                established = fields[3] == "01"
-                if remote_port == port and established and fields[9] in ours:
-                    count += 1
-    return count
-
-
-async def settle(predicate: Callable[[], bool], ticks: int = 500) -> bool:
-    """Let the loop run (and the server thread close its ends) until ``predicate`` holds."""
-    for _ in range(ticks):
-        if predicate():
-            return True
-        await anyio.sleep(0.01)
-    return predicate()
+quiet_emulator = emulator_fixture(api_key=API_KEY, seed=3)
 
 
 async def abandon(stream: WorkerStream, how: str, after: int) -> None:

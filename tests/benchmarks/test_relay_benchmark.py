@@ -7,7 +7,7 @@ every event of the turn. ``python -m benchmarks relay`` measures.
 
 from __future__ import annotations
 
-from tests.benchmarks.test_watch_benchmark import benchmark
+from tests.helpers.benchmarks import benchmark
 
 EVENTS = 50
 # Around the deltas: start, text-start, text-end and finish; then the relay's end marker.

@@ -6,26 +6,7 @@ event reached each consumer once. ``python -m benchmarks watch`` measures.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def benchmark(*args: str) -> Any:
-    """``python -m benchmarks ARGS``: what it printed, as JSON."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+from tests.helpers.benchmarks import benchmark
 
 
 def test_the_watch_scenario_runs_and_delivers_every_event_once() -> None:

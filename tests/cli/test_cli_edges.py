@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,15 +21,13 @@ from handinger_stream.emulator import Emulator
 from handinger_stream.testing.agent import plan_turn
 from tests.cli.helpers import cli_here, environment
 from tests.conftest import API_KEY, Canned, RawServer
+from tests.helpers.emulators import emulator_fixture
 
 RUN = [sys.executable, "-m", "handinger_stream", "run"]
 
 
-@pytest.fixture(scope="module")
-def slow_emulator() -> Iterator[Emulator]:
-    """Writes at 20 tokens a second: a run lasts a few seconds, long enough to cut."""
-    with Emulator(api_key=API_KEY, tokens_per_second=20) as emulator:
-        yield emulator
+# Writes at 20 tokens a second: a run lasts a few seconds, long enough to cut.
+slow_emulator = emulator_fixture(api_key=API_KEY, tokens_per_second=20)
 
 
 # -- a closed pipe, and Ctrl-C ------------------------------------------------

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from handinger_stream.emulator import Emulator
 from handinger_stream.monitoring.dashboard import Board, Row, current_step
 from tests.cli.helpers import cli, environment, json_lines
 from tests.conftest import API_KEY
+from tests.helpers.emulators import emulator_fixture
 
 FAULT = "x-emulator-fault"
 
@@ -51,10 +51,7 @@ def retrieve(emu: Emulator, worker_id: str) -> Worker:
     return anyio.run(main)
 
 
-@pytest.fixture(scope="module")
-def slow() -> Iterator[Emulator]:
-    with Emulator(api_key=API_KEY, tokens_per_second=20, keepalive_interval=0.2) as emu:
-        yield emu
+slow = emulator_fixture(api_key=API_KEY, tokens_per_second=20, keepalive_interval=0.2)
 
 
 def test_json_lines_a_status_per_change_and_a_final_line_per_worker(emulator: Emulator) -> None:

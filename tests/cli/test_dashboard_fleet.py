@@ -25,8 +25,17 @@ import pytest
 from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
 from tests.cli.helpers import Pane, cli, count, environment, rows, wait_for
-from tests.relay.test_relay_redis import http, paced, redis, relays
-from tests.relay_helpers import RedisServer, RelayProcess, chat_body, free_port, read_sse
+from tests.relay_helpers import (
+    RedisServer,
+    RelayProcess,
+    chat_body,
+    free_port,
+    http,
+    paced,
+    read_sse,
+    redis,
+    relays,
+)
 
 __all__ = ["http", "paced", "redis", "relays"]  # fixtures of other modules, used here
 

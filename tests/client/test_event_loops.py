@@ -23,7 +23,7 @@ from handinger_stream import AsyncHandinger, WorkerStream
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from tests.conftest import API_KEY
-from tests.test_hygiene import connections_to
+from tests.helpers.leaks import connections_to
 
 
 def test_two_asyncio_runs_with_one_client(emulator: Emulator, transport: TransportName) -> None:

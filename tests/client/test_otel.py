@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -26,14 +25,12 @@ from handinger_stream import AsyncHandinger, InvalidRequestError, NotFoundError,
 from handinger_stream.emulator import Emulator
 from handinger_stream.otel import METRICS, SPAN_NAME, Telemetry
 from tests.conftest import API_KEY
+from tests.helpers.emulators import emulator_fixture
 
 FAULT = "x-emulator-fault"
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(api_key=API_KEY, retry_ms=5, keepalive_interval=0.05) as emulator:
-        yield emulator
+emu = emulator_fixture(api_key=API_KEY, retry_ms=5, keepalive_interval=0.05)
 
 
 class Recorded:

@@ -30,16 +30,14 @@ from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from handinger_stream.types.events import Event, Reconnected
 from tests.conftest import API_KEY, Canned, RawServer, until
+from tests.helpers.emulators import emulator_fixture
 
 PROMPT = "Hi"  # 69 events at budget "low": cut after each one in turn
 SSE = {"content-type": "text/event-stream", "x-handinger-worker-id": "w1"}
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    # retry: 5 ms, so that resuming costs the tests almost nothing.
-    with Emulator(api_key=API_KEY, seed=1, retry_ms=5, keepalive_interval=0.05) as emulator:
-        yield emulator
+# retry: 5 ms, so that resuming costs the tests almost nothing.
+emu = emulator_fixture(api_key=API_KEY, seed=1, retry_ms=5, keepalive_interval=0.05)
 
 
 @pytest.fixture(autouse=True)

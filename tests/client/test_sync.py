@@ -31,12 +31,7 @@ from handinger_stream.client.sync_base import THREAD_NAME
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from tests.conftest import API_KEY, Canned, RawServer
-from tests.test_hygiene import connections_to
-
-
-def loop_threads() -> list[threading.Thread]:
-    gc.collect()  # a client another test dropped ends its thread when collected
-    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+from tests.helpers.leaks import connections_to, loop_threads
 
 
 @pytest.fixture

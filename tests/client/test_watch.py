@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -30,7 +30,8 @@ from handinger_stream.client.watch import Watch, WatchEvent
 from handinger_stream.emulator import Emulator
 from handinger_stream.protocol.reducer import WorkerState
 from tests.conftest import API_KEY, Canned, RawServer
-from tests.test_hygiene import connections_to, open_fds, settle
+from tests.helpers.emulators import emulator_fixture
+from tests.helpers.leaks import connections_to, open_fds, settle
 
 BACKENDS = ["asyncio", "trio"]
 FAULT = "x-emulator-fault"
@@ -40,11 +41,8 @@ def run(backend: str, main: Callable[[], Awaitable[None]]) -> None:
     anyio.run(main, backend=backend)
 
 
-@pytest.fixture(scope="module")
-def paced() -> Iterator[Emulator]:
-    """An emulator whose workers take a while (0.4 to 2 s each), to watch them live."""
-    with Emulator(api_key=API_KEY, tokens_per_second=100, keepalive_interval=0.2) as emu:
-        yield emu
+# Workers that take a while (0.4 to 2 s each), to watch them live.
+paced = emulator_fixture(api_key=API_KEY, tokens_per_second=100, keepalive_interval=0.2)
 
 
 def client_for(emu: Emulator, **options: object) -> AsyncHandinger:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -17,16 +17,12 @@ from handinger_stream import (
 )
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
-from tests.client.test_sync import loop_threads
 from tests.conftest import API_KEY
-from tests.test_hygiene import connections_to
+from tests.helpers.emulators import emulator_fixture
+from tests.helpers.leaks import connections_to, loop_threads
 
-
-@pytest.fixture
-def paced() -> Iterator[Emulator]:
-    """Workers that take a second or two: still running when a loop is left."""
-    with Emulator(api_key=API_KEY, tokens_per_second=100, keepalive_interval=0.2) as emu:
-        yield emu
+# Workers that take a second or two: still running when a loop is left.
+paced = emulator_fixture("function", api_key=API_KEY, tokens_per_second=100, keepalive_interval=0.2)
 
 
 def eventually(predicate: Callable[[], bool], seconds: float = 10) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +19,7 @@ from handinger_stream.emulator import Emulator
 from handinger_stream.protocol.retry import RETRY_STATUSES, RetryPolicy, retry_after
 from handinger_stream.types.events import Reconnected
 from tests.conftest import API_KEY
+from tests.helpers.emulators import emulator_fixture
 
 
 def status(code: int) -> APIStatusError:
@@ -74,10 +74,7 @@ def test_retry_after_headers() -> None:
     assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None
 
 
-@pytest.fixture(scope="module")
-def emu() -> Iterator[Emulator]:
-    with Emulator(api_key=API_KEY, seed=4, retry_ms=5) as emulator:
-        yield emulator
+emu = emulator_fixture(api_key=API_KEY, seed=4, retry_ms=5)
 
 
 async def test_a_resume_waits_as_long_as_retry_after_says(

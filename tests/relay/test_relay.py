@@ -27,6 +27,7 @@ from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
 from handinger_stream.relay import MemoryStore, NewEntry, Relay, RelayASGI, make_aiohttp_app
 from tests.conftest import Canned, RawServer
+from tests.helpers.emulators import emulator_fixture
 from tests.nodejs import npm_project
 from tests.relay_helpers import RelayProcess, chat_body, emulator_replay, free_port, read_sse
 
@@ -34,10 +35,7 @@ PROMPT = "What's the weather in Barcelona?"
 INTEROP = Path(__file__).parent.parent / "interop"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(tokens_per_second=150, keepalive_interval=0.2) as emulator:
-        yield emulator
+emu = emulator_fixture("function", tokens_per_second=150, keepalive_interval=0.2)
 
 
 @pytest.fixture

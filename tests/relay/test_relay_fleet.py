@@ -7,7 +7,7 @@ the same over a real redis-server and relay processes is in test_dashboard_fleet
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,14 +22,11 @@ from handinger_stream.relay import (
     StoreUnavailableError,
 )
 from tests.conftest import API_KEY
+from tests.helpers.emulators import emulator_fixture
 from tests.relay_helpers import free_port
 
-
-@pytest.fixture(scope="module")
-def paced() -> Iterator[Emulator]:
-    """Workers that take a second or so: still running when the fleet is looked at."""
-    with Emulator(api_key=API_KEY, tokens_per_second=150) as emu:
-        yield emu
+# Workers that take a second or so: still running when the fleet is looked at.
+paced = emulator_fixture(api_key=API_KEY, tokens_per_second=150)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -23,6 +23,7 @@ from handinger_stream import AsyncHandinger, Worker
 from handinger_stream.emulator import Emulator
 from handinger_stream.relay import MemoryStore, Relay, make_aiohttp_app
 from tests.browser import Page, launch
+from tests.helpers.emulators import emulator_fixture
 from tests.relay_helpers import RelayProcess, redis_server
 
 pytestmark = pytest.mark.browser
@@ -39,12 +40,14 @@ MESSAGES = """[...document.querySelectorAll('#messages .message')].map((m) => ({
 ANSWER = f"({MESSAGES}).filter((m) => m.role === 'assistant').map((m) => m.text).join('')"
 
 
+# A pace a person can watch; short keep-alives, so that comments reach the page too.
+watched = emulator_fixture("function", tokens_per_second=20, keepalive_interval=0.04)
+
+
 @pytest.fixture
-async def handinger() -> AsyncIterator[AsyncHandinger]:
-    # A pace a person can watch; short keep-alives, so that comments reach the page too.
-    async with Emulator(tokens_per_second=20, keepalive_interval=0.04) as emulator:
-        async with AsyncHandinger(api_key="any", base_url=emulator.base_url) as client:
-            yield client
+async def handinger(watched: Emulator) -> AsyncIterator[AsyncHandinger]:
+    async with AsyncHandinger(api_key="any", base_url=watched.base_url) as client:
+        yield client
 
 
 @pytest.fixture
@@ -227,10 +230,7 @@ async def test_stop_leaves_the_worker_running_and_a_reload_shows_its_answer(
 # -- several relay processes over Redis ---------------------------------------------
 
 
-@pytest.fixture
-def paced_emulator() -> Iterator[Emulator]:
-    with Emulator(tokens_per_second=20, keepalive_interval=0.2) as emulator:
-        yield emulator
+paced_emulator = emulator_fixture("function", tokens_per_second=20, keepalive_interval=0.2)
 
 
 async def test_the_relay_serving_the_page_is_killed_and_another_finishes_the_answer_once(

@@ -10,12 +10,11 @@ own replay of the worker, event for event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import msgspec
-import pytest
 import redis.asyncio as aioredis
 
 from handinger_stream.emulator import Emulator
@@ -25,45 +24,17 @@ from tests.relay_helpers import (
     RelayProcess,
     chat_body,
     emulator_replay,
+    http,
+    paced,
     read_sse,
-    redis_server,
+    redis,
+    relays,
 )
+
+__all__ = ["http", "paced", "redis", "relays"]  # fixtures of tests/relay_helpers.py, used here
 
 PROMPT = "What's the weather in Barcelona?"
 ALL = "?snapshots=1"  # every event the worker sent, its Worker snapshots included
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def paced() -> Iterator[Emulator]:
-    with Emulator(tokens_per_second=40, keepalive_interval=0.5) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def relays(redis: RedisServer, paced: Emulator) -> Iterator[Callable[[], RelayProcess]]:
-    """Start relay processes sharing the Redis; all are stopped after the test."""
-    started: list[RelayProcess] = []
-
-    def start() -> RelayProcess:
-        relay = RelayProcess(base_url=paced.base_url, redis_url=redis.url, lease_seconds=1.0)
-        started.append(relay)
-        return relay
-
-    yield start
-    for relay in started:
-        relay.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def stream_url(relay: RelayProcess, chat_id: str) -> str:

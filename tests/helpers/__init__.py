@@ -1,0 +1,1 @@
+"""What the tests share and are not tests themselves: fixtures' factories, probes, markers."""
