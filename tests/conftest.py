@@ -1,4 +1,5 @@
-"""Shared fixtures: the emulator, a raw-bytes SSE server, and transport choice."""
+"""Shared fixtures: the emulator, a raw-bytes SSE server, and transport choice; and the
+markers of the tests that start real servers or tools (``tests/helpers/markers.py``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ from aiohttp import web
 from handinger_stream import AsyncHandinger
 from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
+from tests.helpers import markers
 from tests.helpers.emulators import emulator_fixture
 
 API_KEY = "sk-test-secret-key-123"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that start real servers or tools (pyproject.toml lists the markers)."""
+    markers.mark(items)
 
 
 # One emulator for the session, as fast as it goes.
