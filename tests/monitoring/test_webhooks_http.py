@@ -21,7 +21,7 @@ from starlette.routing import Route
 from handinger_stream.monitoring.webhooks import WebhookDelivery, WebhookReceiver
 from handinger_stream.monitoring.webhooks_aiohttp import listen, make_webhook_app, webhook_handler
 from handinger_stream.monitoring.webhooks_asgi import WebhookASGI
-from tests.monitoring.test_webhooks import TASK, TOKEN, WORKER
+from tests.helpers.webhooks import TASK, TOKEN, WORKER
 
 
 def free_port() -> int:
