@@ -10,6 +10,15 @@ what was handed out. Each stream resumes by itself after a break. What the
 consumer gets are :class:`WatchEvent` items or, with :meth:`Watch.completed`,
 final Workers in the order they end.
 
+Today's API (``docs/monitoring.md``): a worker template's replay stream holds
+every task's turns, each opened by a snapshot and a ``start`` chunk whose
+metadata name the task; the watch reads the task from there, so each item
+says which task it belongs to (``item.task_id``). A task is watched through
+its template's stream, showing only its own turns. With ``follow=True`` a
+template's stream is opened again when it closes, after the last event seen,
+so that tasks started later (by a schedule, an e-mail, the web UI, the API)
+show up as they start.
+
 Backpressure rather than a queue: a reader waits until the consumer has
 taken what its stream decoded before it lets the stream read again. A slow
 consumer therefore slows the reads (and TCP slows the server) while memory
@@ -33,17 +42,55 @@ from typing import Generic, Literal, Protocol, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import HandingerError, InvalidRequestError
-from ..types.events import Event
+from ..errors import HandingerError, InvalidRequestError, NotFoundError
+from ..protocol.retry import RetryPolicy
+from ..types.events import Event, StartEvent, WorkerSnapshotEvent
+from ..types.task import Task, TaskTrigger
 from ..types.worker import Worker
 from .stream import WorkerStream
 
-__all__ = ["DEFAULT_BUFFER", "Watch", "WatchEvent"]
+__all__ = ["DEFAULT_BUFFER", "FOLLOW_FIRST_WAIT", "FOLLOW_MAX_WAIT", "Watch", "WatchEvent"]
 
 DEFAULT_BUFFER = 64
 """Events of one worker given in a row before another worker with events ready gets a turn."""
 
+FOLLOW_FIRST_WAIT = 0.25
+"""With ``follow=True``: seconds before a closed template stream is opened again ..."""
+FOLLOW_MAX_WAIT = 5.0
+"""... doubled each time it closes with nothing new, up to this (a new task shows within it)."""
+TRIGGER_LOOKUP_TIMEOUT = 5.0  # seconds for a task's trigger; past that it stays unknown
+
 Stage = Literal["waiting", "open", "ended"]
+# What a watched id names: a worker (or a template: the same route answers both), a task
+# (given as one, with tasks=), or not known yet (a worker first, then a task on a 404).
+_Kind = Literal["worker", "task", "either"]
+
+
+class OpenStream(Protocol):
+    """Opens a worker's replay stream, from its start or after ``last_event_id``."""
+
+    def __call__(
+        self, worker_id: str, last_event_id: str | None = None
+    ) -> Awaitable[WorkerStream]: ...
+
+
+def task_of(event: Event) -> str | None:
+    """The task an event opens a turn of, when it says (a snapshot's or a ``start``'s metadata).
+
+    >>> task_of(StartEvent(message_metadata={"taskId": "tsk_1"}))
+    'tsk_1'
+    >>> task_of(StartEvent()) is None
+    True
+    """
+    kind = type(event)
+    if kind is WorkerSnapshotEvent:
+        metadata: object = event.worker.metadata  # type: ignore[union-attr]
+    elif kind is StartEvent:
+        metadata = event.message_metadata  # type: ignore[union-attr]
+    else:
+        return None
+    task_id = metadata.get("taskId") if isinstance(metadata, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
 
 
 class WatchEvent:
@@ -55,17 +102,22 @@ class WatchEvent:
     ``None`` and ``error`` is the exception. ``snapshot`` is the Worker
     folded so far (for an error item, the partial Worker).
 
+    Today's API: ``worker_id`` is the worker template's id, ``task_id`` the
+    task the event belongs to and ``trigger`` what started it (``"api"``,
+    ``"email"``, ``"schedule"``, ``"ui"``), each ``None`` when not known (a
+    seed-generation worker has no tasks).
+
     Like ``stream.snapshot``, ``snapshot`` is folded when you read it: the
     Worker through the last event the watch gave you for that worker. Read
     it while handling the item (or keep the Worker it returns): a later item
     of the same worker moves it on.
 
     >>> item = WatchEvent("w1", None, Worker(id="w1"))
-    >>> item.worker_id, item.event, item.snapshot.status, item.error
-    ('w1', None, 'pending', None)
+    >>> item.worker_id, item.event, item.snapshot.status, item.error, item.task_id
+    ('w1', None, 'pending', None, None)
     """
 
-    __slots__ = ("_snapshot", "error", "event", "worker_id")
+    __slots__ = ("_snapshot", "error", "event", "task_id", "trigger", "worker_id")
 
     def __init__(
         self,
@@ -73,10 +125,15 @@ class WatchEvent:
         event: Event | None,
         snapshot: Worker,
         error: HandingerError | None = None,
+        *,
+        task_id: str | None = None,
+        trigger: TaskTrigger | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.event = event
         self.error = error
+        self.task_id = task_id
+        self.trigger = trigger
         self._snapshot = snapshot
 
     @property
@@ -85,7 +142,8 @@ class WatchEvent:
 
     def __repr__(self) -> str:
         what = type(self.event).__name__ if self.event is not None else f"error={self.error!r}"
-        return f"<WatchEvent {self.worker_id} {what}>"
+        task = f" task {self.task_id}" if self.task_id is not None else ""
+        return f"<WatchEvent {self.worker_id}{task} {what}>"
 
 
 class Followed(Protocol):
@@ -109,10 +167,21 @@ class LiveEvent(WatchEvent, Generic[_F]):
 
     __slots__ = ("_w",)
 
-    def __init__(self, w: _F, event: Event | None, error: HandingerError | None = None) -> None:
-        self.worker_id = w.id
+    def __init__(
+        self,
+        w: _F,
+        event: Event | None,
+        error: HandingerError | None = None,
+        *,
+        worker_id: str | None = None,
+        task_id: str | None = None,
+        trigger: TaskTrigger | None = None,
+    ) -> None:
+        self.worker_id = w.id if worker_id is None else worker_id
         self.event = event
         self.error = error
+        self.task_id = task_id
+        self.trigger = trigger
         self._w = w
 
     @property
@@ -150,25 +219,57 @@ class _End:
         self._w = w
 
 
+class TasksView(Mapping[str, Worker]):
+    """``watch.tasks``: task id → that task's latest Worker, read when looked up."""
+
+    __slots__ = ("_owners",)
+
+    def __init__(self, owners: Mapping[str, _Watched]) -> None:
+        self._owners = owners
+
+    def __getitem__(self, task_id: str) -> Worker:
+        return self._owners[task_id].task_snapshot(task_id)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._owners
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._owners))
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+
 class _Watched:
-    """One watched worker: its stream, where it stands, and what is ready to be taken."""
+    """One watched id (a worker, a template or a task): its stream, where it stands, what
+    is ready to be taken, and which task its stream is playing."""
 
     __slots__ = (
         "drained",
         "error",
         "events",
         "finished",
+        "frozen",
         "given",
         "id",
+        "kind",
+        "only",
+        "playing",
         "ready",
         "removed",
+        "repeat",
         "scope",
         "stage",
         "stream",
+        "triggers",
+        "turns",
+        "worker_id",
     )
 
-    def __init__(self, worker_id: str, stream: WorkerStream | None) -> None:
-        self.id = worker_id
+    def __init__(self, watched_id: str, stream: WorkerStream | None, kind: _Kind) -> None:
+        self.id = watched_id  # the key of watch.workers: what the caller gave
+        self.worker_id = stream.worker_id if stream is not None else watched_id
+        self.kind = kind
         self.stream = stream
         self.events: AsyncIterator[Event] | None = None  # the consumer's iterator over it
         self.given = stream is not None  # opened by the caller, not by the watch
@@ -179,12 +280,55 @@ class _Watched:
         self.removed = False
         self.finished = False  # the consumer has taken its end
         self.error: HandingerError | None = None
+        # Today's API: a template's stream plays its tasks' turns one after another.
+        self.only: str | None = None  # a watched task: only its turns are handed out
+        self.playing: str | None = None  # the task whose turn the stream is in
+        self.frozen: dict[str, Worker] = {}  # each task's Worker when its stream moved on
+        self.triggers: dict[str, TaskTrigger | None] = {}  # None: looked up, not known
+        self.turns: set[str] = set()  # message ids of turns handed out (a reopen repeats none)
+        self.repeat = False  # in a turn handed out already (a server ignoring Last-Event-ID)
 
     @property
     def snapshot(self) -> Worker:
+        if self.only is not None:
+            return self.task_snapshot(self.only)
         stream = self.stream
         # The stream's own fold: exact for what the consumer took, since only it takes.
-        return stream.snapshot if stream is not None else Worker(id=self.id)
+        return stream.snapshot if stream is not None else Worker(id=self.worker_id)
+
+    def task_snapshot(self, task_id: str) -> Worker:
+        """The task's Worker: folded live while its turn plays, else as its stream left it."""
+        stream = self.stream
+        if stream is not None and self.playing == task_id:
+            return stream.snapshot
+        return self.frozen.get(task_id) or Worker(id=self.worker_id)
+
+    def note(self, event: Event) -> bool:
+        """Follow which task ``event`` belongs to; whether it is to be handed out."""
+        kind = type(event)
+        if kind is StartEvent:
+            message_id = event.message_id  # type: ignore[union-attr]
+            self.repeat = message_id is not None and message_id in self.turns
+            if message_id is not None:
+                self.turns.add(message_id)
+        task_id = task_of(event)
+        if task_id is not None:
+            if kind is WorkerSnapshotEvent:
+                self.frozen[task_id] = event.worker  # type: ignore[union-attr]
+            self.playing = task_id
+        if self.repeat:
+            return False
+        return self.only is None or self.playing == self.only
+
+    def reopening(self) -> str | None:
+        """The stream closed and is to be opened again: keep what it folded; its last id."""
+        stream = self.stream
+        if stream is None:
+            return None
+        if self.playing is not None:
+            self.frozen[self.playing] = stream.snapshot
+        self.playing = None
+        return stream.last_event_id
 
     def hand_back(self) -> None:
         """Nothing more is to be taken of what the reader handed over: let it read again."""
@@ -202,6 +346,13 @@ class Watch:
     Leaving the ``async with`` block stops every read and closes every
     connection; the workers themselves go on.
 
+    ``workers`` are worker ids (the seed's runs, or today's templates: one
+    route answers both) and open streams; ``tasks`` are task ids. An id in
+    ``workers`` that the API does not know as a worker is asked for as a
+    task (one request more than naming it in ``tasks``). With ``follow``, a
+    template's stream is opened again each time it closes, so that the watch
+    goes on until it is left.
+
     >>> async def main(client, ids):  # doctest: +SKIP
     ...     async with client.workers.watch(ids) as watch:
     ...         async for worker in watch.completed():
@@ -210,11 +361,14 @@ class Watch:
 
     def __init__(
         self,
-        open_stream: Callable[[str], Awaitable[WorkerStream]],
+        open_stream: OpenStream,
         workers: Iterable[str | WorkerStream],
         *,
         max_concurrency: int | None = None,
         buffer: int = DEFAULT_BUFFER,
+        tasks: Iterable[str] = (),
+        find_task: Callable[[str], Awaitable[Task]] | None = None,
+        follow: bool = False,
     ) -> None:
         if isinstance(workers, (str, bytes, WorkerStream)):
             raise InvalidRequestError(
@@ -229,7 +383,12 @@ class Watch:
             )
         if not isinstance(buffer, int) or buffer < 1:
             raise InvalidRequestError(f"buffer must be a positive int; got {buffer!r}")
+        if isinstance(tasks, (str, bytes)):
+            raise InvalidRequestError(f"tasks must be an iterable of task ids, not {tasks!r}")
         self._open_stream = open_stream  # a worker's replay stream, by its id
+        self._find_task = find_task  # a task, by its id (today's API)
+        self._follow = follow
+        self._task_owners: dict[str, _Watched] = {}  # each task seen: whose stream plays it
         self._limit = max_concurrency
         self._buffer = buffer
         self._records: dict[str, _Watched] = {}
@@ -249,6 +408,8 @@ class Watch:
         self._phase: Literal["new", "open", "closed"] = "new"
         for worker in workers:
             self._register(worker)
+        for task_id in tasks:
+            self._register(task_id, "task")
 
     # -- the watched set ---------------------------------------------------
 
@@ -256,6 +417,16 @@ class Watch:
     def workers(self) -> Mapping[str, Worker]:
         """Every watched worker's latest snapshot, by id (in the order they were added)."""
         return SnapshotsView(self._records)
+
+    @property
+    def tasks(self) -> Mapping[str, Worker]:
+        """Every task seen so far (today's API), by id: its latest Worker.
+
+        >>> async with client.workers.watch([template_id]) as watch:  # doctest: +SKIP
+        ...     async for item in watch:
+        ...         print(item.task_id, item.trigger, watch.tasks[item.task_id].status)
+        """
+        return TasksView(self._task_owners)
 
     @property
     def errors(self) -> Mapping[str, HandingerError]:
@@ -279,14 +450,18 @@ class Watch:
         except KeyError:
             raise InvalidRequestError(f"not watching worker {worker_id!r}") from None
 
-    def add(self, worker: str | WorkerStream) -> None:
-        """Watch one more worker: an id (read from its first event) or an open stream.
+    def add(self, worker: str | WorkerStream, *, task: bool = False) -> None:
+        """Watch one more worker: an id (read from its first event) or an open stream;
+        with ``task=True``, the id is a task's.
 
         >>> watch.add("wrk_123")  # doctest: +SKIP
+        >>> watch.add("tsk_456", task=True)  # doctest: +SKIP
         """
         if self._phase == "closed":
             raise RuntimeError("this watch is closed")
-        w = self._register(worker)
+        if task and not isinstance(worker, str):
+            raise InvalidRequestError("a task to watch is its id")
+        w = self._register(worker, "task" if task else "either")
         if self._phase == "open":
             self._schedule(w)
 
@@ -299,6 +474,8 @@ class Watch:
         if w is None:
             raise InvalidRequestError(f"not watching worker {worker_id!r}")
         w.removed = True
+        for task_id in [t for t, owner in self._task_owners.items() if owner is w]:
+            del self._task_owners[task_id]
         if not w.finished:
             self._unfinished -= 1
         if self._current is w:
@@ -309,22 +486,28 @@ class Watch:
             self._orphans.append(w.stream)  # a stream handed over: closed on exit
         self._wake()
 
-    def _register(self, worker: str | WorkerStream) -> _Watched:
+    def _register(self, worker: str | WorkerStream, kind: _Kind = "either") -> _Watched:
         if isinstance(worker, WorkerStream):
             worker_id, stream = worker.worker_id, worker
             if not worker_id:
                 raise InvalidRequestError(
                     "this stream's worker id is not known yet, so it cannot be watched"
                 )
+            kind = "worker"
         elif isinstance(worker, str) and worker:
             worker_id, stream = worker, None
         else:
+            what = "task" if kind == "task" else "worker"
             raise InvalidRequestError(
-                f"a worker to watch is a non-empty id or a WorkerStream; got {worker!r}"
+                f"a {what} to watch is a non-empty id"
+                + (" or a WorkerStream" if kind != "task" else "")
+                + f"; got {worker!r}"
             )
         if worker_id in self._records:
-            raise InvalidRequestError(f"worker {worker_id!r} is watched already")
-        w = _Watched(worker_id, stream)
+            raise InvalidRequestError(f"{worker_id!r} is watched already")
+        if kind == "task" and self._find_task is None:
+            raise InvalidRequestError("this watch cannot look tasks up")
+        w = _Watched(worker_id, stream, kind)
         self._records[worker_id] = w
         self._unfinished += 1
         return w
@@ -358,11 +541,13 @@ class Watch:
                     return
                 try:
                     if w.stream is None:
-                        w.stream = await self._open_stream(w.id)
+                        w.stream = await self._open_first(w)
                     await self._pump(w, w.stream)
+                    if self._follow:
+                        await self._follow_on(w)
                 except HandingerError as exc:
                     w.error = exc
-                    self._push(LiveEvent(w, None, exc))
+                    self._push(self._item(w, None, exc))
         finally:
             stream = w.stream  # kept: its snapshot is the worker's
             if stream is not None:
@@ -372,6 +557,61 @@ class Watch:
             self._release()
             if not w.removed and self._phase == "open":
                 self._push(_End(w))
+
+    async def _open_first(self, w: _Watched) -> WorkerStream:
+        """The stream of what ``w`` names: a worker's (or template's) replay, or that of the
+        template a task runs on. An id given as a worker is tried as one first: the API
+        says which it is (a 404), where its form might mislead (ids are the server's, and
+        client-chosen task ids have any form)."""
+        if w.kind != "task":
+            try:
+                return await self._open_stream(w.id)
+            except NotFoundError:
+                if self._find_task is None:
+                    raise
+                try:
+                    return await self._open_task(w)
+                except NotFoundError:
+                    pass  # neither: the worker's 404 says so
+                raise
+        return await self._open_task(w)
+
+    async def _open_task(self, w: _Watched) -> WorkerStream:
+        assert self._find_task is not None
+        task = await self._find_task(w.id)
+        w.kind = "task"
+        w.only = task.id
+        w.worker_id = task.worker_id
+        w.triggers[task.id] = task.triggered_by
+        self._task_owners[task.id] = w
+        return await self._open_stream(task.worker_id)
+
+    async def _follow_on(self, w: _Watched) -> None:
+        """``follow``: open a template's stream again each time it closes, after the last
+        event seen, waiting longer (up to :data:`FOLLOW_MAX_WAIT`) while nothing is new.
+        A seed worker's stream, which names no task, ends as it always did."""
+        wait = FOLLOW_FIRST_WAIT
+        policy = RetryPolicy()
+        last: str | None = None
+        # A template's stream names its tasks; an empty template's has no turn at all.
+        while w.kind == "task" or w.playing is not None or w.frozen or not w.turns:
+            stream = w.stream
+            seen = len(w.turns)
+            if stream is not None:
+                last = w.reopening() or last  # a stream that brought nothing moves no id
+                await stream.aclose()
+            await anyio.sleep(wait)
+            try:
+                w.stream = await self._open_stream(w.worker_id, last)
+            except HandingerError as exc:
+                if not policy.retryable(exc, idempotent=True):
+                    raise
+                w.stream = None
+                wait = min(wait * 2, FOLLOW_MAX_WAIT)
+                continue
+            await self._pump(w, w.stream)
+            # Something new: look again soon; else less and less often.
+            wait = FOLLOW_FIRST_WAIT if len(w.turns) > seen else min(wait * 2, FOLLOW_MAX_WAIT)
 
     async def _pump(self, w: _Watched, stream: WorkerStream) -> None:
         """Wait for decoded events, hand the worker to the consumer, wait until it took them.
@@ -387,6 +627,37 @@ class Watch:
             queue.append(w)
             self._wake()
             await drained.wait()
+
+    def _item(
+        self, w: _Watched, event: Event | None, error: HandingerError | None = None
+    ) -> LiveEvent[_Watched]:
+        """An item of ``w``, with the task its stream is playing and that task's trigger."""
+        task_id = w.only if w.only is not None else w.playing
+        return LiveEvent(
+            w,
+            event,
+            error,
+            worker_id=w.worker_id,
+            task_id=task_id,
+            trigger=w.triggers.get(task_id) if task_id is not None else None,
+        )
+
+    async def _labelled(self, w: _Watched, event: Event) -> LiveEvent[_Watched]:
+        """The item of ``event``; the first of a task not seen before asks what started it
+        (one request per task, at most :data:`TRIGGER_LOOKUP_TIMEOUT` seconds)."""
+        task_id = w.playing
+        if task_id is not None and task_id not in w.triggers:
+            self._task_owners.setdefault(task_id, w)
+            w.triggers[task_id] = None  # asked once, whatever the answer
+            if self._find_task is not None:
+                with anyio.move_on_after(TRIGGER_LOOKUP_TIMEOUT):
+                    try:
+                        w.triggers[task_id] = (await self._find_task(task_id)).triggered_by
+                    except HandingerError:
+                        pass  # unknown: the item says None
+        elif task_id is not None and w.only is None:
+            self._task_owners[task_id] = w  # the latest stream to play it shows it
+        return self._item(w, event)
 
     def _push(self, item: LiveEvent[_Watched] | _End) -> None:
         self._queue.append(item)
@@ -419,15 +690,15 @@ class Watch:
                         self._current = None
                         w.error = exc
                         w.hand_back()
-                        return LiveEvent(w, None, exc)
+                        return self._item(w, None, exc)
                     if not w.ready or event is None:
                         self._current = None
                         w.hand_back()
                     elif not self._turn:
                         self._current = None
                         queue.append(w)  # the rest after the others' turn
-                    if event is not None:
-                        return LiveEvent(w, event)
+                    if event is not None and w.note(event):
+                        return await self._labelled(w, event)
                     continue
                 self._current = None
             if queue:
@@ -557,7 +828,7 @@ class _Items:
                 return item
             w = item._w
             if w.error is None:  # a lost stream's error item was its end already
-                return LiveEvent(w, None)
+                return self._watch._item(w, None)
 
 
 class _Completed:

@@ -382,28 +382,57 @@ class Workers:
 
     def watch(
         self,
-        workers: Iterable[str | WorkerStream],
+        workers: Iterable[str | WorkerStream] = (),
         *,
+        tasks: Iterable[str] = (),
+        follow: bool = False,
         max_concurrency: int | None = None,
         buffer: int = 64,
         telemetry: bool | Telemetry | None = None,
     ) -> Watch:
         """Many workers' events merged in arrival order (see ``docs/monitoring.md``).
 
+        ``workers``: worker ids (the seed's runs or today's templates) and open
+        streams; ``tasks``: task ids, each shown through its template's stream
+        (an id in ``workers`` that is no worker is tried as a task too).
+        ``follow``: a template's stream is opened again when it closes, so that
+        each task started later shows up (until the watch is left).
+
         >>> async with client.workers.watch(ids, max_concurrency=50) as watch:  # doctest: +SKIP
         ...     async for item in watch:
-        ...         print(item.worker_id, type(item.event).__name__)
+        ...         print(item.worker_id, item.task_id, type(item.event).__name__)
         """
+        from ...types.task import Task, TaskWithTurns  # today's API, only for watches
+
         # Telemetry is the streams' own (AsyncHandinger(telemetry=...)); a watch asking
         # for something else opens its streams through a client that records so.
-        opener = self
+        client = self._client
         if telemetry is not None:
-            opener = Workers(self._client.with_options(telemetry=telemetry))
+            client = client.with_options(telemetry=telemetry)
 
-        async def open_stream(worker_id: str) -> WorkerStream:
-            return await opener.retrieve(worker_id, stream=True)
+        async def open_stream(worker_id: str, last_event_id: str | None = None) -> WorkerStream:
+            # After last_event_id: a followed template's stream, opened again.
+            return await client._open_stream(
+                "GET",
+                _replay_path(worker_id),
+                last_event_id=last_event_id,
+                from_start=last_event_id is None,
+                worker_id=worker_id,
+            )
 
-        return Watch(open_stream, workers, max_concurrency=max_concurrency, buffer=buffer)
+        async def find_task(task_id: str) -> Task:
+            path = f"/api/tasks/{path_segment(task_id, 'task_id')}"
+            return decode_body(await client._json("GET", path), TaskWithTurns).task
+
+        return Watch(
+            open_stream,
+            workers,
+            tasks=tasks,
+            find_task=find_task,
+            follow=follow,
+            max_concurrency=max_concurrency,
+            buffer=buffer,
+        )
 
 
 class SyncWorkers:
@@ -652,24 +681,32 @@ class SyncWorkers:
 
     def watch(
         self,
-        workers: Iterable[str | SyncWorkerStream],
+        workers: Iterable[str | SyncWorkerStream] = (),
         *,
+        tasks: Iterable[str] = (),
+        follow: bool = False,
         max_concurrency: int | None = None,
         buffer: int = 64,
         telemetry: bool | Telemetry | None = None,
     ) -> _Blocking[WatchEvent]:
-        """Many workers' events merged in arrival order, as ``workers.watch`` gives them.
+        """Many workers' (and tasks') events merged in arrival order, as ``workers.watch``
+        gives them.
 
         Leaving the ``for`` (or the ``with`` block) early closes every connection.
 
         >>> for item in client.workers.watch(ids, max_concurrency=10):  # doctest: +SKIP
-        ...     print(item.worker_id, type(item.event).__name__, item.error)
+        ...     print(item.worker_id, item.task_id, type(item.event).__name__, item.error)
         """
         given: Iterable[str | WorkerStream] = workers  # type: ignore[assignment]
         if not isinstance(workers, (str, bytes, SyncWorkerStream)):  # those, the watch refuses
             given = [w.async_stream if isinstance(w, SyncWorkerStream) else w for w in workers]
         watch = self._workers.watch(
-            given, max_concurrency=max_concurrency, buffer=buffer, telemetry=telemetry
+            given,
+            tasks=tasks,
+            follow=follow,
+            max_concurrency=max_concurrency,
+            buffer=buffer,
+            telemetry=telemetry,
         )
         client = self._client
         return client._iterate(lambda: _HostedWatch(client._loop, watch), enter=True)
