@@ -1,6 +1,8 @@
 """``handinger-stream watch``: many workers on one screen, or as JSON lines.
 
     handinger-stream watch wrk_1 wrk_2 ...          follow workers that exist
+    handinger-stream watch TEMPLATE tsk_1 ...       today's API: a template's tasks, a task
+    handinger-stream watch TEMPLATE --follow        ... and each new task as it starts
     handinger-stream watch --ids-from ids.txt       one id a line
     handinger-stream watch --create 30 "PROMPT"     start 30 workers and follow them
     handinger-stream watch --redis URL              what every relay on that Redis produces
@@ -17,6 +19,11 @@ watching; the workers go on).
 What it shows is a watch: the client's :class:`~handinger_stream.Watch` of
 the workers it was given or created, or with ``--redis`` the relays'
 :class:`~handinger_stream.relay.FleetWatch`.
+
+Today's API: an ID may be a worker template (a row per task, with what
+started it in a ``trigger`` column) or a task. With ``--follow`` the watch
+stays attached to the templates, showing each task as it starts, until
+Ctrl-C (exit 130); the template's stream is opened again whenever it closes.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import asyncio
 import os
 import sys
 import time
+from collections import ChainMap
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import anyio
@@ -50,7 +59,7 @@ from ..relay.fleet import FleetWatch
 from ..relay.redis_store import RedisStore
 from ..testing.emulator import Emulator
 from ..types.events import AbortEvent, ErrorEvent, FinishEvent, StartEvent, WorkerSnapshotEvent
-from ..types.worker import BUDGETS
+from ..types.worker import BUDGETS, Worker
 from .arguments import EMULATOR_PACE, pace, positive_int
 from .exit_codes import (
     EXIT_CONNECTION,
@@ -73,7 +82,9 @@ _json = msgspec.json.Encoder()
 def add_parser(sub: Any) -> None:
     """Register ``watch`` on the command line's subcommands."""
     watch = sub.add_parser("watch", help="follow many workers at once: a live table, or JSON lines")
-    watch.add_argument("ids", nargs="*", metavar="ID", help="workers to watch")
+    watch.add_argument(
+        "ids", nargs="*", metavar="ID", help="workers to watch (today's API: templates or tasks)"
+    )
     watch.add_argument("--ids-from", metavar="FILE", help="read worker ids from FILE, one a line")
     watch.add_argument(
         "--create",
@@ -100,6 +111,11 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="with --redis: stop once no relay is producing a turn (else: until Ctrl-C)",
     )
+    watch.add_argument(
+        "--follow",
+        action="store_true",
+        help="stay attached to worker templates: show each new task as it starts (until Ctrl-C)",
+    )
     watch.add_argument("--json", action="store_true", help="JSON lines instead of the table")
     watch.add_argument("--base-url", default=None, help="the API's base URL")
     watch.add_argument(
@@ -121,6 +137,8 @@ def command(args: argparse.Namespace) -> int:
             )
         if args.until_idle and not args.redis:
             raise InvalidRequestError("--until-idle goes with --redis")
+        if args.follow and not ids:
+            raise InvalidRequestError("--follow goes with IDs of worker templates")
     except (InvalidRequestError, OSError) as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
@@ -245,7 +263,10 @@ async def _follow(
             raise _Stopped(EXIT_CONNECTION if _is_connection_problem(exc) else EXIT_USAGE) from exc
         for worker_id in ids:
             board.add(worker_id)
-        async with client.workers.watch(ids, max_concurrency=args.max_concurrency) as watch:
+        watching = client.workers.watch(
+            ids, follow=args.follow, max_concurrency=args.max_concurrency
+        )
+        async with watching as watch:
             await _display(args, board, watch)
 
 
@@ -294,6 +315,13 @@ async def _create(client: AsyncHandinger, count: int, prompt: str, budget: Any) 
 # -- how it shows them -------------------------------------------------------------
 
 
+def _snapshots(watch: Watch | FleetWatch) -> Mapping[str, Worker]:
+    """The Workers the board's rows show, by row: tasks by their id, workers by theirs."""
+    if isinstance(watch, Watch):
+        return ChainMap(watch.tasks, watch.workers)  # type: ignore[arg-type]
+    return watch.workers
+
+
 async def _display(args: argparse.Namespace, board: Board, watch: Watch | FleetWatch) -> None:
     """The table on a terminal, JSON lines with ``--json``, else the table once at the end."""
     live = _LiveTable(board) if not args.json and sys.stdout.isatty() else None
@@ -307,7 +335,7 @@ async def _display(args: argparse.Namespace, board: Board, watch: Watch | FleetW
     finally:
         # Interrupted or not: the rows as the watch left them, for the summary.
         board.dirty.update(board.rows)
-        board.refresh(watch.workers, time.time())
+        board.refresh(_snapshots(watch), time.time())
         if live is not None:
             live.close()
         elif not args.json and board.rows:
@@ -318,8 +346,8 @@ async def _quietly(board: Board, watch: Watch | FleetWatch) -> None:
     async for item in watch.events(ends=True):
         board.touch(item)
         if item.event is None:
-            board.refresh(watch.workers, time.time())
-            board.ended(item.worker_id, item.snapshot, time.time())
+            board.refresh(_snapshots(watch), time.time())
+            board.end(item, time.time())
 
 
 async def _json_lines(board: Board, watch: Watch | FleetWatch) -> None:
@@ -327,7 +355,7 @@ async def _json_lines(board: Board, watch: Watch | FleetWatch) -> None:
     status: dict[str, str] = {}
     async for item in watch.events(ends=True):
         board.touch(item)
-        worker_id = item.worker_id
+        worker_id = board.key(item)
         if (
             item.event is not None
             and worker_id in status
@@ -339,15 +367,19 @@ async def _json_lines(board: Board, watch: Watch | FleetWatch) -> None:
         state = status_of(worker, item.error)
         if status.get(worker_id) != state:
             status[worker_id] = state
-            line: dict[str, Any] = {"type": "status", "worker_id": worker_id, "status": state}
+            line: dict[str, Any] = {"type": "status", "worker_id": item.worker_id}
+            if item.task_id is not None:  # today's API (a seed worker's lines stay as they were)
+                line |= {"task_id": item.task_id, "trigger": item.trigger}
+            line["status"] = state
             line["at"] = round(now - board.started, 3)
             out.write(_json.encode(line).decode() + "\n")
         if item.event is None:
-            board.refresh(watch.workers, now)
-            board.ended(worker_id, worker, now)
-            final = {
-                "type": "worker",
-                "worker_id": worker_id,
+            board.refresh(_snapshots(watch), now)
+            board.end(item, now)
+            final: dict[str, Any] = {"type": "worker", "worker_id": item.worker_id}
+            if item.task_id is not None:
+                final |= {"task_id": item.task_id, "trigger": item.trigger}
+            final |= {
                 "status": state,
                 "error": str(item.error) if item.error is not None else None,
                 "worker": worker,
@@ -377,8 +409,8 @@ class _LiveTable:
             async for item in watch.events(ends=True):
                 self.board.touch(item)
                 if item.event is None:
-                    self.board.refresh(watch.workers, time.time())
-                    self.board.ended(item.worker_id, item.snapshot, time.time())
+                    self.board.refresh(_snapshots(watch), time.time())
+                    self.board.end(item, time.time())
             tg.cancel_scope.cancel()
         self.paint(watch)
 
@@ -390,7 +422,7 @@ class _LiveTable:
     def paint(self, watch: Watch | FleetWatch | None = None) -> None:
         now = time.time()
         if watch is not None:
-            self.board.refresh(watch.workers, now)
+            self.board.refresh(_snapshots(watch), now)
             for worker_id in watch.waiting:
                 row = self.board.rows.get(worker_id)
                 if row is not None:

@@ -2,7 +2,10 @@
 
 One row per worker: id, status, elapsed time, tokens in/out, cost, sources,
 the current step (the tool being called, "reasoning", "writing", "waiting")
-and the last words written, with totals. Failed and active workers sort
+and the last words written, with totals. Today's API: one row per task (a
+template's tasks each get theirs, keyed by the task's id), and a ``trigger``
+column (api, email, schedule, ui) appears once a task is shown; without one
+the table is exactly what it was. Failed and active workers sort
 first, so they stay in view on a small terminal. An item of a watch only
 marks its row as changed (:meth:`Board.touch`); :meth:`Board.refresh` works
 out the changed rows from the workers' snapshots, so what the table costs
@@ -44,6 +47,7 @@ _STYLE = {
 _HEADERS = {
     "worker": "worker",
     "status": "status",
+    "trigger": "trigger",
     "elapsed": "elapsed",
     "tokens": "tokens in/out",
     "cost": "cost",
@@ -71,6 +75,12 @@ class Row:
     sources: int = 0
     last_words: str = ""
     error: str = ""
+    worker: str = ""  # a task's row: the template it runs on
+    trigger: str = ""  # a task's row: what started it, once known
+
+    @property
+    def is_task(self) -> bool:
+        return bool(self.worker)
 
     def elapsed(self, now: float) -> float:
         if self.started is None:
@@ -121,10 +131,26 @@ class Board:
     def add(self, worker_id: str) -> None:
         self.rows.setdefault(worker_id, Row(worker_id))
 
+    @staticmethod
+    def key(item: WatchEvent) -> str:
+        """The row an item goes to: its task's, else its worker's."""
+        return item.task_id if item.task_id is not None else item.worker_id
+
     def touch(self, item: WatchEvent) -> None:
         """An item arrived: its row is redrawn at the next refresh. O(1), nothing drawn here."""
-        worker_id = item.worker_id
+        worker_id = self.key(item)
         row = self.rows.get(worker_id)
+        if item.task_id is not None:
+            placeholder = self.rows.get(item.worker_id)
+            if placeholder is not None and placeholder.seen is None and not placeholder.ended:
+                # A template given to watch: its tasks' rows take the place of its own.
+                del self.rows[item.worker_id]
+                self.dirty.discard(item.worker_id)
+            if row is None:
+                row = self.rows[worker_id] = Row(worker_id)
+            row.worker = item.worker_id
+            if item.trigger is not None:
+                row.trigger = item.trigger
         if row is None:
             self.rows[worker_id] = Row(worker_id)  # found by the fleet as it goes
         elif row.ended is not None and item.event is not None:
@@ -140,6 +166,15 @@ class Board:
         if row is not None and row.ended is None:
             self.update(row, worker)
             row.ended = now
+
+    def end(self, item: WatchEvent, now: float) -> None:
+        """An end item: its row ends, and so do the rows of the other tasks its stream played
+        (a template's stream ends once for all of them)."""
+        self.ended(self.key(item), item.snapshot, now)
+        if item.task_id is not None:
+            for row in self.rows.values():
+                if row.worker == item.worker_id and row.ended is None:
+                    row.ended = now
 
     def refresh(self, snapshots: Mapping[str, Worker], now: float) -> None:
         """Work out the rows that changed since the last refresh, from the workers'
@@ -221,7 +256,7 @@ class Board:
         counts = self.counts()
         rows = self.ordered()
         shown, hidden = _fit(rows, height)
-        columns = _layout(width)
+        columns = _layout(width, trigger=any(row.is_task for row in rows))
         words_width = columns.pop("words")
         table = _frame(_title(counts, len(rows)))
         footers = _footers(rows, counts, f"{now - self.started:.0f}s")
@@ -232,7 +267,7 @@ class Board:
                 width=column_width,
                 no_wrap=True,
                 overflow="ellipsis",
-                justify="left" if name in ("worker", "status", "step") else "right",
+                justify="left" if name in ("worker", "status", "trigger", "step") else "right",
             )
         table.add_column("last words", width=words_width, no_wrap=True, overflow="crop")
         for row in shown:
@@ -286,6 +321,7 @@ def _footers(rows: list[Row], counts: dict[str, int], elapsed: str) -> dict[str,
     return {
         "worker": f"{len(rows)} workers",
         "status": f"{counts['running']} running",
+        "trigger": "",
         "elapsed": elapsed,
         "tokens": f"{total_in:,}/{total_out:,}",
         "cost": f"${sum(r.cost for r in rows):.4f}",
@@ -305,6 +341,7 @@ def _cells(row: Row, id_width: int, now: float) -> dict[str, str | Text]:
     return {
         "worker": _head(row.id, id_width),
         "status": Text(row.status, style=style),
+        "trigger": row.trigger,
         "elapsed": f"{row.elapsed(now):.1f}s" if row.started is not None else "",
         "tokens": f"{row.tokens_in:,}/{row.tokens_out:,}" if row.tokens_in is not None else "—",
         "cost": f"${row.cost:.4f}" if row.cost else "",
@@ -336,24 +373,22 @@ def _more(hidden: list[Row], columns: int) -> list[str | Text]:
     return more + [""] * (columns - 1) + [Text(what, style="dim")]
 
 
-def _layout(width: int) -> dict[str, int]:
+def _layout(width: int, *, trigger: bool = False) -> dict[str, int]:
     """Column widths for a terminal ``width`` wide; ``words`` (the last words) gets the rest.
 
     On a narrow terminal ids are shortened first, then sources, cost and tokens
-    are left out, so that what each worker is doing stays readable.
+    are left out, so that what each worker is doing stays readable. ``trigger``:
+    tasks are shown, and what started each.
 
     >>> _layout(80)
     {'worker': 13, 'status': 9, 'elapsed': 7, 'step': 11, 'words': 25}
+    >>> _layout(80, trigger=True)
+    {'worker': 13, 'status': 9, 'trigger': 8, 'elapsed': 7, 'step': 11, 'words': 14}
     """
-    columns = {
-        "worker": 24,
-        "status": 9,
-        "elapsed": 7,
-        "tokens": 13,
-        "cost": 8,
-        "src": 3,
-        "step": 11,
-    }
+    columns = {"worker": 24, "status": 9}
+    if trigger:
+        columns["trigger"] = 8  # "schedule", the longest
+    columns |= {"elapsed": 7, "tokens": 13, "cost": 8, "src": 3, "step": 11}
 
     def rest() -> int:
         # Each column has a space either side and a divider: three more characters.
