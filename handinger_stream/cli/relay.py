@@ -3,6 +3,7 @@
     handinger-stream relay                                  # the embedded emulator, MemoryStore
     handinger-stream relay --redis redis://127.0.0.1:6379/0 --port 8788
     HANDINGER_API_KEY=... handinger-stream relay --base-url https://handinger.com
+    HANDINGER_API_KEY=... handinger-stream relay --worker wrk_...  # every chat a task of it
 
 Several processes given the same ``--redis`` serve the same chats: put them
 behind any load balancer (no stickiness needed).
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from ..client.async_client import AsyncHandinger
-from ..errors import InvalidRequestError
+from ..errors import HandingerError, InvalidRequestError, NotFoundError
 from ..relay.aiohttp_app import make_aiohttp_app
 from ..relay.core import Relay
 from ..relay.errors import StoreUnavailableError
@@ -52,6 +53,12 @@ def add_parser(sub: Any) -> None:
     )
     relay.add_argument("--base-url", default=None, help="the API's base URL")
     relay.add_argument(
+        "--worker",
+        default=None,
+        metavar="ID",
+        help="run every chat on this worker template (today's API): a chat is a task of it",
+    )
+    relay.add_argument(
         "--lease-seconds",
         type=positive,
         default=10.0,
@@ -72,6 +79,16 @@ def command(args: argparse.Namespace) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     """Serve the relay until SIGINT or SIGTERM; the exit code (said on stderr if not 0)."""
+    if args.worker is not None and not args.worker.strip():
+        say("error: --worker: give a worker template's id")
+        return EXIT_USAGE
+    if args.worker is not None and not (args.base_url or os.environ.get("HANDINGER_BASE_URL")):
+        if os.environ.get("HANDINGER_API_KEY") is None:
+            say(
+                "error: --worker names a template of the API: set HANDINGER_API_KEY (or "
+                "--base-url of an emulator that has it, e.g. 'handinger-stream serve')"
+            )
+            return EXIT_USAGE
     async with contextlib.AsyncExitStack() as stack:
         upstream = await _upstream(args, stack)
         if isinstance(upstream, int):
@@ -81,7 +98,11 @@ async def serve(args: argparse.Namespace) -> int:
         if isinstance(store, int):
             return store
         client = await stack.enter_async_context(AsyncHandinger(api_key=api_key, base_url=base_url))
-        relay = Relay(client, store, lease_seconds=args.lease_seconds)
+        if args.worker is not None:
+            problem = await _check_template(client, args.worker)
+            if problem is not None:
+                return problem
+        relay = Relay(client, store, lease_seconds=args.lease_seconds, worker_id=args.worker)
         stack.push_async_callback(relay.aclose)
         runner = web.AppRunner(make_aiohttp_app(relay), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -94,13 +115,28 @@ async def serve(args: argparse.Namespace) -> int:
             return EXIT_CONNECTION
         stop = _stop_on_signals()  # before the line that says it serves: from then on, clean
         where = f"Redis {store.url}" if isinstance(store, RedisStore) else "memory"
+        on = f"; each chat a task of worker {args.worker}" if args.worker is not None else ""
         say(
             f"handinger-stream relay on http://{args.host}:{runner.addresses[0][1]}/ "
-            f"(chats in {where}; workers at {client.base_url}; Ctrl-C to stop)"
+            f"(chats in {where}; workers at {client.base_url}{on}; Ctrl-C to stop)"
         )
         await stop.wait()
         say("relay stopping: running turns go on in their workers, and resume at the next reader")
     return EXIT_OK
+
+
+async def _check_template(client: AsyncHandinger, worker_id: str) -> int | None:
+    """Whether ``--worker`` names a worker the API knows (said before serving, not at the
+    first chat); ``None``, or the exit code."""
+    try:
+        await client.workers.retrieve(worker_id)
+    except NotFoundError:
+        say(f"error: --worker: the API has no worker {worker_id!r}")
+        return EXIT_USAGE
+    except HandingerError as exc:
+        say(f"error: --worker: cannot reach the API to check {worker_id!r}: {exc}")
+        return EXIT_CONNECTION
+    return None
 
 
 async def _upstream(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from .aiohttp_app import make_aiohttp_app
 from .asgi import RelayASGI
-from .core import Reader, Relay, Turn
+from .core import Reader, Relay, Turn, task_id_for
 from .errors import (
     ChatBusyError,
     EntriesGoneError,
@@ -53,4 +53,5 @@ __all__ = [
     "StoreUnavailableError",
     "Turn",
     "make_aiohttp_app",
+    "task_id_for",
 ]

@@ -7,6 +7,12 @@ turn running with no producer (the process that was producing died, or
 gave up) takes the lease over and resumes the worker's stream from the last
 event stored, by ``Last-Event-ID``.
 
+Today's API (``Relay(client, worker_id=TEMPLATE)``): every chat runs on that
+worker template, as a task whose id the relay derives from the chat's
+(:func:`task_id_for`), each user message a turn of it. The template's replay
+stream plays all of its tasks' turns; a producer keeps only its own turn's
+events (:class:`_TaskTurn`), so a take-over resumes it there too.
+
 >>> async def main(client):  # doctest: +SKIP
 ...     relay = Relay(client, MemoryStore())
 ...     turn = await relay.send("chat-1", "What's the weather in Barcelona?")
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
@@ -32,22 +39,24 @@ import anyio
 
 from ..client.async_client import AsyncHandinger
 from ..client.stream import WorkerStream
+from ..client.watch import task_of
 from ..errors import (
     APIConnectionError,
     APIStatusError,
     HandingerError,
     InvalidRequestError,
+    NotFoundError,
 )
 from ..protocol.cursor import ReplayCursor
 from ..protocol.retry import RetryPolicy
 from ..protocol.wire import encode_event
-from ..types.events import StartEvent, WorkerSnapshotEvent
+from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.worker import Budget
 from .errors import LeaseLostError, StoreUnavailableError
 from .memory import MemoryStore
 from .store import ChatInfo, Entry, Lease, NewEntry, Store
 
-__all__ = ["Reader", "Relay", "Turn"]
+__all__ = ["Reader", "Relay", "Turn", "task_id_for"]
 
 log = logging.getLogger("handinger_stream.relay")
 
@@ -64,6 +73,62 @@ class Turn:
     worker_id: str
     after: int
     """The seq just before the turn's first entry."""
+
+
+def task_id_for(worker_id: str, chat_id: str) -> str:
+    """The task a chat is, on a worker template: a digest of both ids.
+
+    A browser chooses chat ids; hashing them means no chat id can name a task
+    that is not that chat's own (an e-mail's, another template's), and every
+    relay process sharing a store finds the same task for a chat.
+
+    >>> task_id_for("wrk_1", "chat-1")
+    'chat_e33cc3f08b959a2a00733e1550e77b95'
+    """
+    digest = hashlib.sha256(f"{worker_id}\n{chat_id}".encode()).hexdigest()
+    return f"chat_{digest[:32]}"
+
+
+class _TaskTurn:
+    """Which events of a template's stream are one task's turn, and where that turn ends.
+
+    The template's stream plays its tasks' turns one after another, each
+    opened by a snapshot and a ``start`` naming its task. :meth:`admit`
+    answers ``True`` (the turn's), ``False`` (another's: skipped) or ``None``
+    (the turn is over: another task's, or a later turn of this task, began).
+    ``skip``: turns of this task to pass first (a replay from the start);
+    ``inside``: the stream starts inside the turn (after its last event stored).
+    """
+
+    __slots__ = ("admitted", "mine", "skip", "started", "task_id")
+
+    def __init__(self, task_id: str, *, skip: int = 0, inside: bool = True) -> None:
+        self.task_id = task_id
+        self.skip = skip
+        self.mine = inside
+        self.admitted = inside
+        self.started = False
+
+    def admit(self, event: Event) -> bool | None:
+        task_id = task_of(event)
+        if task_id is not None and task_id != self.task_id:
+            if self.admitted:
+                return None
+            self.mine = False
+            return False
+        if task_id is not None:
+            if self.skip:  # an earlier turn of this task, replayed
+                self.skip -= type(event) is StartEvent
+                self.mine = False
+                return False
+            if type(event) is StartEvent:
+                if self.started:
+                    return None
+                self.started = True
+            self.mine = True
+        if self.mine:
+            self.admitted = True
+        return self.mine
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +149,10 @@ class Relay:
     identifies this process as a producer (in :meth:`fleet`). Neither the
     client nor the store is closed by the relay.
 
+    ``worker_id`` (today's API): a worker template every chat runs on, each
+    chat a task (its id from :func:`task_id_for`), each message a turn of it;
+    without it, each chat is a worker of the seed's generation.
+
     >>> relay = Relay(AsyncHandinger(api_key="k"), lease_seconds=5)
     >>> relay.lease_seconds
     5
@@ -97,9 +166,13 @@ class Relay:
         lease_seconds: float = 10.0,
         store_patience: float = 30.0,
         name: str | None = None,
+        worker_id: str | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        if worker_id is not None and (not isinstance(worker_id, str) or not worker_id):
+            raise InvalidRequestError("worker_id must be a worker template's id")
+        self.worker_id = worker_id
         self.client = client
         self.store: Store = store if store is not None else MemoryStore()
         self.lease_seconds = lease_seconds
@@ -109,7 +182,16 @@ class Relay:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"Relay(store={self.store!r}, name={self.name!r}, producing={len(self._producers)})"
+        on = f", worker_id={self.worker_id!r}" if self.worker_id is not None else ""
+        return (
+            f"Relay(store={self.store!r}, name={self.name!r}{on}, producing={len(self._producers)})"
+        )
+
+    def task_id(self, chat_id: str) -> str:
+        """The task a chat is on the relay's worker template (with ``worker_id``)."""
+        if self.worker_id is None:
+            raise InvalidRequestError("this relay runs no worker template: its chats are workers")
+        return task_id_for(self.worker_id, chat_id)
 
     @property
     def check_interval(self) -> float:
@@ -119,7 +201,8 @@ class Relay:
     # -- starting turns ------------------------------------------------------
 
     async def send(self, chat_id: str, input: str, *, budget: Budget | None = None) -> Turn:
-        """Start a turn of the chat: a new worker for a new chat, else a continue of its worker.
+        """Start a turn of the chat: a new worker for a new chat, else a continue of its worker;
+        with ``worker_id``, a turn of the chat's task on that template.
 
         Returns once the worker answered (so its id is known); the events are
         relayed in the background, whoever reads them and whenever.
@@ -130,8 +213,21 @@ class Relay:
         if not isinstance(input, str) or not input.strip():
             raise InvalidRequestError("input must be a non-empty string")
         lease = await self.store.begin_turn(chat_id, holder=self.name, ttl=self.lease_seconds)
+        turn: _TaskTurn | None = None
         try:
-            if lease.worker_id:
+            if self.worker_id is not None:
+                task_id = self.task_id(chat_id)
+                stream = await self.client.tasks.create(
+                    input=input,
+                    worker_id=self.worker_id,
+                    task_id=task_id,
+                    budget=budget,
+                    stream=True,
+                )
+                turn = _TaskTurn(task_id)
+                if stream.worker_id and stream.worker_id != lease.worker_id:
+                    await self.store.set_worker(lease, stream.worker_id)
+            elif lease.worker_id:
                 stream = await self.client.workers.continue_(
                     lease.worker_id, input=input, budget=budget, stream=True
                 )
@@ -143,7 +239,7 @@ class Relay:
             with anyio.CancelScope(shield=True):
                 await self._finish_quietly(lease, f"the worker could not be started: {exc}")
             raise
-        self._spawn(lease, stream)
+        self._spawn(lease, stream, turn=turn)
         return Turn(chat_id, stream.worker_id, lease.turn_start - 1)
 
     async def attach(self, stream: WorkerStream, chat_id: str | None = None) -> Turn:
@@ -202,6 +298,8 @@ class Relay:
         info = await self.store.chat(chat_id)
         if info is None or not info.worker_id:
             return []
+        if self.worker_id is not None:
+            return await self._task_messages(chat_id, info)
         worker = await self.client.workers.retrieve(info.worker_id)
         messages = list(worker.messages)
         if info.active:
@@ -210,6 +308,23 @@ class Relay:
                 messages = [
                     m for m in messages if not (isinstance(m, dict) and m.get("id") == running)
                 ]
+        return messages
+
+    async def _task_messages(self, chat_id: str, info: ChatInfo) -> list[Any]:
+        """A task's turns as messages (a user's input, the answer's text), less the answer
+        of a turn still running: the API keeps no task's messages, only its turns."""
+        try:
+            found = await self.client.tasks.retrieve(self.task_id(chat_id))
+        except NotFoundError:
+            return []
+        messages: list[Any] = []
+        for i, turn in enumerate(found.turns):
+            text = {"type": "text", "text": turn.input}
+            messages.append({"id": f"{turn.id}-input", "role": "user", "parts": [text]})
+            if info.active and i == len(found.turns) - 1:
+                break
+            answer = {"type": "text", "text": turn.output_text}
+            messages.append({"id": turn.id, "role": "assistant", "parts": [answer]})
         return messages
 
     async def _turn_message_id(self, chat_id: str, info: ChatInfo) -> str | None:
@@ -225,9 +340,14 @@ class Relay:
     # -- producing -------------------------------------------------------------
 
     def _spawn(
-        self, lease: Lease, stream: WorkerStream, resume: ReplayCursor | None = None
+        self,
+        lease: Lease,
+        stream: WorkerStream,
+        resume: ReplayCursor | None = None,
+        *,
+        turn: _TaskTurn | None = None,
     ) -> None:
-        task = asyncio.get_running_loop().create_task(self._produce(lease, stream, resume))
+        task = asyncio.get_running_loop().create_task(self._produce(lease, stream, resume, turn))
         self._producers[lease.chat_id] = task
         task.add_done_callback(lambda t: self._forget(lease.chat_id, t))
 
@@ -257,7 +377,10 @@ class Relay:
             )
             return
         headers = {"last-event-id": lease.last_upstream_id} if lease.last_upstream_id else None
+        turn: _TaskTurn | None = None
         try:
+            if self.worker_id is not None:
+                turn = await self._turn_to_resume(chat_id, lease)
             stream = await self.client.workers.retrieve(
                 lease.worker_id, stream=True, extra_headers=headers
             )
@@ -274,15 +397,28 @@ class Relay:
             return
         # A server may replay what was stored already: the cursor skips the repeats.
         last = lease.last_upstream_id
-        self._spawn(lease, stream, ReplayCursor.resuming_after(last) if last else None)
+        self._spawn(lease, stream, ReplayCursor.resuming_after(last) if last else None, turn=turn)
+
+    async def _turn_to_resume(self, chat_id: str, lease: Lease) -> _TaskTurn:
+        """The chat's turn in its template's stream: after the last event stored, or, with
+        none stored, its task's latest turn (the earlier ones are skipped)."""
+        task_id = self.task_id(chat_id)
+        if lease.last_upstream_id:
+            return _TaskTurn(task_id)
+        found = await self.client.tasks.retrieve(task_id)
+        return _TaskTurn(task_id, skip=max(len(found.turns) - 1, 0), inside=False)
 
     async def _produce(
-        self, lease: Lease, stream: WorkerStream, resume: ReplayCursor | None
+        self,
+        lease: Lease,
+        stream: WorkerStream,
+        resume: ReplayCursor | None,
+        turn: _TaskTurn | None = None,
     ) -> None:
         """Read the upstream once, append in batches, end the turn; never raises."""
         queue: asyncio.Queue[NewEntry | _UpstreamEnd] = asyncio.Queue(_BATCH * 4)
         loop = asyncio.get_running_loop()
-        upstream = loop.create_task(self._read_upstream(stream, queue, resume))
+        upstream = loop.create_task(self._read_upstream(stream, queue, resume, turn))
         heartbeat = loop.create_task(self._heartbeat(lease, upstream))
         appended = lease.last_seq - (lease.turn_start - 1)
         try:
@@ -334,11 +470,18 @@ class Relay:
         stream: WorkerStream,
         queue: asyncio.Queue[NewEntry | _UpstreamEnd],
         resume: ReplayCursor | None,
+        turn: _TaskTurn | None = None,
     ) -> None:
         try:
             async for event in stream:
                 if resume is not None and not resume.admit_id(event.event_id):
                     continue
+                if turn is not None:
+                    admitted = turn.admit(event)
+                    if admitted is None:
+                        break  # the turn is over: what follows is another's
+                    if not admitted:
+                        continue
                 await queue.put(
                     NewEntry(
                         encode_event(event), event.event_id, type(event) is WorkerSnapshotEvent

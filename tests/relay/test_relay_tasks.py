@@ -1,0 +1,249 @@
+"""The relay on a worker template (today's API): a chat is a task, each message a turn.
+
+Over loopback HTTP against the emulator, with the MemoryStore: a chat over the
+aiohttp app, late joiners, a take-over while other tasks share the template's
+stream, and the command's ``--worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import anyio
+import msgspec
+import pytest
+from aiohttp import web
+
+from handinger_stream import AsyncHandinger, InvalidRequestError
+from handinger_stream.emulator import Emulator
+from handinger_stream.relay import MemoryStore, Relay, make_aiohttp_app, task_id_for
+from handinger_stream.types.task import TaskWithTurns
+from tests.cli.helpers import cli_here
+from tests.relay_helpers import SSEReply, chat_body, emulator_replay, read_sse
+
+PROMPT = "What's the weather in Barcelona?"
+KEY = "sk-relay-key"
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(tokens_per_second=150, keepalive_interval=0.2) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def client(emu: Emulator) -> AsyncIterator[AsyncHandinger]:
+    async with AsyncHandinger(api_key=KEY, base_url=emu.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def serve(relay: Relay) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(make_aiohttp_app(relay, keepalive=0.05), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/"
+
+
+def task_turns(replay: list[Any], task_id: str) -> list[list[Any]]:
+    """The template's stored chunks, cut into the turns of one task (each from its opening
+    snapshot to the next turn's)."""
+    turns: list[list[Any]] = []
+    mine = False
+    for chunk in replay:
+        named = None
+        if chunk.get("type") == "data-worker":
+            named = chunk["data"].get("metadata", {}).get("taskId")
+            if named is not None and chunk["data"]["status"] == "pending":
+                mine = named == task_id
+                if mine:
+                    turns.append([])
+        if mine:
+            turns[-1].append(chunk)
+    return turns
+
+
+def without_snapshots(chunks: list[Any]) -> list[Any]:
+    return [c for c in chunks if c.get("type") != "data-worker"]
+
+
+async def test_a_chat_is_a_task_and_each_message_a_turn(
+    emu: Emulator, client: AsyncHandinger, http: aiohttp.ClientSession
+) -> None:
+    template = await client.workers.create(instructions="Answer briefly")
+    async with Relay(client, MemoryStore(), worker_id=template.id) as relay:
+        runner, base = await serve(relay)
+        try:
+            first = await read_sse(http, "POST", base + "api/chat", json=chat_body("c1", PROMPT))
+            assert first.status == 200 and first.complete
+            assert first.headers["x-handinger-worker-id"] == template.id
+            # Another task on the template in between: none of it reaches this chat.
+            emu.start_task(template.id, "An e-mail meanwhile", triggered_by="email")
+            second = await read_sse(
+                http, "POST", base + "api/chat", json=chat_body("c1", "And tomorrow?")
+            )
+            assert second.complete
+            async with http.get(base + "api/chat/c1") as history:
+                messages = (await history.json())["messages"]
+        finally:
+            await runner.cleanup()
+    task_id = task_id_for(template.id, "c1")
+    assert relay.task_id("c1") == task_id
+    found = await client.tasks.retrieve(task_id)
+    assert found.task.worker_id == template.id and found.task.triggered_by == "api"
+    assert [turn.input for turn in found.turns] == [PROMPT, "And tomorrow?"]
+    turns = task_turns(await emulator_replay(emu.base_url, template.id), task_id)
+    assert len(turns) == 2
+    assert first.chunks == without_snapshots(turns[0])
+    assert second.chunks == without_snapshots(turns[1])
+    assert [(m["role"], m["parts"][0]["text"]) for m in messages] == [
+        ("user", PROMPT),
+        ("assistant", found.turns[0].output_text),
+        ("user", "And tomorrow?"),
+        ("assistant", found.turns[1].output_text),
+    ]
+
+
+async def test_late_joiners_and_resumers_read_the_running_turn(
+    client: AsyncHandinger, http: aiohttp.ClientSession
+) -> None:
+    template = await client.workers.create(instructions="Answer briefly")
+    async with Relay(client, worker_id=template.id) as relay:
+        runner, base = await serve(relay)
+        try:
+            first = await read_sse(
+                http, "POST", base + "api/chat", json=chat_body("late", PROMPT), stop_after=4
+            )
+            readers = [read_sse(http, "GET", base + "api/chat/late/stream") for _ in range(5)]
+            resumed = read_sse(
+                http,
+                "GET",
+                base + "api/chat/late/stream",
+                headers={"last-event-id": first.events[1][0] or ""},
+            )
+            *late, rest = await asyncio.gather(*readers, resumed)
+        finally:
+            await runner.cleanup()
+    for reply in late:
+        assert reply.complete and reply.events == late[0].events
+    assert late[0].data[:4] == first.data
+    assert rest.data == late[0].data[2:]
+
+
+async def test_a_turn_taken_over_keeps_to_its_task_in_the_templates_stream(
+    emu: Emulator, client: AsyncHandinger
+) -> None:
+    template = await client.workers.create(instructions="Answer briefly")
+    store = MemoryStore()
+    async with Relay(client, store, worker_id=template.id, lease_seconds=1.0) as first:
+        turn = await first.send("c", PROMPT)
+        taken = []
+        async for entry in first.read("c", after=turn.after):
+            taken.append(entry)
+            if len(taken) == 5:
+                break
+        # A task queued behind this turn: the template's stream plays it next.
+        emu.start_task(template.id, "An e-mail after", triggered_by="email")
+    # The first relay stopped (its lease released): another takes the turn over.
+    async with Relay(client, store, worker_id=template.id, lease_seconds=1.0) as second:
+        with anyio.fail_after(30):
+            entries = [entry async for entry in second.read("c", after=turn.after)]
+    assert entries[-1].end and entries[-1].error is None
+    await emu.idle()
+    turns = task_turns(await emulator_replay(emu.base_url, template.id), relay_task(template.id))
+    got = [msgspec.json.decode(e.data) for e in entries[:-1]]
+    # Exactly this task's turn, none of the e-mail's after it. (Snapshots compared by what
+    # they say of the task: a relayed Worker is re-encoded, its usage with the seed's fields.)
+    assert len(got) == len(turns[0])
+    assert without_snapshots(got) == without_snapshots(turns[0])
+    snapshots = [(c["data"]["status"], c["data"]["metadata"]) for c in got if c not in turns[0]]
+    assert snapshots in (
+        [],
+        [("completed", {"budget": "standard", "taskId": relay_task(template.id)})],
+    )
+    assert [e.data for e in entries[:5]] == [e.data for e in taken]
+
+
+def relay_task(template_id: str) -> str:
+    return task_id_for(template_id, "c")
+
+
+async def test_a_relay_on_a_template_refuses_an_empty_id(client: AsyncHandinger) -> None:
+    with pytest.raises(InvalidRequestError):
+        Relay(client, worker_id="")
+    relay = Relay(client)
+    with pytest.raises(InvalidRequestError):
+        relay.task_id("c")
+
+
+def test_the_command_wants_a_service_and_a_template_for_worker() -> None:
+    done = cli_here("relay", "--worker", "wrk_1", "--port", "0", key=None)
+    assert done.returncode == 2
+    assert "error: --worker names a template of the API" in done.stderr
+    with Emulator() as emulator:
+        done = cli_here("relay", "--worker", "wrk_nope", "--port", "0", base_url=emulator.base_url)
+    assert done.returncode == 2
+    assert "error: --worker: the API has no worker 'wrk_nope'" in done.stderr
+
+
+def test_the_command_runs_each_chat_as_a_task_of_the_worker() -> None:
+    with Emulator(tokens_per_second=0) as emulator:
+
+        async def template() -> str:
+            async with AsyncHandinger(api_key=KEY, base_url=emulator.base_url) as c:
+                return (await c.workers.create(instructions="Be brief")).id
+
+        template_id = asyncio.run(template())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
+        env["HANDINGER_API_KEY"] = KEY
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "handinger_stream", "relay", "--port", "0"),
+                *("--base-url", emulator.base_url, "--worker", template_id),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+        try:
+            assert process.stderr is not None
+            said = process.stderr.readline()
+            found = re.search(r"relay on (http://\S+/)", said)
+            assert found and f"each chat a task of worker {template_id}" in said, said
+
+            async def chat() -> SSEReply:
+                async with aiohttp.ClientSession() as http:
+                    return await read_sse(
+                        http, "POST", found.group(1) + "api/chat", json=chat_body("cli", "Hi")
+                    )
+
+            turn = asyncio.run(chat())
+        finally:
+            process.terminate()
+            assert process.wait(10) == 0
+            assert process.stderr is not None
+            process.stderr.close()
+
+        async def task() -> TaskWithTurns:
+            async with AsyncHandinger(api_key=KEY, base_url=emulator.base_url) as c:
+                return await c.tasks.retrieve(task_id_for(template_id, "cli"))
+
+        found_task = asyncio.run(task())
+    assert turn.complete and turn.headers["x-handinger-worker-id"] == template_id
+    assert [t.input for t in found_task.turns] == ["Hi"]
+    assert KEY not in said
