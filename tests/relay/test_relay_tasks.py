@@ -12,7 +12,9 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +28,16 @@ from handinger_stream.emulator import Emulator
 from handinger_stream.relay import MemoryStore, Relay, make_aiohttp_app, task_id_for
 from handinger_stream.types.task import TaskWithTurns
 from tests.cli.helpers import cli_here
-from tests.relay_helpers import SSEReply, chat_body, emulator_replay, read_sse
+from tests.relay_helpers import (
+    RedisServer,
+    SSEReply,
+    chat_body,
+    emulator_replay,
+    read_sse,
+    redis,
+)
+
+__all__ = ["redis"]  # a fixture of tests/relay_helpers.py, used here
 
 PROMPT = "What's the weather in Barcelona?"
 KEY = "sk-relay-key"
@@ -247,3 +258,91 @@ def test_the_command_runs_each_chat_as_a_task_of_the_worker() -> None:
     assert turn.complete and turn.headers["x-handinger-worker-id"] == template_id
     assert [t.input for t in found_task.turns] == ["Hi"]
     assert KEY not in said
+
+
+# -- several relay processes over Redis ---------------------------------------------
+
+
+class _Relay:
+    """``handinger-stream relay --worker ID --redis URL`` in a process of its own."""
+
+    def __init__(self, base_url: str, redis_url: str, worker_id: str, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HANDINGER_")}
+        env |= {"HANDINGER_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "handinger_stream", "relay", "--port", "0"),
+                    *("--base-url", base_url, "--redis", redis_url, "--worker", worker_id),
+                    *("--lease-seconds", "1"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = re.search(r"relay on (http://\S+/)", log.read_text(errors="replace"))
+            if found:
+                self.url = found.group(1)
+                return
+            assert self.process.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.05)
+        pytest.fail("the relay did not start")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def test_on_redis_a_killed_producers_turn_resumes_on_another_relay(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    with Emulator(tokens_per_second=40, keepalive_interval=0.5) as emulator:
+
+        async def template() -> str:
+            async with AsyncHandinger(api_key=KEY, base_url=emulator.base_url) as c:
+                return (await c.workers.create(instructions="Be brief")).id
+
+        template_id = asyncio.run(template())
+        relays = [
+            _Relay(emulator.base_url, redis.url, template_id, tmp_path / f"relay-{i}.log")
+            for i in range(2)
+        ]
+        try:
+
+            async def chat() -> tuple[SSEReply, SSEReply, list[Any]]:
+                async with aiohttp.ClientSession() as http:
+                    first = await read_sse(
+                        http,
+                        "POST",
+                        relays[0].url + "api/chat",
+                        json=chat_body("r1", PROMPT),
+                        stop_after=5,
+                    )
+                    # Another task queued on the template: its turn follows this one.
+                    emulator.start_task(template_id, "An e-mail", triggered_by="email")
+                    relays[0].kill()  # the producer, without a goodbye: its lease expires
+                    rest = await read_sse(
+                        http,
+                        "GET",
+                        relays[1].url + "api/chat/r1/stream",
+                        headers={"last-event-id": first.last_id or ""},
+                    )
+                # The template's replay ends once no turn plays: the e-mail's too.
+                return first, rest, await emulator_replay(emulator.base_url, template_id)
+
+            first, rest, replay = asyncio.run(chat())
+        finally:
+            for relay in relays:
+                relay.stop()
+    assert rest.status == 200 and rest.complete
+    turns = task_turns(replay, task_id_for(template_id, "r1"))
+    assert first.chunks + rest.chunks == without_snapshots(turns[0])
