@@ -42,7 +42,7 @@ from typing import Generic, Literal, Protocol, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from ..errors import HandingerError, InvalidRequestError, NotFoundError
+from ..errors import APIStatusError, HandingerError, InvalidRequestError, NotFoundError
 from ..protocol.retry import RetryPolicy
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.task import Task, TaskTrigger
@@ -571,8 +571,8 @@ class Watch:
                     raise
                 try:
                     return await self._open_task(w)
-                except NotFoundError:
-                    pass  # neither: the worker's 404 says so
+                except APIStatusError:
+                    pass  # no such task either (or no tasks: the seed's API): the 404 says so
                 raise
         return await self._open_task(w)
 
