@@ -12,7 +12,7 @@ import pytest
 
 from handinger_stream import AsyncHandinger, Handinger, NotFoundError, TextDeltaEvent
 from handinger_stream.client.watch import WatchEvent
-from handinger_stream.emulator import Emulator
+from handinger_stream.emulator import Emulator, EmulatorClock
 from handinger_stream.types.events import StartEvent
 from tests.conftest import API_KEY
 from tests.helpers.emulators import emulator_fixture
@@ -183,3 +183,32 @@ def test_sync_watch_takes_tasks_too(fast: Emulator) -> None:
         (template_id, mailed, "email")
     }
     assert first not in {i.task_id for i in items}
+
+
+def test_follow_shows_a_cron_schedules_runs_as_they_fire() -> None:
+    clock = EmulatorClock(start="2026-03-02T08:00:00Z")
+
+    async def main() -> None:
+        async with (
+            Emulator(api_key=API_KEY, tokens_per_second=0, clock=clock) as emu,
+            client_for(emu) as client,
+        ):
+            template = await client.workers.create(instructions="Morning brief")
+            when = {"type": "cron", "cron": "0 9 * * *"}
+            await client.workers.schedules.create(template.id, input="Brief me", when=when)
+            starts: list[tuple[str | None, str | None]] = []
+            with anyio.fail_after(30):
+                async with client.workers.watch([template.id], follow=True) as watch:
+                    fired = clock.advance(2 * 24 * 3600)  # two mornings, while attached
+                    async for item in watch:
+                        if isinstance(item.event, StartEvent):
+                            starts.append((item.task_id, item.trigger))
+                        if len(starts) == fired and all(
+                            watch.tasks[t].status == "completed" for t, _ in starts if t
+                        ):
+                            break
+        assert fired == 2
+        assert [trigger for _, trigger in starts] == ["schedule", "schedule"]
+        assert len({task for task, _ in starts}) == 2
+
+    anyio.run(main)
