@@ -43,6 +43,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..errors import APIStatusError, HandingerError, InvalidRequestError, NotFoundError
+from ..protocol.cursor import ReplayCursor
 from ..protocol.retry import RetryPolicy
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.task import Task, TaskTrigger
@@ -257,7 +258,7 @@ class _Watched:
         "playing",
         "ready",
         "removed",
-        "repeat",
+        "replay",
         "scope",
         "stage",
         "stream",
@@ -285,8 +286,10 @@ class _Watched:
         self.playing: str | None = None  # the task whose turn the stream is in
         self.frozen: dict[str, Worker] = {}  # each task's Worker when its stream moved on
         self.triggers: dict[str, TaskTrigger | None] = {}  # None: looked up, not known
-        self.turns: set[str] = set()  # message ids of turns handed out (a reopen repeats none)
-        self.repeat = False  # in a turn handed out already (a server ignoring Last-Event-ID)
+        self.turns: set[str] = set()  # message ids of the turns its streams began
+        # A reopened stream: what it repeats of the last one, should the server ignore
+        # Last-Event-ID and replay from the start, is skipped.
+        self.replay: ReplayCursor | None = None
 
     @property
     def snapshot(self) -> Worker:
@@ -305,10 +308,12 @@ class _Watched:
 
     def note(self, event: Event) -> bool:
         """Follow which task ``event`` belongs to; whether it is to be handed out."""
+        replay = self.replay
+        if replay is not None and not replay.admit_id(event.event_id):
+            return False  # repeated by a reopened stream
         kind = type(event)
         if kind is StartEvent:
             message_id = event.message_id  # type: ignore[union-attr]
-            self.repeat = message_id is not None and message_id in self.turns
             if message_id is not None:
                 self.turns.add(message_id)
         task_id = task_of(event)
@@ -316,8 +321,6 @@ class _Watched:
             if kind is WorkerSnapshotEvent:
                 self.frozen[task_id] = event.worker  # type: ignore[union-attr]
             self.playing = task_id
-        if self.repeat:
-            return False
         return self.only is None or self.playing == self.only
 
     def reopening(self) -> str | None:
@@ -329,6 +332,10 @@ class _Watched:
             self.frozen[self.playing] = stream.snapshot
         self.playing = None
         return stream.last_event_id
+
+    def reopened(self, stream: WorkerStream, last_event_id: str | None) -> None:
+        self.stream = stream
+        self.replay = ReplayCursor.resuming_after(last_event_id) if last_event_id else None
 
     def hand_back(self) -> None:
         """Nothing more is to be taken of what the reader handed over: let it read again."""
@@ -599,17 +606,18 @@ class Watch:
             seen = len(w.turns)
             if stream is not None:
                 last = w.reopening() or last  # a stream that brought nothing moves no id
-                await stream.aclose()
+                await stream.aclose()  # (again, after a failed reopen: it does nothing)
             await anyio.sleep(wait)
             try:
-                w.stream = await self._open_stream(w.worker_id, last)
+                reopened = await self._open_stream(w.worker_id, last)
             except HandingerError as exc:
                 if not policy.retryable(exc, idempotent=True):
                     raise
-                w.stream = None
+                # The closed stream stays: its snapshot is what is known meanwhile.
                 wait = min(wait * 2, FOLLOW_MAX_WAIT)
                 continue
-            await self._pump(w, w.stream)
+            w.reopened(reopened, last)
+            await self._pump(w, reopened)
             # Something new: look again soon; else less and less often.
             wait = FOLLOW_FIRST_WAIT if len(w.turns) > seen else min(wait * 2, FOLLOW_MAX_WAIT)
 

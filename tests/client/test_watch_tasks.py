@@ -5,6 +5,7 @@ Over loopback HTTP against the emulator (in a thread), under asyncio and trio.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -14,7 +15,7 @@ from handinger_stream import AsyncHandinger, Handinger, NotFoundError, TextDelta
 from handinger_stream.client.watch import WatchEvent
 from handinger_stream.emulator import Emulator, EmulatorClock
 from handinger_stream.types.events import StartEvent
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, Canned, RawServer
 from tests.helpers.emulators import emulator_fixture
 
 BACKENDS = ["asyncio", "trio"]
@@ -212,3 +213,59 @@ def test_follow_shows_a_cron_schedules_runs_as_they_fire() -> None:
         assert len({task for task, _ in starts}) == 2
 
     anyio.run(main)
+
+
+def _turn(task_id: str, first: int) -> bytes:
+    """A task's turn as a template's stream sends it, its events' ids from ``first``."""
+    chunks = [
+        {"type": "start", "messageId": f"msg_{task_id}", "messageMetadata": {"taskId": task_id}},
+        {"type": "text-start", "id": "t"},
+        {"type": "text-delta", "id": "t", "delta": f"answer of {task_id}"},
+        {"type": "text-end", "id": "t"},
+        {"type": "finish"},
+    ]
+    return b"".join(
+        b"id: %d\ndata: %s\n\n" % (first + i, json.dumps(c).encode()) for i, c in enumerate(chunks)
+    )
+
+
+def _task(task_id: str, trigger: str) -> Canned:
+    body = {
+        "task": {"id": task_id, "workerId": "wrk_t", "triggeredBy": trigger},
+        "turns": [],
+    }
+    return Canned([json.dumps(body).encode()], headers={"content-type": "application/json"})
+
+
+def test_follow_skips_what_a_server_ignoring_last_event_id_replays(raw_server: RawServer) -> None:
+    done = b"data: [DONE]\n\n"
+    everything = Canned([_turn("t1", 1) + _turn("t2", 6), done])
+    raw_server.serve(
+        Canned([_turn("t1", 1), done]),  # the template's stream, closing after t1
+        _task("t1", "api"),  # t1's trigger
+        everything,  # reopened: the server replays t1 again, then t2
+        _task("t2", "schedule"),
+        everything,  # and again, with nothing new, as long as it is followed
+    )
+    seen: list[tuple[str | None, str | None, str]] = []
+
+    async def main() -> None:
+        async with AsyncHandinger(api_key=API_KEY, base_url=raw_server.base_url) as client:
+            async with client.workers.watch(["wrk_t"], follow=True) as watch:
+                items = watch.__aiter__()
+                with anyio.fail_after(20):
+                    while len(seen) < 10:
+                        item = await items.__anext__()
+                        seen.append((item.task_id, item.trigger, type(item.event).__name__))
+                with anyio.move_on_after(1.5):  # reopened again and again: nothing new
+                    item = await items.__anext__()
+                    seen.append((item.task_id, item.trigger, type(item.event).__name__))
+
+    anyio.run(main)
+    kinds = ["StartEvent", "TextStartEvent", "TextDeltaEvent", "TextEndEvent", "FinishEvent"]
+    assert seen == [("t1", "api", k) for k in kinds] + [("t2", "schedule", k) for k in kinds]
+    reopens = [r for r in raw_server.requests if "stream=true" in r["path"]][1:]
+    assert reopens and all(
+        {k.lower(): v for k, v in r["headers"].items()}["last-event-id"] in ("5", "10")
+        for r in reopens
+    )
