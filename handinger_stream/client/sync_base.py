@@ -353,6 +353,8 @@ class _SyncItem(WatchEvent):
         self.worker_id = item.worker_id
         self.event = item.event
         self.error = item.error
+        self.task_id = item.task_id
+        self.trigger = item.trigger
         self._item = item
         self._loop = loop
 

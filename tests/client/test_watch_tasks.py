@@ -166,12 +166,6 @@ def test_follow_shows_tasks_started_later_once_each(paced: Emulator, backend: st
     run(backend, main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="client/sync_base.py's _SyncItem copies worker_id, event and error only: "
-    "task_id and trigger are to be copied there too (a file of another part of the work)",
-)
 def test_sync_watch_takes_tasks_too(fast: Emulator) -> None:
     async def make() -> tuple[str, list[str]]:
         async with client_for(fast) as client:
