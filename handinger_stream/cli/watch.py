@@ -317,9 +317,7 @@ async def _create(client: AsyncHandinger, count: int, prompt: str, budget: Any) 
 
 def _snapshots(watch: Watch | FleetWatch) -> Mapping[str, Worker]:
     """The Workers the board's rows show, by row: tasks by their id, workers by theirs."""
-    if isinstance(watch, Watch):
-        return ChainMap(watch.tasks, watch.workers)  # type: ignore[arg-type]
-    return watch.workers
+    return ChainMap(watch.tasks, watch.workers)  # type: ignore[arg-type]
 
 
 async def _display(args: argparse.Namespace, board: Board, watch: Watch | FleetWatch) -> None:

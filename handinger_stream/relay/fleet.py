@@ -22,7 +22,7 @@ from types import TracebackType
 
 import anyio
 
-from ..client.watch import LiveEvent, SnapshotsView, WatchEvent
+from ..client.watch import LiveEvent, SnapshotsView, WatchEvent, task_of
 from ..errors import HandingerError, IncompleteStreamError
 from ..protocol.reducer import WorkerState
 from ..protocol.retry import RetryPolicy
@@ -39,11 +39,12 @@ _READ = 1024  # entries per store read
 class _Turn:
     """One chat being followed: where its log was read to, and its worker's fold."""
 
-    __slots__ = ("after", "chat_id", "ended", "id", "state", "turn_start")
+    __slots__ = ("after", "chat_id", "ended", "id", "state", "task_id", "turn_start")
 
     def __init__(self, info: ChatInfo, worker_id: str) -> None:
         self.chat_id = info.chat_id
         self.id = worker_id
+        self.task_id: str | None = None  # a relay on a worker template: the chat's task
         self.state = WorkerState(worker_id)
         self.follow(info)  # sets turn_start, after (the seq of the last entry read), ended
 
@@ -73,6 +74,10 @@ class FleetWatch:
     ``keep``: how many ended workers ``workers`` keeps (the oldest ended are
     dropped first), so a view left running for weeks stays the same size; a
     dropped worker seen again is folded from its new turn.
+
+    Relays on a worker template (``Relay(worker_id=...)``) run every chat as
+    a task of one worker: their items carry the chat's ``task_id`` (read from
+    its events), and ``tasks`` has each chat's Worker by task id.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class FleetWatch:
         self.patience = patience
         self._chats: dict[str, _Turn] = {}  # by chat id
         self._by_worker: dict[str, _Turn] = {}
+        self._by_task: dict[str, _Turn] = {}
         # What was read and not handed out yet: events, and ends (with why, if lost).
         self._items: deque[tuple[_Turn, Event | None, str | None]] = deque()
         self._fleet: list[ChatInfo] | None = None  # what the last look found, until read
@@ -104,6 +110,11 @@ class FleetWatch:
     def workers(self) -> Mapping[str, Worker]:
         """Every worker seen, by id: its snapshot, through the last item handed out."""
         return SnapshotsView(self._by_worker)
+
+    @property
+    def tasks(self) -> Mapping[str, Worker]:
+        """Every task seen (chats of relays on a worker template), by id: its snapshot."""
+        return SnapshotsView(self._by_task)
 
     @property
     def waiting(self) -> list[str]:
@@ -134,7 +145,11 @@ class FleetWatch:
                 turn, event, error = items.popleft()
                 if event is not None:
                     turn.state.apply(event)  # folded as it is handed out
-                    return LiveEvent(turn, event)
+                    task_id = task_of(event)
+                    if task_id is not None and task_id != turn.task_id:
+                        turn.task_id = task_id
+                        self._by_task[task_id] = turn
+                    return LiveEvent(turn, event, task_id=turn.task_id)
                 self._ended.pop(turn.chat_id, None)
                 self._ended[turn.chat_id] = None  # handed out whole: may be dropped
                 if error is not None:  # lost: its one item, as a watch's lost stream
@@ -142,9 +157,9 @@ class FleetWatch:
                         f"chat {turn.chat_id!r}: the relay could not finish the turn: {error}",
                         worker=turn.snapshot,
                     )
-                    return LiveEvent(turn, None, lost)
+                    return LiveEvent(turn, None, lost, task_id=turn.task_id)
                 if ends:
-                    return LiveEvent(turn, None)
+                    return LiveEvent(turn, None, task_id=turn.task_id)
             if self._fleet is None:
                 await anyio.sleep(self.interval)
                 self._fleet = await self._patiently()
@@ -170,6 +185,8 @@ class FleetWatch:
             turn = self._chats.pop(chat_id)
             if self._by_worker.get(turn.id) is turn:
                 del self._by_worker[turn.id]
+            if turn.task_id is not None and self._by_task.get(turn.task_id) is turn:
+                del self._by_task[turn.task_id]
 
     def _following(self) -> bool:
         return any(not turn.ended for turn in self._chats.values())

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from handinger_stream import AsyncHandinger, InvalidRequestError
 from handinger_stream.emulator import Emulator
-from handinger_stream.relay import MemoryStore, Relay, make_aiohttp_app, task_id_for
+from handinger_stream.relay import FleetWatch, MemoryStore, Relay, make_aiohttp_app, task_id_for
 from handinger_stream.types.task import TaskWithTurns
 from tests.cli.helpers import cli_here
 from tests.relay_helpers import (
@@ -346,3 +346,22 @@ def test_on_redis_a_killed_producers_turn_resumes_on_another_relay(
     assert rest.status == 200 and rest.complete
     turns = task_turns(replay, task_id_for(template_id, "r1"))
     assert first.chunks + rest.chunks == without_snapshots(turns[0])
+
+
+async def test_the_fleet_view_tells_chats_on_one_template_apart(client: AsyncHandinger) -> None:
+    template = await client.workers.create(instructions="Answer briefly")
+    store = MemoryStore()
+    async with Relay(client, store, worker_id=template.id) as relay:
+        for chat_id in ("a", "b"):  # the template plays them one after the other
+            await relay.send(chat_id, PROMPT)
+        async with FleetWatch(store, until_idle=True, interval=0.02) as fleet:
+            with anyio.fail_after(30):
+                items = [item async for item in fleet.events(ends=True)]
+            tasks = dict(fleet.tasks)
+    expected = {relay.task_id("a"), relay.task_id("b")}
+    assert {item.task_id for item in items} == expected
+    assert {item.worker_id for item in items} == {template.id}
+    assert set(tasks) == expected
+    for task_id in expected:
+        assert tasks[task_id].status == "completed"
+        assert tasks[task_id].metadata["taskId"] == task_id
