@@ -168,13 +168,8 @@ class Board:
             row.ended = now
 
     def end(self, item: WatchEvent, now: float) -> None:
-        """An end item: its row ends, and so do the rows of the other tasks its stream played
-        (a template's stream ends once for all of them)."""
+        """An end item: its row (its task's, or its worker's) ends."""
         self.ended(self.key(item), item.snapshot, now)
-        if item.task_id is not None:
-            for row in self.rows.values():
-                if row.worker == item.worker_id and row.ended is None:
-                    row.ended = now
 
     def refresh(self, snapshots: Mapping[str, Worker], now: float) -> None:
         """Work out the rows that changed since the last refresh, from the workers'
@@ -186,6 +181,10 @@ class Board:
                 if row.seen is None:
                     row.seen = now
                 self.update(row, snapshots[worker_id])
+                if row.is_task and row.status in ("completed", "failed"):
+                    # A template's stream ends once for all of its tasks: each task's
+                    # row ends with its turn (a later turn makes it live again).
+                    row.ended = now
 
     def update(self, row: Row, worker: Worker) -> None:
         error = self.errors.get(row.id)

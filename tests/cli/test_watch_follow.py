@@ -18,6 +18,7 @@ from rich.console import Console
 from handinger_stream import AsyncHandinger, WatchEvent, Worker
 from handinger_stream.emulator import Emulator
 from handinger_stream.monitoring.dashboard import Board
+from handinger_stream.types.events import StartEvent
 from tests.cli.helpers import cli_here, environment, json_lines
 from tests.conftest import API_KEY
 from tests.helpers.emulators import emulator_fixture
@@ -123,3 +124,24 @@ def test_the_trigger_column_shows_only_with_tasks() -> None:
     assert "trigger" in table and "schedule" in table and "tsk_1" in table
     # The template's own row gave way to its task's; the seed worker's stays.
     assert set(board.rows) == {"wrk_seed", "tsk_1"}
+
+
+def test_a_task_row_ends_with_its_turn_and_alone() -> None:
+    board = Board(started=0)
+
+    def item(task_id: str, event: bool = True) -> WatchEvent:
+        worker = Worker(id="wrk_t")
+        return WatchEvent("wrk_t", StartEvent() if event else None, worker, task_id=task_id)
+
+    board.touch(item("tsk_a"))
+    board.touch(item("tsk_b"))
+    snapshots = {
+        "tsk_a": Worker(id="wrk_t", status="completed"),
+        "tsk_b": Worker(id="wrk_t", status="running"),
+    }
+    board.refresh(snapshots, now=5)
+    assert board.rows["tsk_a"].ended == 5 and board.rows["tsk_b"].ended is None
+    board.end(item("tsk_a", event=False), now=7)  # chats of a relay end one by one
+    assert board.rows["tsk_b"].ended is None
+    board.touch(item("tsk_a"))  # a later turn: live again
+    assert board.rows["tsk_a"].ended is None
