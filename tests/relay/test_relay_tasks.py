@@ -26,7 +26,16 @@ from aiohttp import web
 from handinger_stream import AsyncHandinger, InvalidRequestError
 from handinger_stream.emulator import Emulator
 from handinger_stream.relay import FleetWatch, MemoryStore, Relay, make_aiohttp_app, task_id_for
+from handinger_stream.relay.core import _TaskTurn
+from handinger_stream.types.events import (
+    Event,
+    FinishEvent,
+    StartEvent,
+    TextDeltaEvent,
+    WorkerSnapshotEvent,
+)
 from handinger_stream.types.task import TaskWithTurns
+from handinger_stream.types.worker import Worker
 from tests.cli.helpers import cli_here
 from tests.relay_helpers import (
     RedisServer,
@@ -365,3 +374,36 @@ async def test_the_fleet_view_tells_chats_on_one_template_apart(client: AsyncHan
     for task_id in expected:
         assert tasks[task_id].status == "completed"
         assert tasks[task_id].metadata["taskId"] == task_id
+
+
+def _events(task_id: str) -> list[Event]:
+    """One turn of a task, as a template's stream has it: snapshot, start, text, finish."""
+    worker = Worker(id="wrk_t", metadata={"taskId": task_id})
+    return [
+        WorkerSnapshotEvent(worker=worker, fields=frozenset({"id", "metadata"})),
+        StartEvent(message_id=f"m-{task_id}", message_metadata={"taskId": task_id}),
+        TextDeltaEvent(id="t", delta=task_id),
+        FinishEvent(),
+    ]
+
+
+def _admitted(turn: _TaskTurn, events: list[Event]) -> list[Event]:
+    kept: list[Event] = []
+    for event in events:
+        verdict = turn.admit(event)
+        if verdict is None:
+            break
+        if verdict:
+            kept.append(event)
+    return kept
+
+
+def test_a_task_turn_is_told_from_the_others_in_a_templates_stream() -> None:
+    a1, b, a2 = _events("a"), _events("b"), _events("a")
+    # From its start: its own events, up to where another task's turn begins.
+    assert _admitted(_TaskTurn("a"), a1 + b) == a1
+    # A replay from the template's start: other tasks skipped, earlier turns passed.
+    assert _admitted(_TaskTurn("a", skip=1, inside=False), b + a1 + b + a2) == a2
+    assert _admitted(_TaskTurn("a", skip=0, inside=False), b + a1 + a2) == a1
+    # Resumed inside the turn (after its last event stored): the rest, then stop.
+    assert _admitted(_TaskTurn("a"), a1[2:] + b) == a1[2:]
