@@ -404,6 +404,9 @@ def test_a_task_turn_is_told_from_the_others_in_a_templates_stream() -> None:
     assert _admitted(_TaskTurn("a"), a1 + b) == a1
     # A replay from the template's start: other tasks skipped, earlier turns passed.
     assert _admitted(_TaskTurn("a", skip=1, inside=False), b + a1 + b + a2) == a2
-    assert _admitted(_TaskTurn("a", skip=0, inside=False), b + a1 + a2) == a1
+    assert _admitted(_TaskTurn("a", skip=0, inside=False), b + a1 + b) == a1
+    # A later turn of the same task ends it at its start (a snapshot between the two
+    # turns is the task's, and kept: it can only say what the task is now).
+    assert _admitted(_TaskTurn("a", inside=False), a1 + a2[1:]) == a1
     # Resumed inside the turn (after its last event stored): the rest, then stop.
     assert _admitted(_TaskTurn("a"), a1[2:] + b) == a1[2:]
