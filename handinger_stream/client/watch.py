@@ -50,7 +50,14 @@ from ..types.task import Task, TaskTrigger
 from ..types.worker import Worker
 from .stream import WorkerStream
 
-__all__ = ["DEFAULT_BUFFER", "FOLLOW_FIRST_WAIT", "FOLLOW_MAX_WAIT", "Watch", "WatchEvent"]
+__all__ = [
+    "DEFAULT_BUFFER",
+    "FOLLOW_FIRST_WAIT",
+    "FOLLOW_MAX_WAIT",
+    "Watch",
+    "WatchEvent",
+    "task_of",
+]
 
 DEFAULT_BUFFER = 64
 """Events of one worker given in a row before another worker with events ready gets a turn."""
