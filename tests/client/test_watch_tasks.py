@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 import pytest
 
-from handinger_stream import AsyncHandinger, Handinger, NotFoundError, TextDeltaEvent
+from handinger_stream import (
+    AsyncHandinger,
+    Handinger,
+    InvalidRequestError,
+    NotFoundError,
+    TextDeltaEvent,
+)
 from handinger_stream.client.watch import WatchEvent
 from handinger_stream.emulator import Emulator, EmulatorClock
 from handinger_stream.types.events import StartEvent
@@ -263,3 +269,21 @@ def test_follow_skips_what_a_server_ignoring_last_event_id_replays(raw_server: R
         {k.lower(): v for k, v in r["headers"].items()}["last-event-id"] in ("5", "10")
         for r in reopens
     )
+
+
+def test_a_task_added_and_one_removed_while_watching(fast: Emulator) -> None:
+    async def main() -> None:
+        async with client_for(fast) as client:
+            _, (first, mailed, third) = await template_with_tasks(client, fast)
+            async with client.workers.watch(tasks=[first, mailed]) as watch:
+                watch.add(third, task=True)
+                watch.remove(mailed)
+                items = await drain(watch)
+                assert set(watch.tasks) == {first, third}
+        assert {item.task_id for item in items} == {first, third}
+        with pytest.raises(RuntimeError, match="closed"):
+            watch.add(third, task=True)
+        with pytest.raises(InvalidRequestError, match="is watched already"):
+            client.workers.watch(tasks=[first, first])
+
+    anyio.run(main)
