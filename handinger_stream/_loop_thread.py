@@ -9,6 +9,7 @@ part may use it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import threading
 from collections.abc import Awaitable, Callable
@@ -74,7 +75,11 @@ class LoopThread:
         if self.in_loop_thread():
             raise RuntimeError("a Handinger call cannot wait on its own event loop's thread")
         loop = self._get()  # first: if it raises, no coroutine is left unawaited
-        future = asyncio.run_coroutine_threadsafe(_await(func), loop)
+        # The coroutine runs in a copy of the caller's context (its OpenTelemetry span,
+        # say), less the caller's async library: called from trio, it runs on asyncio.
+        context = contextvars.copy_context()
+        context.run(sniffio.current_async_library_cvar.set, None)
+        future = context.run(asyncio.run_coroutine_threadsafe, _await(func), loop)
         try:
             return future.result()
         except BaseException:
