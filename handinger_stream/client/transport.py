@@ -188,11 +188,33 @@ class _AiohttpResponse:
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError("timed out waiting for response data") from exc
         except (aiohttp.ClientError, OSError) as exc:
+            received = self._salvage()
+            if received:
+                return received  # the next read raises the error again
             raise APIConnectionError(
                 f"connection broke while reading: {exc!r}", request_sent=True
             ) from exc
         finally:
             self._waiting_since = None
+
+    def _salvage(self) -> bytes:
+        """The bytes that arrived before the connection broke, if any were left unread.
+
+        aiohttp's ``readany`` raises a broken connection's error before it hands
+        over what it had already buffered: the last events before a cut would be
+        lost, and a stream that resumes by event id would resume from too far
+        back. The reader's buffer is private, so this is done with care: the
+        error is set aside for one read and put back.
+        """
+        content = self._content
+        if not getattr(content, "_buffer", None):
+            return b""
+        error = content.exception()
+        content._exception = None
+        try:
+            return content.read_nowait(-1)
+        finally:
+            content._exception = error
 
     async def read(self) -> bytes:
         with _aiohttp_read_errors():

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ..errors import StreamDecodeError
+from ..errors import APIResponseValidationError, StreamDecodeError, excerpt
 from ..types.events import (
     CHUNK_TYPES,
     ChunkEvent,
@@ -277,8 +277,13 @@ def worker_from_object(obj: dict[str, Any]) -> Worker:
 
 
 def decode_worker(body: bytes) -> Worker:
-    """A Worker from a JSON response body."""
-    return _worker_decoder.decode(body)
+    """A Worker from a JSON response body; :class:`APIResponseValidationError` if it is not one."""
+    try:
+        return _worker_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise APIResponseValidationError(
+            f"the response is not a Worker: {exc} (body: {excerpt(body)!r})", status_code=200
+        ) from None
 
 
 def _text(raw: bytes) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ...errors import APIStatusError, InvalidRequestError, excerpt
+from ...errors import APIResponseValidationError, InvalidRequestError, excerpt
 from ...protocol.wire import decode_worker
 from ...types.worker import Budget, EmailAddress, Worker
 from ...types.worker_template import DeleteWorkerResponse, Visibility, WorkerTemplate
@@ -356,8 +356,8 @@ class Workers:
         if isinstance(value, dict):
             value = value.get("email", value.get("address"))
         if not isinstance(value, str):
-            raise APIStatusError(
-                f"unexpected email response: {excerpt(raw)!r}", status_code=200, body=value
+            raise APIResponseValidationError(
+                f"the response is not an email address: {excerpt(raw)!r}", status_code=200
             )
         return EmailAddress(value)
 
