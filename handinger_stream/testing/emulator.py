@@ -184,6 +184,10 @@ class _Worker:
         """The metadata of each assistant message (the ``start`` chunk's ``messageMetadata``)."""
         return {"workerId": self.id, "createdAt": self.created_at}
 
+    def finish_metadata(self, usage: dict[str, Any], costs: dict[str, float]) -> dict[str, Any]:
+        """The ``finish`` chunk's ``messageMetadata``: the seed's usage and costs so far."""
+        return {"usage": usage, "costs": costs}
+
     def files_path(self) -> str:
         """Where the workspace's files are served, below the base URL."""
         return f"/api/workers/{self.id}/files"
@@ -236,6 +240,11 @@ class _TaskWorker(_Worker):
 
     def turn_metadata(self) -> dict[str, Any]:
         return {"workerId": self.id, "taskId": self.record.id, "createdAt": self.created_at}
+
+    def finish_metadata(self, usage: dict[str, Any], costs: dict[str, float]) -> dict[str, Any]:
+        # Today's Worker has no costs (api-current.md): a client folding the stream
+        # must end with the Worker the JSON calls return.
+        return {"usage": usage}
 
     def files_path(self) -> str:
         return f"/api/tasks/{self.record.id}/files"
@@ -1629,15 +1638,10 @@ class _Turn:
         await self.emit({"type": "finish-step"})
         usage = _add_usage(worker.usage, self.plan.usage)
         costs = _add_costs(worker.costs, self.plan.costs)
-        await self.emit(
-            {
-                "type": "finish",
-                "finishReason": "stop",
-                "messageMetadata": {"usage": usage, "costs": costs},
-            }
-        )
+        metadata = worker.finish_metadata(usage, costs)
+        await self.emit({"type": "finish", "finishReason": "stop", "messageMetadata": metadata})
         worker.usage, worker.costs = usage, costs
-        self.message["metadata"] = {**self.metadata, "usage": usage, "costs": costs}
+        self.message["metadata"] = {**self.metadata, **metadata}
 
 
 def _fault(request: web.Request) -> Fault:

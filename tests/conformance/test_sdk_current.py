@@ -289,12 +289,6 @@ def test_the_official_sdk_and_ours_agree_on(today: Run, call: str) -> None:
             assert same(record["dump"], ours_live, wire_body(record)) == [], f"live {call}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a task's finish chunk carries the seed's costs (messageMetadata.costs) and our "
-    "fold keeps them, since today's data-worker snapshot has no costs field: the streamed "
-    "Worker has costs where the JSON one (the SDK's) has none",
-)
 def test_a_streamed_task_folds_to_the_worker_the_sdk_retrieves(today: Run) -> None:
     latest = next(r for r in today.records if r["label"] == "the latest")
     for record, ours in zip(today.records, today.replayed, strict=True):
