@@ -9,15 +9,18 @@ Wire names are the API's (``workerId``, ``triggeredBy``); attributes are Pythoni
 ...   "url": "https://handinger.com/t/t1", "totals": {"credits": 3, "durationMs": 1200,
 ...   "turnCount": 1}}, "turns": []}'''
 >>> t = msgspec.json.decode(raw, type=TaskWithTurns)
->>> (t.task.worker_id, t.task.triggered_by, t.task.totals.turn_count)
-('w1', 'api', 1)
+>>> (t.task.worker_id, t.task.triggered_by, t.task.totals.turn_count, t.task.created.day)
+('w1', 'api', 1, 1)
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
+
+from .worker import timestamp
 
 __all__ = [
     "DeleteTaskResponse",
@@ -56,6 +59,16 @@ class Task(msgspec.Struct, kw_only=True, rename="camel"):
     url: str = ""
     totals: TaskTotals = msgspec.field(default_factory=TaskTotals)
 
+    @property
+    def created(self) -> datetime | None:
+        """``created_at`` as an aware datetime."""
+        return timestamp(self.created_at)
+
+    @property
+    def completed(self) -> datetime | None:
+        """``completed_at`` as an aware datetime (``None`` while it runs)."""
+        return timestamp(self.completed_at)
+
 
 class Turn(msgspec.Struct, kw_only=True, rename="camel"):
     """One exchange of a task: its input, what the agent wrote, what it cost."""
@@ -74,6 +87,16 @@ class Turn(msgspec.Struct, kw_only=True, rename="camel"):
     duration_ms: int = 0
     started_at: str = ""
     completed_at: str | None = None
+
+    @property
+    def started(self) -> datetime | None:
+        """``started_at`` as an aware datetime."""
+        return timestamp(self.started_at)
+
+    @property
+    def completed(self) -> datetime | None:
+        """``completed_at`` as an aware datetime (``None`` while it runs)."""
+        return timestamp(self.completed_at)
 
 
 class TaskWithTurns(msgspec.Struct, kw_only=True):

@@ -135,15 +135,7 @@ class Worker(msgspec.Struct, kw_only=True):
         >>> Worker(id="w", created_at=0).created.year, Worker(id="w").created
         (1970, None)
         """
-        value = self.created_at
-        if value is None:
-            return None
-        if isinstance(value, str):
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        # Milliseconds, if the number is too large to be seconds (after the year 5000).
-        seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return timestamp(self.created_at)
 
     def parse(self, into: type[T]) -> T:
         """``structured_output`` decoded into your own msgspec Struct, dataclass or TypedDict.
@@ -210,3 +202,20 @@ class EmailAddress(str):
     @property
     def email(self) -> str:
         return str(self)
+
+
+def timestamp(value: int | float | str | None) -> datetime | None:
+    """A wire timestamp as an aware datetime: seconds (or milliseconds) since the epoch,
+    or an ISO-8601 string; ``None`` for none.
+
+    >>> timestamp("2026-05-01T10:00:00Z").hour, timestamp(1_700_000_000_000).year
+    (10, 2023)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    # Milliseconds, if the number is too large to be seconds (after the year 5000).
+    seconds = value / 1000 if value > 1e11 else value
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
