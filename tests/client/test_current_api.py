@@ -567,3 +567,32 @@ async def test_a_404_of_the_other_generation_says_which_call_to_use(
     assert "workers.create(input=...)" in str(seed_server.value)
     assert "tasks.create(task_id=" in str(todays_server.value)
     assert [r["path"] for r in raw_server.requests] == ["/api/tasks", "/api/workers/wrk_1"]
+
+
+TODAY_ONLY = [
+    "tasks.retrieve",
+    "tasks.delete",
+    "workers.update",
+    "workers.delete",
+    "workers.schedules.create",
+    "workers.schedules.list",
+    "workers.schedules.cancel",
+    "workers.webhooks.retrieve",
+    "workers.webhooks.update",
+    "workers.webhooks.delete",
+    "workers.webhooks.list_executions",
+    "workers.webhooks.regenerate_token",
+]
+
+
+@pytest.mark.parametrize("call", TODAY_ONLY)
+async def test_a_404_to_a_call_of_today_only_says_the_server_may_speak_the_seed_s(
+    flavor: str, raw_server: RawServer, call: str
+) -> None:
+    raw_server.serve(Canned([NOT_FOUND], status=404, headers=JSON))
+    async with connect(flavor, raw_server.base_url) as client:
+        with pytest.raises(NotFoundError) as caught:
+            await done(CALLS[call](client))
+    said = str(caught.value)
+    assert "seed's generation" in said and "workers.create(input=...)" in said
+    assert len(raw_server.requests) == 1

@@ -20,8 +20,12 @@ __all__ = [
     "given_fields",
     "input_body",
     "path_segment",
+    "today_only",
     "with_hint",
 ]
+
+NO_ROUTE = frozenset({404, 405})
+"""What a server answers a route it does not have: one of the other generation's."""
 
 T = TypeVar("T")
 
@@ -116,3 +120,17 @@ def path_segment(value: str, name: str) -> str:
     'a%2F..%2Fb'
     """
     return quote(checked_id(value, name), safe="")
+
+
+async def today_only(call: Awaitable[T], what: str) -> T:
+    """``call``, one of today's API only; a 404/405 says so, for a seed-generation server.
+
+    The 404 of an unknown id says the same with the hint's "if": the hint
+    does not claim which it was.
+    """
+    return await with_hint(
+        call,
+        NO_ROUTE,
+        f"if this server speaks the seed's generation of the API, it has no {what}: "
+        "start runs there with client.workers.create(input=...)",
+    )

@@ -25,7 +25,7 @@ from ...types.schedule import ScheduleCancelResponse, ScheduleListResponse, Work
 from ...types.worker import Budget
 from ..base import AsyncAPIClient, Headers
 from ..sync_base import SyncAPIClient
-from ._bodies import decode_body, input_body, path_segment
+from ._bodies import decode_body, input_body, path_segment, today_only
 
 __all__ = ["Schedules", "SyncSchedules", "schedule_when"]
 
@@ -83,12 +83,17 @@ class Schedules:
         ...     "wrk_1", input="Weekly report", when={"type": "cron", "cron": "0 9 * * 1"})
         """
         body = {**input_body(input, budget), "when": schedule_when(when)}
-        raw = await self._client._json("POST", _path(worker_id), json=body, headers=extra_headers)
+        raw = await today_only(
+            self._client._json("POST", _path(worker_id), json=body, headers=extra_headers),
+            "schedules",
+        )
         return decode_body(raw, WorkerSchedule)  # type: ignore[arg-type]
 
     async def list(self, worker_id: str, *, extra_headers: Headers = None) -> ScheduleListResponse:
         """The template's schedules."""
-        raw = await self._client._json("GET", _path(worker_id), headers=extra_headers)
+        raw = await today_only(
+            self._client._json("GET", _path(worker_id), headers=extra_headers), "schedules"
+        )
         return decode_body(raw, ScheduleListResponse)
 
     async def cancel(
@@ -96,7 +101,9 @@ class Schedules:
     ) -> ScheduleCancelResponse:
         """Cancel a schedule's future runs (tasks already started go on)."""
         path = f"{_path(worker_id)}/{path_segment(schedule_id, 'schedule_id')}"
-        raw = await self._client._json("DELETE", path, headers=extra_headers)
+        raw = await today_only(
+            self._client._json("DELETE", path, headers=extra_headers), "schedules"
+        )
         return decode_body(raw, ScheduleCancelResponse)
 
 

@@ -23,7 +23,7 @@ from ...types.worker import Budget, Worker
 from ..base import AsyncAPIClient, Files, Headers
 from ..stream import WorkerStream
 from ..sync_base import SyncAPIClient, SyncWorkerStream
-from ._bodies import checked_id, decode_body, input_body, path_segment, with_hint
+from ._bodies import checked_id, decode_body, input_body, path_segment, today_only, with_hint
 
 __all__ = ["SyncTasks", "Tasks"]
 
@@ -134,14 +134,16 @@ class Tasks:
         """
         path = f"/api/tasks/{path_segment(task_id, 'task_id')}"
         return decode_body(
-            await self._client._json("GET", path, headers=extra_headers), TaskWithTurns
+            await today_only(self._client._json("GET", path, headers=extra_headers), "tasks"),
+            TaskWithTurns,
         )
 
     async def delete(self, task_id: str, *, extra_headers: Headers = None) -> DeleteTaskResponse:
         """Archive the task: gone from the task list, its turns and files kept."""
         path = f"/api/tasks/{path_segment(task_id, 'task_id')}"
         return decode_body(
-            await self._client._json("DELETE", path, headers=extra_headers), DeleteTaskResponse
+            await today_only(self._client._json("DELETE", path, headers=extra_headers), "tasks"),
+            DeleteTaskResponse,
         )
 
 

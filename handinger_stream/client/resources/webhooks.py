@@ -17,7 +17,7 @@ from ...errors import InvalidRequestError
 from ...types.webhook import Webhook, WebhookExecutionList
 from ..base import AsyncAPIClient, Headers
 from ..sync_base import SyncAPIClient
-from ._bodies import decode_body, path_segment
+from ._bodies import decode_body, path_segment, today_only
 
 __all__ = ["SyncWebhooks", "Webhooks"]
 
@@ -31,10 +31,8 @@ class Webhooks:
     async def _webhook(
         self, method: str, worker_id: str, headers: Headers, suffix: str = "", json: Any = None
     ) -> Webhook:
-        raw = await self._client._json(
-            method, _path(worker_id) + suffix, json=json, headers=headers
-        )
-        return decode_body(raw, Webhook)
+        call = self._client._json(method, _path(worker_id) + suffix, json=json, headers=headers)
+        return decode_body(await today_only(call, "webhooks"), Webhook)
 
     async def retrieve(self, worker_id: str, *, extra_headers: Headers = None) -> Webhook:
         """The webhook (``url`` and ``token`` are ``None`` when none is set)."""
@@ -65,7 +63,8 @@ class Webhooks:
             if not isinstance(page, int) or isinstance(page, bool) or page < 1:
                 raise InvalidRequestError(f"page must be a positive int; got {page!r}")
             suffix += f"?page={page}"
-        raw = await self._client._json("GET", _path(worker_id) + suffix, headers=extra_headers)
+        call = self._client._json("GET", _path(worker_id) + suffix, headers=extra_headers)
+        raw = await today_only(call, "webhooks")
         return decode_body(raw, WebhookExecutionList)
 
 

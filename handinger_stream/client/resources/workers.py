@@ -29,6 +29,7 @@ from ._bodies import (
     given_fields,
     input_body,
     path_segment,
+    today_only,
     with_hint,
 )
 from .schedules import Schedules, SyncSchedules
@@ -174,7 +175,8 @@ class Workers:
         )
         _check_template(body)
         path = f"/api/workers/{path_segment(worker_id, 'worker_id')}"
-        raw = await self._client._json("PATCH", path, json=body, headers=extra_headers)
+        call = self._client._json("PATCH", path, json=body, headers=extra_headers)
+        raw = await today_only(call, "worker templates to update")
         return decode_body(raw, WorkerTemplate)
 
     async def delete(
@@ -182,7 +184,9 @@ class Workers:
     ) -> DeleteWorkerResponse:
         """Delete a worker template."""
         path = f"/api/workers/{path_segment(worker_id, 'worker_id')}"
-        raw = await self._client._json("DELETE", path, headers=extra_headers)
+        raw = await today_only(
+            self._client._json("DELETE", path, headers=extra_headers), "worker templates to delete"
+        )
         return decode_body(raw, DeleteWorkerResponse)
 
     @cached_property
