@@ -53,16 +53,31 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = webhooks.add_subparsers(dest="action", required=True)
-    put = actions.add_parser(
-        "set",
-        help="set (or, with --clear, remove) a template's webhook URL",
-        description=(
-            "Set the worker template's webhook URL (HTTPS on the real service); a token\n"
-            "is made the first time and kept after. --clear removes the webhook and its\n"
-            "token. The token is printed only with --show-token."
-        ),
+    _add_set(actions)
+    _add_show(actions)
+    _add_executions(actions)
+    _add_listen(actions)
+
+
+def _action(actions: Any, name: str, help: str, description: str) -> Any:
+    """One subcommand's parser, its description laid out as written."""
+    return actions.add_parser(
+        name,
+        help=help,
+        description=description,
         epilog=exit_codes.HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_set(actions: Any) -> None:
+    put = _action(
+        actions,
+        "set",
+        "set (or, with --clear, remove) a template's webhook URL",
+        "Set the worker template's webhook URL (HTTPS on the real service); a token\n"
+        "is made the first time and kept after. --clear removes the webhook and its\n"
+        "token. The token is printed only with --show-token.",
     )
     put.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     put.add_argument("url", metavar="URL", nargs="?", help="where deliveries are POSTed")
@@ -70,29 +85,27 @@ def add_parser(sub: Any) -> None:
     put.add_argument("--show-token", action="store_true", help="print the token (a secret)")
     add_service_options(put, json_help=_WEBHOOK_JSON)
 
-    show = actions.add_parser(
+
+def _add_show(actions: Any) -> None:
+    show = _action(
+        actions,
         "show",
-        help="a template's webhook URL (and, with --show-token, its token)",
-        description=(
-            "Show the worker template's webhook URL, and whether it has a token; the\n"
-            "token itself only with --show-token."
-        ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "a template's webhook URL (and, with --show-token, its token)",
+        "Show the worker template's webhook URL, and whether it has a token; the\n"
+        "token itself only with --show-token.",
     )
     show.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     show.add_argument("--show-token", action="store_true", help="print the token (a secret)")
     add_service_options(show, json_help=_WEBHOOK_JSON)
 
-    executions = actions.add_parser(
+
+def _add_executions(actions: Any) -> None:
+    executions = _action(
+        actions,
         "executions",
-        help="a template's webhook delivery attempts, newest first",
-        description=(
-            "List one page of the webhook's delivery attempts, newest first: when, how\n"
-            "it went, the receiver's status, how long, the task, the error."
-        ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "a template's webhook delivery attempts, newest first",
+        "List one page of the webhook's delivery attempts, newest first: when, how\n"
+        "it went, the receiver's status, how long, the task, the error.",
     )
     executions.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     executions.add_argument(
@@ -103,19 +116,18 @@ def add_parser(sub: Any) -> None:
         json_help='print the page as one JSON object: {"logs", "page", "pageCount", "totalCount"}',
     )
 
-    listen = actions.add_parser(
+
+def _add_listen(actions: Any) -> None:
+    listen = _action(
+        actions,
         "listen",
-        help="receive deliveries here and print each",
-        description=(
-            f"Receive webhook deliveries at http://HOST:PORT/PATH and print a line for\n"
-            f"each (--json: one JSON object a line), until Ctrl-C. The token comes from\n"
-            f"{TOKEN_VARIABLE} or --token-file; a request without it is refused (401).\n"
-            "Handinger posts to HTTPS URLs only: put a TLS-terminating proxy or a\n"
-            "tunnel in front. A missing token exits 2; a port that cannot be had, 3;\n"
-            "Ctrl-C, 130."
-        ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "receive deliveries here and print each",
+        f"Receive webhook deliveries at http://HOST:PORT/PATH and print a line for\n"
+        f"each (--json: one JSON object a line), until Ctrl-C. The token comes from\n"
+        f"{TOKEN_VARIABLE} or --token-file; a request without it is refused (401).\n"
+        "Handinger posts to HTTPS URLs only: put a TLS-terminating proxy or a\n"
+        "tunnel in front. A missing token exits 2; a port that cannot be had, 3;\n"
+        "Ctrl-C, 130.",
     )
     listen.add_argument("--port", type=port, required=True, help="the port (0: any free one)")
     listen.add_argument("--host", default="127.0.0.1", help="the address (default: 127.0.0.1)")
