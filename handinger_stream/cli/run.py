@@ -37,6 +37,7 @@ from ..errors import (
     StreamError,
     UnprocessableEntityError,
     WorkerFailedError,
+    excerpt,
 )
 from ..protocol.wire import encode_event
 from ..testing.emulator import Emulator
@@ -596,8 +597,7 @@ def _one_line(value: Any) -> str:
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return excerpt(" ".join(text.split()), width)
 
 
 def _tail_lines(text: str, width: int, keep: int, console: Console) -> list[Text]:

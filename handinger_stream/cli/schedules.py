@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..client.async_client import AsyncHandinger
+from ..errors import excerpt
 from ..types.schedule import (
     CronWorkerSchedule,
     DelayedWorkerSchedule,
@@ -199,7 +200,6 @@ def schedules_table(found: ScheduleListResponse) -> str:
         following = (
             s.next_run_at.isoformat(timespec="seconds") if s.next_run_at is not None else "-"
         )
-        text = clean(s.input)
-        text = text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
+        text = excerpt(clean(s.input), _EXCERPT)
         rows.append((s.id, _describe(s), following, s.budget, text))
     return "\n".join([*lines, *table(rows)])

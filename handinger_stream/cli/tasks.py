@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from ..client.async_client import AsyncHandinger
+from ..errors import excerpt
 from ..types.task import TaskWithTurns
 from . import exit_codes
 from .connection import add_service_options, call, clean, print_json, table
@@ -125,13 +126,8 @@ def turns_table(found: TaskWithTurns) -> str:
                 turn.status,
                 f"{turn.credits:g}",
                 f"{turn.duration_ms / 1000:.1f}s",
-                _excerpt(turn.input),
-                _excerpt(turn.output_text),
+                excerpt(clean(turn.input), _EXCERPT),
+                excerpt(clean(turn.output_text), _EXCERPT),
             )
         )
     return "\n".join([*lines, *table(rows)])
-
-
-def _excerpt(text: str) -> str:
-    text = clean(text)
-    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"

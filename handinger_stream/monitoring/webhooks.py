@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import HandingerError
+from ..errors import HandingerError, excerpt
 from ..types.task import Task
 from ..types.webhook import TOKEN_HEADER
 from ..types.worker import Worker
@@ -299,8 +299,7 @@ def render_json(delivery: WebhookDelivery) -> str:
 
 
 def _short(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return excerpt(" ".join(text.split()), width)
 
 
 def _printable(text: str) -> str:
