@@ -35,12 +35,14 @@ from ..errors import (
     UnprocessableEntityError,
 )
 from ..testing.emulator import Emulator
+from . import exit_codes
 from .exit_codes import EXIT_CONNECTION, EXIT_FAILED, EXIT_PROTOCOL, EXIT_USAGE
 from .printing import say
 
 __all__ = [
     "NO_KEY",
     "Service",
+    "add_command",
     "add_service_options",
     "call",
     "clean",
@@ -66,6 +68,18 @@ class Service:
     def embedded(self) -> bool:
         """Neither a key nor a base URL: the embedded emulator answers."""
         return self.api_key is None and self.base_url is None
+
+
+def add_command(parent: Any, name: str, *, help: str, description: str) -> Any:
+    """A subcommand's parser on ``parent`` (what ``add_subparsers`` gave): its
+    description laid out as written, the exit codes after the options."""
+    return parent.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=exit_codes.HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def add_service_options(parser: argparse.ArgumentParser, *, json_help: str) -> None:

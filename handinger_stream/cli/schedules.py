@@ -24,9 +24,8 @@ from ..types.schedule import (
     WorkerSchedule,
 )
 from ..types.worker import BUDGETS
-from . import exit_codes
 from .arguments import positive_int
-from .connection import add_service_options, call, clean, print_json, table
+from .connection import add_command, add_service_options, call, clean, print_json, table
 from .exit_codes import EXIT_FAILED, EXIT_OK
 from .printing import count, say
 
@@ -59,18 +58,18 @@ def instant(value: str) -> str:
 
 def add_parser(sub: Any) -> None:
     """Register ``schedules`` (``create``, ``list``, ``cancel``) on the subcommands."""
-    schedules = sub.add_parser(
+    schedules = add_command(
+        sub,
         "schedules",
         help="run a worker template later or again (today's API)",
         description=(
             "A schedule runs a worker template's PROMPT at a time, after a delay, every\n"
             "so many seconds, or when a cron expression matches; each run is a task."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = schedules.add_subparsers(dest="action", required=True)
-    create = actions.add_parser(
+    create = add_command(
+        actions,
         "create",
         help="schedule a prompt on a worker template",
         description=(
@@ -78,8 +77,6 @@ def add_parser(sub: Any) -> None:
             "some seconds, or again --every some seconds or on a --cron expression.\n"
             "Prints the schedule's id on stdout."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     create.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     create.add_argument("prompt", metavar="PROMPT", help="the input of each run")
@@ -99,27 +96,25 @@ def add_parser(sub: Any) -> None:
     create.add_argument("--budget", choices=BUDGETS, default=None, help="each run's budget")
     add_service_options(create, json_help="print the WorkerSchedule as one JSON object")
 
-    listing = actions.add_parser(
+    listing = add_command(
+        actions,
         "list",
         help="a worker template's schedules",
         description="List a worker template's schedules: id, type, when, next run, budget, input.",
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     listing.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     add_service_options(
         listing, json_help='print the list as one JSON object: {"workerId", "schedules"}'
     )
 
-    cancel = actions.add_parser(
+    cancel = add_command(
+        actions,
         "cancel",
         help="cancel a schedule's future runs",
         description=(
             "Cancel a schedule's future runs (tasks already started go on).\n"
             "Exit 1 when the service did not cancel it."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cancel.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     cancel.add_argument("schedule_id", metavar="SCHEDULE_ID", help="the schedule's id")

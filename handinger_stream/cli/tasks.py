@@ -15,8 +15,7 @@ from typing import Any
 from ..client.async_client import AsyncHandinger
 from ..errors import excerpt
 from ..types.task import TaskWithTurns
-from . import exit_codes
-from .connection import add_service_options, call, clean, print_json, table
+from .connection import add_command, add_service_options, call, clean, print_json, table
 from .exit_codes import EXIT_FAILED, EXIT_OK
 from .printing import count, say
 
@@ -27,38 +26,35 @@ _EXCERPT = 48  # characters of a turn's input and output in the table
 
 def add_parser(sub: Any) -> None:
     """Register ``tasks`` (``show``, ``delete``) on the command line's subcommands."""
-    tasks = sub.add_parser(
+    tasks = add_command(
+        sub,
         "tasks",
         help="show or archive a task (today's API)",
         description=(
             "A task is a run against a worker template: one or more turns. Start one\n"
             'with: handinger-stream run --worker ID "PROMPT"; add a turn with --task ID.'
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = tasks.add_subparsers(dest="action", required=True)
-    show = actions.add_parser(
+    show = add_command(
+        actions,
         "show",
         help="the task and its turns",
         description=(
             "Show a task and a table of its turns: seq, status, input, an excerpt of the\n"
             "output, credits and duration."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("task_id", metavar="ID", help="the task's id")
     add_service_options(show, json_help="print the TaskWithTurns as one JSON object")
-    delete = actions.add_parser(
+    delete = add_command(
+        actions,
         "delete",
         help="archive a task",
         description=(
             "Archive a task: it leaves the task list; its turns and files are kept.\n"
             "Exit 1 when the service did not archive it."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     delete.add_argument("task_id", metavar="ID", help="the task's id")
     add_service_options(delete, json_help='print the answer as one JSON object: {"archived": …}')

@@ -21,8 +21,7 @@ import msgspec
 from ..client.async_client import AsyncHandinger
 from ..errors import InvalidRequestError
 from ..types.worker_template import WorkerTemplate
-from . import exit_codes
-from .connection import add_service_options, call, print_json
+from .connection import add_command, add_service_options, call, print_json
 from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .printing import say
 
@@ -34,18 +33,18 @@ _VISIBILITIES = ("public", "private")
 
 def add_parser(sub: Any) -> None:
     """Register ``workers`` (``create``, ``update``, ``delete``) on the subcommands."""
-    workers = sub.add_parser(
+    workers = add_command(
+        sub,
         "workers",
         help="make, change or delete a worker template (today's API)",
         description=(
             "A worker is a reusable agent template: instructions, an optional output\n"
             "JSON Schema, a title. Run one with: handinger-stream run --worker ID PROMPT."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = workers.add_subparsers(dest="action", required=True)
-    create = actions.add_parser(
+    create = add_command(
+        actions,
         "create",
         help="make a worker template",
         description=(
@@ -54,8 +53,6 @@ def add_parser(sub: Any) -> None:
             "Without HANDINGER_API_KEY, --api-key or a base URL, it is made on the\n"
             "embedded emulator (and gone when the command ends)."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = create.add_mutually_exclusive_group()
     source.add_argument("--instructions", metavar="T", help="the worker's standing instructions")
@@ -65,15 +62,14 @@ def add_parser(sub: Any) -> None:
     _template_options(create)
     add_service_options(create, json_help=_JSON_HELP)
 
-    update = actions.add_parser(
+    update = add_command(
+        actions,
         "update",
         help="change a worker template",
         description=(
             "Change the fields given; the rest stay. Tasks already running keep the\n"
             "instructions they started with. Prints the template's id on stdout."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     update.add_argument("worker_id", metavar="ID", help="the worker template's id")
     update.add_argument("--instructions", metavar="T", help="new standing instructions")
@@ -85,12 +81,11 @@ def add_parser(sub: Any) -> None:
     )
     add_service_options(update, json_help=_JSON_HELP)
 
-    delete = actions.add_parser(
+    delete = add_command(
+        actions,
         "delete",
         help="delete a worker template",
         description="Delete a worker template. Exit 1 when the service did not delete it.",
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     delete.add_argument("worker_id", metavar="ID", help="the worker template's id")
     add_service_options(delete, json_help='print the answer as one JSON object: {"deleted": …}')

@@ -24,9 +24,8 @@ from typing import Any
 from ..client.async_client import AsyncHandinger
 from ..monitoring.webhooks import WebhookDelivery, render_json, render_line
 from ..types.webhook import Webhook, WebhookExecutionList
-from . import exit_codes
 from .arguments import port, positive_int
-from .connection import add_service_options, call, clean, print_json, table
+from .connection import add_command, add_service_options, call, clean, print_json, table
 from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
 from .printing import say
 
@@ -41,7 +40,8 @@ _WEBHOOK_JSON = (
 
 def add_parser(sub: Any) -> None:
     """Register ``webhooks`` (``set``, ``show``, ``executions``, ``listen``)."""
-    webhooks = sub.add_parser(
+    webhooks = add_command(
+        sub,
         "webhooks",
         help="a worker template's webhook, its deliveries, and a receiver (today's API)",
         description=(
@@ -49,8 +49,6 @@ def add_parser(sub: Any) -> None:
             "template's webhook with its token in X-Handinger-Token. Set the URL, see\n"
             "the delivery attempts, or receive deliveries here with `listen`."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = webhooks.add_subparsers(dest="action", required=True)
     _add_set(actions)
@@ -59,25 +57,16 @@ def add_parser(sub: Any) -> None:
     _add_listen(actions)
 
 
-def _action(actions: Any, name: str, help: str, description: str) -> Any:
-    """One subcommand's parser, its description laid out as written."""
-    return actions.add_parser(
-        name,
-        help=help,
-        description=description,
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def _add_set(actions: Any) -> None:
-    put = _action(
+    put = add_command(
         actions,
         "set",
-        "set (or, with --clear, remove) a template's webhook URL",
-        "Set the worker template's webhook URL (HTTPS on the real service); a token\n"
-        "is made the first time and kept after. --clear removes the webhook and its\n"
-        "token. The token is printed only with --show-token.",
+        help="set (or, with --clear, remove) a template's webhook URL",
+        description=(
+            "Set the worker template's webhook URL (HTTPS on the real service); a token\n"
+            "is made the first time and kept after. --clear removes the webhook and its\n"
+            "token. The token is printed only with --show-token."
+        ),
     )
     put.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     put.add_argument("url", metavar="URL", nargs="?", help="where deliveries are POSTed")
@@ -87,12 +76,14 @@ def _add_set(actions: Any) -> None:
 
 
 def _add_show(actions: Any) -> None:
-    show = _action(
+    show = add_command(
         actions,
         "show",
-        "a template's webhook URL (and, with --show-token, its token)",
-        "Show the worker template's webhook URL, and whether it has a token; the\n"
-        "token itself only with --show-token.",
+        help="a template's webhook URL (and, with --show-token, its token)",
+        description=(
+            "Show the worker template's webhook URL, and whether it has a token; the\n"
+            "token itself only with --show-token."
+        ),
     )
     show.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     show.add_argument("--show-token", action="store_true", help="print the token (a secret)")
@@ -100,12 +91,14 @@ def _add_show(actions: Any) -> None:
 
 
 def _add_executions(actions: Any) -> None:
-    executions = _action(
+    executions = add_command(
         actions,
         "executions",
-        "a template's webhook delivery attempts, newest first",
-        "List one page of the webhook's delivery attempts, newest first: when, how\n"
-        "it went, the receiver's status, how long, the task, the error.",
+        help="a template's webhook delivery attempts, newest first",
+        description=(
+            "List one page of the webhook's delivery attempts, newest first: when, how\n"
+            "it went, the receiver's status, how long, the task, the error."
+        ),
     )
     executions.add_argument("worker_id", metavar="WORKER_ID", help="the worker template's id")
     executions.add_argument(
@@ -118,16 +111,18 @@ def _add_executions(actions: Any) -> None:
 
 
 def _add_listen(actions: Any) -> None:
-    listen = _action(
+    listen = add_command(
         actions,
         "listen",
-        "receive deliveries here and print each",
-        f"Receive webhook deliveries at http://HOST:PORT/PATH and print a line for\n"
-        f"each (--json: one JSON object a line), until Ctrl-C. The token comes from\n"
-        f"{TOKEN_VARIABLE} or --token-file; a request without it is refused (401).\n"
-        "Handinger posts to HTTPS URLs only: put a TLS-terminating proxy or a\n"
-        "tunnel in front. A missing token exits 2; a port that cannot be had, 3;\n"
-        "Ctrl-C, 130.",
+        help="receive deliveries here and print each",
+        description=(
+            f"Receive webhook deliveries at http://HOST:PORT/PATH and print a line for\n"
+            f"each (--json: one JSON object a line), until Ctrl-C. The token comes from\n"
+            f"{TOKEN_VARIABLE} or --token-file; a request without it is refused (401).\n"
+            "Handinger posts to HTTPS URLs only: put a TLS-terminating proxy or a\n"
+            "tunnel in front. A missing token exits 2; a port that cannot be had, 3;\n"
+            "Ctrl-C, 130."
+        ),
     )
     listen.add_argument("--port", type=port, required=True, help="the port (0: any free one)")
     listen.add_argument("--host", default="127.0.0.1", help="the address (default: 127.0.0.1)")
