@@ -398,6 +398,9 @@ class WebhookReceiver:
         ``headers`` has lower-case names. Does not dedupe nor hand on: :meth:`handle` does.
         """
         self._check_head(method, headers)
+        return self._read(headers, body)
+
+    def _read(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery:
         return read_delivery(
             body,
             delivery_id=self._delivery_id(headers),
@@ -442,13 +445,7 @@ class WebhookReceiver:
                 body = await asyncio.wait_for(read_body(self.max_body), self.read_timeout)
             except asyncio.TimeoutError:
                 raise WebhookRejected(408, "the body took too long", "timeout") from None
-            delivery = read_delivery(
-                body,
-                delivery_id=self._delivery_id(headers),
-                max_body=self.max_body,
-                max_depth=self.max_depth,
-            )
-            return await self._hand_on(delivery)
+            return await self._hand_on(self._read(headers, body))
         except WebhookRejected as exc:
             self.rejected += 1
             if exc.status == 401:
