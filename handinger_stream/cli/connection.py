@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ..testing.emulator import Emulator
 from . import exit_codes
-from .exit_codes import EXIT_CONNECTION, EXIT_FAILED, EXIT_PROTOCOL, EXIT_USAGE
+from .exit_codes import EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_PROTOCOL, EXIT_USAGE
 from .printing import say
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "call",
     "clean",
     "connect",
+    "done_or_not",
     "failure",
     "print_json",
     "service",
@@ -187,6 +188,21 @@ def failure(exc: HandingerError, found: Service) -> int:
         return EXIT_CONNECTION
     say(f"error: {exc} (at {where})")
     return EXIT_CONNECTION
+
+
+def done_or_not(
+    args: argparse.Namespace, answer: Any, done: bool, *, did: str, do: str, what: str
+) -> int:
+    """The end of a command that archives, deletes or cancels ``what``: the answer
+    (``--json``) or a line saying it ``did``; exit 1 when the service did not ``do`` it."""
+    if args.json:
+        print_json(answer)
+    elif done:
+        say(f"{did} {what}")
+    if not done:
+        say(f"error: the service did not {do} {what}")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def print_json(value: Any) -> None:

@@ -25,8 +25,16 @@ from ..types.schedule import (
 )
 from ..types.worker import BUDGETS
 from .arguments import positive_int
-from .connection import add_command, add_service_options, call, clean, print_json, table
-from .exit_codes import EXIT_FAILED, EXIT_OK
+from .connection import (
+    add_command,
+    add_service_options,
+    call,
+    clean,
+    done_or_not,
+    print_json,
+    table,
+)
+from .exit_codes import EXIT_OK
 from .printing import count, say
 
 __all__ = ["add_parser", "command", "instant", "schedules_table"]
@@ -160,14 +168,8 @@ async def _list(client: AsyncHandinger, args: argparse.Namespace) -> int:
 
 async def _cancel(client: AsyncHandinger, args: argparse.Namespace) -> int:
     answer = await client.workers.schedules.cancel(args.schedule_id, worker_id=args.worker_id)
-    if args.json:
-        print_json(answer)
-    elif answer.cancelled:
-        say(f"cancelled schedule {args.schedule_id}")
-    if not answer.cancelled:
-        say(f"error: the service did not cancel schedule {args.schedule_id}")
-        return EXIT_FAILED
-    return EXIT_OK
+    what = f"schedule {args.schedule_id}"
+    return done_or_not(args, answer, answer.cancelled, did="cancelled", do="cancel", what=what)
 
 
 def _describe(schedule: WorkerSchedule) -> str:

@@ -15,9 +15,17 @@ from typing import Any
 from ..client.async_client import AsyncHandinger
 from ..errors import excerpt
 from ..types.task import TaskWithTurns
-from .connection import add_command, add_service_options, call, clean, print_json, table
-from .exit_codes import EXIT_FAILED, EXIT_OK
-from .printing import count, say
+from .connection import (
+    add_command,
+    add_service_options,
+    call,
+    clean,
+    done_or_not,
+    print_json,
+    table,
+)
+from .exit_codes import EXIT_OK
+from .printing import count
 
 __all__ = ["add_parser", "command", "turns_table"]
 
@@ -78,14 +86,9 @@ async def _show(client: AsyncHandinger, args: argparse.Namespace) -> int:
 
 async def _delete(client: AsyncHandinger, args: argparse.Namespace) -> int:
     answer = await client.tasks.delete(args.task_id)
-    if args.json:
-        print_json(answer)
-    elif answer.archived:
-        say(f"archived task {args.task_id}")
-    if not answer.archived:
-        say(f"error: the service did not archive task {args.task_id}")
-        return EXIT_FAILED
-    return EXIT_OK
+    return done_or_not(
+        args, answer, answer.archived, did="archived", do="archive", what=f"task {args.task_id}"
+    )
 
 
 def turns_table(found: TaskWithTurns) -> str:

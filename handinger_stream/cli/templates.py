@@ -21,8 +21,8 @@ import msgspec
 from ..client.async_client import AsyncHandinger
 from ..errors import InvalidRequestError
 from ..types.worker_template import WorkerTemplate
-from .connection import add_command, add_service_options, call, print_json
-from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .connection import add_command, add_service_options, call, done_or_not, print_json
+from .exit_codes import EXIT_OK, EXIT_USAGE
 from .printing import say
 
 __all__ = ["add_parser", "command", "read_schema"]
@@ -181,14 +181,8 @@ async def _update(client: AsyncHandinger, args: argparse.Namespace, fields: dict
 
 async def _delete(client: AsyncHandinger, args: argparse.Namespace) -> int:
     answer = await client.workers.delete(args.worker_id)
-    if args.json:
-        print_json(answer)
-    elif answer.deleted:
-        say(f"deleted worker template {args.worker_id}")
-    if not answer.deleted:
-        say(f"error: the service did not delete worker template {args.worker_id}")
-        return EXIT_FAILED
-    return EXIT_OK
+    what = f"worker template {args.worker_id}"
+    return done_or_not(args, answer, answer.deleted, did="deleted", do="delete", what=what)
 
 
 def _show(args: argparse.Namespace, template: WorkerTemplate, done: str) -> None:

@@ -377,3 +377,20 @@ def test_every_subcommand_says_what_it_does_and_its_exit_codes(words: list[str])
         assert action.help, f"{' '.join(words)} {action.dest}: no help"
     shown = cli_here(*words, "--help")
     assert shown.returncode == 0 and "exit codes: 0" in shown.stdout
+
+
+def test_done_or_not_says_the_outcome_and_exits_1_when_not_done(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from handinger_stream.cli.connection import done_or_not
+
+    plain, as_json = argparse.Namespace(json=False), argparse.Namespace(json=True)
+    kind = {"did": "archived", "do": "archive", "what": "task t1"}
+    assert done_or_not(plain, {"archived": True}, True, **kind) == 0
+    assert capsys.readouterr() == ("", "archived task t1\n")
+    assert done_or_not(plain, {"archived": False}, False, **kind) == 1
+    assert capsys.readouterr() == ("", "error: the service did not archive task t1\n")
+    assert done_or_not(as_json, {"archived": False}, False, **kind) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"archived": False}
+    assert err == "error: the service did not archive task t1\n"
