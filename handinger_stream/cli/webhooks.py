@@ -174,7 +174,7 @@ def _print_webhook(args: argparse.Namespace, hook: Webhook) -> None:
     if hook.url is None:
         print(f"{args.worker_id}: no webhook")
         return
-    print(f"url: {hook.url}")
+    print(f"url: {clean(hook.url)}")  # what the service holds: shown, never obeyed
     if token is not None:
         print(f"token: {token}")
     elif hook.token is not None:

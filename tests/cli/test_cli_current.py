@@ -394,3 +394,16 @@ def test_done_or_not_says_the_outcome_and_exits_1_when_not_done(
     out, err = capsys.readouterr()
     assert json.loads(out) == {"archived": False}
     assert err == "error: the service did not archive task t1\n"
+
+
+def test_webhooks_show_prints_the_url_without_control_characters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from handinger_stream.cli.webhooks import _print_webhook
+    from handinger_stream.types.webhook import Webhook
+
+    args = argparse.Namespace(json=False, show_token=False, worker_id="wrk_1")
+    _print_webhook(args, Webhook(url="https://example.com/\x1b[2Jhook", token="whsec_1"))
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "whsec_1" not in out
+    assert out.splitlines()[0] == "url: https://example.com/[2Jhook"
