@@ -23,7 +23,15 @@ from ...types.worker import Budget, Worker
 from ..base import AsyncAPIClient, Files, Headers
 from ..stream import WorkerStream
 from ..sync_base import SyncAPIClient, SyncWorkerStream
-from ._bodies import checked_id, decode_body, input_body, path_segment, today_only, with_hint
+from ._bodies import (
+    NO_ROUTE,
+    checked_id,
+    decode_body,
+    input_body,
+    path_segment,
+    today_only,
+    with_hint,
+)
 
 __all__ = ["SyncTasks", "Tasks"]
 
@@ -103,7 +111,7 @@ class Tasks:
             body[_WIRE["worker_id"]] = checked_id(worker_id, "worker_id")
         return await with_hint(
             self._start(body, stream, files, extra_headers, worker_id is None and task_id is None),
-            frozenset({404, 405}),
+            NO_ROUTE,
             "if this server speaks the seed's generation, which has no /api/tasks: "
             "start a run with client.workers.create(input=...)",
         )

@@ -23,6 +23,7 @@ from ..stream import Checkpoint, WorkerStream
 from ..sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _Blocking, _HostedWatch
 from ..watch import Watch, WatchEvent
 from ._bodies import (
+    NO_ROUTE,
     NOT_GIVEN,
     NotGiven,
     decode_body,
@@ -250,7 +251,7 @@ class Workers:
         path = f"/api/workers/{_path_id(worker_id)}"
         return await with_hint(
             self._send("POST", path, body, stream, files, extra_headers, False),
-            _NO_ROUTE,
+            NO_ROUTE,
             "if this server speaks today's API, which has no continue: add a turn with "
             "client.tasks.create(task_id=..., input=...)",
         )
@@ -321,7 +322,7 @@ class Workers:
                 last_event_id=last_event_id,
                 worker_id=worker_id,
             ),
-            _NO_ROUTE,
+            NO_ROUTE,
             "if this server speaks today's API, which has no subscribe: follow a worker "
             "with client.workers.retrieve(worker_id, stream=True)",
         )
@@ -717,7 +718,6 @@ class SyncWorkers:
 
 
 _TEMPLATE_WIRE = {"output_schema": "outputSchema"}
-_NO_ROUTE = frozenset({404, 405})  # what a server answers a route of the other generation
 _VISIBILITIES = ("public", "private")
 
 
