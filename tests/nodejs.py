@@ -61,3 +61,28 @@ def npm_project(source: Path) -> Path:
     if not (target / "node_modules" / ".package-lock.json").exists():
         _npm(["ci"], target, f"the locked dependencies of {source}")
     return target
+
+
+# `ai` 7 declares Node >= 22; the machines carry Node 20. The npm registry ships
+# Node itself as a per-platform package (what the `node` package's installer
+# would fetch), so a pinned Node 22 comes from there, like every other pin here.
+NODE22 = "22.23.3"
+_NODE_PLATFORMS = {("Linux", "x86_64"): "linux-x64", ("Linux", "aarch64"): "linux-arm64"}
+
+
+def node22() -> str:
+    """The path of a Node.js 22 binary: the machine's own if it is 22 or newer,
+    else the npm registry's ``node-<platform>@NODE22``, installed once in the cache."""
+    require_node()
+    own = shutil.which("node")
+    assert own is not None
+    version = subprocess.run([own, "--version"], capture_output=True, text=True, timeout=30)
+    if version.stdout.startswith("v") and int(version.stdout[1:].split(".")[0]) >= 22:
+        return own
+    platform_ = _NODE_PLATFORMS.get((os.uname().sysname, os.uname().machine))
+    if platform_ is None:
+        pytest.skip(f"no Node 22 package for {os.uname().sysname} {os.uname().machine}: install Node 22")
+    binary = npm_package(f"node-{platform_}@{NODE22}") / "node_modules" / f"node-{platform_}" / "bin" / "node"
+    if not binary.exists():
+        pytest.fail(f"node-{platform_}@{NODE22} has no bin/node")
+    return str(binary)
