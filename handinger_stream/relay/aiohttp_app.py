@@ -7,34 +7,49 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Collection
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from .core import Relay
-from .http import RelayHTTP, Reply
+from .http import WS_PATH, RelayHTTP, Reply
+from .ws import RelayWS, WSLimits
 
 __all__ = ["make_aiohttp_app"]
 
 _HTTP_KEY: web.AppKey[RelayHTTP] = web.AppKey("handinger_relay_http", RelayHTTP)
 
 
-def make_aiohttp_app(relay: Relay, **options: Any) -> web.Application:
+def make_aiohttp_app(
+    relay: Relay,
+    *,
+    allowed_origins: Collection[str] = (),
+    ws_limits: WSLimits | None = None,
+    **options: Any,
+) -> web.Application:
     """An ``aiohttp.web.Application`` serving the relay: mount it with ``add_subapp``.
 
     ``options`` are :class:`RelayHTTP`'s (``keepalive``, ``write_timeout``,
-    ``snapshots``). The relay is not closed with the app: it is yours.
+    ``snapshots``); ``allowed_origins`` and ``ws_limits`` are the WebSocket
+    endpoint's (:class:`RelayWS`). The relay is not closed with the app: it is yours.
     A request for the prefix without its trailing slash is redirected when
     the root app has ``web.normalize_path_middleware()``.
     """
     http = RelayHTTP(relay, **options)
+    ws = RelayWS(http, allowed_origins=allowed_origins, limits=ws_limits)
     app = web.Application()
     app[_HTTP_KEY] = http
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        tail = "/" + request.match_info["tail"]
+        if tail == WS_PATH and request.headers.get("upgrade", "").lower() == "websocket":
+            return await _websocket(ws, request)
         reply = await http.handle(
             request.method,
-            "/" + request.match_info["tail"],
+            tail,
             request.query_string,
             {k.lower(): v for k, v in request.headers.items()},
             request.read,
@@ -67,4 +82,47 @@ async def _respond(http: RelayHTTP, request: web.Request, reply: Reply) -> web.S
         pass  # the reader left (or was cut): the turn goes on without it
     finally:
         await body.aclose()
+    return response
+
+
+class _Socket:
+    """An aiohttp ``WebSocketResponse`` as :class:`RelayWS` reads and writes it."""
+
+    def __init__(self, request: web.Request, response: web.WebSocketResponse) -> None:
+        self.request = request
+        self.response = response
+
+    async def receive(self, timeout: float) -> str | bytes | None:
+        message = await self.response.receive(timeout=timeout)
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            data: str | bytes = message.data
+            return data
+        return None  # closed, or broken (too big: aiohttp closed it with 1009)
+
+    async def send(self, text: str) -> None:
+        await self.response.send_str(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            # A reader too slow to take a close frame is not waited for.
+            await asyncio.wait_for(self.response.close(code=code, message=reason.encode()), 1.0)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            if self.request.transport is not None:
+                self.request.transport.abort()
+
+
+async def _websocket(ws: RelayWS, request: web.Request) -> web.StreamResponse:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if not ws.origin_allowed(headers):
+        status, extra, body = ws.forbidden()
+        return web.Response(status=status, headers=extra, body=body)
+    limits = ws.limits
+    response = web.WebSocketResponse(
+        max_msg_size=limits.max_frame,
+        heartbeat=limits.ping_interval,
+        compress=False,  # small frames, many readers: deflating each costs more than it saves
+    )
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        await ws.serve(_Socket(request, response), dict(request.query))
     return response

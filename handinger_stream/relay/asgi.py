@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ..errors import InvalidRequestError
 from .core import Relay
-from .http import MAX_BODY, RelayHTTP, Reply
+from .http import MAX_BODY, WS_PATH, RelayHTTP, Reply
+from .ws import RelayWS, WSLimits
 
 __all__ = ["RelayASGI"]
 
@@ -31,25 +33,38 @@ class RelayASGI:
     """An ASGI 3 application serving the relay.
 
     ``options`` are :class:`RelayHTTP`'s (``keepalive``, ``write_timeout``,
-    ``snapshots``). The relay is not closed with the app: it is yours (open
-    and close it in your app's lifespan).
+    ``snapshots``); ``allowed_origins`` and ``ws_limits`` are the WebSocket
+    endpoint's (:class:`RelayWS`; the server needs WebSocket support, e.g.
+    uvicorn with ``wsproto`` or ``websockets``). The relay is not closed
+    with the app: it is yours (open and close it in your app's lifespan).
     """
 
-    def __init__(self, relay: Relay, **options: Any) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        allowed_origins: Collection[str] = (),
+        ws_limits: WSLimits | None = None,
+        **options: Any,
+    ) -> None:
         self.relay = relay
         self.http = RelayHTTP(relay, **options)
+        self.ws = RelayWS(self.http, allowed_origins=allowed_origins, limits=ws_limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send, self.http)
             return
-        if scope["type"] != "http":
-            return  # websockets: not ours (the server refuses them)
         root = scope.get("root_path", "")
         path: str = scope["path"]
         # Starlette's Mount keeps the whole path and names the prefix in root_path.
         if root and path.startswith(root):
             path = path[len(root) :]
+        if scope["type"] == "websocket":
+            await self._websocket(scope, path, receive, send)
+            return
+        if scope["type"] != "http":
+            return
         if not path:
             query = scope.get("query_string", b"").decode("latin-1")
             location = root + "/" + (f"?{query}" if query else "")
@@ -116,6 +131,58 @@ class RelayASGI:
                 with contextlib.suppress(asyncio.CancelledError, OSError):
                     await task
             await body.aclose()
+
+    async def _websocket(self, scope: Scope, path: str, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if path != WS_PATH:
+            await send({"type": "websocket.close", "code": 1008})  # the server answers 403
+            return
+        if not self.ws.origin_allowed(headers):
+            status, extra, body = self.ws.forbidden()
+            if "websocket.http.response" in scope.get("extensions", {}):
+                start = _start(Reply(status, extra))
+                await send({**start, "type": "websocket.http.response.start"})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await send({"type": "websocket.close", "code": 1008})  # a bare 403
+            return
+        await send({"type": "websocket.accept"})
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        await self.ws.serve(_Socket(receive, send), query)
+
+
+class _Socket:
+    """An ASGI ``websocket`` connection as :class:`RelayWS` reads and writes it."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def receive(self, timeout: float) -> str | bytes | None:
+        if self._closed:
+            return None
+        message = await asyncio.wait_for(self._receive(), timeout)
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            data: str | bytes = text if text is not None else message.get("bytes") or b""
+            return data
+        self._closed = True  # websocket.disconnect
+        return None
+
+    async def send(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._send({"type": "websocket.close", "code": code, "reason": reason}), 1.0
+            )
 
 
 def _start(reply: Reply) -> Message:

@@ -9,6 +9,7 @@ the relay is mounted:
 ``POST /api/chat``        ``DefaultChatTransport``'s body: the turn's stream
 ``GET /api/chat/{id}/stream``  204, or the running turn (or after ``Last-Event-ID``)
 ``GET /api/chat/{id}``    ``{"id", "messages"}``: the chat's finished messages
+``GET /api/chat/ws``      a WebSocket (ai 7's ``WebSocketChatTransport``, :mod:`.ws`)
 ========================  ==================================================
 
 >>> frame(Entry(7, b'{"type":"text-delta","id":"t","delta":"Hi"}'))
@@ -40,13 +41,24 @@ from .core import Reader, Relay
 from .errors import RelayError
 from .store import Entry
 
-__all__ = ["PAGE", "SSE_HEADERS", "RelayHTTP", "Reply", "SSEBody", "frame"]
+__all__ = [
+    "PAGE",
+    "SSE_HEADERS",
+    "WS_PATH",
+    "RelayHTTP",
+    "Reply",
+    "SSEBody",
+    "chat_input",
+    "frame",
+]
 
 log = logging.getLogger("handinger_stream.relay")
 
 PAGE = Path(__file__).parent / "page" / "dist"
 """The chat page's built files (``index.html``, ``app.js``, ``app.css``)."""
 MAX_BODY = 8 * 1024 * 1024  # the transport sends the whole conversation each time
+WS_PATH = "/api/chat/ws"
+"""The WebSocket endpoint (ai 7's ``WebSocketChatTransport``; see :mod:`.ws`)."""
 _ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -255,6 +267,14 @@ class RelayHTTP:
         if path == "/api/chat":
             _allow(method, "POST")
             return await self._send(await read_body(), query)
+        if path == WS_PATH:
+            # The WebSocket endpoint: the adapters take its upgrades before routing here.
+            _allow(method, "GET")
+            return Reply(
+                426,
+                {"content-type": "application/json", "upgrade": "websocket"},
+                error_body(426, f"{WS_PATH} is a WebSocket: upgrade to one", "upgrade_required"),
+            )
         prefix = "/api/chat/"
         if path.startswith(prefix):
             rest = path[len(prefix) :]
@@ -346,7 +366,19 @@ def parse_chat_request(raw: bytes) -> tuple[str, str, str | None]:
     chat_id = body.get("id")
     if not isinstance(chat_id, str) or not chat_id:
         raise InvalidRequestError("id: the chat's id (a non-empty string) is required")
-    messages = body.get("messages")
+    text = chat_input(body.get("messages"))
+    budget = body.get("budget")
+    if budget is not None and budget not in BUDGETS:
+        raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
+    return chat_id, text, budget
+
+
+def chat_input(messages: Any) -> str:
+    """The worker's input in a chat's messages: the last one's text, which must be the user's.
+
+    >>> chat_input([{"role": "user", "parts": [{"type": "text", "text": "Hi"}]}])
+    'Hi'
+    """
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError("messages: a non-empty list is required")
     last = messages[-1]
@@ -362,10 +394,7 @@ def parse_chat_request(raw: bytes) -> tuple[str, str, str | None]:
     )
     if not text.strip():
         raise InvalidRequestError("the last message has no text")
-    budget = body.get("budget")
-    if budget is not None and budget not in BUDGETS:
-        raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
-    return chat_id, text, budget
+    return text
 
 
 def _error_reply(exc: HandingerError) -> Reply:

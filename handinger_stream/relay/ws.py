@@ -1,0 +1,438 @@
+"""The relay's WebSocket endpoint, framework-neutral: ai 7's ``WebSocketChatTransport``.
+
+One socket carries many requests at once, each named by the client's
+``requestId``: ``send`` starts a turn of a chat and streams it, ``resume``
+streams the chat's running turn (all of it, or after ``lastSequence``),
+``abort`` stops one request's stream. Answers are ``start``, then
+``chunk`` frames numbered from 0 (``sequence``, without gaps, counting the
+chunks of the turn), then ``end``; or ``no-active`` (a resume with no turn
+running) or ``error``. The adapters (:mod:`.aiohttp_app`, :mod:`.asgi`)
+check the upgrade with :meth:`RelayWS.origin_allowed`, then give
+:meth:`RelayWS.serve` a :class:`Socket`.
+
+Everything from the network is hostile: a frame is bounded in size, a
+socket in requests running and in frames waiting for it, a silent socket
+is closed; a frame that is not a request is answered with an ``error``
+frame, never a traceback.
+
+>>> decode_request(b'{"type":"abort","requestId":"r1"}')
+AbortRequest(request_id='r1')
+>>> origin_allowed({"host": "relay.example:8788", "origin": "http://relay.example:8788"}, ())
+True
+>>> origin_allowed({"host": "relay.example", "origin": "https://evil.example"}, ())
+False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ..errors import APIConnectionError, APIStatusError, HandingerError, InvalidRequestError
+from ..types.worker import BUDGETS
+from .core import Reader
+from .http import RelayHTTP, chat_input, error_body
+from .store import Entry
+
+__all__ = [
+    "AbortRequest",
+    "RelayWS",
+    "ResumeRequest",
+    "SendRequest",
+    "Socket",
+    "WSLimits",
+    "decode_request",
+    "origin_allowed",
+]
+
+log = logging.getLogger("handinger_stream.relay")
+
+# Close codes (RFC 6455): the peer broke a rule of ours; a frame was too big.
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+NORMAL = 1000
+
+_Id = Annotated[str, msgspec.Meta(max_length=256)]
+_ChatId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# The transport's isSequence: a safe integer, not negative.
+_Sequence = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+
+
+class SendRequest(msgspec.Struct, tag="send", tag_field="type", rename="camel"):
+    """``send``: a new user message (``trigger``) of chat ``id``; ``messages`` is the chat."""
+
+    request_id: _Id
+    id: _ChatId
+    trigger: Literal["submit-message", "regenerate-message"]
+    messages: list[Any]
+    headers: dict[str, str]
+    body: dict[str, Any]
+    message_id: str | None = None
+    metadata: Any = None
+
+
+class ResumeRequest(msgspec.Struct, tag="resume", tag_field="type", rename="camel"):
+    """``resume``: chat ``id``'s running turn, all of it or after ``last_sequence``."""
+
+    request_id: _Id
+    id: _ChatId
+    headers: dict[str, str]
+    body: dict[str, Any]
+    last_sequence: _Sequence | None = None
+    metadata: Any = None
+
+
+class AbortRequest(msgspec.Struct, tag="abort", tag_field="type", rename="camel"):
+    """``abort``: stop answering request ``request_id`` (the turn goes on)."""
+
+    request_id: _Id
+
+
+Request = SendRequest | ResumeRequest | AbortRequest
+_decoder = msgspec.json.Decoder(Request)
+_json = msgspec.json.Encoder()
+
+
+class BadFrame(InvalidRequestError):
+    """A frame that is not a request of the protocol; ``request_id`` if one could be read."""
+
+    def __init__(self, message: str, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def decode_request(raw: str | bytes) -> Request:
+    """One frame from the client → its request; :class:`BadFrame` if it is none."""
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        # Say which request was bad, when the frame names one the client could match.
+        request_id = ""
+        with contextlib.suppress(msgspec.DecodeError):
+            value = msgspec.json.decode(raw)
+            found = value.get("requestId") if isinstance(value, dict) else None
+            if isinstance(found, str) and len(found) <= 256:
+                request_id = found
+        raise BadFrame(f"not a WebSocket chat request: {exc}", request_id) from None
+
+
+def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    default = 443 if scheme in ("https", "wss") else 80
+    return parts.hostname.lower(), port if port is not None else default
+
+
+def origin_allowed(headers: Mapping[str, str], allowed: Collection[str]) -> bool:
+    """Whether a WebSocket upgrade may go on: its ``Origin`` names the relay's own host
+    (the request's ``Host``), or is in ``allowed`` (``"*"``: any origin).
+
+    Browsers do not apply CORS to WebSockets, so without this any page could
+    open a socket with the visitor's cookies. A request without ``Origin``
+    comes from no browser (which always sends one) and is let through.
+    ``headers`` has lower-case names.
+    """
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip()
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null" (a sandboxed page, a file) and the like: nobody's own
+    normal = {o.rstrip("/").lower() for o in allowed}
+    if f"{parts.scheme}://{parts.netloc}".lower() in normal:
+        return True
+    own = _host_port(headers.get("host", ""), parts.scheme)
+    return own is not None and _host_port(parts.netloc, parts.scheme) == own
+
+
+@dataclass(frozen=True, slots=True)
+class WSLimits:
+    """What one WebSocket may cost the relay.
+
+    ``max_frame``: bytes in one frame from the client (the transport sends
+    the whole conversation with each message; a larger frame closes the
+    socket with 1009). ``max_requests``: requests running at once on one
+    socket (one more is answered with an ``error``). ``max_pending``:
+    batches of frames waiting for the socket (a request whose reader is
+    ahead waits, holding only its position). ``handshake_timeout``: seconds
+    from the upgrade to the first frame. ``idle_timeout``: seconds with no
+    frame from the client and no request running. ``ping_interval``: seconds
+    between pings (aiohttp; ASGI servers ping on their own).
+    """
+
+    max_frame: int = 8 * 1024 * 1024
+    max_requests: int = 32
+    max_pending: int = 8
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    ping_interval: float = 20.0
+
+
+class Socket(Protocol):
+    """One accepted WebSocket, as an adapter gives it to :meth:`RelayWS.serve`."""
+
+    async def receive(self, timeout: float) -> str | bytes | None:
+        """The next message's data; ``None`` once the peer closed; ``TimeoutError``
+        after ``timeout`` seconds with none."""
+        ...
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; raises when the peer is gone."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (never raises)."""
+        ...
+
+
+class RelayWS:
+    """The WebSocket endpoint (``GET {mount}/api/chat/ws``) of a :class:`RelayHTTP`.
+
+    ``allowed_origins``: origins (``"https://app.example"``) besides the
+    relay's own whose pages may open the socket; ``("*",)`` allows any.
+    ``limits``: :class:`WSLimits`. The keep-alive, slow-reader cut
+    (``write_timeout``) and ``snapshots`` are the ``http``'s.
+
+    >>> from handinger_stream import AsyncHandinger
+    >>> from handinger_stream.relay import Relay
+    >>> ws = RelayWS(RelayHTTP(Relay(AsyncHandinger(api_key="k"))), allowed_origins=["https://app.example"])
+    >>> ws.limits.max_requests
+    32
+    """
+
+    def __init__(
+        self,
+        http: RelayHTTP,
+        *,
+        allowed_origins: Collection[str] = (),
+        limits: WSLimits | None = None,
+    ) -> None:
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins is a collection of origins, not one string")
+        self.http = http
+        self.allowed_origins = frozenset(allowed_origins)
+        self.limits = limits or WSLimits()
+
+    def origin_allowed(self, headers: Mapping[str, str]) -> bool:
+        """Whether to accept the upgrade (see :func:`origin_allowed`); else answer
+        :meth:`forbidden`."""
+        return origin_allowed(headers, self.allowed_origins)
+
+    @staticmethod
+    def forbidden() -> tuple[int, dict[str, str], bytes]:
+        """The answer to a refused upgrade: status, headers, body."""
+        message = "this origin may not open the relay's WebSocket (see allowed_origins)"
+        return (
+            403,
+            {"content-type": "application/json"},
+            error_body(403, message, "forbidden"),
+        )
+
+    async def serve(self, socket: Socket, query: Mapping[str, str] | None = None) -> None:
+        """Speak the protocol on an accepted socket until either side closes it.
+
+        ``query``: the upgrade's query parameters (``snapshots=1`` sends the
+        worker's snapshots too, numbered like any chunk). Never raises but
+        for cancellation; ``cut()`` of the slow-reader watch is the adapter's
+        (the caller cancels this coroutine).
+        """
+        snapshots = self.http.snapshots or (query or {}).get("snapshots") in ("1", "true")
+        await _Session(self, socket, snapshots).run()
+
+
+class _Session:
+    """One socket: its reading loop, its requests, its one writer."""
+
+    def __init__(self, ws: RelayWS, socket: Socket, snapshots: bool) -> None:
+        self.ws = ws
+        self.relay = ws.http.relay
+        self.limits = ws.limits
+        self.socket = socket
+        self.snapshots = snapshots
+        self.requests: dict[str, asyncio.Task[None]] = {}
+        # Frames for the writer, a batch per item: its bound is the requests' backpressure.
+        self.out: asyncio.Queue[list[str]] = asyncio.Queue(self.limits.max_pending)
+        self.closing: tuple[int, str] | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._write())
+        try:
+            reading = loop.create_task(self._read())
+            await asyncio.wait({reading, writer}, return_when=asyncio.FIRST_COMPLETED)
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+        finally:
+            for task in [*self.requests.values(), writer]:
+                task.cancel()
+            for task in [*self.requests.values(), writer]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            code, reason = self.closing or (NORMAL, "")
+            await self.socket.close(code, reason)
+
+    async def _read(self) -> None:
+        limits = self.limits
+        timeout = limits.handshake_timeout
+        heard = False
+        while True:
+            try:
+                data = await self.socket.receive(timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                if not heard:
+                    self.closing = (POLICY_VIOLATION, "no request within the handshake timeout")
+                    return
+                if self.requests:
+                    continue  # quiet, but answering: not idle
+                self.closing = (NORMAL, "idle")
+                return
+            if data is None:
+                return
+            heard = True
+            timeout = limits.idle_timeout
+            if len(data) > limits.max_frame:
+                self.closing = (MESSAGE_TOO_BIG, f"a frame is limited to {limits.max_frame} bytes")
+                return
+            await self._dispatch(data)
+
+    async def _dispatch(self, data: str | bytes) -> None:
+        try:
+            request = decode_request(data)
+        except BadFrame as exc:
+            await self._error(exc.request_id, str(exc))
+            return
+        if isinstance(request, AbortRequest):
+            task = self.requests.pop(request.request_id, None)
+            if task is not None:
+                task.cancel()  # the client forgot the request: nothing more is said of it
+            return
+        if request.request_id in self.requests:
+            await self._error(request.request_id, "this requestId is already running")
+            return
+        if len(self.requests) >= self.limits.max_requests:
+            await self._error(
+                request.request_id,
+                f"too many requests running on this socket (at most {self.limits.max_requests})",
+            )
+            return
+        task = asyncio.get_running_loop().create_task(self._answer(request))
+        self.requests[request.request_id] = task
+        task.add_done_callback(lambda t: self._forget(request.request_id, t))
+
+    def _forget(self, request_id: str, task: asyncio.Task[None]) -> None:
+        if self.requests.get(request_id) is task:
+            del self.requests[request_id]
+
+    async def _answer(self, request: SendRequest | ResumeRequest) -> None:
+        rid = _json.encode(request.request_id).decode()
+        try:
+            if isinstance(request, SendRequest):
+                reader = await self._send(request)
+                skip = -1
+            else:
+                found = await self._resume(request)
+                if found is None:
+                    await self.out.put([f'{{"type":"no-active","requestId":{rid}}}'])
+                    return
+                reader = found
+                skip = request.last_sequence if request.last_sequence is not None else -1
+            await self.out.put([f'{{"type":"start","requestId":{rid}}}'])
+            await self._stream(reader, rid, skip)
+        except HandingerError as exc:
+            await self._error(request.request_id, _describe(exc))
+        except Exception:
+            log.exception("relay: a WebSocket %s request failed", type(request).__name__)
+            await self._error(request.request_id, "internal error in the relay")
+
+    async def _send(self, request: SendRequest) -> Reader:
+        text = chat_input(request.messages)
+        budget = request.body.get("budget")
+        if budget is not None and budget not in BUDGETS:
+            raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
+        # Shielded: an abort stops this request's answer, never the turn it started.
+        turn = await asyncio.shield(self.relay.send(request.id, text, budget=budget))
+        return self.relay.read(request.id, after=turn.after)
+
+    async def _resume(self, request: ResumeRequest) -> Reader | None:
+        self.relay.read(request.id)  # checks the chat id
+        info = await self.relay.chat(request.id)
+        if info is None or not info.active:
+            return None
+        # From the running turn's first entry, whatever turn starts meanwhile.
+        return self.relay.read(request.id, after=info.turn_start - 1)
+
+    async def _stream(self, reader: Reader, rid: str, skip: int) -> None:
+        """The turn's chunks as frames: ``sequence`` counts them from 0; those up to
+        ``skip`` (the resume's ``lastSequence``) are counted, not sent."""
+        sequence = 0
+        keep_snapshots = self.snapshots
+        head = f'{{"type":"chunk","requestId":{rid},"sequence":'
+        while True:
+            batch = await reader.next_batch(None)
+            if batch is None:
+                break
+            frames: list[str] = []
+            for entry in batch:
+                if entry.snapshot and not keep_snapshots:
+                    continue
+                if entry.end and entry.error is None:
+                    break
+                if sequence > skip:
+                    frames.append(f'{head}{sequence},"chunk":{_chunk(entry)}}}')
+                sequence += 1
+            if frames:
+                await self.out.put(frames)
+        await self.out.put([f'{{"type":"end","requestId":{rid}}}'])
+
+    async def _error(self, request_id: str, text: str) -> None:
+        frame = _json.encode({"type": "error", "requestId": request_id, "errorText": text})
+        await self.out.put([frame.decode()])
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        writer = asyncio.current_task()
+        assert writer is not None
+
+        def cut() -> None:
+            assert writer is not None
+            writer.cancel()
+
+        with self.ws.http.watching(cut) as mark:
+            while True:
+                frames = await self.out.get()
+                mark.since = loop.time()
+                try:
+                    for frame in frames:
+                        await self.socket.send(frame)
+                except Exception:
+                    return  # the peer is gone: the session ends
+                mark.since = None
+
+
+def _chunk(entry: Entry) -> str:
+    if entry.end:  # a turn that failed: the error as a chunk, as the SSE stream has it
+        return _json.encode({"type": "error", "errorText": entry.error}).decode()
+    return entry.data.decode()
+
+
+def _describe(exc: HandingerError) -> str:
+    """An error's text for an ``error`` frame: the worker API named as such, never its key."""
+    if isinstance(exc, (APIStatusError, APIConnectionError)):
+        return f"the worker API: {exc}"
+    return str(exc)
