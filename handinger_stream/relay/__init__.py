@@ -5,7 +5,8 @@ event to a store (:class:`MemoryStore` in one process, :class:`RedisStore`
 across many); readers get the turn from the store, history first, then
 live, from its start or after any id. The HTTP surface speaks the AI SDK's
 chat transport (:class:`RelayASGI` for FastAPI/Starlette,
-:func:`make_aiohttp_app` for aiohttp) and serves a chat page at ``/``.
+:func:`make_aiohttp_app` for aiohttp), over SSE and over a WebSocket
+(ai 7's ``WebSocketChatTransport``: :class:`RelayWS`), and serves a chat page at ``/``.
 :class:`FleetWatch` follows every turn the relays on a store produce.
 ``handinger-stream relay`` runs it. See ``docs/relay.md``.
 
@@ -29,6 +30,7 @@ from .http import RelayHTTP
 from .memory import MemoryStore
 from .redis_store import RedisStore
 from .store import ChatInfo, Entry, Lease, NewEntry, Store
+from .ws import RelayWS, WSLimits
 
 Chunk = NewEntry  # the previous name of NewEntry (an AI SDK chunk is an event on the wire)
 
@@ -49,9 +51,11 @@ __all__ = [
     "RelayASGI",
     "RelayError",
     "RelayHTTP",
+    "RelayWS",
     "Store",
     "StoreUnavailableError",
     "Turn",
+    "WSLimits",
     "make_aiohttp_app",
     "task_id_for",
 ]
