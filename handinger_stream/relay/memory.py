@@ -13,16 +13,30 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ._signal import Signal
 from .errors import ChatBusyError, EntriesGoneError, LeaseLostError
-from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Entry, Lease, NewEntry, Store
+from .store import (
+    CHAT_SECONDS,
+    KEEP_SECONDS,
+    MAX_EVENTS,
+    Admission,
+    ChatInfo,
+    Entry,
+    Lease,
+    NewEntry,
+    Quota,
+    Store,
+    check_principal,
+)
 
 __all__ = ["MemoryStore"]
 
 _SWEEP_SECONDS = 10.0
+_BUSY_RETRY = 5.0  # seconds: when a running turn ends is not known; a guess to retry after
 
 
 @dataclass(eq=False)
@@ -42,7 +56,10 @@ class _Chat:
     lease_expires: float = 0.0
     first_seq: int = 1  # the seq of entries[0]
     entries: list[Entry] = field(default_factory=list)
-    ended_at: float | None = None  # monotonic: when the last turn ended
+    # monotonic: when the last turn ended (or the chat was claimed, for a chat with no turn
+    # yet: so that a claim never followed by a turn expires like any idle chat)
+    ended_at: float | None = None
+    owner: str | None = None
     changed: Signal = field(default_factory=Signal)
 
     def leased(self, now: float) -> bool:
@@ -50,6 +67,17 @@ class _Chat:
 
     def notify(self) -> None:
         self.changed.fire()
+
+
+@dataclass(eq=False)
+class _Principal:
+    """What one principal holds: admitted turns (chat id → held until, monotonic), the
+    times of its recent admissions, its chats. Each is bounded by its quota."""
+
+    turns: dict[str, float] = field(default_factory=dict)
+    admitted: deque[float] = field(default_factory=deque)
+    window: float = 0.0
+    chats: set[str] = field(default_factory=set)
 
 
 class MemoryStore(Store):
@@ -73,6 +101,7 @@ class MemoryStore(Store):
         self.keep_seconds = keep_seconds
         self.chat_seconds = max(chat_seconds, keep_seconds)
         self._chats: dict[str, _Chat] = {}
+        self._principals: dict[str, _Principal] = {}
         self._swept = time.monotonic()
 
     def __repr__(self) -> str:
@@ -97,6 +126,16 @@ class MemoryStore(Store):
             elif idle >= self.keep_seconds and chat.entries:
                 chat.first_seq = chat.last_seq + 1
                 chat.entries = []
+        # Principals with nothing that still counts are forgotten, so that their number
+        # stays that of the principals seen lately.
+        for principal, mine in list(self._principals.items()):
+            if mine.admitted and mine.admitted[-1] > now - mine.window:
+                continue
+            if any(self._running(c, principal, until, now) for c, until in mine.turns.items()):
+                continue
+            if any(c in self._chats for c in mine.chats):
+                continue
+            del self._principals[principal]
 
     def _info(self, chat: _Chat) -> ChatInfo:
         return ChatInfo(
@@ -111,6 +150,7 @@ class MemoryStore(Store):
             leased=chat.leased(time.monotonic()),
             error=chat.error,
             updated_at=chat.updated_at,
+            owner=chat.owner,
         )
 
     async def chat(self, chat_id: str) -> ChatInfo | None:
@@ -121,6 +161,74 @@ class MemoryStore(Store):
         active = [self._info(c) for c in self._chats.values() if c.active]
         active.sort(key=lambda info: info.updated_at or 0.0, reverse=True)
         return active
+
+    # -- owners and limits ------------------------------------------------------
+
+    async def owner(self, chat_id: str) -> str | None:
+        chat = self._get(chat_id)
+        return None if chat is None else chat.owner
+
+    def _running(self, chat_id: str, principal: str, held_until: float, now: float) -> bool:
+        """Does the principal's admitted turn of this chat still count?"""
+        if held_until > now:
+            return True
+        chat = self._chats.get(chat_id)
+        # The lease, not ``active``: a turn whose producer died and that nobody reads
+        # stays active for ever, and must not hold its principal's slot for ever.
+        return chat is not None and chat.owner == principal and chat.active and chat.leased(now)
+
+    async def admit_turn(self, chat_id: str, principal: str, quota: Quota) -> Admission:
+        check_principal(principal)
+        # One synchronous step, like a Redis script: no await until it is decided.
+        chat = self._get(chat_id)
+        if chat is not None and chat.owner != principal:
+            return Admission("owner")
+        now = time.monotonic()
+        mine = self._principals.get(principal) or _Principal()
+        if chat is None and quota.chats is not None:
+            mine.chats = {
+                c
+                for c in mine.chats
+                if (kept := self._chats.get(c)) is not None and kept.owner == principal
+            }
+            if len(mine.chats) >= quota.chats:
+                idle = [
+                    self.chat_seconds - (now - kept.ended_at)
+                    for c in mine.chats
+                    if (kept := self._chats[c]).ended_at is not None
+                ]
+                return Admission("chats", max(min(idle, default=quota.window), 1.0))
+        if quota.turns is not None:
+            mine.turns = {
+                c: until
+                for c, until in mine.turns.items()
+                if self._running(c, principal, until, now)
+            }
+            if len(mine.turns.keys() - {chat_id}) >= quota.turns:
+                return Admission("turns", _BUSY_RETRY)
+        if quota.rate is not None:
+            while mine.admitted and mine.admitted[0] <= now - quota.window:
+                mine.admitted.popleft()
+            if len(mine.admitted) >= quota.rate:
+                return Admission("rate", max(mine.admitted[0] + quota.window - now, 1.0))
+        # Admitted: count it all now.
+        new_chat = chat is None
+        if chat is None:
+            self._chats[chat_id] = _Chat(chat_id, owner=principal, ended_at=now)
+        if quota.chats is not None:
+            mine.chats.add(chat_id)
+        if quota.turns is not None:
+            mine.turns[chat_id] = now + quota.hold
+        if quota.rate is not None:
+            mine.admitted.append(now)
+            mine.window = quota.window
+        self._principals[principal] = mine
+        return Admission(new_chat=new_chat)
+
+    async def drop_admission(self, chat_id: str, principal: str) -> None:
+        mine = self._principals.get(principal)
+        if mine is not None and chat_id in mine.turns:
+            mine.turns[chat_id] = 0.0  # counts on only while the chat's turn runs
 
     # -- producing ----------------------------------------------------------
 

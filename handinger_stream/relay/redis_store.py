@@ -16,6 +16,13 @@ Per chat, three keys (``PREFIX`` is ``handinger:relay:`` by default):
 and ``PREFIX active``, a sorted set of the chats with a turn running (score:
 the last append, ms): :meth:`RedisStore.fleet` reads it.
 
+A chat's owner (the principal that started it) is the ``owner`` field of its
+hash, set in the same script that creates the hash (:meth:`RedisStore.admit_turn`).
+Per principal (``P``: a digest of its name, so that no name can shape a key),
+the quota's counts: ``PREFIX principal:P:turns`` (chat id → held until, ms; a
+turn counts while held or while its chat's lease exists), ``…:rate`` (one
+member per admission, scored by its time) and ``…:chats`` (the chats it owns).
+
 Every write is a Lua script that checks the lease in the same atomic step
 (fencing); appends carry the seq they start at, so a retry after a lost
 reply is recognised and not applied twice.
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import time
 from collections import deque
@@ -41,7 +49,19 @@ from ..errors import InvalidRequestError
 from ..protocol.retry import RetryPolicy
 from ._signal import Signal
 from .errors import ChatBusyError, EntriesGoneError, LeaseLostError, StoreUnavailableError
-from .store import CHAT_SECONDS, KEEP_SECONDS, MAX_EVENTS, ChatInfo, Entry, Lease, NewEntry, Store
+from .store import (
+    CHAT_SECONDS,
+    KEEP_SECONDS,
+    MAX_EVENTS,
+    Admission,
+    ChatInfo,
+    Entry,
+    Lease,
+    NewEntry,
+    Quota,
+    Store,
+    check_principal,
+)
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -54,6 +74,7 @@ _LINGER = 5.0  # a follower with no reader stops after this long
 _WINDOW = 4096  # entries a follower keeps for the readers of its process
 # A follower's XREAD while Redis is unavailable: again soon, then every 2 s at most.
 _FOLLOW_RETRY = RetryPolicy(initial_delay=0.1, max_delay=2.0)
+_BUSY_RETRY = 5.0  # seconds: when a running turn ends is not known; a guess to retry after
 _T = TypeVar("_T")
 
 # -- the scripts ---------------------------------------------------------------
@@ -188,6 +209,79 @@ _RENEW = (
 if not fenced(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then return 0 end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'worker', ARGV[3]) end
 return 1
+"""
+)
+
+# KEYS: meta, turns, rate, chats (the principal's). ARGV: principal, prefix, chat id,
+# max turns, max rate, window ms, max chats, hold ms, chat ms, nonce ('' for no limit).
+# The keys of the principal's other chats are named here, from the prefix: each is read
+# to know whether the chat still counts (so this store needs a single Redis, as the
+# fleet's active set does already).
+_ADMIT = (
+    _LIB
+    + """
+local m, tk, rk, ck = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local who, prefix, chat = ARGV[1], ARGV[2], ARGV[3]
+local window, hold, chat_ms = tonumber(ARGV[6]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local now = now_ms()
+local new = redis.call('EXISTS', m) == 0
+if not new and redis.call('HGET', m, 'owner') ~= who then return {'owner', 0, 0} end
+if new and ARGV[7] ~= '' then
+  local count, soonest = 0, false
+  for _, c in ipairs(redis.call('ZRANGE', ck, 0, -1)) do
+    local cm = prefix .. c .. ':m'
+    if redis.call('HGET', cm, 'owner') == who then
+      count = count + 1
+      local ttl = redis.call('PTTL', cm)
+      if ttl > 0 and (not soonest or ttl < soonest) then soonest = ttl end
+    else
+      redis.call('ZREM', ck, c)  -- expired, or its id was taken up again by another
+    end
+  end
+  if count >= tonumber(ARGV[7]) then return {'chats', soonest or window, 0} end
+end
+if ARGV[4] ~= '' then
+  local count, held = 0, redis.call('ZRANGE', tk, 0, -1, 'WITHSCORES')
+  for i = 1, #held, 2 do
+    local c, untl = held[i], tonumber(held[i + 1])
+    local cm = prefix .. c .. ':m'
+    -- The lease, not 'active': a turn whose producer died and that nobody reads stays
+    -- active for ever, and must not hold its principal's slot for ever.
+    local running = untl > now or (redis.call('HGET', cm, 'active') == '1'
+      and redis.call('HGET', cm, 'owner') == who
+      and redis.call('EXISTS', prefix .. c .. ':l') == 1)
+    if not running then
+      redis.call('ZREM', tk, c)
+    elseif c ~= chat then
+      count = count + 1
+    end
+  end
+  if count >= tonumber(ARGV[4]) then return {'turns', -1, 0} end
+end
+if ARGV[5] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', rk, '-inf', now - window)
+  if redis.call('ZCARD', rk) >= tonumber(ARGV[5]) then
+    local oldest = redis.call('ZRANGE', rk, 0, 0, 'WITHSCORES')
+    return {'rate', tonumber(oldest[2]) + window - now, 0}
+  end
+end
+if new then
+  redis.call('HSET', m, 'owner', who)
+  redis.call('PEXPIRE', m, chat_ms)  -- a chat claimed and never begun expires as an idle one
+end
+if ARGV[7] ~= '' then
+  redis.call('ZADD', ck, now, chat)
+  redis.call('PEXPIRE', ck, chat_ms)
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', tk, now + hold, chat)
+  redis.call('PEXPIRE', tk, chat_ms)
+end
+if ARGV[5] ~= '' then
+  redis.call('ZADD', rk, now, now .. ' ' .. ARGV[10])
+  redis.call('PEXPIRE', rk, window)
+end
+return {'', 0, new and 1 or 0}
 """
 )
 
@@ -354,6 +448,7 @@ class RedisStore(Store):
         self._finish = self._writer.register_script(_FINISH)
         self._renew = self._writer.register_script(_RENEW)
         self._release = self._writer.register_script(_RELEASE)
+        self._admit = self._writer.register_script(_ADMIT)
         self._followers: dict[str, _Follower] = {}
 
     def __repr__(self) -> str:
@@ -429,6 +524,7 @@ class RedisStore(Store):
             leased=leased,
             error=_text(fields.get(b"error")),
             updated_at=None if updated is None else int(updated) / 1000,
+            owner=_text(fields.get(b"owner")),
         )
 
     async def fleet(self) -> list[ChatInfo]:
@@ -460,6 +556,54 @@ class RedisStore(Store):
         if stale:
             await self._call(self._redis.zrem(active_key, *stale))
         return found
+
+    # -- owners and limits ------------------------------------------------------
+
+    async def owner(self, chat_id: str) -> str | None:
+        found = await self._call(
+            cast("Awaitable[bytes | None]", self._redis.hget(self._key(chat_id, "m"), "owner"))
+        )
+        return _text(found)
+
+    def _principal_keys(self, principal: str) -> list[str]:
+        """turns, rate, chats: named by a digest, so that no principal can shape a key."""
+        digest = hashlib.sha256(principal.encode()).hexdigest()[:32]
+        return [f"{self.prefix}principal:{digest}:{kind}" for kind in ("turns", "rate", "chats")]
+
+    async def admit_turn(self, chat_id: str, principal: str, quota: Quota) -> Admission:
+        check_principal(principal)
+
+        def limit(value: int | None) -> str:
+            return "" if value is None else str(value)
+
+        reply = await self._call(
+            self._admit(
+                keys=[self._key(chat_id, "m"), *self._principal_keys(principal)],
+                args=[
+                    principal,
+                    self.prefix,
+                    chat_id,
+                    limit(quota.turns),
+                    limit(quota.rate),
+                    max(int(quota.window * 1000), 1),
+                    limit(quota.chats),
+                    max(int(quota.hold * 1000), 1),
+                    int(self.chat_seconds * 1000),
+                    secrets.token_hex(8),
+                ],
+            )
+        )
+        refused = reply[0].decode()
+        if not refused:
+            return Admission(new_chat=bool(reply[2]))
+        wait = int(reply[1])
+        retry_after = _BUSY_RETRY if wait < 0 else max(wait / 1000, 1.0)
+        return Admission(refused, 0.0 if refused == "owner" else retry_after)
+
+    async def drop_admission(self, chat_id: str, principal: str) -> None:
+        # Held until 0: the slot counts on only while the chat's turn (its lease) runs.
+        turns = self._principal_keys(principal)[0]
+        await self._call(self._writer.zadd(turns, {chat_id: 0}, xx=True))
 
     # -- producing ----------------------------------------------------------
 

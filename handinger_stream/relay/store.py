@@ -32,11 +32,15 @@ __all__ = [
     "CHAT_SECONDS",
     "KEEP_SECONDS",
     "MAX_EVENTS",
+    "MAX_PRINCIPAL",
+    "Admission",
     "ChatInfo",
     "Entry",
     "Lease",
     "NewEntry",
+    "Quota",
     "Store",
+    "check_principal",
 ]
 
 MAX_EVENTS = 100_000
@@ -45,6 +49,8 @@ KEEP_SECONDS = 3600.0
 """How long a chat's entries are kept after its last turn ended."""
 CHAT_SECONDS = 7 * 86400.0
 """How long a chat's record (its worker id, where its log is) is kept after its last turn."""
+MAX_PRINCIPAL = 256
+"""The longest principal (who made a request, as an ``authenticate`` hook names it) kept."""
 
 
 class NewEntry(msgspec.Struct, frozen=True, gc=False):
@@ -103,6 +109,71 @@ class ChatInfo(msgspec.Struct, frozen=True, kw_only=True):
     leased: bool
     error: str | None = None
     updated_at: float | None = None
+    owner: str | None = None
+    """The principal that started the chat (:meth:`Store.admit_turn`); ``None``: nobody's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one principal may do, enforced by the store so that every relay sharing it
+    counts the same turns (``None``: no limit).
+
+    ``turns``: turns running at once; a turn counts while its producer lease is
+    held (so a relay that died frees its slots within ``lease_seconds``), and
+    from its admission for ``hold`` seconds (until its lease shows). ``rate``
+    turns admitted in any ``window`` seconds. ``chats``: chats kept (a chat
+    counts until its record expires).
+
+    >>> Quota(turns=2, rate=10, chats=50).window
+    60.0
+    """
+
+    turns: int | None = None
+    rate: int | None = None
+    window: float = 60.0
+    chats: int | None = None
+    hold: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("turns", "rate", "chats"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None")
+        if self.window <= 0 or self.hold <= 0:
+            raise ValueError("window and hold must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What :meth:`Store.admit_turn` said.
+
+    ``refused``: ``None`` (admitted), ``"owner"`` (the chat is another
+    principal's, or nobody's: answer 404), or the limit that was reached,
+    ``"turns"``, ``"rate"`` or ``"chats"`` (answer 429 with ``retry_after``
+    seconds). ``new_chat``: this admission created the chat, owned by the principal.
+
+    >>> Admission(refused="rate", retry_after=12.0).admitted
+    False
+    """
+
+    refused: str | None = None
+    retry_after: float = 0.0
+    new_chat: bool = False
+
+    @property
+    def admitted(self) -> bool:
+        return self.refused is None
+
+
+def check_principal(principal: str) -> None:
+    """Refuse a principal a store cannot keep (it names keys and is compared as given).
+
+    >>> check_principal("alice@example.com")
+    """
+    if not isinstance(principal, str) or not 0 < len(principal) <= MAX_PRINCIPAL:
+        raise ValueError(f"a principal must be a string of 1 to {MAX_PRINCIPAL} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in principal):
+        raise ValueError("a principal must not contain control characters")
 
 
 @dataclass(slots=True, eq=False)
@@ -147,6 +218,31 @@ class Store(abc.ABC):
         every relay process sharing the Redis is relaying right now, including
         turns whose producer died (``leased`` False) until a reader takes over.
         """
+
+    # -- owners and limits (access control) -----------------------------------
+
+    @abc.abstractmethod
+    async def owner(self, chat_id: str) -> str | None:
+        """The principal that started the chat; ``None`` for a chat never seen, expired,
+        or started without one (such a chat is nobody's: every principal gets 404)."""
+
+    @abc.abstractmethod
+    async def admit_turn(self, chat_id: str, principal: str, quota: Quota) -> Admission:
+        """Decide, in one atomic step, whether ``principal`` may start a turn of the chat.
+
+        A chat never seen becomes the principal's (the first principal wins,
+        for good: a chat is never given to another while its record lasts).
+        A chat that exists and is another's, or nobody's, is refused
+        (``"owner"``). Then the quota: ``chats`` (for a new chat), ``turns``,
+        ``rate``. Admitted, the turn is counted at once, so that every relay
+        sharing the store sees it; a refusal counts nothing. An admission that
+        did not start a turn is undone with :meth:`drop_admission`.
+        """
+
+    @abc.abstractmethod
+    async def drop_admission(self, chat_id: str, principal: str) -> None:
+        """The admitted turn did not start (busy chat, worker refused): its slot is freed
+        unless the chat's turn runs. The admission still counts towards ``rate``."""
 
     # -- producing (fenced) -------------------------------------------------
 
