@@ -15,7 +15,7 @@ from typing import Any
 from ..testing.cassette import Cassette, CassetteError
 from ..testing.emulator import Emulator
 from .arguments import EMULATOR_PACE, pace, port
-from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_CONNECTION, EXIT_USAGE, Stopping
 from .printing import count, say
 
 __all__ = ["add_parser", "command"]
@@ -83,17 +83,20 @@ async def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_CONNECTION
-    if cassette is not None:
-        pace = "at the recorded pace" if args.realtime else "as fast as possible"
-        say(
-            f"Handinger emulator replaying {args.cassette} "
-            f"({count(len(cassette.interactions), 'recorded request')}, {pace}) "
-            f"on {emulator.base_url} (Ctrl-C to stop)"
-        )
-    else:
-        say(f"Handinger emulator serving on {emulator.base_url} (Ctrl-C to stop)")
     try:
-        await asyncio.Event().wait()
+        # Before the line that says it serves: from then on, any stop is a clean one (each
+        # turn still playing ends with an error chunk, the upload folder is removed).
+        stopping = Stopping()
+        if cassette is not None:
+            pace = "at the recorded pace" if args.realtime else "as fast as possible"
+            say(
+                f"Handinger emulator replaying {args.cassette} "
+                f"({count(len(cassette.interactions), 'recorded request')}, {pace}) "
+                f"on {emulator.base_url} (Ctrl-C to stop)"
+            )
+        else:
+            say(f"Handinger emulator serving on {emulator.base_url} (Ctrl-C to stop)")
+        code = await stopping.wait()
     finally:
         await emulator.stop()
-    return EXIT_OK
+    return code

@@ -29,6 +29,7 @@ Sync code, trio code and pytest fixtures use it from a background thread:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import itertools
@@ -67,6 +68,7 @@ from .webhook_delivery import Deliveries, check_url, execution_page
 
 __all__ = [
     "FAULT_HEADER",
+    "STOPPED_MID_TURN",
     "ClientOptions",
     "Clock",
     "Emulator",
@@ -79,6 +81,8 @@ __all__ = [
 T = TypeVar("T")
 
 FAULT_HEADER = "x-emulator-fault"
+# The error a turn ends with when the emulator stops before the turn's end.
+STOPPED_MID_TURN = "the emulator stopped before the turn's end"
 _encode = msgspec.json.Encoder().encode
 _SPOOL_PIECE = 256 * 1024  # bytes an upload is written to disk in
 
@@ -150,6 +154,8 @@ class _Worker:
     status: str = "pending"
     running: bool = False
     error: str | None = None
+    # Why the last turn stopped short (an abort chunk's reason), for the final snapshot.
+    incomplete: dict[str, Any] | None = None
     turns: int = 0
     log: EventLog = field(default_factory=EventLog)
     output: list[dict[str, Any]] = field(default_factory=list)
@@ -207,7 +213,7 @@ class _Worker:
             "status": self.status,
             "running": self.running,
             "error": self.error,
-            "incomplete_details": None,
+            "incomplete_details": self.incomplete,
             "output": self.output,
             "output_text": "".join(c["text"] for m in self.output for c in m["content"]),
             "sources": self.sources,
@@ -302,7 +308,7 @@ class _TaskWorker(_Worker):
             "status": self.status,
             "running": self.running,
             "error": self.error,
-            "incomplete_details": None,
+            "incomplete_details": self.incomplete,
             "output": self.output,
             "output_text": "".join(c["text"] for m in self.output for c in m["content"]),
             "sources": self.sources,
@@ -1391,6 +1397,7 @@ def _begin_turn(worker: _Worker, text: str, budget: str, plan: TurnPlan) -> int:
     snapshot; return the sequence number of that snapshot."""
     worker.turns += 1
     worker.status, worker.running, worker.error = "pending", False, None
+    worker.incomplete = None
     worker.budget = budget
     worker.messages.append(
         {
@@ -1468,10 +1475,15 @@ class _Turn:
             worker.append({"type": "error", "errorText": worker.error})
         except _Abort:  # an abort fault, or a cancelled task: the AI SDK's abort chunk says so
             self.outcome = "aborted"
+            worker.incomplete = {"reason": "aborted"}  # what the abort chunk folds into
             worker.append({"type": "abort"})
-        except asyncio.CancelledError:  # the emulator is stopping: closed the same way, then up
-            self.outcome = "aborted"
-            worker.append({"type": "abort"})
+        except asyncio.CancelledError:
+            # The emulator is stopping mid-turn: the answer so far is not an answer. The
+            # turn fails out loud (an error chunk, the Worker's error set), so that no
+            # reader takes a cut-off text for a finished one; then up.
+            self.outcome = "error"
+            worker.error = STOPPED_MID_TURN
+            worker.append({"type": "error", "errorText": worker.error})
             raise
         finally:
             worker.status, worker.running, worker.turn_active = "completed", False, False
@@ -1480,8 +1492,18 @@ class _Turn:
             worker.end_turn(self)
             worker.append(worker.snapshot_chunk())
 
-    async def emit(self, chunk: dict[str, Any], *, pace: bool = False) -> None:
-        """Append one chunk (then wait a token's time, with ``pace``); :class:`_Cut` at the stop."""
+    async def emit(
+        self,
+        chunk: dict[str, Any],
+        *,
+        pace: bool = False,
+        fold: Callable[[], None] | None = None,
+    ) -> None:
+        """Append one chunk (then wait a token's time, with ``pace``); :class:`_Cut` at the stop.
+
+        ``fold``: what the chunk changes in the Worker, done as it is appended, before
+        any wait, so that a turn stopped during the wait ends with its text whole.
+        """
         if self.stop_at is not None and self.emitted >= self.stop_at:
             raise _Cut
         if (self.abort_at is not None and self.emitted >= self.abort_at) or (
@@ -1490,10 +1512,19 @@ class _Turn:
             raise _Abort
         self.worker.append(chunk)
         self.emitted += 1
+        if fold is not None:
+            fold()
         if pace and self.delay:
             await asyncio.sleep(self.delay)
         elif self.emitted % 64 == 0:
             await asyncio.sleep(0)  # unpaced: let the readers in now and then
+
+    def _add(self, part: dict[str, Any], token: str, content: dict[str, Any] | None = None) -> None:
+        """A streamed token added to its part (and to the Worker's output, for text)."""
+        self.deltas += 1
+        part["text"] += token
+        if content is not None:
+            content["text"] += token
 
     async def _start(self) -> None:
         plan = self.plan
@@ -1510,9 +1541,11 @@ class _Turn:
         reasoning = {"type": "reasoning", "id": rid, "text": "", "state": "streaming"}
         self.parts.append(reasoning)
         for token in self.plan.reasoning_tokens:
-            await self.emit({"type": "reasoning-delta", "id": rid, "delta": token}, pace=True)
-            self.deltas += 1
-            reasoning["text"] += token
+            await self.emit(
+                {"type": "reasoning-delta", "id": rid, "delta": token},
+                pace=True,
+                fold=functools.partial(self._add, reasoning, token),
+            )
         await self.emit({"type": "reasoning-end", "id": rid})
         reasoning["state"] = "done"
 
@@ -1614,10 +1647,11 @@ class _Turn:
             }
         )
         for token in self.plan.answer_tokens:
-            await self.emit({"type": "text-delta", "id": tid, "delta": token}, pace=True)
-            self.deltas += 1
-            text_part["text"] += token
-            content["text"] += token
+            await self.emit(
+                {"type": "text-delta", "id": tid, "delta": token},
+                pace=True,
+                fold=functools.partial(self._add, text_part, token, content),
+            )
         await self.emit({"type": "text-end", "id": tid})
         text_part["state"] = "done"
 

@@ -25,6 +25,7 @@ __all__ = [
     "Costs",
     "EmailAddress",
     "File",
+    "Outcome",
     "OutputMessage",
     "OutputText",
     "Source",
@@ -38,6 +39,8 @@ T = TypeVar("T")
 
 Budget = Literal["low", "standard", "high", "unlimited"]
 WorkerStatus = Literal["running", "completed", "pending"]
+# How a turn ended (Worker.outcome): the status alone says "completed" for each of them.
+Outcome = Literal["completed", "failed", "aborted", "incomplete"]
 BUDGETS: tuple[str, ...] = ("low", "standard", "high", "unlimited")
 
 
@@ -166,8 +169,60 @@ fit Trip: Expected `int`, got `str` - at `$.days`
 
     @property
     def failed(self) -> bool:
-        """True when the worker reported an error."""
+        """True when the worker reported an error (its ``status`` still says ``completed``).
+
+        >>> Worker(id="w", status="completed", error="the agent failed").failed
+        True
+        """
         return self.error is not None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the turn ended, from the Worker's own fields; ``None`` while it has not ended.
+
+        ``failed``: it reported an error. ``aborted``: it was stopped (an ``abort``
+        chunk: a cancelled task, a stop button), ``incomplete_details`` says why.
+        ``incomplete``: the service ended it for another stated reason (a server
+        stopping mid-turn, an output limit), in ``incomplete_details`` too.
+        ``completed``: it reached its end. A stream that broke and could not be
+        resumed leaves a Worker still ``running`` (``None`` here): the
+        ``IncompleteStreamError`` that ended it says so, and the command line
+        reports it as ``incomplete``.
+
+        >>> Worker(id="w", status="completed").outcome
+        'completed'
+        >>> Worker(id="w", status="completed", incomplete_details={"reason": "aborted"}).outcome
+        'aborted'
+        >>> Worker(id="w", status="running", running=True).outcome is None
+        True
+        """
+        if self.error is not None:
+            return "failed"
+        if self.incomplete_details is not None:
+            reason = (
+                self.incomplete_details.get("reason")
+                if isinstance(self.incomplete_details, dict)
+                else self.incomplete_details
+            )
+            return "aborted" if reason in (None, "aborted", "abort") else "incomplete"
+        if self.status != "completed" or self.running:
+            return None
+        return "completed"
+
+    @property
+    def error_message(self) -> str | None:
+        """The error's text, whatever shape the server gave it (a string, or an object
+        with a ``message``); ``None`` without an error.
+
+        >>> Worker(id="w", error={"message": "quota exceeded", "code": 429}).error_message
+        'quota exceeded'
+        """
+        err = self.error
+        if err is None:
+            return None
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        return err if isinstance(err, str) else msgspec.json.encode(err).decode()
 
     @property
     def cost_usd(self) -> float | None:
