@@ -1,10 +1,21 @@
 import { useChat } from '@ai-sdk/react';
-import { DefaultChatTransport } from 'ai';
+import { DefaultChatTransport, WebSocketChatTransport } from 'ai';
 import { useEffect, useLayoutEffect, useRef, useState } from 'react';
 import { Message } from './parts.jsx';
 
-export function Chat({ id, initialMessages, api }) {
-  const [transport] = useState(() => new DefaultChatTransport({ api }));
+// The relay's resume (GET api/chat/{id}/stream, or a WebSocket "resume") plays the running
+// turn from its first event: a replay, which the SDK folds from scratch. Both transports
+// say so (resumeStreamIsReplay is true for them by default; it is spelled out for SSE).
+function makeTransport(kind, api, socket) {
+  if (kind === 'ws') return new WebSocketChatTransport({ url: socket });
+  return new DefaultChatTransport({ api, resumeStreamIsReplay: true });
+}
+
+export function Chat({ id, initialMessages, transport: kind, transportLabel, api, socket }) {
+  const [transport] = useState(() => makeTransport(kind, api, socket));
+  // A WebSocket stays open between turns: closed when this chat goes (another transport
+  // chosen, another chat id). A later request would open a new one.
+  useEffect(() => () => transport.close?.(), [transport]);
   const { messages, sendMessage, status, error, stop } = useChat({
     id,
     messages: initialMessages,
@@ -60,6 +71,9 @@ export function Chat({ id, initialMessages, api }) {
         <div className="status-line">
           <span id="status" data-status={status}>
             {status}
+          </span>
+          <span id="transport-used" data-transport={kind}>
+            over {transportLabel}
           </span>
           {error && <span id="error">{error.message}</span>}
         </div>

@@ -6,6 +6,29 @@ import './style.css';
 // Relative to the page, so the relay works mounted under a prefix such as /relay/.
 const apiUrl = (path) => new URL(path, document.baseURI).href;
 
+// The same address as a WebSocket: ws: beside http:, wss: beside https:.
+function socketUrl(path) {
+  const url = new URL(path, document.baseURI);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
+}
+
+// How the chat reaches the relay, kept in the query (?transport=ws) so that a reload,
+// a bookmark or a link keeps it; the chat id stays in the fragment.
+const TRANSPORTS = { sse: 'SSE', ws: 'WebSocket' };
+
+function transportFromQuery() {
+  const asked = new URLSearchParams(location.search).get('transport');
+  return Object.hasOwn(TRANSPORTS, asked ?? '') ? asked : 'sse';
+}
+
+function putTransportInQuery(transport) {
+  const url = new URL(location.href);
+  if (transport === 'sse') url.searchParams.delete('transport');
+  else url.searchParams.set('transport', transport);
+  history.replaceState(null, '', url.href);
+}
+
 function newChatId() {
   // randomUUID exists only in secure contexts; a relay on a LAN address over http is not one.
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -24,6 +47,7 @@ function chatIdFromHash() {
 
 function App() {
   const [chatId, setChatId] = useState(chatIdFromHash);
+  const [transport, setTransport] = useState(transportFromQuery);
   const [history, setHistory] = useState(null);
   const [loadError, setLoadError] = useState(null);
 
@@ -33,6 +57,18 @@ function App() {
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
 
+  useEffect(() => {
+    document.body.dataset.transport = transport;
+  }, [transport]);
+
+  const chooseTransport = (next) => {
+    if (next === transport) return;
+    putTransportInQuery(next);
+    setTransport(next);
+  };
+
+  // The history is fetched again when the transport changes: the chat is mounted anew over
+  // the other transport, as after a reload, and resumes a turn that is running.
   useEffect(() => {
     const abort = new AbortController();
     setHistory(null);
@@ -48,18 +84,27 @@ function App() {
         if (!abort.signal.aborted) setLoadError(String(error.message || error));
       });
     return () => abort.abort();
-  }, [chatId]);
+  }, [chatId, transport]);
 
   return (
     <div className="app">
       <header>
         <h1>handinger-stream relay</h1>
         <code className="chat-id" title="chat id">{chatId}</code>
+        <TransportSwitch value={transport} onChange={chooseTransport} />
       </header>
       {history ? (
         // The chat mounts only once its history is in place, so that useChat's resume
         // continues the running turn after the history instead of racing it.
-        <Chat key={chatId} id={chatId} initialMessages={history} api={apiUrl('api/chat')} />
+        <Chat
+          key={`${chatId} ${transport}`}
+          id={chatId}
+          initialMessages={history}
+          transport={transport}
+          transportLabel={TRANSPORTS[transport]}
+          api={apiUrl('api/chat')}
+          socket={socketUrl('api/chat/ws')}
+        />
       ) : (
         <>
           <main id="messages" />
@@ -77,6 +122,25 @@ function App() {
           </footer>
         </>
       )}
+    </div>
+  );
+}
+
+function TransportSwitch({ value, onChange }) {
+  return (
+    <div className="transport" role="group" aria-label="transport">
+      <span className="transport-label">transport</span>
+      {Object.entries(TRANSPORTS).map(([key, label]) => (
+        <button
+          key={key}
+          id={`transport-${key}`}
+          type="button"
+          aria-pressed={value === key}
+          onClick={() => onChange(key)}
+        >
+          {label}
+        </button>
+      ))}
     </div>
   );
 }
