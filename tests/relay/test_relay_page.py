@@ -2,10 +2,10 @@
 
 The page is the committed bundle (handinger_stream/relay/page/dist), served by the
 relay itself: in this process (``chat_server``), and by relay processes sharing a
-real redis-server, one of them killed mid-answer. To refresh the screenshots in the
-docs:
+real redis-server, one of them killed mid-answer; over SSE and over the relay's
+WebSocket (the page's transport switch). To refresh the screenshots in the docs:
 
-    RELAY_PAGE_SCREENSHOTS=docs .venv/bin/python -m pytest tests/test_relay_page.py -k streams
+    RELAY_PAGE_SCREENSHOTS=docs .venv/bin/python -m pytest tests/relay/test_relay_page.py -k streams
 """
 
 from __future__ import annotations
@@ -38,6 +38,22 @@ MESSAGES = """[...document.querySelectorAll('#messages .message')].map((m) => ({
   text: [...m.querySelectorAll('.text')].map((t) => t.textContent).join(''),
 }))"""
 ANSWER = f"({MESSAGES}).filter((m) => m.role === 'assistant').map((m) => m.text).join('')"
+# The transport the page says it uses, and the one its switch shows pressed.
+TRANSPORT = """({
+  body: document.body.dataset.transport,
+  pressed: [...document.querySelectorAll('.transport button[aria-pressed="true"]')].map((b) => b.id),
+  said: document.getElementById('transport-used')?.textContent,
+  query: location.search,
+})"""
+OVER_SSE = {"body": "sse", "pressed": ["transport-sse"], "said": "over SSE", "query": ""}
+OVER_WS = {
+    "body": "ws",
+    "pressed": ["transport-ws"],
+    "said": "over WebSocket",
+    "query": "?transport=ws",
+}
+# The paths this page load fetched over HTTP (a WebSocket is not among them).
+FETCHED = "performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname)"
 
 
 # A pace a person can watch; short keep-alives, so that comments reach the page too.
@@ -125,6 +141,7 @@ async def test_a_turn_streams_into_the_page(
         chat_id = await chat_ready(page)
         assert await page.evaluate(STATUS) == "ready"
         assert await page.evaluate(MESSAGES) == []
+        assert await page.evaluate(TRANSPORT) == OVER_SSE
 
         await page.type("#prompt", PROMPT)
         await page.click("#send")
@@ -157,6 +174,7 @@ async def test_a_turn_streams_into_the_page(
         assert await page.evaluate(tool) == "output-available"
         assert await page.evaluate("document.querySelectorAll('.text.streaming').length") == 0
         assert await page.evaluate("document.getElementById('prompt').value") == ""
+        assert "/relay/api/chat" in await page.evaluate(FETCHED)  # the turn came over SSE
         assert page.console_errors == []
 
 
@@ -224,6 +242,82 @@ async def test_stop_leaves_the_worker_running_and_a_reload_shows_its_answer(
         await asyncio.sleep(0.3)
         assert await page.evaluate(STATUS) == "ready"
         assert await page.evaluate(MESSAGES) == shown
+        assert page.console_errors == []
+
+
+# -- the WebSocket transport ----------------------------------------------------------
+
+
+def over_http(paths: list[str]) -> list[str]:
+    """The chat requests among fetched paths: a turn or a resume over HTTP (not the history)."""
+    return [p for p in paths if p.endswith("/api/chat") or p.endswith("/stream")]
+
+
+async def test_a_turn_over_the_websocket_and_a_reload_mid_answer_keep_to_it(
+    chat_server: str, handinger: AsyncHandinger
+) -> None:
+    async with launch() as browser:
+        page = await browser.new_page()
+        await page.goto(f"{chat_server}?transport=ws")
+        chat_id = await chat_ready(page)
+        assert await page.evaluate(TRANSPORT) == OVER_WS
+        await page.type("#prompt", PROMPT)
+        await page.click("#send")
+        before = await watch_answer_grow(page)
+
+        # A reload keeps the transport (the query) and the chat (the fragment); the turn
+        # resumes over a new socket, from its start, and is shown once.
+        await page.reload()
+        assert await chat_ready(page) == chat_id
+        assert await page.evaluate(TRANSPORT) == OVER_WS
+        await page.wait_for(f"{STATUS} === 'streaming'")
+        await page.wait_for(f"{STATUS} === 'ready'", timeout=60)
+
+        shown = await page.evaluate(MESSAGES)
+        worker = await answering_worker(chat_server, chat_id, handinger)
+        assert worker is not None
+        assert [(m["role"], m["text"]) for m in shown] == [
+            ("user", PROMPT),
+            ("assistant", worker.output_text),
+        ]
+        assert worker.output_text.startswith(before) and before != worker.output_text
+        assert shown[1]["id"] == worker.messages[-1]["id"]
+        assert over_http(await page.evaluate(FETCHED)) == []  # all of it over the socket
+        assert page.console_errors == []
+
+
+async def test_the_switch_moves_a_running_answer_to_the_websocket_and_back(
+    chat_server: str, handinger: AsyncHandinger
+) -> None:
+    async with launch() as browser:
+        page = await browser.new_page()
+        await page.goto(chat_server)
+        chat_id = await chat_ready(page)
+        await page.type("#prompt", PROMPT)
+        await page.click("#send")
+        before = await watch_answer_grow(page)
+
+        # Mid-answer, to the WebSocket: the chat is mounted anew over it and resumes the turn.
+        await page.click("#transport-ws")
+        assert await chat_ready(page) == chat_id
+        assert await page.evaluate(TRANSPORT) == OVER_WS
+        assert await page.evaluate("location.hash") == f"#{chat_id}"
+        await page.wait_for(f"{STATUS} === 'streaming'")
+        await page.wait_for(f"{STATUS} === 'ready'", timeout=60)
+        worker = await answering_worker(chat_server, chat_id, handinger)
+        assert worker is not None
+        expected = [("user", PROMPT), ("assistant", worker.output_text)]
+        shown = await page.evaluate(MESSAGES)
+        assert [(m["role"], m["text"]) for m in shown] == expected
+        assert worker.output_text.startswith(before) and before != worker.output_text
+
+        # And back: the query loses the parameter, the chat shows its history over SSE.
+        await page.click("#transport-sse")
+        assert await chat_ready(page) == chat_id
+        assert await page.evaluate(TRANSPORT) == OVER_SSE
+        await asyncio.sleep(0.3)  # the resume asked over SSE: nothing running
+        assert await page.evaluate(STATUS) == "ready"
+        assert [(m["role"], m["text"]) for m in await page.evaluate(MESSAGES)] == expected
         assert page.console_errors == []
 
 
