@@ -8,10 +8,12 @@ to run them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,19 +47,40 @@ def npm_package(spec: str) -> Path:
     return target
 
 
+def _package_json(source: Path) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((source / "package.json").read_text("utf-8"))
+    return manifest
+
+
+def shared_scripts(source: Path) -> Path | None:
+    """The folder of scripts the npm project at ``source`` shares with others, if any.
+
+    One set of scripts run against two pinned versions of a package is written
+    once, beside the projects that pin them: each project's ``package.json``
+    names the folder (relative to itself) as ``"sharedScripts"``.
+    """
+    shared = _package_json(source).get("sharedScripts")
+    return (source / shared).resolve() if isinstance(shared, str) else None
+
+
 def npm_project(source: Path) -> Path:
     """A copy of the npm project at ``source`` with its locked dependencies installed.
 
     The copy lives in the cache, keyed by ``package-lock.json``; its scripts are
-    refreshed on every call so that edits in the repository take effect.
+    refreshed on every call so that edits in the repository take effect. The
+    scripts of its :func:`shared_scripts` folder are copied first, then its own
+    (which win on a clash), all side by side, so that each resolves its imports
+    in the project's ``node_modules``.
     """
     require_node()
     lock = (source / "package-lock.json").read_bytes()
     target = CACHE / f"{source.name}-{hashlib.sha256(lock).hexdigest()[:12]}"
     target.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        if path.is_file() and path.suffix in (".json", ".mjs", ".js"):
-            shutil.copyfile(path, target / path.name)
+    shared = shared_scripts(source)
+    for folder in (source,) if shared is None else (shared, source):
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix in (".json", ".mjs", ".js"):
+                shutil.copyfile(path, target / path.name)
     if not (target / "node_modules" / ".package-lock.json").exists():
         _npm(["ci"], target, f"the locked dependencies of {source}")
     return target
@@ -81,8 +104,27 @@ def node22() -> str:
         return own
     platform_ = _NODE_PLATFORMS.get((os.uname().sysname, os.uname().machine))
     if platform_ is None:
-        pytest.skip(f"no Node 22 package for {os.uname().sysname} {os.uname().machine}: install Node 22")
-    binary = npm_package(f"node-{platform_}@{NODE22}") / "node_modules" / f"node-{platform_}" / "bin" / "node"
+        pytest.skip(
+            f"no Node 22 package for {os.uname().sysname} {os.uname().machine}: install Node 22"
+        )
+    binary = (
+        npm_package(f"node-{platform_}@{NODE22}")
+        / "node_modules"
+        / f"node-{platform_}"
+        / "bin"
+        / "node"
+    )
     if not binary.exists():
         pytest.fail(f"node-{platform_}@{NODE22} has no bin/node")
     return str(binary)
+
+
+def node_for(source: Path) -> str:
+    """The Node.js binary to run the npm project at ``source`` with: its ``package.json``
+    says the oldest Node it runs on (``"engines": {"node": ">=N"}``), and one that old
+    or newer is chosen, never the machine's older Node with an engines warning."""
+    wanted = str(_package_json(source).get("engines", {}).get("node", ""))
+    if wanted.startswith(">=") and int(wanted[2:].split(".")[0]) >= 22:
+        return node22()
+    require_node()
+    return "node"
