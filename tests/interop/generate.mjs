@@ -1,14 +1,15 @@
-// Regenerates tests/interop/fixtures: for each scenario, the SSE bytes the SDK
-// serialised (<name>.sse) and the UIMessage the SDK folded from them (<name>.json).
+// Writes the fixtures of the pinned major: for each scenario, the SSE bytes the
+// SDK serialised (<name>.sse) and the UIMessage the SDK folded from them
+// (<name>.json). Runs in a project's copy beside its node_modules; from the
+// repository, regenerate.py puts it there and names the output folder:
 //
-//   node generate.mjs fixtures            (every scenario)
-//   node generate.mjs fixtures unicode    (only the named ones)
+//   node generate.mjs <dir>               (every scenario)
+//   node generate.mjs <dir> unicode       (only the named ones)
 
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
-import { scenarios } from "./scenarios.mjs";
-import { SDK_VERSION, fold, respond } from "./sdk.mjs";
+import { SDK_VERSION, fold, respond, scenarios } from "./sdk.mjs";
 
 const [outDir = "fixtures", ...only] = process.argv.slice(2);
 await mkdir(outDir, { recursive: true });

@@ -4,6 +4,9 @@
 // chunks built with createUIMessageStream (and its writer) or with streamText
 // over the SDK's mock model. The SDK serialises it; nothing here writes SSE.
 // Ids and clocks are fixed so that regenerating gives the same bytes.
+//
+// These are the scenarios of both majors (ai6/ and ai7/); scenarios-ai7.mjs
+// adds 7's own. Each major's fixtures are what that major makes of them.
 
 import {
   createUIMessageStream,
@@ -12,45 +15,60 @@ import {
   streamText,
   tool,
 } from "ai";
-import { MockLanguageModelV3, convertArrayToReadableStream, mockId } from "ai/test";
+import * as aiTest from "ai/test";
 import { z } from "zod";
 
-const usage = (input, output) => ({
+const { convertArrayToReadableStream, mockId } = aiTest;
+
+// The mock of the major's own model specification: V4 in ai 7, V3 in ai 6.
+// The parts below are written as V3 parts; `forSpec` turns the one part whose
+// shape V4 changed (a file's data, now tagged) into its V4 form.
+export const MockModel = aiTest.MockLanguageModelV4 ?? aiTest.MockLanguageModelV3;
+const SPEC_V4 = MockModel === aiTest.MockLanguageModelV4;
+
+export function forSpec(part) {
+  if (SPEC_V4 && (part.type === "file" || part.type === "reasoning-file") && typeof part.data === "string") {
+    return { ...part, data: { type: "data", data: part.data } };
+  }
+  return part;
+}
+
+export const usage = (input, output) => ({
   inputTokens: { total: input, noCache: input, cacheRead: 0, cacheWrite: 0 },
   outputTokens: { total: output, text: output, reasoning: 0 },
 });
 
-const finish = (unified = "stop", input = 10, output = 20) => ({
+export const finish = (unified = "stop", input = 10, output = 20) => ({
   type: "finish",
   finishReason: { unified, raw: unified },
   usage: usage(input, output),
 });
 
-const head = (id = "resp-0") => [
+export const head = (id = "resp-0") => [
   { type: "stream-start", warnings: [] },
   { type: "response-metadata", id, modelId: "mock-model-id", timestamp: new Date(0) },
 ];
 
-const textParts = (id, pieces) => [
+export const textParts = (id, pieces) => [
   { type: "text-start", id },
   ...pieces.map((delta) => ({ type: "text-delta", id, delta })),
   { type: "text-end", id },
 ];
 
 // A mock model that answers each call (step) with the next list of stream parts.
-function model(...steps) {
+export function model(...steps) {
   let call = 0;
-  return new MockLanguageModelV3({
+  return new MockModel({
     doStream: async () => {
       const parts = steps[Math.min(call, steps.length - 1)];
       call += 1;
-      return { stream: convertArrayToReadableStream(parts) };
+      return { stream: convertArrayToReadableStream(parts.map(forSpec)) };
     },
   });
 }
 
 // streamText over the mock model, as a UI message stream with a fixed message id.
-function fromModel(name, steps, { tools, toUI = {}, stopWhen, ...rest } = {}) {
+export function fromModel(name, steps, { tools, toUI = {}, stopWhen, ...rest } = {}) {
   const result = streamText({
     model: model(...steps),
     prompt: "interop",
@@ -69,7 +87,7 @@ function fromModel(name, steps, { tools, toUI = {}, stopWhen, ...rest } = {}) {
 }
 
 // createUIMessageStream with the writer; `execute` writes the chunks.
-function fromWriter(name, execute, { onError } = {}) {
+export function fromWriter(name, execute, { onError } = {}) {
   return createUIMessageStream({
     execute,
     generateId: () => `msg-${name}`,
@@ -77,11 +95,11 @@ function fromWriter(name, execute, { onError } = {}) {
   });
 }
 
-const writeAll = (chunks) => ({ writer }) => {
+export const writeAll = (chunks) => ({ writer }) => {
   for (const chunk of chunks) writer.write(chunk);
 };
 
-const weatherTool = tool({
+export const weatherTool = tool({
   description: "Weather in a city",
   inputSchema: z.object({ city: z.string() }),
   execute: async ({ city }) => ({ city, celsius: 21 }),
@@ -110,19 +128,19 @@ const lookupTool = dynamicTool({
   execute: async (input) => ({ value: `v:${input.key}` }),
 });
 
-const toolCall = (toolCallId, toolName, input, deltas) => [
+export const toolCall = (toolCallId, toolName, input, deltas) => [
   { type: "tool-input-start", id: toolCallId, toolName },
   ...deltas.map((delta) => ({ type: "tool-input-delta", id: toolCallId, delta })),
   { type: "tool-input-end", id: toolCallId },
   { type: "tool-call", toolCallId, toolName, input },
 ];
 
-const UNICODE =
+export const UNICODE =
   "Line\u2028separator, paragraph\u2029separator, NEL\u0085here; " +
   "emoji 👩🏽‍💻🚀, CJK 漢字かなカナ한국어, combining e\u0301, RTL שלום, NUL-free \u00a0nbsp \ufeffbom";
 
 // Split a string into pieces by code point, a few at a time, so deltas cut words.
-function pieces(text, size) {
+export function pieces(text, size) {
   const points = Array.from(text);
   const out = [];
   for (let i = 0; i < points.length; i += size) out.push(points.slice(i, i + size).join(""));
@@ -584,7 +602,7 @@ export const scenarios = {
         },
       });
       const result = streamText({
-        model: new MockLanguageModelV3({ doStream: async () => ({ stream }) }),
+        model: new MockModel({ doStream: async () => ({ stream }) }),
         prompt: "interop",
         abortSignal: controller.signal,
         _internal: { generateId: mockId({ prefix: "id" }), now: () => 0 },
@@ -693,6 +711,65 @@ export const scenarios = {
           { type: "finish" },
         ]),
       }),
+    }),
+  },
+
+  "extra-fields": {
+    about: "writer: known chunk types carrying fields no schema names, some before the known ones (loose objects keep them)",
+    build: (name) => ({
+      stream: fromWriter(
+        name,
+        writeAll([
+          { type: "start", "x-trace": "abc", messageId: "m-x", messageMetadata: { a: 1 } },
+          { type: "start-step", attempt: 1 },
+          { type: "reasoning-start", id: "r", effort: "low" },
+          { type: "reasoning-delta", id: "r", delta: "Hm.", tokens: 1 },
+          { type: "reasoning-end", id: "r", summary: null },
+          { type: "text-start", lang: "en", id: "t" },
+          { type: "text-delta", id: "t", delta: "Extra ", logprob: -0.25 },
+          { type: "text-delta", seq: 2, id: "t", delta: "fields." },
+          { type: "text-end", id: "t", checksum: "e3b0c442", "ünï": "cödé ✓" },
+          { type: "source-url", sourceId: "s1", url: "https://example.com", rank: 1 },
+          {
+            type: "source-document",
+            sourceId: "d1",
+            mediaType: "text/plain",
+            title: "Notes",
+            pages: [1, 2],
+          },
+          { type: "file", url: "https://files.example.com/a.txt", mediaType: "text/plain", bytes: 12 },
+          { type: "data-row", id: "r1", data: { n: 1 }, extra: { kept: true } },
+          { type: "data-row", id: "r1", data: { n: 2 }, replacedWith: "data only" },
+          { type: "data-log", note: "before data", data: "x" },
+          { type: "tool-input-start", toolCallId: "c1", toolName: "weather", retries: 0 },
+          { type: "tool-input-delta", toolCallId: "c1", inputTextDelta: '{"city":"Rome"}', offset: 0 },
+          {
+            type: "tool-input-available",
+            toolCallId: "c1",
+            toolName: "weather",
+            input: { city: "Rome" },
+            confidence: 0.75,
+          },
+          { type: "tool-output-available", toolCallId: "c1", output: { c: 21 }, cached: true },
+          { type: "tool-input-available", toolCallId: "c2", toolName: "weather", input: { city: "Oslo" } },
+          { type: "tool-approval-request", toolCallId: "c2", approvalId: "ap", expiresIn: 60 },
+          { type: "tool-output-denied", toolCallId: "c2", by: "user" },
+          {
+            type: "tool-input-error",
+            toolCallId: "c3",
+            toolName: "weather",
+            input: "?",
+            errorText: "bad",
+            hint: "use JSON",
+          },
+          { type: "tool-input-available", toolCallId: "c4", toolName: "weather", input: {} },
+          { type: "tool-output-error", toolCallId: "c4", errorText: "down", code: 503 },
+          { type: "finish-step", durationMs: 5 },
+          { type: "message-metadata", messageMetadata: { b: 2 }, source: "server" },
+          { type: "error", errorText: "soft failure", recoverable: true },
+          { type: "finish", finishReason: "stop", region: "eu", messageMetadata: { c: 3 } },
+        ]),
+      ),
     }),
   },
 

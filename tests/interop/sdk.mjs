@@ -1,4 +1,7 @@
 // The AI SDK on both ends: its own serialisation and its own client-side fold.
+//
+// Shared by the projects in ai6/ and ai7/: this file runs beside either's
+// node_modules (tests/nodejs.py copies it there), so `ai` is the pinned major.
 
 import {
   createUIMessageStreamResponse,
@@ -7,10 +10,12 @@ import {
   uiMessageChunkSchema,
 } from "ai";
 
-import { scenarios } from "./scenarios.mjs";
-
 export const SDK_VERSION = (await import("ai/package.json", { with: { type: "json" } })).default
   .version;
+export const SDK_MAJOR = Number(SDK_VERSION.split(".")[0]);
+
+// Every major runs the scenarios both have; 7 adds its own (chunk types and fields 6 lacks).
+export const { scenarios } = await import(SDK_MAJOR >= 7 ? "./scenarios-ai7.mjs" : "./scenarios.mjs");
 
 // A scenario as the SDK serves it: a Response whose body is the SSE bytes.
 export function respond(name, consumeSseStream) {

@@ -10,8 +10,7 @@
 import { createServer } from "node:http";
 import { Readable } from "node:stream";
 
-import { scenarios } from "./scenarios.mjs";
-import { fold, respond } from "./sdk.mjs";
+import { fold, respond, scenarios } from "./sdk.mjs";
 
 const folds = new Map();
 

@@ -32,7 +32,7 @@ from tests.nodejs import npm_project
 from tests.relay_helpers import RelayProcess, chat_body, emulator_replay, free_port, read_sse
 
 PROMPT = "What's the weather in Barcelona?"
-INTEROP = Path(__file__).parent.parent / "interop"
+INTEROP = Path(__file__).parent.parent / "interop" / "ai6"
 
 
 emu = emulator_fixture("function", tokens_per_second=150, keepalive_interval=0.2)
