@@ -1,7 +1,11 @@
 """The error hierarchy. Every error is a :class:`HandingerError`.
 
 No error text ever carries the API key: messages are built from statuses,
-bodies and excerpts of event data, never from request headers.
+bodies and excerpts of event data, never from request headers. What a
+server sends may echo a credential, so every error's text, ``repr``,
+``args`` and body pass through :func:`redact` as well: it hides the keys
+this process has sent (:func:`remember_secret`), the ``user:password@`` of
+URLs, credential-like query values and ``Bearer``/``Basic`` credentials.
 
 >>> try:
 ...     raise NotFoundError("worker not found", status_code=404, body={"error": "not found"})
@@ -12,6 +16,8 @@ bodies and excerpts of event data, never from request headers.
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -52,8 +58,94 @@ def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# -- what no error shows ------------------------------------------------------
+
+HIDDEN = "***"
+MIN_SECRET_CHARS = 8
+"""A credential shorter than this is not searched for in text: a test key
+such as ``"k"`` must not blank every ``k`` of a message."""
+_MAX_SECRETS = 256  # a relay with a key per user keeps the most recent ones
+_secrets: OrderedDict[str, None] = OrderedDict()
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/?#'\"<>]*@")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;][^\s=&#?;'\"<>]*?"
+    r"(?:key|token|secret|passw(?:or)?d|pwd|pass|auth(?:orization)?|signature|sig|"
+    r"credentials?|session)=)[^\s&#;'\"<>]*"
+)
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]{8,}")
+
+
+def remember_secret(value: str) -> None:
+    """Note a credential this process sends (the transport notes each API key),
+    so that no error built from anything a server says can show it."""
+    value = value.strip()
+    if len(value) < MIN_SECRET_CHARS:
+        return
+    _secrets[value] = None
+    _secrets.move_to_end(value)
+    while len(_secrets) > _MAX_SECRETS:
+        _secrets.popitem(last=False)
+
+
+def hide_query_secrets(text: str) -> str:
+    """``text`` with the values of credential-like query parameters hidden.
+
+    >>> hide_query_secrets("https://h/a?page=2&api_key=abc&password=p#x")
+    'https://h/a?page=2&api_key=***&password=***#x'
+    """
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + HIDDEN, text)
+
+
+def redact(text: str) -> str:
+    """``text`` fit to show: no remembered credential, no URL's ``user:password@``,
+    no credential-like query value, no ``Bearer``/``Basic`` credential.
+
+    >>> redact("GET http://me:pw@h/x?token=t1 failed; Authorization: Bearer abcdefgh123")
+    'GET http://***@h/x?token=*** failed; Authorization: Bearer ***'
+    """
+    if _secrets:
+        # Longest first, so that a key containing another is hidden whole.
+        for secret in sorted(_secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, HIDDEN)
+    if "://" in text:
+        text = _USERINFO.sub(lambda m: m.group(1) + HIDDEN + "@", text)
+    if "=" in text:
+        text = hide_query_secrets(text)
+    return _AUTH_SCHEME.sub(lambda m: m.group(1) + m.group(2) + HIDDEN, text)
+
+
+def _redact_value(value: Any, depth: int = 0) -> Any:
+    """A decoded body with :func:`redact` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 64:
+        return HIDDEN  # deeper than any error body: not walked, not shown
+    if isinstance(value, dict):
+        return {_redact_value(k, depth + 1): _redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(v, depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return redact(bytes(value).decode("utf-8", "replace")).encode()
+    return value
+
+
 class HandingerError(Exception):
-    """The root of every error this package raises."""
+    """The root of every error this package raises.
+
+    Its text, ``repr`` and ``args`` never show a credential (see :func:`redact`),
+    even when a server echoed one back.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
+
+    def __repr__(self) -> str:
+        return redact(super().__repr__())
 
 
 class InvalidRequestError(HandingerError, ValueError):
@@ -69,7 +161,7 @@ class APIConnectionError(HandingerError):
 
     def __init__(self, message: str = "Connection error.", *, request_sent: bool = False) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = redact(message)
         self.request_sent = request_sent
 
 
@@ -96,15 +188,17 @@ class APIStatusError(HandingerError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = redact(message)
         self.status_code = status_code
-        self.body = body
-        self.request_id = request_id
+        # A server may echo what it was sent: the body is kept without credentials too.
+        self.body = _redact_value(body)
+        self.request_id = redact(request_id) if request_id is not None else None
         self.retry_after = retry_after
 
     def __str__(self) -> str:
+        # Redacted here as well: ``message`` may be added to after construction.
         rid = f" (request id {self.request_id})" if self.request_id else ""
-        return f"{self.status_code}: {self.message}{rid}"
+        return redact(f"{self.status_code}: {self.message}{rid}")
 
 
 class BadRequestError(APIStatusError):
@@ -157,6 +251,23 @@ class APIResponseValidationError(APIStatusError):
     """
 
 
+class ResponseTooLargeError(APIStatusError):
+    """A response body that is not a stream grew past the most the client reads whole.
+
+    ``limit`` is that bound in bytes (counted after decompression), ``url``
+    the request's URL fit to show; ``status_code`` is the response's.
+    """
+
+    def __init__(self, *, status_code: int, limit: int, url: str) -> None:
+        super().__init__(
+            f"the response body from {url} is larger than {limit} bytes "
+            "(after decompression), the most the client reads whole; the rest was not read",
+            status_code=status_code,
+        )
+        self.limit = limit
+        self.url = redact(url)
+
+
 def status_error(
     status: int,
     body: Any,
@@ -189,7 +300,7 @@ class StreamError(HandingerError):
 
     def __init__(self, message: str, *, worker: Worker | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = redact(message)
         self.worker = worker
 
 
@@ -208,7 +319,7 @@ class StreamDecodeError(StreamError):
         self.reason = reason
         self.index = index
         self.event_id = event_id
-        self.excerpt = excerpt(data)
+        self.excerpt = redact(excerpt(data))
         where = f"event {index}" + (f" (id {event_id!r})" if event_id is not None else "")
         super().__init__(f"cannot decode {where}: {reason}; data: {self.excerpt!r}", worker=worker)
 
@@ -244,4 +355,4 @@ class WorkerFailedError(StreamError):
         text = err if isinstance(err, str) else repr(err)
         super().__init__(f"worker {worker.id} failed: {text}", worker=worker)
         # ``message`` is the worker's own error text; str(e) says whose it is.
-        self.message = text
+        self.message = redact(text)

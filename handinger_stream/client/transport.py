@@ -5,6 +5,21 @@ module (SSE decoding, events, the reducer) behaves the same whichever is used.
 aiohttp is the default: measured here it costs about half the CPU per live
 read of httpx. httpx serves callers' own clients and trio, where aiohttp
 cannot run.
+
+Everything a server sends is treated as hostile, the same way on both:
+
+- an error never shows the request's headers or a credential: the
+  libraries' exceptions (aiohttp's ``repr`` shows every header, the API key
+  among them) are retold through :func:`~handinger_stream.errors.redact`, and
+  chained as a :class:`LibraryError` carrying that text, never themselves;
+- a body read whole (:meth:`Response.read`) stops at ``max_body_bytes``
+  (:data:`MAX_BODY_BYTES`), counted after decompression;
+- the response headers must be complete within ``timeout`` seconds of the
+  request being sent, however slowly they trickle in;
+- redirects are not followed (the API key would go on with them): a 3xx is
+  an :class:`~handinger_stream.errors.APIStatusError` naming where it pointed;
+- a URL with ``user:password@``, or a header value that is not one line of
+  ASCII, is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -14,21 +29,33 @@ import gc
 import logging
 import types
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, Protocol
 
 import aiohttp
+import anyio
 import httpx
 import sniffio
 
 from .._loop_thread import under_trio
-from ..errors import APIConnectionError, APITimeoutError, InvalidRequestError
+from ..errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    HandingerError,
+    InvalidRequestError,
+    ResponseTooLargeError,
+    excerpt,
+    redact,
+    remember_secret,
+)
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "AiohttpTransport",
     "Body",
     "HttpxTransport",
+    "LibraryError",
     "PerLoop",
     "Response",
     "Transport",
@@ -39,6 +66,9 @@ __all__ = [
 log = logging.getLogger("handinger_stream")
 
 CONNECT_TIMEOUT = 5.0
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The most :meth:`Response.read` takes (after decompression): twice a stream's
+default event bound, so a Worker too big for this is too big as an event too."""
 TransportName = Literal["aiohttp", "httpx"]
 
 
@@ -53,7 +83,8 @@ class Response(Protocol):
         ...
 
     async def read(self) -> bytes:
-        """The whole (rest of the) body."""
+        """The whole (rest of the) body, at most ``max_body_bytes`` of it
+        (else :class:`~handinger_stream.errors.ResponseTooLargeError`)."""
         ...
 
     async def aclose(self) -> None:
@@ -89,7 +120,7 @@ class Transport(Protocol):
         *,
         headers: Mapping[str, str],
         body: bytes | Body | None,
-        timeout: float | None,
+        timeout: float | None,  # noqa: ASYNC109 (the request's own, passed on to the library)
         stream: bool,
     ) -> Response: ...
 
@@ -105,19 +136,149 @@ def _body_headers(headers: Mapping[str, str], body: bytes | Body | None) -> dict
     return out
 
 
+# -- what a request may carry, and what its errors may say ---------------------
+
+# Headers whose values are credentials: remembered, so that no error shows them.
+_CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "cookie")
+
+
+def _checked(url: str, headers: Mapping[str, str]) -> None:
+    """Refuse what cannot be sent safely; remember the credentials being sent.
+
+    A URL's ``user:password@`` is refused: the libraries would turn it into an
+    ``Authorization`` header (aiohttp refuses the pair; httpx replaces the API
+    key with it). A header value must be one line of printable ASCII: httpx
+    raises ``UnicodeEncodeError`` on anything else, and a line end would
+    split the header.
+    """
+    _, sep, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if sep and "@" in authority:
+        raise InvalidRequestError(
+            f"the URL {redact(url)} holds credentials (user:password@): the API key is "
+            "sent as a header; give the base URL without them"
+        )
+    for name, value in headers.items():
+        if not (value.isascii() and value.isprintable()):
+            raise InvalidRequestError(
+                f"the {name} header's value is not one line of printable ASCII; not sent"
+            )
+        if name.lower() in _CREDENTIAL_HEADERS:
+            remember_secret(value)
+            remember_secret(value.partition(" ")[2])
+
+
+class LibraryError(Exception):
+    """What aiohttp or httpx raised, retold without headers or credentials.
+
+    The cause of our errors instead of the library's own exception, whose
+    ``repr`` may show the request's headers (aiohttp's does, the API key
+    among them). Its traceback is the original's.
+    """
+
+
+def _retold(exc: BaseException) -> LibraryError:
+    kind = type(exc)
+    cause = LibraryError(f"{kind.__module__}.{kind.__qualname__}: {_text_of(exc)}")
+    return cause.with_traceback(exc.__traceback__)
+
+
+def _text_of(exc: BaseException) -> str:
+    """A library exception's text, safe to show: never its ``repr``, which may list headers."""
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return f"too many redirects ({len(exc.history)})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    text = str(exc) or type(exc).__name__
+    return redact(excerpt(text, 300))
+
+
+def _redirected(status: int, headers: Mapping[str, str]) -> APIStatusError:
+    location = headers.get("location")
+    to = f" to {excerpt(redact(location), 200)!r}" if location else ""
+    return APIStatusError(
+        f"the server redirected{to}: redirects are not followed, so that the API key "
+        "goes nowhere but to the base URL; give the base URL the API answers at",
+        status_code=status,
+    )
+
+
+class _HeadersDeadline:
+    """The time the response headers may take, counted from the request's last byte.
+
+    A server that sends its headers a byte at a time never trips a read
+    timeout (each read brings something); this bounds the whole wait. An
+    upload's time does not count: the clock starts when its body ends.
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.scope = anyio.CancelScope()
+
+    def start(self) -> None:
+        if self.seconds is not None:
+            self.scope.deadline = anyio.current_time() + self.seconds
+
+    def body(self, body: bytes | Body | None) -> bytes | AsyncIterator[bytes] | None:
+        """The body to hand the library; the clock starts once it is all produced."""
+        if body is None or isinstance(body, bytes):
+            self.start()
+            return body
+        return _Produced(body.chunks(), self.start)
+
+    def expired(self) -> APITimeoutError | None:
+        if not self.scope.cancelled_caught:
+            return None
+        return APITimeoutError(
+            f"the response headers did not arrive within {self.seconds} s of the request"
+        )
+
+
+class _Produced:
+    """An upload's chunks, telling ``done`` when the last one has been taken."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], done: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._done = done
+
+    def __aiter__(self) -> _Produced:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._done()
+            raise
+
+    async def aclose(self) -> None:
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _read_whole(response: Response, limit: int, url: str) -> bytes:
+    """The rest of ``response``'s body, read a piece at a time up to ``limit`` bytes."""
+    length = response.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > limit):
+        raise ResponseTooLargeError(status_code=response.status, limit=limit, url=url)
+    pieces: list[bytes] = []
+    size = 0
+    while chunk := await response.read_chunk():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLargeError(status_code=response.status, limit=limit, url=url)
+        pieces.append(chunk)
+    return b"".join(pieces)
+
+
 # -- aiohttp -------------------------------------------------------------
 
 
-@contextmanager
-def _aiohttp_read_errors() -> Iterator[None]:
-    try:
-        yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise APITimeoutError("timed out waiting for response data") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise APIConnectionError(
-            f"connection broke while reading: {exc!r}", request_sent=True
-        ) from exc
+def _aiohttp_read_failure(exc: BaseException) -> HandingerError:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return APITimeoutError("timed out waiting for response data")
+    return APIConnectionError(f"connection broke while reading: {_text_of(exc)}", request_sent=True)
 
 
 class _AiohttpResponse:
@@ -132,17 +293,28 @@ class _AiohttpResponse:
     __slots__ = (
         "__weakref__",
         "_content",
+        "_limit",
         "_loop",
         "_read_timeout",
         "_resp",
+        "_url",
         "_waiting_since",
         "_watchdog",
         "headers",
         "status",
     )
 
-    def __init__(self, resp: aiohttp.ClientResponse, read_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        resp: aiohttp.ClientResponse,
+        read_timeout: float | None = None,
+        *,
+        limit: int = MAX_BODY_BYTES,
+        url: str = "",
+    ) -> None:
         self._resp = resp
+        self._limit = limit
+        self._url = redact(url)
         self._content = resp.content
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
@@ -185,17 +357,16 @@ class _AiohttpResponse:
         self._waiting_since = self._loop.time()
         try:
             return await self._content.readany()
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise APITimeoutError("timed out waiting for response data") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            received = self._salvage()
-            if received:
-                return received  # the next read raises the error again
-            raise APIConnectionError(
-                f"connection broke while reading: {exc!r}", request_sent=True
-            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:  # timeouts are OSErrors too
+            if not isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+                received = self._salvage()
+                if received:
+                    return received  # the next read raises the error again
+            failure, cause = _aiohttp_read_failure(exc), _retold(exc)
         finally:
             self._waiting_since = None
+        # Raised outside the handler: the library's exception must not become its context.
+        raise failure from cause
 
     def _salvage(self) -> bytes:
         """The bytes that arrived before the connection broke, if any were left unread.
@@ -217,8 +388,7 @@ class _AiohttpResponse:
             content._exception = error
 
     async def read(self) -> bytes:
-        with _aiohttp_read_errors():
-            return await self._resp.read()
+        return await _read_whole(self, self._limit, self._url)
 
     async def aclose(self) -> None:
         self._stop_watching()
@@ -240,9 +410,12 @@ class AiohttpTransport:
 
     name = "aiohttp"
 
-    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | None = None, *, max_body_bytes: int | None = None
+    ) -> None:
         self._session = session
         self._owns_session = session is None
+        self.max_body_bytes = max_body_bytes or MAX_BODY_BYTES
         # Responses not yet closed: closing the transport closes them too (a stream
         # left half read when its event loop ends must not hold a connection).
         self._open: weakref.WeakSet[_AiohttpResponse] = weakref.WeakSet()
@@ -261,30 +434,45 @@ class AiohttpTransport:
         *,
         headers: Mapping[str, str],
         body: bytes | Body | None,
-        timeout: float | None,
+        timeout: float | None,  # noqa: ASYNC109 (the request's own, passed on to the library)
         stream: bool,
     ) -> Response:
+        _checked(url, headers)
         session = self._get_session()
         client_timeout = aiohttp.ClientTimeout(
             total=None if stream else timeout,
             sock_connect=CONNECT_TIMEOUT,
             sock_read=timeout,
         )
-        data = body if body is None or isinstance(body, bytes) else body.chunks()
-        try:
-            resp = await session.request(
-                method, url, headers=_body_headers(headers, body), data=data, timeout=client_timeout
-            )
-        except aiohttp.ClientConnectorError as exc:
-            raise APIConnectionError(f"cannot connect: {exc.os_error!r}") from exc
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise APITimeoutError("timed out connecting", request_sent=False) from exc
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise APITimeoutError() from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            _raise_body_failure(exc)
-            raise APIConnectionError(f"connection error: {exc!r}", request_sent=True) from exc
-        response = _AiohttpResponse(resp, timeout if stream else None)
+        deadline = _HeadersDeadline(timeout)
+        with deadline.scope:
+            data = deadline.body(body)
+            try:
+                resp = await session.request(
+                    method,
+                    url,
+                    headers=_body_headers(headers, body),
+                    data=data,
+                    timeout=client_timeout,
+                    allow_redirects=False,
+                )
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                failure: HandingerError | None = _aiohttp_send_failure(exc)
+                cause: LibraryError | None = _retold(exc)
+            else:
+                failure, cause = None, None
+        if (expired := deadline.expired()) is not None:
+            raise expired
+        if failure is not None:
+            # Raised outside the handler: the library's exception must not become its context.
+            raise failure from (None if isinstance(failure, InvalidRequestError) else cause)
+        assert resp is not None
+        if 300 <= resp.status < 400:
+            resp.close()
+            raise _redirected(resp.status, resp.headers)
+        response = _AiohttpResponse(
+            resp, timeout if stream else None, limit=self.max_body_bytes, url=url
+        )
         self._open.add(response)
         return response
 
@@ -296,36 +484,43 @@ class AiohttpTransport:
             await session.close()
 
 
-def _raise_body_failure(exc: BaseException) -> None:
-    """Raise the upload's own error (a file that changed as it was sent), which
-    aiohttp wraps in a connection error, if that is what this one is."""
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        if isinstance(cause, InvalidRequestError):
-            raise cause from None
-        cause = cause.__cause__ or cause.__context__
+def _aiohttp_send_failure(exc: BaseException) -> HandingerError:
+    """Our error for what ``session.request`` raised: nothing of it but safe text."""
+    body_failure = _body_failure(exc)
+    if body_failure is not None:
+        return body_failure
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(f"cannot connect: {_text_of(exc)}")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError("timed out connecting", request_sent=False)
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return APITimeoutError()
+    if isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError):
+        return InvalidRequestError(f"the request could not be made: {_text_of(exc)}")
+    return APIConnectionError(f"connection error: {_text_of(exc)}", request_sent=True)
+
+
+def _body_failure(exc: BaseException) -> InvalidRequestError | None:
+    """The upload's own error (a file that changed as it was sent), which the
+    libraries wrap in a connection error, if that is what this one is."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, InvalidRequestError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # -- httpx ---------------------------------------------------------------
 
 
-@contextmanager
-def _httpx_read_errors() -> Iterator[None]:
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise APITimeoutError("timed out waiting for response data") from exc
-    except (httpx.HTTPError, httpx.StreamError) as exc:
-        raise APIConnectionError(
-            f"connection broke while reading: {exc!r}", request_sent=True
-        ) from exc
-
-
 class _HttpxResponse:
-    __slots__ = ("_chunks", "_resp", "headers", "status")
+    __slots__ = ("_chunks", "_limit", "_resp", "_url", "headers", "status")
 
-    def __init__(self, resp: httpx.Response) -> None:
+    def __init__(self, resp: httpx.Response, *, limit: int = MAX_BODY_BYTES, url: str = "") -> None:
         self._resp = resp
+        self._limit = limit
+        self._url = redact(url)
         self.status = resp.status_code
         self.headers: Mapping[str, str] = resp.headers
         self._chunks: AsyncIterator[bytes] | None = None
@@ -333,15 +528,23 @@ class _HttpxResponse:
     async def read_chunk(self) -> bytes:
         if self._chunks is None:
             self._chunks = self._resp.aiter_bytes()
-        with _httpx_read_errors():
-            try:
-                return await self._chunks.__anext__()
-            except StopAsyncIteration:
-                return b""
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+        except httpx.TimeoutException as exc:
+            failure: HandingerError = APITimeoutError("timed out waiting for response data")
+            cause = _retold(exc)
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            failure = APIConnectionError(
+                f"connection broke while reading: {_text_of(exc)}", request_sent=True
+            )
+            cause = _retold(exc)
+        # Raised outside the handler: the library's exception must not become its context.
+        raise failure from cause
 
     async def read(self) -> bytes:
-        with _httpx_read_errors():
-            return await self._resp.aread()
+        return await _read_whole(self, self._limit, self._url)
 
     async def aclose(self) -> None:
         chunks, self._chunks = self._chunks, None
@@ -355,6 +558,20 @@ class _HttpxResponse:
 
     def abort(self) -> bool:
         return False  # httpx closes only by awaiting
+
+
+def _httpx_send_failure(exc: BaseException) -> HandingerError:
+    """Our error for what ``client.send`` raised: nothing of it but safe text."""
+    body_failure = _body_failure(exc)
+    if body_failure is not None:
+        return body_failure
+    if isinstance(exc, httpx.ConnectTimeout):
+        return APITimeoutError("timed out connecting", request_sent=False)
+    if isinstance(exc, httpx.ConnectError):
+        return APIConnectionError(f"cannot connect: {_text_of(exc)}")
+    if isinstance(exc, httpx.TimeoutException):
+        return APITimeoutError()
+    return APIConnectionError(f"connection error: {_text_of(exc)}", request_sent=True)
 
 
 def _suspended_chain(outer: Any) -> list[Any]:
@@ -374,9 +591,12 @@ class HttpxTransport:
 
     name = "httpx"
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient | None = None, *, max_body_bytes: int | None = None
+    ) -> None:
         self._client = client
         self._owns_client = client is None
+        self.max_body_bytes = max_body_bytes or MAX_BODY_BYTES
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -391,28 +611,36 @@ class HttpxTransport:
         *,
         headers: Mapping[str, str],
         body: bytes | Body | None,
-        timeout: float | None,
+        timeout: float | None,  # noqa: ASYNC109 (the request's own, passed on to the library)
         stream: bool,
     ) -> Response:
+        _checked(url, headers)
         client = self._get_client()
-        request = client.build_request(
-            method,
-            url,
-            headers=_body_headers(headers, body),
-            content=body if body is None or isinstance(body, bytes) else body.chunks(),
-            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
-        )
-        try:
-            resp = await client.send(request, stream=True)
-        except httpx.ConnectTimeout as exc:
-            raise APITimeoutError("timed out connecting", request_sent=False) from exc
-        except httpx.ConnectError as exc:
-            raise APIConnectionError(f"cannot connect: {exc!r}") from exc
-        except httpx.TimeoutException as exc:
-            raise APITimeoutError() from exc
-        except httpx.HTTPError as exc:
-            raise APIConnectionError(f"connection error: {exc!r}", request_sent=True) from exc
-        return _HttpxResponse(resp)
+        deadline = _HeadersDeadline(timeout)
+        with deadline.scope:
+            request = client.build_request(
+                method,
+                url,
+                headers=_body_headers(headers, body),
+                content=deadline.body(body),
+                timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            )
+            try:
+                resp = await client.send(request, stream=True)
+            except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
+                failure: HandingerError | None = _httpx_send_failure(exc)
+                cause: LibraryError | None = _retold(exc)
+            else:
+                failure, cause = None, None
+        if (expired := deadline.expired()) is not None:
+            raise expired
+        if failure is not None:
+            # Raised outside the handler: the library's exception must not become its context.
+            raise failure from (None if isinstance(failure, InvalidRequestError) else cause)
+        if 300 <= resp.status_code < 400:
+            await resp.aclose()
+            raise _redirected(resp.status_code, resp.headers)
+        return _HttpxResponse(resp, limit=self.max_body_bytes, url=url)
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
