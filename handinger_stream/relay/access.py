@@ -220,8 +220,8 @@ class HeadersTooLarge(AccessRefused):
 
 # -- what a hook sees ------------------------------------------------------------
 
-# Values never shown in a repr or a log.
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# The only values a repr shows: any other header may carry a secret (a key, a cookie).
+_SHOWN_HEADERS = frozenset({"host", "origin", "content-type", "content-length", "sec-fetch-site"})
 
 
 class Headers:
@@ -279,7 +279,7 @@ class Headers:
 
     def __repr__(self) -> str:
         shown = {
-            name: "<hidden>" if name in _SECRET_HEADERS else ", ".join(values)
+            name: ", ".join(values)[:100] if name in _SHOWN_HEADERS else "<hidden>"
             for name, values in self._values.items()
         }
         return f"Headers({shown!r})"
@@ -425,6 +425,7 @@ def load_token(*, file: str | os.PathLike[str] | None = None, env: str | None = 
     try:
         with path.open("rb") as handle:
             raw = handle.read(_MAX_TOKEN_FILE + 1)
+            mode = os.fstat(handle.fileno()).st_mode
     except OSError as exc:
         raise InvalidRequestError(
             f"cannot read the token file {str(path)!r}: {exc.strerror}"
@@ -436,7 +437,11 @@ def load_token(*, file: str | os.PathLike[str] | None = None, env: str | None = 
     except UnicodeDecodeError:
         raise InvalidRequestError(f"the token file {str(path)!r} is not ASCII text") from None
     lines = text.strip().splitlines()
-    return _check_token(lines[0].strip() if lines else "", f"the token file {str(path)!r}")
+    token = _check_token(lines[0].strip() if lines else "", f"the token file {str(path)!r}")
+    if os.name == "posix" and mode & 0o077:
+        # Said, not refused: a container's secret is often mounted readable by all.
+        log.warning("relay: the token file %r can be read by other users (chmod 600 it)", str(path))
+    return token
 
 
 # -- what: the policy of a turn ------------------------------------------------------

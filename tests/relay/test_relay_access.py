@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -144,11 +145,19 @@ def test_weak_or_repeated_tokens_are_refused_without_saying_them() -> None:
 
 
 def test_a_token_loads_from_a_file_or_the_environment_and_errors_never_show_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "token"
     path.write_text(f"{TOKEN}\n")
-    assert load_token(file=path) == TOKEN
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, "handinger_stream.relay"):
+        assert load_token(file=path) == TOKEN
+        assert not caplog.records
+        path.chmod(0o644)
+        assert load_token(file=path) == TOKEN  # loaded, and the looseness said
+    assert [r.getMessage() for r in caplog.records] == [
+        f"relay: the token file {str(path)!r} can be read by other users (chmod 600 it)"
+    ]
     assert load_token(file=str(path)) == TOKEN
     monkeypatch.setenv("TEST_RELAY_TOKEN", f"  {TOKEN}\n")
     assert load_token(env="TEST_RELAY_TOKEN") == TOKEN
@@ -324,6 +333,8 @@ def test_headers_are_case_insensitive_multi_valued_bounded_and_hide_secrets() ->
     with pytest.raises(BadRequest):
         headers.single("accept")
     assert "s3cret" not in repr(headers) and "s3cret" not in repr(RequestInfo("GET", "/", headers))
+    keyed = Headers({"X-Api-Key": "k3y-value", "Host": "relay.example"})
+    assert "k3y" not in repr(keyed) and "relay.example" in repr(keyed)
     with pytest.raises(HeadersTooLarge):
         Headers([(f"x-{i}", "v") for i in range(MAX_HEADERS + 1)])
     with pytest.raises(HeadersTooLarge):
