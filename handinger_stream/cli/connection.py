@@ -23,15 +23,19 @@ from ..client.async_client import DEFAULT_BASE_URL, AsyncHandinger, check_base_u
 from ..errors import (
     APIConnectionError,
     APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
     HandingerError,
+    IncompleteStreamError,
     InvalidRequestError,
     MissingAPIKeyError,
     NotFoundError,
     PermissionDeniedError,
     StreamDecodeError,
+    StreamTimeoutError,
     UnprocessableEntityError,
 )
 from ..testing.emulator import Emulator
@@ -50,6 +54,7 @@ __all__ = [
     "done_or_not",
     "failure",
     "print_json",
+    "reason",
     "service",
     "table",
 ]
@@ -84,12 +89,22 @@ def add_command(parent: Any, name: str, *, help: str, description: str) -> Any:
 
 
 def add_service_options(parser: argparse.ArgumentParser, *, json_help: str) -> None:
-    """``--json``, ``--base-url`` and ``--api-key``, the same on every subcommand."""
+    """``--json``, ``--base-url`` and ``--api-key``, the same on every subcommand that
+    talks to the API."""
     parser.add_argument("--json", action="store_true", help=json_help)
     parser.add_argument(
-        "--base-url", default=None, help="the API's base URL (default: HANDINGER_BASE_URL)"
+        "--base-url",
+        default=None,
+        metavar="URL",
+        help="the API's base URL (default: HANDINGER_BASE_URL, else the public service)",
     )
-    parser.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="the API key (default: HANDINGER_API_KEY); neither a key nor a base URL: "
+        "the embedded emulator, where the command can use one",
+    )
 
 
 def service(args: argparse.Namespace, *, embedded_ok: bool) -> Service | int:
@@ -100,8 +115,8 @@ def service(args: argparse.Namespace, *, embedded_ok: bool) -> Service | int:
     command about something that already exists needs the service instead.
     """
     base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL") or None
-    api_key = args.api_key or os.environ.get("HANDINGER_API_KEY") or None
-    source = "--api-key" if args.api_key else "HANDINGER_API_KEY"
+    api_key = getattr(args, "api_key", None) or os.environ.get("HANDINGER_API_KEY") or None
+    source = "--api-key" if getattr(args, "api_key", None) else "HANDINGER_API_KEY"
     if base_url is None and api_key is None:
         if embedded_ok:
             return Service(None, None, "the embedded emulator")
@@ -183,11 +198,55 @@ def failure(exc: HandingerError, found: Service) -> int:
     if isinstance(exc, (StreamDecodeError, APIResponseValidationError)):
         say(f"error: the answer could not be decoded: {exc}")
         return EXIT_PROTOCOL
-    if isinstance(exc, APIConnectionError):
-        say(f"error: {exc} (at {where})")
+    if isinstance(exc, IncompleteStreamError):
+        worker_id = exc.worker.id if exc.worker is not None and exc.worker.id else None
+        whose = f"worker {worker_id}'s stream" if worker_id else "the stream"
+        after = f"; follow it with: handinger-stream watch {worker_id}" if worker_id else ""
+        say(f"error: {whose} broke and could not be resumed ({reason(exc)}, at {where}){after}")
         return EXIT_CONNECTION
-    say(f"error: {exc} (at {where})")
+    if isinstance(exc, APIConnectionError):
+        say(f"error: cannot reach {where}: {reason(exc)}")
+        return EXIT_CONNECTION
+    if isinstance(exc, APIStatusError):
+        say(f"error: {where} answered {exc.status_code}: {_first_line(exc)}")
+        return EXIT_CONNECTION
+    say(f"error: {_first_line(exc)} (at {where})")
     return EXIT_CONNECTION
+
+
+def reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words (no reprs, said once): the root cause's.
+
+    >>> reason(APIConnectionError("cannot connect"))
+    'the connection failed'
+    >>> error = APIConnectionError("cannot connect")
+    >>> error.__cause__ = ConnectionRefusedError(111, "Connect call failed")
+    >>> reason(error)
+    'connection refused'
+    """
+    root: BaseException = exc
+    seen = {id(root)}
+    while True:
+        below = root.__cause__ or root.__context__
+        if below is None or id(below) in seen:
+            break
+        seen.add(id(below))
+        root = below
+    if isinstance(exc, StreamTimeoutError):
+        return f"no data for {exc.seconds:g}s ({exc.limit} limit)"
+    if isinstance(root, (APITimeoutError, TimeoutError)):
+        return "timed out"
+    if isinstance(root, OSError) and root.errno is not None:
+        return os.strerror(root.errno).lower()
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror.lower()
+    return "the connection broke" if root is not exc else "the connection failed"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's message on one line, cut short: a server's message may be a page."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def done_or_not(

@@ -17,37 +17,40 @@ from typing import Any
 from ..client.async_client import DEFAULT_BASE_URL
 from ..testing.cassette import Recorder
 from ..testing.emulator import Emulator
-from ..types.worker import BUDGETS
-from .arguments import EMULATOR_PACE, pace
+from .connection import Service, add_command, add_service_options
 from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
 from .printing import count, say
-from .run import create_and_show, settings
+from .run import add_run_options, create_and_show, emulator_pace, settings
 
 __all__ = ["add_parser", "command"]
 
 
 def add_parser(sub: Any) -> None:
     """Register ``record`` on the command line's subcommands."""
-    record = sub.add_parser(
-        "record", help="run a worker through a recording proxy and save the session to a cassette"
+    record = add_command(
+        sub,
+        "record",
+        help="run a worker through a recording proxy and save the session to a cassette",
+        description=(
+            "Run a worker as 'run' does, through a recording proxy, and save what the API\n"
+            "said to a cassette (the key is never written). Replay it offline with\n"
+            "'handinger-stream serve --cassette FILE', or the pytest fixture\n"
+            "handinger_cassette."
+        ),
     )
     record.add_argument(
         "prompt",
         nargs="?",
         default=None,
-        help="the worker's input (required, except on the embedded emulator)",
+        help="the worker's input; - reads it from stdin (required, except on the embedded "
+        "emulator)",
     )
     record.add_argument("--out", required=True, metavar="FILE", help="the cassette to write")
-    record.add_argument("--budget", choices=BUDGETS, default=None)
-    record.add_argument("--base-url", default=None, help="the API to record (the upstream)")
-    record.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
-    record.add_argument(
-        "--tokens-per-second",
-        type=pace,
-        default=EMULATOR_PACE,
-        help="the embedded emulator's pace, when it is what gets recorded",
+    add_run_options(record)
+    add_service_options(
+        record,
+        json_help="print run's JSON lines (each event, then the final Worker) while recording",
     )
-    record.set_defaults(json=False)  # run's view, never its JSON lines
 
 
 def command(args: argparse.Namespace) -> int:
@@ -59,28 +62,30 @@ async def _record(args: argparse.Namespace) -> int:
     found = settings(args)
     if isinstance(found, int):
         return found
-    prompt, api_key, base_url = found
-    if base_url is None and api_key is None:
-        async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
+    prompt, where = found
+    if where.embedded:
+        async with Emulator(tokens_per_second=emulator_pace(args)) as emulator:
             say(
                 f"No API key or base URL given: recording the embedded emulator at "
                 f"{emulator.base_url}"
             )
-            return await _record_through(
-                args, prompt, api_key="emulator", upstream=emulator.base_url
-            )
-    return await _record_through(
-        args, prompt, api_key=api_key, upstream=base_url or DEFAULT_BASE_URL
+            upstream = Service("emulator", emulator.base_url, "the embedded emulator")
+            return await _record_through(args, prompt, upstream)
+    return await _record_through(args, prompt, where)
+
+
+async def _record_through(args: argparse.Namespace, prompt: str, upstream: Service) -> int:
+    api_key = upstream.api_key
+    recorder = Recorder(
+        None,
+        upstream=upstream.base_url or DEFAULT_BASE_URL,
+        secrets=[api_key] if api_key else (),
     )
-
-
-async def _record_through(
-    args: argparse.Namespace, prompt: str, *, api_key: str | None, upstream: str
-) -> int:
-    recorder = Recorder(None, upstream=upstream, secrets=[api_key] if api_key else ())
     try:
         await recorder.start()
-        code = await create_and_show(args, prompt, api_key=api_key, base_url=recorder.base_url)
+        # The requests go to the proxy; errors still name the upstream and the key's source.
+        through = Service(api_key, recorder.base_url, upstream.key_source)
+        code = await create_and_show(args, prompt, through)
     finally:
         await recorder.stop()
     cassette = recorder.cassette

@@ -22,20 +22,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from ..client.async_client import DEFAULT_BASE_URL, AsyncHandinger, check_base_url
+from ..client.async_client import DEFAULT_BASE_URL, AsyncHandinger
 from ..client.stream import WorkerStream
 from ..errors import (
-    APIConnectionError,
-    APIStatusError,
-    AuthenticationError,
-    BadRequestError,
     HandingerError,
-    InvalidRequestError,
-    MissingAPIKeyError,
     NotFoundError,
     StreamDecodeError,
     StreamError,
-    UnprocessableEntityError,
     WorkerFailedError,
     excerpt,
 )
@@ -60,35 +53,37 @@ from ..types.events import (
     WorkerSnapshotEvent,
 )
 from ..types.worker import BUDGETS, Worker
-from ..types.worker import WORKER_FIELDS as _WORKER_FIELDS
-from . import exit_codes
 from .arguments import EMULATOR_PACE, pace
-from .exit_codes import (
-    EXIT_CONNECTION,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_PROTOCOL,
-    EXIT_USAGE,
-)
+from .connection import Service, add_command, add_service_options, failure, service
+from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .printing import count, discard_stdout, say
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.text import Text
 
-__all__ = ["DEFAULT_PROMPT", "add_parser", "command", "create_and_show", "settings", "summary"]
+__all__ = [
+    "DEFAULT_PROMPT",
+    "add_parser",
+    "add_run_options",
+    "command",
+    "create_and_show",
+    "emulator_pace",
+    "settings",
+    "summary",
+]
 
 DEFAULT_PROMPT = "What's the weather in Barcelona?"
 _JSON_HELP = (
     "print one JSON object per line: each event as the wire carried it (an AI SDK UI "
     "message chunk), then a final data-worker chunk holding the Worker as folded"
 )
-_NO_KEY = "error: no API key: pass --api-key KEY or set HANDINGER_API_KEY"
 
 
 def add_parser(sub: Any) -> None:
     """Register ``run`` on the command line's subcommands."""
-    run = sub.add_parser(
+    run = add_command(
+        sub,
         "run",
         help="create a worker and show its answer as it is written",
         description=(
@@ -96,18 +91,18 @@ def add_parser(sub: Any) -> None:
             "live view of what it is doing (reasoning, tool calls, sources). Without\n"
             "HANDINGER_API_KEY, --api-key or a base URL, it runs against the embedded\n"
             "emulator, and PROMPT defaults to a demo question. With --worker ID (a\n"
-            "worker template) or --task ID (a follow-up turn) it is a task of today's API."
+            "worker template) or --task ID (a follow-up turn) it is a task of today's API.\n"
+            "Ctrl-C stops reading (the worker goes on) and says how to follow it."
         ),
-        epilog=exit_codes.HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "prompt",
         nargs="?",
         default=None,
-        help="the worker's input (required, except on the embedded emulator)",
+        help="the worker's input; - reads it from stdin, as does a piped stdin when "
+        "PROMPT is left out (required, except on the embedded emulator)",
     )
-    run.add_argument("--budget", choices=BUDGETS, default=None, help="the run's budget")
+    add_run_options(run)
     run.add_argument(
         "--worker",
         metavar="ID",
@@ -121,14 +116,20 @@ def add_parser(sub: Any) -> None:
         help="add PROMPT as a turn to this task (a new id starts a task of that id); "
         "with --worker too when the task's worker is needed",
     )
-    run.add_argument("--json", action="store_true", help=_JSON_HELP)
-    run.add_argument("--base-url", default=None, help="the API's base URL")
-    run.add_argument("--api-key", default=None, help="default: HANDINGER_API_KEY")
-    run.add_argument(
+    add_service_options(run, json_help=_JSON_HELP)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What ``run`` and ``record`` share besides the service: the budget, the embedded
+    emulator's pace."""
+    parser.add_argument("--budget", choices=BUDGETS, default=None, help="the run's budget")
+    parser.add_argument(
         "--tokens-per-second",
         type=pace,
-        default=EMULATOR_PACE,
-        help="the embedded emulator's pace (0: as fast as possible)",
+        default=None,
+        metavar="N",
+        help=f"the embedded emulator's pace (default {EMULATOR_PACE:g}; 0: as fast as "
+        "possible); refused when a key or base URL is given (no emulator runs then)",
     )
 
 
@@ -141,8 +142,8 @@ async def _run(args: argparse.Namespace) -> int:
     found = settings(args)
     if isinstance(found, int):
         return found
-    prompt, api_key, base_url = found
-    if base_url is None and api_key is None:
+    prompt, where = found
+    if where.embedded:
         if args.worker is not None:
             # The embedded emulator starts empty: no template of that id is on it.
             say(
@@ -150,65 +151,113 @@ async def _run(args: argparse.Namespace) -> int:
                 "(or pass --api-key or --base-url)"
             )
             return EXIT_USAGE
-        async with Emulator(tokens_per_second=args.tokens_per_second) as emulator:
+        async with Emulator(tokens_per_second=emulator_pace(args)) as emulator:
             say(f"No API key or base URL given: using the embedded emulator at {emulator.base_url}")
             return await create_and_show(
-                args, prompt, api_key="emulator", base_url=emulator.base_url
+                args, prompt, Service("emulator", emulator.base_url, "the embedded emulator")
             )
-    return await create_and_show(
-        args, prompt, api_key=api_key, base_url=base_url or DEFAULT_BASE_URL
-    )
+    return await create_and_show(args, prompt, where)
 
 
-def settings(args: argparse.Namespace) -> tuple[str, str | None, str | None] | int:
-    """The prompt, API key and base URL of ``run`` and ``record``; or an exit code.
+def emulator_pace(args: argparse.Namespace) -> float:
+    """The embedded emulator's pace: ``--tokens-per-second``, else a model's."""
+    given: float | None = args.tokens_per_second
+    return EMULATOR_PACE if given is None else given
+
+
+def settings(args: argparse.Namespace) -> tuple[str, Service] | int:
+    """The prompt and the service of ``run`` and ``record``; or an exit code (said already).
 
     A prompt is required unless the embedded emulator answers (no key and no
     base URL): a worker on the real service costs money, so none starts
-    from a default.
+    from a default. ``-``, or a piped stdin when no prompt is given, is read.
     """
-    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL") or None
-    api_key = args.api_key or os.environ.get("HANDINGER_API_KEY") or None
-    embedded = base_url is None and api_key is None
-    prompt = args.prompt
+    embedded = not (
+        args.base_url
+        or os.environ.get("HANDINGER_BASE_URL")
+        or args.api_key
+        or os.environ.get("HANDINGER_API_KEY")
+    )
+    if args.tokens_per_second is not None and not embedded:
+        say(
+            "error: --tokens-per-second sets the embedded emulator's pace, and with a key or "
+            "a base URL no emulator runs here: leave it out (or start one with "
+            "'handinger-stream serve --tokens-per-second N')"
+        )
+        return EXIT_USAGE
+    prompt = _read_prompt(args.prompt)
     if prompt is None:
         if not embedded:
             say(
                 "error: a prompt is required: handinger-stream "
-                f'{args.command} "PROMPT" (a default one is used only on the embedded emulator)'
+                f'{args.command} "PROMPT" (or - to read it from stdin; a default one is '
+                "used only on the embedded emulator)"
             )
             return EXIT_USAGE
         prompt = DEFAULT_PROMPT
     if not prompt.strip():
         say("error: the prompt must not be empty")
         return EXIT_USAGE
-    if base_url is not None:
-        try:
-            base_url = check_base_url(
-                base_url, source="--base-url" if args.base_url else "HANDINGER_BASE_URL"
-            )
-        except InvalidRequestError as exc:
-            say(f"error: {exc}")
-            return EXIT_USAGE
-    if not embedded and api_key is None:
-        say(_NO_KEY)
-        return EXIT_CONNECTION
-    return prompt, api_key, base_url
+    where = service(args, embedded_ok=True)
+    if isinstance(where, int):
+        return where
+    return prompt, where
 
 
-async def create_and_show(
-    args: argparse.Namespace, prompt: str, *, api_key: str | None, base_url: str
-) -> int:
-    """Create a worker on ``prompt`` and show it as it works (``args.json``: as JSON lines);
-    the exit code. Ctrl-C shows the answer so far, then raises KeyboardInterrupt."""
+def _read_prompt(given: str | None) -> str | None:
+    """``given``; or stdin's text for ``-``, or when stdin is piped and no prompt given
+    (``None`` if that pipe brought nothing)."""
+    stdin = sys.stdin
+    if given is not None and given != "-":
+        return given
+    if stdin is None or (given is None and _is_terminal(stdin)):
+        return None
+    try:
+        text = stdin.read()
+    except (OSError, ValueError):
+        text = ""
+    if given == "-":
+        return text.strip()
+    return text.strip() or None
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return True  # cannot tell: not read, as a terminal would not be
+
+
+class _Seen:
+    """What the reading saw as it went: the text tokens (the live count, kept by the
+    summary after Ctrl-C), and the JSON line held back (a snapshot the final line may
+    supersede)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.held: bytes | None = None
+
+    def flush_held(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            sys.stdout.buffer.write(held)
+            sys.stdout.flush()
+
+
+async def create_and_show(args: argparse.Namespace, prompt: str, where: Service) -> int:
+    """Create a worker on ``prompt`` at ``where`` and show it as it works (``args.json``: as
+    JSON lines); the exit code. Ctrl-C shows the answer so far and how to follow the
+    worker, then raises KeyboardInterrupt."""
     started = time.monotonic()
     stream: WorkerStream | None = None
+    seen = _Seen()
     view = _View(started) if not args.json and sys.stderr.isatty() else None
     # Today's API (run's --worker and --task; record has neither): a task, not a run.
     worker_id: str | None = getattr(args, "worker", None)
     task_id: str | None = getattr(args, "task", None)
+    base_url = where.base_url or DEFAULT_BASE_URL
     try:
-        async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
+        async with AsyncHandinger(api_key=where.api_key, base_url=base_url) as client:
             if worker_id is None and task_id is None:
                 stream = await client.workers.create(input=prompt, budget=args.budget, stream=True)
             else:
@@ -222,57 +271,54 @@ async def create_and_show(
                 )
             async with stream:
                 if args.json:
-                    await _print_json(stream)
+                    await _print_json(stream, seen)
                 elif view is not None:
                     await view.show(stream)
                 else:
-                    await _print_text(stream)
+                    await _print_text(stream, seen)
             worker = await stream.get_final_worker()
     except asyncio.CancelledError:
-        _interrupted(args, stream, started, view)
+        _interrupted(args, stream, started, view, seen, where)
         raise KeyboardInterrupt from None
     except WorkerFailedError as exc:
-        _finish(args, exc.worker or Worker(id=""), started, view)
+        failed = exc.worker or Worker(id="")
+        _finish(args, failed, started, view, outcome="failed", error=failed.error_message)
         say(f"error: {exc}")
         return EXIT_FAILED
     except HandingerError as exc:
         _close_view(view)
-        if isinstance(exc, NotFoundError) and (worker_id or task_id):
-            # A --worker or --task id the service does not know: the command was wrong.
+        if isinstance(exc, NotFoundError):
+            # An id (--worker, --task) the service does not know, a path it does not
+            # serve, a cassette without this request: the command was wrong.
             say(f"error: {exc}")
             return EXIT_USAGE
-        return _failure(exc, base_url)
+        if isinstance(exc, StreamError) and not isinstance(exc, StreamDecodeError) and args.json:
+            # The last line still says how it ended: not completed.
+            cut = exc.worker or (stream.snapshot if stream is not None else Worker(id=""))
+            sys.stdout.buffer.write(_final_chunk(cut, "incomplete", str(exc)))
+            sys.stdout.flush()
+        return failure(exc, where)
     except BrokenPipeError:
         _close_view(view)
         raise
-    _finish(args, worker, started, view)
+    outcome = worker.outcome or "incomplete"
+    _finish(args, worker, started, view, outcome=outcome, error=worker.error_message)
+    if outcome != "completed":
+        # Aborted, or ended short for a reason the service gave: not an answer.
+        details = worker.incomplete_details
+        why = details.get("reason") if isinstance(details, dict) else details
+        said = f" ({why})" if why and why != outcome else ""
+        say(f"error: {_ident(worker)} did not complete: {outcome}{said}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
-def _failure(exc: HandingerError, base_url: str) -> int:
-    """Say why the worker could not be run to its end; the exit code that goes with it."""
-    if isinstance(exc, MissingAPIKeyError):
-        say(_NO_KEY)
-        return EXIT_CONNECTION
-    if isinstance(exc, (InvalidRequestError, BadRequestError, UnprocessableEntityError)):
-        say(f"error: {exc}")
-        return EXIT_USAGE
-    if isinstance(exc, StreamDecodeError):
-        # Not the network's fault: the server sent something that is not the protocol.
-        say(f"error: the stream could not be decoded: {exc}")
-        return EXIT_PROTOCOL
-    if isinstance(exc, (APIConnectionError, AuthenticationError, APIStatusError, StreamError)):
-        say(f"error: {exc} (at {base_url})")
-        return EXIT_CONNECTION
-    say(f"error: {exc}")
-    return EXIT_CONNECTION
-
-
-async def _print_text(stream: WorkerStream) -> None:
+async def _print_text(stream: WorkerStream, seen: _Seen) -> None:
     out = _Wrapped(sys.stdout)
     try:
         async for event in stream:
             if type(event) is TextDeltaEvent:
+                seen.tokens += 1
                 out.write(event.delta)
         out.end()
     except BrokenPipeError:
@@ -280,11 +326,23 @@ async def _print_text(stream: WorkerStream) -> None:
         raise
 
 
-async def _print_json(stream: WorkerStream) -> None:
+async def _print_json(stream: WorkerStream, seen: _Seen) -> None:
     out = sys.stdout.buffer
     try:
         async for event in stream:
-            out.write(encode_event(event) + b"\n")
+            line = encode_event(event) + b"\n"
+            if seen.held is not None:
+                out.write(seen.held)
+                seen.held = None
+            kind = type(event)
+            if kind is TextDeltaEvent:
+                seen.tokens += 1
+            elif kind is WorkerSnapshotEvent:
+                # Held back: the stream's last snapshot is superseded by the final line
+                # (the Worker as folded, with its outcome), so that it is not printed twice.
+                seen.held = line
+                continue
+            out.write(line)
             out.flush()
     except BrokenPipeError:
         await _interrupt_first()
@@ -300,35 +358,69 @@ async def _interrupt_first() -> None:
     await asyncio.sleep(0)
 
 
-def _final_chunk(worker: Worker) -> bytes:
-    """The last ``--json`` line: the folded Worker, as a ``data-worker`` chunk like the wire's."""
-    event = WorkerSnapshotEvent(worker=worker, fields=_WORKER_FIELDS, transient=True)
-    return encode_event(event) + b"\n"
+def _final_chunk(worker: Worker, outcome: str | None, error: str | None) -> bytes:
+    """The last ``--json`` line: the folded Worker, as a ``data-worker`` chunk like the
+    wire's, with how it ended (``outcome``) and the error's message beside it, at the top
+    level where ``jq .outcome`` finds them."""
+    chunk = {
+        "type": "data-worker",
+        "data": worker,  # every field, under its wire name
+        "transient": True,
+        "outcome": outcome,
+        "error": error,
+    }
+    return msgspec.json.encode(chunk) + b"\n"
 
 
-def _finish(args: argparse.Namespace, worker: Worker, started: float, view: _View | None) -> None:
+def _finish(
+    args: argparse.Namespace,
+    worker: Worker,
+    started: float,
+    view: _View | None,
+    *,
+    outcome: str,
+    error: str | None,
+) -> None:
     if view is not None:
         view.close()
         out = _Wrapped(sys.stdout)
         out.write(worker.output_text)
         out.end()
     if args.json:
-        sys.stdout.buffer.write(_final_chunk(worker))
+        sys.stdout.buffer.write(_final_chunk(worker, outcome, error))
         sys.stdout.flush()
         return
-    say(summary(worker, time.monotonic() - started))
+    say(summary(worker, time.monotonic() - started, state=outcome))
 
 
 def _interrupted(
-    args: argparse.Namespace, stream: WorkerStream | None, started: float, view: _View | None
+    args: argparse.Namespace,
+    stream: WorkerStream | None,
+    started: float,
+    view: _View | None,
+    seen: _Seen,
+    where: Service,
 ) -> None:
     _close_view(view)
     if stream is None:
-        say("interrupted before the worker started")
+        say("interrupted before the worker started (it may have been created all the same)")
         return
     worker = stream.snapshot
+    if args.json:
+        seen.flush_held()
+    ident = _ident(worker) or f"worker {stream.worker_id}"
+    # The label first, then the answer so far: what follows is a fragment.
+    if where.embedded:
+        say(f"interrupted: {ident} stopped with the embedded emulator; partial answer:")
+    else:
+        follow = "handinger-stream watch " + ident.split()[-1]
+        if args.base_url:
+            follow += f" --base-url {args.base_url}"
+        say(f"interrupted: {ident} goes on at the service; follow it with: {follow}")
+        if not args.json:
+            say("partial answer:")
     if not args.json:
-        # The answer so far; the reader may be gone too (Ctrl-C reaches `| head` as well).
+        # The reader may be gone too (Ctrl-C reaches `| head` as well).
         try:
             out = _Wrapped(sys.stdout)
             if view is not None:
@@ -336,8 +428,8 @@ def _interrupted(
             out.end()
         except BrokenPipeError:
             discard_stdout()
-    say("interrupted; partial answer:")
-    say(summary(worker, time.monotonic() - started))
+    tokens = view.tokens if view is not None else seen.tokens
+    say(summary(worker, time.monotonic() - started, state="interrupted", tokens=tokens))
 
 
 def _close_view(view: _View | None) -> None:
@@ -345,13 +437,24 @@ def _close_view(view: _View | None) -> None:
         view.close()
 
 
-def summary(worker: Worker, elapsed: float) -> str:
-    """A few lines on how the worker ended: status, usage, cost, sources, files.
+def _ident(worker: Worker) -> str:
+    """``task tsk_…`` for a task of today's API (what ``watch`` follows), else ``worker wrk_…``."""
+    task_id = worker.metadata.get("taskId") if isinstance(worker.metadata, dict) else None
+    if isinstance(task_id, str) and task_id:
+        return f"task {task_id}"
+    return f"worker {worker.id}" if worker.id else ""
+
+
+def summary(
+    worker: Worker, elapsed: float, *, state: str | None = None, tokens: int | None = None
+) -> str:
+    """A few lines on how the worker ended: status, usage, cost, sources, files, its id.
 
     >>> print(summary(Worker(id="w", status="completed"), 2.0))
     — completed · 0 tokens · $0.0000 · 2.0s · 0 sources
+      worker w
     """
-    lines = [f"— {status_line(worker, elapsed)}"]
+    lines = [f"— {status_line(worker, elapsed, tokens=tokens, state=state)}"]
     if worker.usage is not None:
         u = worker.usage
         lines.append(
@@ -370,19 +473,24 @@ def summary(worker: Worker, elapsed: float) -> str:
         lines.append(f"  [{i}] {source.title or source.url} <{source.url}>")
     for file in worker.files:
         lines.append(f"  file: {file.filename or file.url} ({file.media_type}) <{file.url}>")
-    if worker.error is not None:
-        lines.append(f"  error: {worker.error}")
+    ident = _ident(worker)
+    if ident:
+        lines.append(f"  {ident}")
     return "\n".join(lines)
 
 
-def status_line(worker: Worker, elapsed: float, *, tokens: int | None = None) -> str:
-    """One line: status, tokens so far, cost, elapsed time and sources."""
+def status_line(
+    worker: Worker, elapsed: float, *, tokens: int | None = None, state: str | None = None
+) -> str:
+    """One line: how it stands (``state``, else its outcome or status), tokens so far,
+    cost, elapsed time and sources."""
     if tokens is None:
         tokens = worker.usage.output_tokens if worker.usage else len(worker.output_text.split())
     cost = (
         worker.costs.total_usd if worker.costs else (worker.usage.cost_usd if worker.usage else 0.0)
     )
-    state = "failed" if worker.error is not None else worker.status
+    if state is None:
+        state = worker.outcome or worker.status
     return (
         f"{state} · {count(tokens, 'token')} · ${cost:.4f} · {elapsed:.1f}s · "
         f"{count(len(worker.sources), 'source')}"
@@ -474,7 +582,7 @@ class _View:
             auto_refresh=True,
         )
         self._closed = False
-        self._tokens = 0
+        self.tokens = 0
         self._writing = False  # the last thing the worker did was write the answer
         self._reasoning: str | None = None  # the current reasoning, while it lasts
         self._tool: tuple[str, str, str] | None = None  # name, input, state
@@ -497,7 +605,7 @@ class _View:
         """Note what the event says the worker is doing."""
         kind = type(event)
         if kind is TextDeltaEvent:
-            self._tokens += 1
+            self.tokens += 1
             self._writing = True
             return
         if kind is TextStartEvent:
@@ -554,7 +662,7 @@ class _View:
         width = max(console.width, 20)
         below = self._doing(width)
         elapsed = time.monotonic() - self._started
-        below.append(Text(status_line(worker, elapsed, tokens=self._tokens), style="dim"))
+        below.append(Text(status_line(worker, elapsed, tokens=self.tokens), style="dim"))
         if worker.output_text:
             lines = Text(worker.output_text).wrap(console, width)
             keep = max(console.height - len(below) - 1, 1)

@@ -369,6 +369,7 @@ async def _json_lines(board: Board, watch: Watch | FleetWatch) -> None:
             if item.task_id is not None:  # today's API (a seed worker's lines stay as they were)
                 line |= {"task_id": item.task_id, "trigger": item.trigger}
             line["status"] = state
+            line |= _ending(worker, item.error)
             line["at"] = round(now - board.started, 3)
             out.write(_json.encode(line).decode() + "\n")
         if item.event is None:
@@ -377,13 +378,22 @@ async def _json_lines(board: Board, watch: Watch | FleetWatch) -> None:
             final: dict[str, Any] = {"type": "worker", "worker_id": item.worker_id}
             if item.task_id is not None:
                 final |= {"task_id": item.task_id, "trigger": item.trigger}
-            final |= {
-                "status": state,
-                "error": str(item.error) if item.error is not None else None,
-                "worker": worker,
-            }
+            final |= {"status": state, **_ending(worker, item.error), "worker": worker}
             out.write(_json.encode(final).decode() + "\n")
         out.flush()
+
+
+def _ending(worker: Worker, lost: HandingerError | None) -> dict[str, Any]:
+    """How the worker ended (``None`` while it runs) and the error's message, for the top
+    level of a JSON line: a failed worker's own error, or why its stream was lost."""
+    if lost is not None:
+        return {"outcome": worker.outcome or "incomplete", "error": _message(lost)}
+    return {"outcome": worker.outcome, "error": worker.error_message}
+
+
+def _message(error: HandingerError) -> str:
+    """A lost stream's reason in one line (the worker's own error is its message)."""
+    return " ".join(str(error).split())
 
 
 class _LiveTable:

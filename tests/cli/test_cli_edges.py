@@ -120,10 +120,14 @@ def test_json_lines_use_the_wire_keys_and_end_with_a_worker_chunk(emulator: Emul
     keys = {key for line in lines for key in line}
     assert not keys & {"event_id", "eventId", "message_id", "tool_call_id"}
     assert "messageId" in keys  # the wire's camelCase, everywhere
-    assert not any(value is None for line in lines for value in line.values())
-    final = lines[-1]
-    assert set(final) == {"type", "data", "transient"} and final["type"] == "data-worker"
-    assert final["data"]["status"] == "completed"
+    *events, final = lines
+    assert not any(value is None for line in events for value in line.values())
+    # One final line (the wire's last snapshot is not printed before it as well), with how
+    # the worker ended at its top level.
+    assert events[-1]["type"] != "data-worker"
+    assert set(final) == {"type", "data", "transient", "outcome", "error"}
+    assert final["type"] == "data-worker" and final["data"]["status"] == "completed"
+    assert final["outcome"] == "completed" and final["error"] is None
 
 
 def test_json_on_failure_ends_with_the_failed_worker(raw_server: RawServer) -> None:
@@ -140,6 +144,7 @@ def test_json_on_failure_ends_with_the_failed_worker(raw_server: RawServer) -> N
     assert result.returncode == 1
     final = json.loads(result.stdout.splitlines()[-1])
     assert final["type"] == "data-worker" and final["data"]["error"] == "gave up"
+    assert final["outcome"] == "failed" and final["error"] == "gave up"
     assert result.stderr.startswith("error: ")
 
 

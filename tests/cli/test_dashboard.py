@@ -106,6 +106,12 @@ def test_a_failed_worker_exits_1(emulator: Emulator) -> None:
     }
     assert finals[bad[0]]["status"] == "failed"
     assert finals[bad[0]]["worker"]["error"] == "injected fault: the agent failed"
+    # Where a reader looks first: the top level says how it ended, and why.
+    assert finals[bad[0]]["outcome"] == "failed"
+    assert finals[bad[0]]["error"] == "injected fault: the agent failed"
+    assert {finals[g]["outcome"] for g in good} == {"completed"}
+    statuses = [line for line in json_lines(done.stdout) if line["type"] == "status"]
+    assert all("outcome" in line and "error" in line for line in statuses)
     assert "3 workers: 2 completed, 1 failed" in done.stderr
     assert "Traceback" not in done.stderr
 
