@@ -71,10 +71,11 @@ class _Chat:
 
 @dataclass(eq=False)
 class _Principal:
-    """What one principal holds: admitted turns (chat id → held until, monotonic), the
+    """What one principal holds: admitted turns (chat id → held until (monotonic), and
+    the chat's fence then), the
     times of its recent admissions, its chats. Each is bounded by its quota."""
 
-    turns: dict[str, float] = field(default_factory=dict)
+    turns: dict[str, tuple[float, int]] = field(default_factory=dict)
     admitted: deque[float] = field(default_factory=deque)
     window: float = 0.0
     chats: set[str] = field(default_factory=set)
@@ -131,7 +132,7 @@ class MemoryStore(Store):
         for principal, mine in list(self._principals.items()):
             if mine.admitted and mine.admitted[-1] > now - mine.window:
                 continue
-            if any(self._running(c, principal, until, now) for c, until in mine.turns.items()):
+            if any(self._running(c, principal, held, now) for c, held in mine.turns.items()):
                 continue
             if any(c in self._chats for c in mine.chats):
                 continue
@@ -168,14 +169,18 @@ class MemoryStore(Store):
         chat = self._get(chat_id)
         return None if chat is None else chat.owner
 
-    def _running(self, chat_id: str, principal: str, held_until: float, now: float) -> bool:
+    def _running(self, chat_id: str, principal: str, held: tuple[float, int], now: float) -> bool:
         """Does the principal's admitted turn of this chat still count?"""
-        if held_until > now:
-            return True
         chat = self._chats.get(chat_id)
+        if chat is None or chat.owner != principal:
+            return False
         # The lease, not ``active``: a turn whose producer died and that nobody reads
         # stays active for ever, and must not hold its principal's slot for ever.
-        return chat is not None and chat.owner == principal and chat.active and chat.leased(now)
+        if chat.active and chat.leased(now):
+            return True
+        # Admitted, not begun yet (no lease given since: the fence is as it was).
+        held_until, fence = held
+        return held_until > now and chat.fence == fence
 
     async def admit_turn(self, chat_id: str, principal: str, quota: Quota) -> Admission:
         check_principal(principal)
@@ -200,9 +205,7 @@ class MemoryStore(Store):
                 return Admission("chats", max(min(idle, default=quota.window), 1.0))
         if quota.turns is not None:
             mine.turns = {
-                c: until
-                for c, until in mine.turns.items()
-                if self._running(c, principal, until, now)
+                c: held for c, held in mine.turns.items() if self._running(c, principal, held, now)
             }
             if len(mine.turns.keys() - {chat_id}) >= quota.turns:
                 return Admission("turns", _BUSY_RETRY)
@@ -214,11 +217,11 @@ class MemoryStore(Store):
         # Admitted: count it all now.
         new_chat = chat is None
         if chat is None:
-            self._chats[chat_id] = _Chat(chat_id, owner=principal, ended_at=now)
+            chat = self._chats[chat_id] = _Chat(chat_id, owner=principal, ended_at=now)
         if quota.chats is not None:
             mine.chats.add(chat_id)
         if quota.turns is not None:
-            mine.turns[chat_id] = now + quota.hold
+            mine.turns[chat_id] = (now + quota.hold, chat.fence)
         if quota.rate is not None:
             mine.admitted.append(now)
             mine.window = quota.window
@@ -228,7 +231,7 @@ class MemoryStore(Store):
     async def drop_admission(self, chat_id: str, principal: str) -> None:
         mine = self._principals.get(principal)
         if mine is not None and chat_id in mine.turns:
-            mine.turns[chat_id] = 0.0  # counts on only while the chat's turn runs
+            mine.turns[chat_id] = (0.0, 0)  # counts on only while the chat's turn runs
 
     # -- producing ----------------------------------------------------------
 

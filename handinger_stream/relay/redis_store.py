@@ -19,9 +19,11 @@ the last append, ms): :meth:`RedisStore.fleet` reads it.
 A chat's owner (the principal that started it) is the ``owner`` field of its
 hash, set in the same script that creates the hash (:meth:`RedisStore.admit_turn`).
 Per principal (``P``: a digest of its name, so that no name can shape a key),
-the quota's counts: ``PREFIX principal:P:turns`` (chat id → held until, ms; a
-turn counts while held or while its chat's lease exists), ``…:rate`` (one
-member per admission, scored by its time) and ``…:chats`` (the chats it owns).
+the quota's counts: ``PREFIX principal:P:turns``, a hash (chat id →
+``"{admitted ms} {fence}"``: a turn counts while its chat's lease exists, or
+for ``hold`` after its admission while no lease was given since),
+``…:rate`` (one member per admission, scored by its time) and ``…:chats``
+(the chats it owns).
 
 Every write is a Lua script that checks the lease in the same atomic step
 (fencing); appends carry the seq they start at, so a retry after a lost
@@ -241,17 +243,21 @@ if new and ARGV[7] ~= '' then
   if count >= tonumber(ARGV[7]) then return {'chats', soonest or window, 0} end
 end
 if ARGV[4] ~= '' then
-  local count, held = 0, redis.call('ZRANGE', tk, 0, -1, 'WITHSCORES')
+  local count, held = 0, redis.call('HGETALL', tk)
   for i = 1, #held, 2 do
-    local c, untl = held[i], tonumber(held[i + 1])
-    local cm = prefix .. c .. ':m'
-    -- The lease, not 'active': a turn whose producer died and that nobody reads stays
-    -- active for ever, and must not hold its principal's slot for ever.
-    local running = untl > now or (redis.call('HGET', cm, 'active') == '1'
-      and redis.call('HGET', cm, 'owner') == who
-      and redis.call('EXISTS', prefix .. c .. ':l') == 1)
+    local c = held[i]
+    local at, fence = string.match(held[i + 1], '^(%d+) (%d+)$')
+    local v = redis.call('HMGET', prefix .. c .. ':m', 'active', 'owner', 'fence')
+    local running = false
+    if v[2] == who then
+      -- The lease, not 'active': a turn whose producer died and that nobody reads
+      -- stays active for ever, and must not hold its principal's slot for ever.
+      running = (v[1] == '1' and redis.call('EXISTS', prefix .. c .. ':l') == 1)
+        -- admitted, not begun yet: no lease was given since (the fence is as it was)
+        or (tonumber(at or '0') + hold > now and (v[3] or '0') == fence)
+    end
     if not running then
-      redis.call('ZREM', tk, c)
+      redis.call('HDEL', tk, c)
     elseif c ~= chat then
       count = count + 1
     end
@@ -274,7 +280,7 @@ if ARGV[7] ~= '' then
   redis.call('PEXPIRE', ck, chat_ms)
 end
 if ARGV[4] ~= '' then
-  redis.call('ZADD', tk, now + hold, chat)
+  redis.call('HSET', tk, chat, now .. ' ' .. (redis.call('HGET', m, 'fence') or '0'))
   redis.call('PEXPIRE', tk, chat_ms)
 end
 if ARGV[5] ~= '' then
@@ -284,6 +290,14 @@ end
 return {'', 0, new and 1 or 0}
 """
 )
+
+# KEYS: the principal's turns. ARGV: chat id.
+_DROP = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], '0 0')  -- counts on only while the chat's lease lives
+end
+return 0
+"""
 
 # KEYS: lease. ARGV: token.
 _RELEASE = """
@@ -449,6 +463,7 @@ class RedisStore(Store):
         self._renew = self._writer.register_script(_RENEW)
         self._release = self._writer.register_script(_RELEASE)
         self._admit = self._writer.register_script(_ADMIT)
+        self._drop = self._writer.register_script(_DROP)
         self._followers: dict[str, _Follower] = {}
 
     def __repr__(self) -> str:
@@ -601,9 +616,8 @@ class RedisStore(Store):
         return Admission(refused, 0.0 if refused == "owner" else retry_after)
 
     async def drop_admission(self, chat_id: str, principal: str) -> None:
-        # Held until 0: the slot counts on only while the chat's turn (its lease) runs.
         turns = self._principal_keys(principal)[0]
-        await self._call(self._writer.zadd(turns, {chat_id: 0}, xx=True))
+        await self._call(self._drop(keys=[turns], args=[chat_id]))
 
     # -- producing ----------------------------------------------------------
 

@@ -120,7 +120,7 @@ class Quota:
 
     ``turns``: turns running at once; a turn counts while its producer lease is
     held (so a relay that died frees its slots within ``lease_seconds``), and
-    from its admission for ``hold`` seconds (until its lease shows). ``rate``
+    from its admission until it begins, ``hold`` seconds at most. ``rate``
     turns admitted in any ``window`` seconds. ``chats``: chats kept (a chat
     counts until its record expires).
 

@@ -526,6 +526,30 @@ async def test_a_slot_is_held_while_the_turn_s_lease_lives_and_freed_when_it_exp
     assert (await a.admit_turn("s5", "carol", quota)).refused == "turns"
 
 
+async def test_a_quick_turn_frees_its_slot_when_it_ends_not_when_its_hold_would(
+    stores: tuple[Store, Store],
+) -> None:
+    a, b = stores
+    quota = Quota(turns=1, hold=3600)
+    for n in range(3):
+        assert (await a.admit_turn(f"q{n}", "gina", quota)).admitted
+        # Admitted and not begun yet: held, on every relay.
+        assert (await b.admit_turn("other", "gina", quota)).refused == "turns"
+        lease = await b.begin_turn(f"q{n}", holder="relay-b", ttl=30)
+        assert (await a.admit_turn("other", "gina", quota)).refused == "turns"
+        await a.finish(lease)
+    # An admission whose chat was busy (its POST got 409) holds nothing once dropped...
+    assert (await a.admit_turn("q0", "gina", quota)).admitted
+    running = await a.begin_turn("q0", holder="relay-a", ttl=30)
+    assert (await a.admit_turn("q1", "gina", quota)).refused == "turns"
+    assert (await b.admit_turn("q0", "gina", quota)).admitted  # the chat's own slot
+    await b.drop_admission("q0", "gina")
+    # ... but the turn running there still counts, until it ends.
+    assert (await a.admit_turn("q1", "gina", quota)).refused == "turns"
+    await b.finish(running)
+    assert (await a.admit_turn("q1", "gina", quota)).admitted
+
+
 async def test_an_unused_claim_expires_like_an_idle_chat_and_frees_its_count() -> None:
     store = MemoryStore(keep_seconds=0.05, chat_seconds=0.1)
     quota = Quota(chats=1)

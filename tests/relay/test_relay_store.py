@@ -23,6 +23,7 @@ from handinger_stream.relay import (
     Store,
     StoreUnavailableError,
 )
+from handinger_stream.relay.store import Quota
 from tests.relay_helpers import RedisServer, free_port, redis_server
 
 _prefixes = itertools.count()
@@ -177,6 +178,39 @@ async def test_the_fleet_lists_running_turns_only(store: Store) -> None:
     assert fleet[0].worker_id == "wrk_2" and fleet[0].status == "running" and fleet[0].leased
     await store.finish(one)
     assert [i.chat_id for i in await store.fleet()] == ["f2"]
+
+
+async def test_a_chat_s_owner_is_kept_with_its_record_through_its_turns(store: Store) -> None:
+    assert await store.owner("o") is None
+    assert (await store.admit_turn("o", "alice", Quota())).new_chat
+    lease = await store.begin_turn("o", holder="p", ttl=5)
+    await store.append(lease, new_entries("a"))
+    running = await store.chat("o")
+    assert running is not None and running.owner == "alice" and running.active
+    assert [i.owner for i in await store.fleet()] == ["alice"]
+    await store.finish(lease)
+    second = await store.begin_turn("o", holder="p", ttl=5)  # Relay.send, as ever
+    await store.finish(second)
+    info = await store.chat("o")
+    assert info is not None and info.owner == "alice" and info.last_seq == 3
+    assert (await store.admit_turn("o", "bob", Quota())).refused == "owner"
+    assert not (await store.admit_turn("o", "alice", Quota())).new_chat
+    with pytest.raises(ValueError):
+        await store.admit_turn("p", "bad\nprincipal", Quota())
+
+
+async def test_redis_a_claimed_chat_expires_unless_a_turn_runs(redis: RedisServer) -> None:
+    store = RedisStore(redis.url, prefix="claim:", keep_seconds=50, chat_seconds=100)
+    async with store:
+        await store.admit_turn("c", "alice", Quota())
+        ttl = store._redis.pttl
+
+        assert 0 < await ttl("claim:c:m") <= 100_000  # claimed, never begun: it goes
+        lease = await store.begin_turn("c", holder="p", ttl=5)
+        assert await ttl("claim:c:m") == -1  # a turn runs: it stays
+        await store.finish(lease)
+        assert 0 < await ttl("claim:c:m") <= 100_000
+        assert await store.owner("c") == "alice"
 
 
 async def test_entries_expire_after_the_turn_and_the_chat_later() -> None:
