@@ -5,8 +5,9 @@ It follows the WHATWG HTML standard, section 9.2 "Server-sent events",
 CRLF all end a line (a CRLF split across two reads still counts once); a blank
 line dispatches the pending event; lines starting with ``:`` are comments;
 ``id`` is sticky and ignored when it contains NUL; ``retry`` is taken only when
-it is all ASCII digits; an event with an empty data buffer is not dispatched;
-an unterminated last event is dropped at end of stream.
+it is all ASCII digits (and capped at :data:`MAX_RETRY_MS`, read without
+converting more than a few digits); an event with an empty data buffer is
+not dispatched; an unterminated last event is dropped at end of stream.
 
 It works on bytes and splits on ``b"\\n\\n"`` first, because framing is most of
 a replay's cost and a bytes-level split is an order of magnitude cheaper than
@@ -21,7 +22,11 @@ consumer never reads.
 The size bound, ``max_event_bytes``, applies to each event: the bytes of its
 lines and of the line ends between them (each line end one byte, whether the
 server sent LF, CR or CRLF), not counting the blank line that ends it. It
-holds whether the event arrives whole in one read or grows over many.
+holds whether the event arrives whole in one read or grows over many, and so
+bounds every line and field. An unfinished event is kept as the pieces it
+arrived in and searched for its end only in the new bytes: the decoder's
+work stays linear in what it is fed however many reads an event takes (a
+line without end, fed in small pieces, used to be copied whole at each read).
 
 >>> decoder = SSEDecoder()
 >>> [e.data for e in decoder.feed(b"data: hel") + decoder.feed(b"lo\\n\\n")]
@@ -37,30 +42,82 @@ import msgspec
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_RETRY_MS",
     "DataRun",
     "EventTooLargeError",
     "SSEDecoder",
     "ServerSentEvent",
     "expand_runs",
+    "retry_value",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_RETRY_MS = 2**31 - 1
+"""The largest ``retry:`` taken (what a browser's timer accepts); longer is this."""
+_RETRY_DIGITS = len(str(MAX_RETRY_MS))
 _BOM = b"\xef\xbb\xbf"
+_HEAD_BYTES = 60  # how much of an oversized event its error shows
 
 
 class EventTooLargeError(ValueError):
     """An event grew past the decoder's size bound.
 
-    ``events`` are the complete events that came before it in the same feed.
+    ``events`` are the complete events that came before it in the same feed
+    (nothing received before it is lost). ``offset`` is where the event
+    starts in the stream (in bytes, each line end counted as one, after a
+    BOM), ``head`` its first bytes, ``unfinished`` whether its last line had
+    no end yet (a line too long, not only an event).
     """
 
     def __init__(
-        self, size: int, limit: int, events: Sequence[ServerSentEvent | DataRun] = ()
+        self,
+        size: int,
+        limit: int,
+        events: Sequence[ServerSentEvent | DataRun] = (),
+        *,
+        offset: int | None = None,
+        head: bytes = b"",
+        unfinished: bool = False,
     ) -> None:
-        super().__init__(f"event exceeds {limit} bytes (at least {size} received)")
+        message = f"event exceeds {limit} bytes (at least {size} received)"
+        if offset is not None:
+            what = "a line with no end yet" if unfinished else "it"
+            shown = head[:_HEAD_BYTES].decode("utf-8", "replace")
+            message += f"; it starts at byte {offset} of the stream, {what}: {shown!r}"
+        super().__init__(message)
         self.size = size
         self.limit = limit
         self.events = events
+        self.offset = offset
+        self.head = head[:_HEAD_BYTES]
+        self.unfinished = unfinished
+
+    def after(self, events: Sequence[ServerSentEvent | DataRun]) -> EventTooLargeError:
+        """The same failure, carrying the complete events that came before it."""
+        return EventTooLargeError(
+            self.size,
+            self.limit,
+            events,
+            offset=self.offset,
+            head=self.head,
+            unfinished=self.unfinished,
+        )
+
+
+def retry_value(value: bytes) -> int | None:
+    """A ``retry:`` field's milliseconds: ASCII digits only (else ``None``: ignored, as the
+    standard says), capped at :data:`MAX_RETRY_MS`; a value of any length is read
+    without converting more than ten digits (Python refuses ``int`` of 4,300).
+
+    >>> retry_value(b"3000"), retry_value(b"9" * 5000), retry_value(b"1e3"), retry_value(b"-1")
+    (3000, 2147483647, None, None)
+    """
+    if not (value.isdigit() and value.isascii()):
+        return None
+    digits = value.lstrip(b"0") or b"0"
+    if len(digits) > _RETRY_DIGITS:
+        return MAX_RETRY_MS
+    return min(int(digits), MAX_RETRY_MS)
 
 
 class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
@@ -153,18 +210,24 @@ class SSEDecoder:
         "_event",
         "_failed",
         "_has_data",
+        "_held",
         "_last_id",
         "_max",
+        "_offset",
         "_pending_cr",
         "_retry",
-        "_scan_from",
         "_started",
         "_tail",
+        "copied",
     )
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._tail = b""  # the unfinished event so far
-        self._scan_from = 0
+        # The unfinished event so far, as the pieces it came in (never "\n\n" inside).
+        self._tail: list[bytes] = []
+        self._held = 0  # its length
+        self._offset = 0  # where it starts in the stream (line ends as one byte each)
+        self.copied = 0
+        """Bytes of unfinished events copied so far: each once, when its event ends."""
         self._started = False
         self._pending_cr = False
         self._max = max_event_bytes
@@ -194,7 +257,7 @@ class SSEDecoder:
         region, too_large = self._frame(chunk)
         events = self._parse(region) if region else []
         if too_large is not None:
-            raise EventTooLargeError(too_large.size, too_large.limit, events)
+            raise too_large.after(events)
         return events
 
     def feed_runs(self, chunk: bytes) -> Sequence[ServerSentEvent | DataRun]:
@@ -213,7 +276,7 @@ class SSEDecoder:
         else:
             items = self._runs(region)
         if too_large is not None:
-            raise EventTooLargeError(too_large.size, too_large.limit, items)
+            raise too_large.after(items)
         return items
 
     def close(self) -> list[ServerSentEvent]:
@@ -223,8 +286,8 @@ class SSEDecoder:
             # The held-back CR was a line end after all.
             self._pending_cr = False
             out = self.feed(b"\n")
-        tail, self._tail = self._tail, b""
-        self._scan_from = 0
+        tail = b"".join(self._tail)
+        self._tail, self._held = [], 0
         if tail:
             # Only whole lines count; what follows the last line end is cut off.
             cut = tail.rfind(b"\n")
@@ -257,41 +320,71 @@ class SSEDecoder:
             if chunk[-1] == 13:
                 self._pending_cr = True
                 chunk = chunk[:-1]
+                if not chunk:
+                    return b"", None
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        data = self._tail + chunk if self._tail else chunk
-        end = data.rfind(b"\n\n", self._scan_from)
+        tail = self._tail
+        if not tail:
+            data = chunk  # the live case: no event left unfinished by the last read
+        elif chunk.find(b"\n\n") < 0 and not (chunk[0] == 10 and tail[-1][-1] == 10):
+            # Still unfinished: set the piece aside. Searching and joining only the
+            # new bytes keeps the work linear however many reads the event takes.
+            tail.append(chunk)
+            self._held += len(chunk)
+            return b"", self._check_tail() if self._held > self._max else None
+        else:
+            tail.append(chunk)
+            data = b"".join(tail)
+            self.copied += len(data)
+        end = data.rfind(b"\n\n")
         if end < 0:
-            # Rescan one byte back next time: the "\n\n" may straddle reads.
-            self._tail = data
-            self._scan_from = max(len(data) - 1, 0)
+            self._tail, self._held = [data], len(data)
             return b"", self._check_tail() if len(data) > self._max else None
+        start, self._offset = self._offset, self._offset + end + 2
         region = data[:end]
-        self._tail = data[end + 2 :]
-        self._scan_from = 0
+        rest = data[end + 2 :]
+        self._tail, self._held = ([rest] if rest else []), len(rest)
         if len(region) > self._max:
-            region, too_large = self._cut_at_too_large(region)
+            region, too_large = self._cut_at_too_large(region, start)
             if too_large is not None:
                 return region, too_large
-        return region, self._check_tail() if len(self._tail) > self._max else None
+        return region, self._check_tail() if self._held > self._max else None
 
     def _check_tail(self) -> EventTooLargeError | None:
         """Fail if the unfinished event is already past the bound."""
-        tail = self._tail
-        if len(tail) <= self._max:
+        if self._held <= self._max:
             return None
-        # Not counted: blank lines before it, and the end of its last line so far.
-        size = len(tail.lstrip(b"\n")) - (tail[-1:] == b"\n")
+        tail = self._tail
+        # Not counted: a blank line before it (it holds no "\n\n", so one at most),
+        # and the end of its last line so far.
+        leading = tail[0][0] == 10
+        unfinished = tail[-1][-1] != 10
+        size = self._held - leading - (not unfinished)
         if size > self._max:
-            self._failed = EventTooLargeError(size, self._max)
+            self._failed = EventTooLargeError(
+                size,
+                self._max,
+                offset=self._offset + leading,
+                head=tail[0][leading : leading + _HEAD_BYTES],
+                unfinished=unfinished,
+            )
         return self._failed
 
-    def _cut_at_too_large(self, region: bytes) -> tuple[bytes, EventTooLargeError | None]:
+    def _cut_at_too_large(
+        self, region: bytes, start: int
+    ) -> tuple[bytes, EventTooLargeError | None]:
         """The region up to its first event past the bound, and that failure (or the region)."""
         offset = 0
         for block in region.split(b"\n\n"):
-            size = len(block.lstrip(b"\n"))
+            event = block.lstrip(b"\n")
+            size = len(event)
             if size > self._max:
-                self._failed = EventTooLargeError(size, self._max)
+                self._failed = EventTooLargeError(
+                    size,
+                    self._max,
+                    offset=start + offset + len(block) - size,
+                    head=event[:_HEAD_BYTES],
+                )
                 return region[: max(offset - 2, 0)], self._failed
             offset += len(block) + 2
         return region, None
@@ -390,8 +483,9 @@ class SSEDecoder:
 
     def _drop_unread_lines(self, region: bytes) -> bytes:
         for value in _RETRY_LINE.findall(region):
-            if value.isdigit() and value.isascii():
-                self._retry = int(value)
+            retry = retry_value(value)
+            if retry is not None:
+                self._retry = retry
         region = _UNREAD_LINE.sub(b"", region)
         return _BLANK_LINES.sub(b"\n\n", region).strip(b"\n")
 
@@ -419,12 +513,12 @@ class SSEDecoder:
         return out
 
     def _strip_bom(self, chunk: bytes) -> bytes:
-        head = self._tail + chunk
+        head = b"".join(self._tail) + chunk  # at most two bytes held: a BOM's start
         if len(head) < 3 and _BOM.startswith(head):
-            self._tail = head
+            self._tail, self._held = [head], len(head)
             return b""
         self._started = True
-        self._tail = b""
+        self._tail, self._held = [], 0
         return head[3:] if head.startswith(_BOM) else head
 
     def _line(self, line: bytes, out: list[ServerSentEvent]) -> None:
@@ -445,8 +539,9 @@ class SSEDecoder:
             if b"\x00" not in value:
                 self._last_id = value.decode("utf-8", "replace")
         elif name == b"retry":
-            if value.isdigit() and value.isascii():
-                self._retry = int(value)
+            retry = retry_value(value)
+            if retry is not None:
+                self._retry = retry
 
     def _dispatch(self, out: list[ServerSentEvent]) -> None:
         if self._has_data:

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from handinger_stream.protocol.sse import EventTooLargeError, ServerSentEvent, SSEDecoder
+from handinger_stream.protocol.sse import (
+    MAX_RETRY_MS,
+    EventTooLargeError,
+    ServerSentEvent,
+    SSEDecoder,
+    expand_runs,
+)
 
 E = ServerSentEvent
 
@@ -70,6 +76,27 @@ CASES: list[tuple[str, bytes, list[ServerSentEvent]]] = [
     ("invalid UTF-8 kept as bytes", b"data: \xff\xfe\n\n", [E(b"\xff\xfe")]),
     ("DONE marker is plain data", b"data: [DONE]\n\n", [E(b"[DONE]")]),
     ("retry stays in force", b"retry: 10\n\ndata: a\n\n", [E(b"a", retry=10)]),
+    # Issue 21: int() of 4,300 digits raises, and a day's wait is no better than the cap.
+    (
+        "retry of 4,300 digits capped",
+        b"retry: " + b"9" * 4300 + b"\ndata: a\n\n",
+        [E(b"a", retry=MAX_RETRY_MS)],
+    ),
+    (
+        "retry past the cap capped",
+        b"retry: 86400000000\ndata: a\n\n",
+        [E(b"a", retry=MAX_RETRY_MS)],
+    ),
+    (
+        "retry with leading zeros",
+        b"retry: " + b"0" * 5000 + b"250\ndata: a\n\n",
+        [E(b"a", retry=250)],
+    ),
+    (
+        "retry of many non-digits ignored",
+        b"retry: 10\n\nretry: " + b"9" * 5000 + b"x\ndata: a\n\n",
+        [E(b"a", retry=10)],
+    ),
 ]
 
 
@@ -123,6 +150,62 @@ def test_event_size_bound() -> None:
     decoder.feed(b"data: " + b"x" * 1000)
     with pytest.raises(EventTooLargeError):
         decoder.feed(b"x" * 100)
+
+
+def test_a_huge_retry_fed_through_runs_is_capped_too() -> None:
+    decoder = SSEDecoder()
+    [run] = decoder.feed_runs(b"retry: " + b"7" * 5000 + b"\n\ndata: a\n\n")
+    assert decoder.retry == MAX_RETRY_MS and run.retry == MAX_RETRY_MS
+
+
+def test_a_line_without_end_costs_linear_work() -> None:
+    """Issue 21: an unfinished line used to be copied whole at every read (15-21 s of
+    CPU per stream over httpx). Fed 8 MiB without a line end in 1 KiB pieces, the
+    decoder copies each byte once, when the event ends; none while it grows."""
+    decoder = SSEDecoder(max_event_bytes=16 * 1024 * 1024)
+    piece = b"x" * 1024
+    assert decoder.feed(b"data: ") == []
+    for _ in range(8 * 1024):
+        assert decoder.feed_runs(piece) == []
+    assert decoder.copied == 0
+    [event] = decoder.feed(b"\n\n")
+    assert len(event.raw) == 8 * 1024 * 1024
+    assert decoder.copied <= 8 * 1024 * 1024 + 16
+
+
+def test_a_line_past_the_bound_says_what_and_where_and_keeps_what_came_before() -> None:
+    decoder = SSEDecoder(max_event_bytes=64 * 1024)
+    assert [e.raw for e in decoder.feed(b"id: 1\ndata: first\n\n")] == [b"first"]
+    # Then a piece holding a whole event and the start of a line that never ends...
+    assert [e.raw for e in decoder.feed(b'data: second\n\ndata: {"endless": "')] == [b"second"]
+    # ...which grows past the bound in small reads.
+    with pytest.raises(EventTooLargeError) as caught:
+        for _ in range(100):
+            decoder.feed(b"y" * 1024)
+    error = caught.value
+    assert error.unfinished and error.offset == len(b"id: 1\ndata: first\n\ndata: second\n\n")
+    assert error.head.startswith(b'data: {"endless"')
+    assert "a line with no end yet" in str(error) and f"byte {error.offset}" in str(error)
+    # The decoder stays failed: nothing more is read into memory.
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"\n\n")
+
+
+def test_the_events_before_an_oversized_line_in_the_same_read_are_kept() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    with pytest.raises(EventTooLargeError) as caught:
+        decoder.feed_runs(b"data: a\n\ndata: b\n\ndata: " + b"c" * 2000)
+    assert [e.raw for e in expand_runs(caught.value.events)] == [b"a", b"b"]
+    assert caught.value.offset == 18 and caught.value.unfinished
+
+
+def test_an_event_past_the_bound_in_one_read_says_where() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(EventTooLargeError) as caught:
+        decoder.feed(b"data: a\n\n" + b"data: " + b"z" * 200 + b"\n\n")
+    error = caught.value
+    assert [e.raw for e in error.events] == [b"a"]
+    assert error.offset == 9 and not error.unfinished and error.head.startswith(b"data: zzz")
 
 
 def test_many_events_in_one_chunk_and_a_tail() -> None:
