@@ -1,11 +1,13 @@
 """The retry policy: one set of rules for requests and for resumed streams.
 
 Which failures are worth another try, and how long to wait before it: the
-server's own wish first (``retry-after-ms``, ``Retry-After``), else a
-backoff that starts from the stream's SSE ``retry:`` field or 0.5 s and
-doubles per attempt, capped, and jittered so that many clients do not come
-back in step. How many attempts is the caller's to say (``max_retries`` for
-a request, ``max_reconnects`` for a stream's resumes in a row).
+server's own wish first (``retry-after-ms``, ``Retry-After``, taken when
+within ``max_retry_after``), else a backoff that starts from the stream's
+SSE ``retry:`` field (capped at ``max_retry_after`` too: one line must not
+make every resume wait a day) or 0.5 s and doubles per attempt, capped, and
+jittered so that many clients do not come back in step. How many attempts
+is the caller's to say (``max_retries`` for a request, ``max_reconnects``
+for a stream's resumes in a row).
 
 :meth:`RetryPolicy.call` is the one retry loop of the package: requests,
 resumes, the relay's store writes and its followers all go through it, each
@@ -25,6 +27,7 @@ True
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,8 +50,9 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 class RetryPolicy:
     """What is retried and how long to wait; the same for requests and resumes.
 
-    ``max_retry_after`` bounds the waits a server may ask for: a longer one
-    is treated as if it had not been given (the backoff applies instead).
+    ``max_retry_after`` bounds the waits a server may ask for: a longer
+    ``Retry-After`` is treated as if it had not been given (the backoff
+    applies instead); a longer SSE ``retry:`` is cut to it.
 
     >>> RetryPolicy().retryable(APIStatusError("busy", status_code=503), idempotent=False)
     True
@@ -78,12 +82,23 @@ class RetryPolicy:
 
         ``retry_after`` is the server's answer to this attempt's failure;
         ``server_retry`` the stream's SSE ``retry:`` field, in seconds, which
-        the standard makes the first wait before reconnecting.
+        the standard makes the first wait before reconnecting (at most
+        ``max_retry_after``).
+
+        >>> RetryPolicy().delay(1, server_retry=86_400.0)
+        60.0
         """
         if retry_after is not None and 0 < retry_after <= self.max_retry_after:
             return retry_after
+        if server_retry is not None:
+            if not 0 <= server_retry < math.inf:
+                server_retry = None  # not a wait: as if the field had not been sent
+            else:
+                server_retry = min(server_retry, self.max_retry_after)
         first = server_retry if server_retry is not None else self.initial_delay
-        wait = min(first * 2.0 ** (attempt - 1), max(self.max_delay, first))
+        # The exponent is bounded: 2.0 ** 1024 overflows, and a loop without a count
+        # (``retries=None``) may come that far.
+        wait = min(first * 2.0 ** min(attempt - 1, 64), max(self.max_delay, first))
         if attempt == 1 and server_retry is not None:
             return wait
         # Down by up to a quarter: never longer than asked, never in lockstep.
@@ -147,28 +162,35 @@ class RetryPolicy:
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """The server's wish, in seconds, from ``retry-after-ms`` or ``Retry-After``.
 
-    ``Retry-After`` may be seconds or an HTTP date.
+    ``Retry-After`` may be seconds or an HTTP date. What is not a wait (not
+    a number, infinite, negative, a date past) is ``None``.
 
     >>> retry_after({"retry-after-ms": "1500"})
     1.5
     >>> retry_after({"retry-after": "2"})
     2.0
+    >>> retry_after({"retry-after": "nan"}), retry_after({"retry-after": "9" * 5000})
+    (None, None)
     """
     value = headers.get("retry-after-ms")
     if value:
         try:
-            return float(value) / 1000
+            return _wait(float(value) / 1000)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return float(value)
+        return _wait(float(value))
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return when.timestamp() - time.time()
+    return _wait(when.timestamp() - time.time())
+
+
+def _wait(seconds: float) -> float | None:
+    return seconds if 0 <= seconds < math.inf else None

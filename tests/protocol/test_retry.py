@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -18,8 +19,10 @@ from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from handinger_stream.protocol.retry import RETRY_STATUSES, RetryPolicy, retry_after
 from handinger_stream.types.events import Reconnected
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, Canned, RawServer
 from tests.helpers.emulators import emulator_fixture
+
+SSE = {"content-type": "text/event-stream", "x-handinger-worker-id": "w1"}
 
 
 def status(code: int) -> APIStatusError:
@@ -111,3 +114,56 @@ async def test_a_resume_that_keeps_hearing_429_gives_up_with_the_cause(
     assert isinstance(info.value.__cause__, RateLimitError)
     assert info.value.__cause__.retry_after == 0.05
     emu.clear_faults()
+
+
+# -- issue 21: a hostile server's waits ------------------------------------------
+
+
+def test_an_sse_retry_past_the_cap_waits_the_cap() -> None:
+    """One ``retry:`` line of a day used to make every resume wait a day."""
+    policy = RetryPolicy()
+    assert policy.delay(1, server_retry=86_400.0) == 60.0
+    assert 45.0 <= policy.delay(3, server_retry=86_400.0) <= 60.0
+    assert policy.delay(1, server_retry=2**31 / 1000) == 60.0
+
+
+def test_waits_that_are_not_waits_are_ignored() -> None:
+    policy = RetryPolicy()
+    for wish in (float("nan"), float("inf"), -1.0):
+        assert 0.375 <= policy.delay(1, server_retry=wish) <= 0.5
+        assert 0.375 <= policy.delay(1, retry_after=wish) <= 0.5
+    # A loop without a count may reach attempts whose doubling overflows a float.
+    assert 6.0 <= policy.delay(5000) <= 8.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["nan", "inf", "-1", "9" * 5000, "1" * 400 + ".5", "Thu, 01 Jan 1970 00:00:00 GMT", "\x00"],
+)
+def test_a_hostile_retry_after_is_no_wait(value: str) -> None:
+    assert retry_after({"retry-after": value}) is None
+    assert retry_after({"retry-after-ms": value}) is None
+
+
+async def test_a_stream_with_a_retry_of_4300_digits_resumes(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    """The decoder took ``int()`` of any run of digits: 4,300 raised a ValueError (not a
+    HandingerError) out of the stream. It is capped, and the resume waits the cap."""
+    huge = b"retry: " + b"9" * 4300 + b"\n"
+    raw_server.serve(
+        Canned([huge + b'id: 1\ndata: {"type":"start"}\n\n'], headers=SSE),  # ends early
+        Canned([b'id: 2\ndata: {"type":"finish"}\n\ndata: [DONE]\n\n'], headers=SSE),
+    )
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as client:
+        # The cap, made short for the test: what matters is that it applies.
+        client.stream_policy = replace(
+            client.stream_policy, retry=RetryPolicy(max_retry_after=0.01)
+        )
+        stream = await client.workers.retrieve("w1", stream=True)
+        items = [item async for item in stream.events(reconnects=True)]
+    notices = [item for item in items if isinstance(item, Reconnected)]
+    assert [n.delay for n in notices] == [0.01]
+    assert stream.completed
