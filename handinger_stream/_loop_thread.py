@@ -12,14 +12,56 @@ import asyncio
 import contextvars
 import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import sniffio
 
-__all__ = ["LoopThread", "under_trio"]
+__all__ = ["LoopThread", "serving", "under_trio"]
 
 T = TypeVar("T")
+
+# The event loops that serve something of ours (an emulator, a cassette's replay started
+# with ``async with``), and what: a sync call made on such a loop's own thread blocks the
+# loop, so the server could never answer it.
+_SERVED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def serving(loop: asyncio.AbstractEventLoop, what: str) -> Callable[[], None]:
+    """Note that ``loop`` serves ``what`` (``"the emulator at http://…"``); call the
+    answer when it stops. Sync calls from that loop's thread are then refused at once.
+
+        done = serving(asyncio.get_running_loop(), f"the emulator at {base_url}")
+    """
+    with _LOCK:
+        _SERVED.setdefault(loop, []).append(what)
+
+    def done() -> None:
+        with _LOCK:
+            served = _SERVED.get(loop)
+            if served is not None and what in served:
+                served.remove(what)
+                if not served:
+                    del _SERVED[loop]
+
+    return done
+
+
+_LOCK = threading.Lock()
+
+
+def _served_here() -> str | None:
+    """What the event loop running in this thread serves, if it serves anything."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    with _LOCK:
+        served = _SERVED.get(loop)
+        return ", ".join(served) if served else None
 
 
 def under_trio() -> bool:
@@ -74,6 +116,16 @@ class LoopThread:
         """Run ``func()`` on the loop; wait for and return its result (or raise its error)."""
         if self.in_loop_thread():
             raise RuntimeError("a Handinger call cannot wait on its own event loop's thread")
+        served = _served_here()
+        if served is not None:
+            # Waiting here would block the loop that must answer: the call could only
+            # time out (a minute later). Said at once, with what to do instead.
+            raise RuntimeError(
+                f"a sync Handinger call cannot be made from the thread whose event loop "
+                f"serves {served}: it would block that loop, so the server could never "
+                "answer. Use AsyncHandinger and await its calls here, or run the server "
+                "in a thread of its own ('with Emulator() as emu:' instead of 'async with')"
+            )
         loop = self._get()  # first: if it raises, no coroutine is left unawaited
         # The coroutine runs in a copy of the caller's context (its OpenTelemetry span,
         # say), less the caller's async library: called from trio, it runs on asyncio.

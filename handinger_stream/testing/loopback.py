@@ -10,14 +10,16 @@ sync code, trio code and session-wide fixtures can use it.
 from __future__ import annotations
 
 import abc
+import asyncio
 import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
 import anyio.to_thread
 from aiohttp import web
 
-from .._loop_thread import LoopThread, under_trio
+from .._loop_thread import LoopThread, serving, under_trio
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -54,6 +56,7 @@ class LoopbackServer(abc.ABC):
         self.port = port
         self._runner: web.AppRunner | None = None
         self._thread: LoopThread | None = None
+        self._unserve: Callable[[], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -91,9 +94,15 @@ class LoopbackServer(abc.ABC):
             await self.stop()  # a port in use, say: nothing is left open
             raise
         self.port = int(self._runner.addresses[0][1])
+        # A sync client called from this loop's thread would block the loop that answers
+        # it (a notebook's 'async with Emulator()', then Handinger calls): refused at once.
+        self._unserve = serving(asyncio.get_running_loop(), f"the {self._kind} at {self.base_url}")
 
     async def stop(self) -> None:
         """Stop serving; requests still running are cancelled after a second."""
+        if self._unserve is not None:
+            unserve, self._unserve = self._unserve, None
+            unserve()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

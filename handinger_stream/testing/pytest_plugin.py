@@ -27,6 +27,7 @@ Installed with the package (entry point ``pytest11``); nothing to configure.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,7 @@ except ImportError:  # pragma: no cover - pytest-asyncio is optional
     pytest_asyncio = None  # type: ignore[assignment]
 
 __all__ = [
+    "MISSING_PYTEST_ASYNCIO",
     "handinger_cassette",
     "handinger_client",
     "handinger_emulator",
@@ -64,6 +66,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.stash[_TEST_FAILED] = True
+
+
+MISSING_PYTEST_ASYNCIO = (
+    "this test is marked @pytest.mark.asyncio, but pytest-asyncio is not installed, so "
+    "no plugin runs it: pip install pytest-asyncio (or mark the test @pytest.mark.anyio "
+    "instead: anyio's plugin comes with handinger-stream)"
+)
+
+
+def _has_pytest_asyncio(config: pytest.Config) -> bool:
+    return bool(config.pluginmanager.has_plugin("asyncio"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # An async test of ours marked for pytest-asyncio, which is not there: pytest would
+    # only say the marker is unknown, and that async tests need "a suitable plugin".
+    # Said here, before any fixture, with what to install.
+    uses_ours = any(name.startswith("handinger_") for name in getattr(item, "fixturenames", ()))
+    if (
+        uses_ours
+        and item.get_closest_marker("asyncio") is not None
+        and inspect.iscoroutinefunction(getattr(item, "obj", None))
+        and not _has_pytest_asyncio(item.config)
+    ):
+        pytest.fail(MISSING_PYTEST_ASYNCIO, pytrace=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,17 +134,25 @@ def handinger_client(request: pytest.FixtureRequest) -> AsyncHandinger:
     a test marked ``@pytest.mark.asyncio`` (in strict or auto mode, at any
     ``loop_scope``), anyio for one marked ``@pytest.mark.anyio``.
     """
-    asyncio_test = request.node.get_closest_marker("asyncio") is not None and (
-        request.config.pluginmanager.has_plugin("asyncio")
-    )
+    marked = request.node.get_closest_marker("asyncio") is not None
+    asyncio_test = marked and _has_pytest_asyncio(request.config)
     if "anyio_backend" in request.fixturenames:
         name = "_handinger_client_anyio"
     elif asyncio_test and _ASYNCIO_CLIENTS:
         name = f"_handinger_client_asyncio_{_asyncio_loop_scope(request)}"
     elif asyncio_test:
         pytest.fail(
-            "handinger_client needs pytest-asyncio 0.24 or later (its fixtures' loop_scope); "
-            "or mark the test @pytest.mark.anyio instead",
+            "handinger_client needs pytest-asyncio 0.24 or later (its fixtures' loop_scope): "
+            "pip install -U pytest-asyncio; or mark the test @pytest.mark.anyio instead",
+            pytrace=False,
+        )
+    elif marked:
+        pytest.fail(MISSING_PYTEST_ASYNCIO, pytrace=False)
+    elif inspect.iscoroutinefunction(getattr(request.node, "obj", None)):
+        pytest.fail(
+            "handinger_client: this async test has no marker a plugin runs it by: mark it "
+            "@pytest.mark.anyio (anyio's plugin, installed with handinger-stream), or "
+            "pip install pytest-asyncio and mark it @pytest.mark.asyncio",
             pytrace=False,
         )
     else:

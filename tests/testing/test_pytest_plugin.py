@@ -259,3 +259,28 @@ def test_cassette_fixture_records_with_a_key_then_replays_offline(
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*no cassette at*failing.json*HANDINGER_API_KEY*"])
     assert weather.read_bytes() == recorded
+
+
+README_TEST = """
+import pytest
+
+from handinger_stream import AsyncHandinger
+
+
+@pytest.mark.asyncio
+async def test_my_app(handinger_client: AsyncHandinger) -> None:
+    stream = await handinger_client.workers.create(input="Hi", stream=True)
+    assert (await stream.get_final_worker()).status == "completed"
+"""
+
+
+def test_without_pytest_asyncio_the_readme_test_says_what_to_install(
+    project: pytest.Pytester,
+) -> None:
+    # A fresh project that installed handinger-stream alone: pytest-asyncio is not there.
+    project.makepyfile(test_readme=README_TEST)
+    result = run(project, "-p", "no:asyncio")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*pip install pytest-asyncio*@pytest.mark.anyio*"])
+    # Not the advice to add the marker the test already has.
+    result.stdout.no_fnmatch_line("*ask for it from an async test marked*")
