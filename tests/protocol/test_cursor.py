@@ -183,3 +183,29 @@ def test_a_resume_by_another_reader_keeps_exactly_what_follows_its_last_id(
             assert kept == stored[cut:], (ids, cut)
         # Until an event is kept (none is after a cut at the end), repeats may still come.
         assert cursor.received == len(kept) and cursor.resuming == (not kept)
+
+
+# -- issue 21: ids a hostile server sends ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "digits",
+    ["\u0663", "\u0661\u0660", "\uff13", "\u09e9", "\u00b2"],  # Arabic-Indic, full-width, ...
+)
+def test_digits_of_other_scripts_are_not_numbers(digits: str) -> None:
+    assert not not_after(digits, "5") and not not_after("1", digits)
+    # A replay that starts at such an id is taken as a continuation: nothing skipped.
+    cursor = ReplayCursor(from_start=True)
+    cursor.take(5, "1", "5")
+    cursor.resumed()
+    replay = [ServerSentEvent(b"{}", id=digits), ServerSentEvent(b"{}", id="6")]
+    assert [e.id for e in cursor.admit(replay)] == [digits, "6"]
+
+
+def test_ids_of_any_length_compare_without_int() -> None:
+    # int() refuses 4,300 digits: a ValueError (not a HandingerError) out of a resume.
+    long = "9" * 5000
+    assert not_after(long, "1" + "0" * 5000) and not not_after("1" + "0" * 5000, long)
+    assert not_after("0" * 6000 + "7", "8") and not_after("00", "0")
+    cursor = ReplayCursor.resuming_after(long)
+    assert [cursor.admit_id(i) for i in ("5", long, "1" + "0" * 5000)] == [False, False, True]
