@@ -770,8 +770,10 @@ class Origins:
         """The CORS headers of an answer to an allowed origin (``Vary: Origin`` always)."""
         headers = {"vary": "Origin"}
         origin = info.headers.get_all("origin")
-        if len(origin) == 1 and self._allowed(origin[0]) is not None:
-            headers["access-control-allow-origin"] = origin[0]
+        allowed = self._allowed(origin[0]) if len(origin) == 1 else None
+        if allowed is not None:
+            # The origin as browsers spell it, never the request's bytes sent back.
+            headers["access-control-allow-origin"] = allowed
             headers["access-control-expose-headers"] = _EXPOSED
             if self.credentials:
                 headers["access-control-allow-credentials"] = "true"
@@ -807,6 +809,11 @@ class Origins:
             }
         )
         headers.pop("access-control-expose-headers", None)
+        # Chrome asks before a public site's page reaches a private or loopback address
+        # (Private Network Access): only an origin listed by name is let through.
+        private = info.headers.get_all("access-control-request-private-network")
+        if private == ("true",) and _origin(origin) in self.allowed:
+            headers["access-control-allow-private-network"] = "true"
         return Answer(204, headers)
 
 

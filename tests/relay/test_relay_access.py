@@ -251,7 +251,8 @@ def test_only_allowed_origins_pass_and_get_cors_headers() -> None:
         info = request(headers={"Origin": origin}, **own)
         origins.check(info)
         cors = origins.cors_headers(info)
-        assert cors["access-control-allow-origin"] == origin and cors["vary"] == "Origin"
+        assert cors["access-control-allow-origin"] == origin.lower().replace(":443", "")
+        assert cors["vary"] == "Origin"
         assert "x-handinger-worker-id" in cors["access-control-expose-headers"]
         assert "access-control-allow-credentials" not in cors
     for origin in ("https://evil.example", "http://chat.example", "null", "https://app.example"):
@@ -307,6 +308,16 @@ def test_a_preflight_is_answered_for_allowed_origins_methods_and_headers_only() 
     # A preflight through a rebinding name is refused like any request.
     with pytest.raises(Forbidden):
         origins.preflight(request("OPTIONS", "/api/chat", asking, host="evil.example"))
+    assert "access-control-allow-private-network" not in answer.headers
+    # A public page reaching a private address (Chrome's Private Network Access): only an
+    # origin listed by name, not any origin through "*".
+    private = {**asking, "Access-Control-Request-Private-Network": "true"}
+    answer = origins.preflight(request("OPTIONS", "/api/chat", private, **own))
+    assert answer.headers["access-control-allow-private-network"] == "true"
+    anyone = Origins(["https://chat.example"], allow=["*"])
+    private["Origin"] = "https://else.example"
+    answer = anyone.preflight(request("OPTIONS", "/api/chat", private, **own))
+    assert answer.status == 204 and "access-control-allow-private-network" not in answer.headers
     plain = origins.preflight(request("OPTIONS", "/api/chat", {}, **own))
     assert plain.status == 204 and "POST" in plain.headers["allow"]
 
