@@ -12,7 +12,8 @@ text accumulates as a list of pieces joined only when a snapshot is taken, so
 nothing folded before is copied.
 
 ``Worker.messages`` is built as the AI SDK's own ``readUIMessageStream`` builds
-its ``UIMessage`` from the same chunks (see ``docs/protocol.md``).
+its ``UIMessage`` from the same chunks, in the major given as ``ai_sdk``
+(7 by default, or 6; ``docs/protocol.md`` lists where they differ).
 
 >>> from handinger_stream.types.events import TextStartEvent, TextDeltaEvent
 >>> state = WorkerState()
@@ -39,7 +40,11 @@ import msgspec
 from msgspec import UNSET
 
 from ..types.events import (
+    AI_SDK_7_ONLY,
+    AISDK_VERSIONS,
     AbortEvent,
+    AISDKVersion,
+    CustomEvent,
     DataEvent,
     ErrorEvent,
     Event,
@@ -49,15 +54,19 @@ from ..types.events import (
     MessageMetadataEvent,
     ReasoningDeltaEvent,
     ReasoningEndEvent,
+    ReasoningFileEvent,
     ReasoningStartEvent,
+    ResetStepEvent,
     SourceDocumentEvent,
     SourceUrlEvent,
     StartEvent,
     StartStepEvent,
+    SteeringMessageEvent,
     TextDeltaEvent,
     TextEndEvent,
     TextStartEvent,
     ToolApprovalRequestEvent,
+    ToolApprovalResponseEvent,
     ToolInputAvailableEvent,
     ToolInputDeltaEvent,
     ToolInputErrorEvent,
@@ -71,11 +80,37 @@ from ..types.events import (
 from ..types.worker import Costs, File, OutputMessage, OutputText, Source, Usage, Worker
 from .partial_json import parse_partial_json
 
-__all__ = ["WorkerState", "apply_event", "fold"]
+__all__ = ["WorkerState", "apply_event", "check_ai_sdk", "fold"]
 
 log = logging.getLogger("handinger_stream")
 
 _RESULT_STATES = ("output-available", "output-error")
+
+# ai 7 keeps only these keys of a text-end's citations (its schema is a strict object).
+_CITATION_KEYS = ("source", "startIndex", "endIndex", "citedText")
+_CITED_SOURCE_KEYS = {
+    "url": ("type", "sourceType", "id", "url", "title", "providerMetadata"),
+    "document": ("type", "sourceType", "id", "mediaType", "title", "filename", "providerMetadata"),
+}
+
+
+def check_ai_sdk(ai_sdk: object) -> AISDKVersion:
+    """``ai_sdk`` if it is a major the reducer folds as; :class:`ValueError` if not.
+
+    >>> check_ai_sdk(6)
+    6
+    >>> check_ai_sdk("7")
+    Traceback (most recent call last):
+    ...
+    ValueError: ai_sdk must be one of 6, 7 (the AI SDK major to fold as), not '7'
+    """
+    # bool is an int: True must not pass for 1 (nor, were it listed, 1 for True).
+    if type(ai_sdk) is int and ai_sdk in AISDK_VERSIONS:
+        return ai_sdk
+    allowed = ", ".join(map(str, AISDK_VERSIONS))
+    raise ValueError(
+        f"ai_sdk must be one of {allowed} (the AI SDK major to fold as), not {ai_sdk!r}"
+    )
 
 
 class _Text:
@@ -155,6 +190,8 @@ class _Message:
         "open_text",
         "parts",
         "step",
+        "step_files",
+        "step_sources",
         "step_tools",
         "unwritten",
         "visible",
@@ -170,6 +207,10 @@ class _Message:
         # The SDK looks tool parts up in the current step (after the last step-start).
         self.step = 0
         self.step_tools: dict[str, list[dict[str, Any]]] = {}
+        # What the current step's parts added to the Worker, for a reset-step to take
+        # back: each source with the one it replaced (or None), each file.
+        self.step_sources: list[tuple[str, Source | None]] = []
+        self.step_files: list[File] = []
         # readUIMessageStream yields a copy on each write; a step-start is pushed
         # without one, so trailing step-starts are not in what it last yielded.
         self.unwritten = 0
@@ -183,6 +224,7 @@ class _Message:
         self.parts.append({"type": "step-start"})
         self.step = len(self.parts)
         self.step_tools = {}
+        self.step_sources, self.step_files = [], []
         self.unwritten += 1
 
     def step_tool(self, call_id: str, dynamic: bool | None) -> dict[str, Any] | None:
@@ -207,6 +249,8 @@ class _Message:
         starts = [i for i, p in enumerate(self.parts) if p.get("type") == "step-start"]
         self.step = starts[-1] + 1 if starts else 0
         self.step_tools, self.calls = {}, {}
+        # A snapshot is authoritative: what it says stays, whatever the step becomes.
+        self.step_sources, self.step_files = [], []
         for part in self.parts[self.step :]:
             call_id = part.get("toolCallId")
             if not (_is_tool(part) and isinstance(call_id, str)):
@@ -302,14 +346,20 @@ def merge_metadata(base: Any, update: Any) -> Any:
 class WorkerState:
     """The fold's mutable state; :meth:`apply` folds an event into it.
 
+    ``ai_sdk``: the AI SDK major whose ``readUIMessageStream`` the messages
+    follow (7, the current one, or 6).
+
     >>> WorkerState("w1").snapshot().status
     'pending'
+    >>> WorkerState("w1", ai_sdk=6).ai_sdk
+    6
     """
 
     __slots__ = (
         "_cache",
         "_text_base",
         "_text_base_len",
+        "ai_sdk",
         "costs",
         "created_at",
         "error",
@@ -329,7 +379,8 @@ class WorkerState:
         "usage",
     )
 
-    def __init__(self, worker_id: str = "") -> None:
+    def __init__(self, worker_id: str = "", *, ai_sdk: AISDKVersion = 7) -> None:
+        self.ai_sdk = check_ai_sdk(ai_sdk)
         self.id = worker_id
         self.created_at: int | float | str | None = None
         self.status: str = "pending"
@@ -556,6 +607,9 @@ class WorkerState:
                 if part is not None:
                     _add_delta(part, event)
                     return True
+        if self.ai_sdk == 6 and isinstance(event, AI_SDK_7_ONLY):
+            # ai 6's schema does not know the chunk: it changes nothing, as an unknown one.
+            return False
         if self.status == "pending" and not isinstance(event, (WorkerSnapshotEvent, UnknownEvent)):
             self.status, self.running = "running", True
         match event:
@@ -583,11 +637,16 @@ class WorkerState:
                 return self._tool_result(event)
             case ToolApprovalRequestEvent() | ToolOutputDeniedEvent():
                 return self._tool_approval(event)
+            case ToolApprovalResponseEvent():
+                return self._tool_approval_response(event)
             case SourceUrlEvent():
                 self._add_part(
                     {"type": "source-url", "sourceId": event.source_id, "url": event.url},
                     title=event.title,
                     providerMetadata=event.provider_metadata,
+                )
+                self._live_message().step_sources.append(
+                    (event.source_id, self.sources.get(event.source_id))
                 )
                 self.sources[event.source_id] = Source(
                     id=event.source_id, url=event.url, title=event.title
@@ -608,14 +667,34 @@ class WorkerState:
                     {"type": "file", "mediaType": event.media_type, "url": event.url},
                     providerMetadata=event.provider_metadata,
                 )
-                self.files.append(File(url=event.url, media_type=event.media_type))
+                file = File(url=event.url, media_type=event.media_type)
+                self.files.append(file)
+                self._live_message().step_files.append(file)
+            case ReasoningFileEvent():
+                # Shown in the message only: like reasoning text, not part of the answer.
+                self._add_part(
+                    {"type": "reasoning-file", "mediaType": event.media_type, "url": event.url},
+                    providerMetadata=event.provider_metadata,
+                )
+            case CustomEvent():
+                self._add_part(
+                    {"type": "custom", "kind": event.kind},
+                    providerMetadata=event.provider_metadata,
+                )
+            case SteeringMessageEvent():
+                self._add_part({"type": "steering-message", "id": event.id, "parts": event.parts})
             case StartStepEvent():
                 self._live_message().start_step()
                 self.steps += 1
             case FinishStepEvent():
                 message = self._live_message()
-                message.open_text = {}
-                message.open_reasoning = {}
+                if self.ai_sdk == 6:
+                    # 6 closes the step's text and reasoning parts for lookup; 7 leaves
+                    # them open, so a delta after the step's end still finds its part.
+                    message.open_text = {}
+                    message.open_reasoning = {}
+            case ResetStepEvent():
+                return self._reset_step()
             case StartEvent():
                 if event.message_id is not None:
                     message = self._live_message()
@@ -721,6 +800,8 @@ class WorkerState:
             log.warning("%s for unknown part %r", type(event).__name__, event.id)
             return False
         part["state"] = "done"
+        if isinstance(event, TextEndEvent) and self.ai_sdk == 7 and event.citations is not UNSET:
+            part["citations"] = [_citation(c) for c in event.citations]
         if event.provider_metadata is not UNSET:
             part["providerMetadata"] = event.provider_metadata
         message.written()
@@ -795,15 +876,17 @@ class WorkerState:
             dynamic = existing["type"] == "dynamic-tool"
         else:
             dynamic = bool(event.dynamic)
-        # A static tool's unusable input is kept raw; a dynamic tool shows it as input.
+        # 6 keeps a static tool's unusable input as rawInput; a dynamic tool (and
+        # every tool in 7) shows it as input.
+        as_input = dynamic or self.ai_sdk == 7
         _update_tool(
             message,
             event.tool_call_id,
             "output-error",
             dynamic=dynamic,
             tool_name=event.tool_name,
-            input=event.input if dynamic else UNSET,
-            raw_input=UNSET if dynamic else event.input,
+            input=event.input if as_input else UNSET,
+            raw_input=UNSET if as_input else event.input,
             error_text=event.error_text,
             provider_executed=event.provider_executed,
             provider_metadata=event.provider_metadata,
@@ -861,10 +944,75 @@ class WorkerState:
             approval: dict[str, Any] = {"id": event.approval_id}
             _put(approval, "descriptor", event.approval_descriptor)
             _put_json(approval, "inputSchemaInput", event.input_schema_input)
+            if self.ai_sdk == 7:
+                _put(approval, "requestReason", event.reason)
+                if event.is_automatic is True:
+                    approval["isAutomatic"] = True
             _put(approval, "signature", event.signature)
             part["approval"] = approval
         else:
             part["state"] = "output-denied"
+        message.written()
+        return True
+
+    def _tool_approval_response(self, event: ToolApprovalResponseEvent) -> bool:
+        message = self._live_message()
+        part = next(
+            (
+                p
+                for p in message.parts
+                if _is_tool(p)
+                and isinstance(p.get("approval"), dict)
+                and p["approval"].get("id") == event.approval_id
+            ),
+            None,
+        )
+        if part is None:
+            # The SDK fails the stream here; skipping the answer keeps the rest.
+            log.warning("tool-approval-response for unknown approval %r", event.approval_id)
+            return False
+        # A new dict, never the old one changed: snapshots taken before share it.
+        approval = {**part["approval"], "id": event.approval_id, "approved": event.approved}
+        _keep(approval, "reason", event.reason)
+        part["state"] = "approval-responded"
+        part["approval"] = approval
+        _keep(part, "providerExecuted", event.provider_executed)
+        _keep(part, "callProviderMetadata", event.provider_metadata)
+        message.written()
+        return True
+
+    # -- steps ----------------------------------------------------------------
+
+    def _reset_step(self) -> bool:
+        """ai 7's reset-step: the parts after the last step-start go, and with them
+        what they added to the Worker (its output text, sources, files)."""
+        message = self._live_message()
+        # Whatever was open is forgotten, in this step or before (as the SDK does).
+        message.open_text, message.open_reasoning, message.calls = {}, {}, {}
+        message.step_tools = {}
+        gone = message.parts[message.step :]
+        sources, files = message.step_sources, message.step_files
+        message.step_sources, message.step_files = [], []
+        if not gone:
+            return False  # the SDK writes nothing: a bare step-start stays unshown
+        del message.parts[message.step :]
+        texts = {id(p["text"]) for p in gone if p.get("type") == "text"}
+        if texts:
+            kept = [e for e in self.output if not (isinstance(e, tuple) and id(e[1]) in texts)]
+            if self._text_base is not None and any(
+                isinstance(e, tuple) and id(e[1]) in texts
+                for e in self.output[: self._text_base_len]
+            ):
+                self._text_base = None  # a snapshot's text held the draft: follow output
+            self.output = kept
+        for source_id, previous in reversed(sources):
+            if previous is None:
+                self.sources.pop(source_id, None)
+            else:
+                self.sources[source_id] = previous
+        if files:
+            dropped = {id(f) for f in files}
+            self.files = [f for f in self.files if id(f) not in dropped]
         message.written()
         return True
 
@@ -888,6 +1036,9 @@ class WorkerState:
             part["data"] = event.data
             if event.transient is not None:
                 part["transient"] = event.transient
+            if event.extra:
+                # The SDK stores the chunk itself as the part: its other keys too.
+                part.update((k, v) for k, v in event.extra.items() if k not in part)
             message.parts.append(part)
         message.written()
         return True
@@ -962,6 +1113,19 @@ def _add_delta(part: dict[str, Any], event: TextDeltaEvent | ReasoningDeltaEvent
         part["providerMetadata"] = event.provider_metadata
 
 
+def _citation(citation: Any) -> Any:
+    """A citation as ai 7 keeps it: the keys its schema names, the source's too."""
+    if not isinstance(citation, dict):
+        return citation
+    kept = {k: citation[k] for k in _CITATION_KEYS if k in citation}
+    source = kept.get("source")
+    if isinstance(source, dict):
+        keys = _CITED_SOURCE_KEYS.get(str(source.get("sourceType")), ())
+        if keys:
+            kept["source"] = {k: source[k] for k in keys if k in source}
+    return kept
+
+
 def _tool_name(part: dict[str, Any]) -> str:
     name = part.get("toolName") if part["type"] == "dynamic-tool" else part["type"][5:]
     return str(name)
@@ -978,13 +1142,15 @@ def apply_event(state: WorkerState, event: Event) -> bool:
     return state.apply(event)
 
 
-def fold(events: Iterable[Event], worker_id: str = "") -> Worker:
-    """Fold a whole sequence of events into a Worker.
+def fold(events: Iterable[Event], worker_id: str = "", *, ai_sdk: AISDKVersion = 7) -> Worker:
+    """Fold a whole sequence of events into a Worker, as AI SDK major ``ai_sdk`` would.
 
     >>> from handinger_stream.types.events import StartEvent, FinishEvent
     >>> fold([StartEvent(message_id="m"), FinishEvent()]).status
     'completed'
+    >>> fold([StartEvent(message_id="m"), FinishEvent()], ai_sdk=6).status
+    'completed'
     """
-    state = WorkerState(worker_id)
+    state = WorkerState(worker_id, ai_sdk=ai_sdk)
     state.apply_all(events)
     return state.snapshot()

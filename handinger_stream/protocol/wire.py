@@ -5,6 +5,16 @@ once. ``data-*`` parts, Worker snapshots and unknown chunks take a slower
 generic path; they are rare on a stream, so the common path pays nothing
 for them.
 
+A known chunk with keys its Struct does not declare (ai 7's chunk schemas
+are loose objects) keeps its JSON in ``original``, and :func:`encode_event`
+gives those bytes back while the event is unchanged. The one-pass decoder
+finds such a chunk for free: the Structs forbid unknown keys, so it refuses
+the chunk, which then takes the generic path. Other chunks are written back
+from their fields: the same JSON, in the Struct's key order. (Keeping every
+chunk's bytes, or checking each against its re-encoding, cost 45 to 150 ns
+an event on 300 ns of decoding, measured on 200,000 text deltas; this costs
+under 10.)
+
 >>> from handinger_stream.protocol.sse import ServerSentEvent
 >>> decode_event(ServerSentEvent(b'{"type":"text-delta","id":"t","delta":"x"}', id="3"), 0)
 TextDeltaEvent(id='t', delta='x', provider_metadata=UNSET, event_id='3')
@@ -53,6 +63,15 @@ _encode: Final = msgspec.json.Encoder().encode
 _ESCAPED_KEY_LETTER: Final = re.compile(rb"\\u00(?:6[45eE]|7[46]|49)")
 _worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
 _DATA_PREFIX: Final = b'{"type":"data-'
+# The JSON keys each chunk type declares. Not eventId (the SSE id's, never the
+# JSON's) nor ~original: in a chunk's JSON they are undeclared keys like any other.
+_CHUNK_KEYS: Final = {
+    cls.__struct_config__.tag: frozenset(
+        ("type", *(k for k in cls.__struct_encode_fields__ if k not in ("eventId", "~original")))
+    )
+    for cls in ChunkEvent.__args__
+}
+_DATA_KEYS: Final = frozenset(("type", "data", "id", "transient"))
 
 
 def decode_event(sse: ServerSentEvent, index: int) -> Event:
@@ -64,7 +83,7 @@ def decode_event(sse: ServerSentEvent, index: int) -> Event:
     raw = sse.raw
     if not raw.startswith(_DATA_PREFIX):
         try:
-            event: Event = _chunk_decoder.decode(raw)
+            event: ChunkEvent = _chunk_decoder.decode(raw)
         except msgspec.DecodeError:
             pass
         else:
@@ -202,13 +221,26 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
                 transient=transient if isinstance(transient, bool) else None,
             )
         if isinstance(kind, str) and kind.startswith("data-"):
-            data_event = msgspec.convert(obj, DataEvent)
+            if obj.keys() <= _DATA_KEYS:
+                data_event = msgspec.convert(obj, DataEvent)
+            else:
+                # The AI SDK keeps a data part's other keys on the message part.
+                data_event = msgspec.convert(
+                    {k: v for k, v in obj.items() if k in _DATA_KEYS}, DataEvent
+                )
+                data_event.extra = {k: v for k, v in obj.items() if k not in _DATA_KEYS}
+                data_event.original = _kept(raw)
             data_event.event_id = event_id
             return data_event
         if kind in CHUNK_TYPES:
-            event: Event = msgspec.convert(obj, ChunkEvent)
-            event.event_id = event_id
-            return event
+            keys = _CHUNK_KEYS[kind]
+            if obj.keys() <= keys:
+                chunk: ChunkEvent = msgspec.convert(obj, ChunkEvent)
+            else:
+                chunk = msgspec.convert({k: v for k, v in obj.items() if k in keys}, ChunkEvent)
+                chunk.original = _kept(raw)
+            chunk.event_id = event_id
+            return chunk
     except msgspec.ValidationError as exc:
         raise StreamDecodeError(
             f"{kind or 'worker'} chunk has the wrong shape ({exc})",
@@ -219,6 +251,12 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
     return UnknownEvent(
         type=kind if isinstance(kind, str) else None, data=obj, raw=_text(raw), event_id=event_id
     )
+
+
+def _kept(raw: bytes) -> bytes | None:
+    """What ``original`` holds: the data, unless it spans lines (then it is written
+    again on one line, as SSE writers put an event's data on one ``data:`` line)."""
+    return raw if raw.find(b"\n") < 0 else None
 
 
 def snapshot_event(
@@ -237,15 +275,21 @@ def encode_event(event: Event) -> bytes:
     """The event's chunk as JSON, as the wire carried it: what the AI SDK's client accepts.
 
     No ``eventId``, no field the chunk did not have, a snapshot in its own
-    wrapper (the fields it carried), an unknown chunk byte for byte. With
+    wrapper (the fields it carried), an unknown chunk byte for byte, and a
+    chunk with keys its Struct does not declare byte for byte too (while it
+    is as decoded; changed, with those keys where they were). With
     :func:`decode_event` it round-trips.
 
-    >>> raw = b'{"type":"text-delta","id":"t","delta":"x"}'
+    >>> raw = b'{"type":"text-delta","id":"t","delta":"x","future":[1]}'
     >>> encode_event(decode_event(ServerSentEvent(raw, id="9"), 0)) == raw
     True
     """
     if isinstance(event, UnknownEvent):
         return event.raw.encode()
+    if not isinstance(event, WorkerSnapshotEvent) and event.original is not None:
+        came = _as_it_came(event)
+        if came is not None:
+            return came
     if isinstance(event, WorkerSnapshotEvent):
         whole = msgspec.to_builtins(event.worker)
         worker = {key: whole[key] for key in whole if key in event.fields}
@@ -265,10 +309,54 @@ def encode_event(event: Event) -> bytes:
         data_part["data"] = event.data
         if event.transient is not None:
             data_part["transient"] = event.transient
+        if event.extra:
+            data_part.update((k, v) for k, v in event.extra.items() if k not in _DATA_KEYS)
         return _encode(data_part)
-    if event.event_id is not None:
-        event = msgspec.structs.replace(event, event_id=None)
+    if event.event_id is not None or event.original is not None:
+        event = msgspec.structs.replace(event, event_id=None, original=None)
     return _encode(event)
+
+
+def _as_it_came(event: ChunkEvent | DataEvent) -> bytes | None:
+    """``original`` while the event is what it was decoded from; changed since, its
+    fields with the undeclared keys where they stood (a chunk's; a data part's
+    fields and ``extra`` are :func:`encode_event`'s to write: ``None``).
+    """
+    original = event.original
+    assert original is not None
+    again: Event | None = None
+    if type(event) is not DataEvent:
+        try:  # the one-pass decoder first, as decode_event
+            again = _chunk_decoder.decode(original)
+        except msgspec.DecodeError:
+            pass
+    if again is None:
+        try:
+            again = _decode_generic(original, None, 0)
+        except StreamDecodeError:
+            return None  # not JSON of a chunk (set by hand): the fields alone go
+    if type(again) is not type(event):
+        return None
+    # Compared as they stand, save what is not the chunk's.
+    again.event_id, again.original = event.event_id, original
+    if again == event:
+        return original
+    if type(event) is DataEvent:
+        return None
+    try:
+        obj = _any_decoder.decode(original)
+    except msgspec.DecodeError:
+        return None  # bytes that are not UTF-8: the fields alone go
+    # Changed since: its fields, and the undeclared keys where they stood.
+    fields = msgspec.to_builtins(msgspec.structs.replace(event, event_id=None, original=None))
+    declared = _CHUNK_KEYS[fields["type"]]
+    merged = {
+        k: fields[k] if k in declared else v
+        for k, v in obj.items()
+        if k in fields or k not in declared
+    }
+    merged.update((k, v) for k, v in fields.items() if k not in merged)
+    return _encode(merged)
 
 
 def worker_from_object(obj: dict[str, Any]) -> Worker:

@@ -6,7 +6,7 @@ worker templates, schedules and webhooks.
 >>> from handinger_stream.types import Task, Worker, WorkerTemplate
 """
 
-from .events import Event, WorkerSnapshotEvent
+from .events import AISDKVersion, Event, WorkerSnapshotEvent
 from .schedule import (
     CronWorkerSchedule,
     DelayedWorkerSchedule,
@@ -34,6 +34,7 @@ from .worker import (
 from .worker_template import DeleteWorkerResponse, Visibility, WorkerTemplate
 
 __all__ = [
+    "AISDKVersion",
     "Budget",
     "Costs",
     "CronWorkerSchedule",

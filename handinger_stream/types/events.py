@@ -5,6 +5,12 @@ Chunk types with a fixed ``type`` form a tagged union decoded in one pass;
 :mod:`handinger_stream.protocol.wire`. Every event carries ``event_id``, the SSE ``id``
 it arrived with (or ``None``), so a consumer can resume after it.
 
+The union holds the chunk types of both AI SDK majors the reducer folds as
+(:data:`AISDKVersion`); those only ai 7 sends say so. A chunk Struct refuses
+keys it does not declare when msgspec decodes it directly; the wire module
+decodes such a chunk (ai 7's chunk schemas are loose objects) and keeps its
+JSON in ``original``, so that what it carried goes back to the wire unchanged.
+
 >>> import msgspec
 >>> msgspec.json.decode(b'{"type":"text-delta","id":"t1","delta":"Hi"}', type=ChunkEvent)
 TextDeltaEvent(id='t1', delta='Hi', provider_metadata=UNSET, event_id=None)
@@ -12,7 +18,7 @@ TextDeltaEvent(id='t1', delta='Hi', provider_metadata=UNSET, event_id=None)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -20,8 +26,11 @@ from msgspec import UNSET, UnsetType
 from .worker import Worker
 
 __all__ = [
+    "AISDK_VERSIONS",
+    "AISDKVersion",
     "AbortEvent",
     "ChunkEvent",
+    "CustomEvent",
     "DataEvent",
     "ErrorEvent",
     "Event",
@@ -31,16 +40,20 @@ __all__ = [
     "MessageMetadataEvent",
     "ReasoningDeltaEvent",
     "ReasoningEndEvent",
+    "ReasoningFileEvent",
     "ReasoningStartEvent",
     "Reconnected",
+    "ResetStepEvent",
     "SourceDocumentEvent",
     "SourceUrlEvent",
     "StartEvent",
     "StartStepEvent",
+    "SteeringMessageEvent",
     "TextDeltaEvent",
     "TextEndEvent",
     "TextStartEvent",
     "ToolApprovalRequestEvent",
+    "ToolApprovalResponseEvent",
     "ToolInputAvailableEvent",
     "ToolInputDeltaEvent",
     "ToolInputErrorEvent",
@@ -54,13 +67,44 @@ __all__ = [
 
 Metadata = dict[str, Any] | UnsetType
 
+AISDKVersion = Literal[6, 7]
+"""A major of the AI SDK (npm ``ai``) whose ``readUIMessageStream`` the reducer folds as.
+
+>>> from handinger_stream import AsyncHandinger
+>>> client = AsyncHandinger(api_key="k", ai_sdk=6)  # fold every stream as ai 6 does
+"""
+
+AISDK_VERSIONS: tuple[AISDKVersion, ...] = (6, 7)
+"""The majors the reducer knows, oldest first; the last is the default."""
+
 
 class _Chunk(
-    msgspec.Struct, tag_field="type", kw_only=True, rename="camel", omit_defaults=True, gc=False
+    msgspec.Struct,
+    tag_field="type",
+    kw_only=True,
+    rename="camel",
+    omit_defaults=True,
+    gc=False,
+    # How the one-pass decoder notices a chunk with keys not declared here, at no
+    # cost to the others: it refuses it, and the wire module's slower path keeps it.
+    forbid_unknown_fields=True,
 ):
     # event_id is set from the SSE frame after decoding, never read from JSON.
     # omit_defaults: an absent field stays absent when encoded (see wire.encode_event).
     event_id: str | None = None
+    # The chunk's JSON as it arrived, when it carried keys not declared here (set
+    # by the wire module; the odd JSON name keeps chunk keys out of it).
+    # wire.encode_event gives it back while the event is unchanged.
+    original: bytes | None = msgspec.field(default=None, name="~original")
+
+    def __repr__(self) -> str:
+        # ``original`` is bookkeeping for the wire, not part of what the chunk says.
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__struct_fields__
+            if name != "original"
+        )
+        return f"{type(self).__name__}({fields})"
 
 
 class StartEvent(_Chunk, tag="start"):
@@ -106,6 +150,8 @@ class TextDeltaEvent(_Chunk, tag="text-delta"):
 
 class TextEndEvent(_Chunk, tag="text-end"):
     id: str
+    # ai 7: the sources the text cites, each {source, startIndex?, endIndex?, citedText?}.
+    citations: list[Any] | UnsetType = UNSET
     provider_metadata: Metadata = UNSET
 
 
@@ -210,11 +256,51 @@ class ToolApprovalRequestEvent(_Chunk, tag="tool-approval-request"):
     tool_call_id: str
     approval_descriptor: Any = UNSET
     input_schema_input: Any = UNSET
+    # ai 7: why approval is asked (the approval's ``requestReason``), and whether
+    # it was decided without a person.
+    reason: str | None = None
+    is_automatic: bool | None = None
     signature: str | None = None
+
+
+class ToolApprovalResponseEvent(_Chunk, tag="tool-approval-response"):
+    """ai 7: the answer to an approval request, found by its ``approval_id``."""
+
+    approval_id: str
+    approved: bool
+    reason: str | None = None
+    provider_executed: bool | None = None
+    provider_metadata: Metadata = UNSET
 
 
 class ToolOutputDeniedEvent(_Chunk, tag="tool-output-denied"):
     tool_call_id: str
+
+
+class ResetStepEvent(_Chunk, tag="reset-step"):
+    """ai 7: the step under way is thrown away (a retried model call): its parts vanish."""
+
+
+class CustomEvent(_Chunk, tag="custom"):
+    """ai 7: a provider's own content, shown as a ``custom`` part of that ``kind``."""
+
+    kind: str
+    provider_metadata: Metadata = UNSET
+
+
+class ReasoningFileEvent(_Chunk, tag="reasoning-file"):
+    """ai 7: a file the model produced while reasoning (not among the Worker's files)."""
+
+    url: str
+    media_type: str
+    provider_metadata: Metadata = UNSET
+
+
+class SteeringMessageEvent(_Chunk, tag="steering-message"):
+    """ai 7: a user message added to the run while it streams (text and file parts)."""
+
+    id: str
+    parts: list[Any]
 
 
 ChunkEvent = (
@@ -241,21 +327,41 @@ ChunkEvent = (
     | ToolOutputAvailableEvent
     | ToolOutputErrorEvent
     | ToolApprovalRequestEvent
+    | ToolApprovalResponseEvent
     | ToolOutputDeniedEvent
+    | ResetStepEvent
+    | CustomEvent
+    | ReasoningFileEvent
+    | SteeringMessageEvent
 )
 """The chunk types with a fixed ``type`` tag."""
+
+AI_SDK_7_ONLY: tuple[type[ChunkEvent], ...] = (
+    ResetStepEvent,
+    CustomEvent,
+    ReasoningFileEvent,
+    SteeringMessageEvent,
+    ToolApprovalResponseEvent,
+)
+"""The chunk types ai 6's schema does not know (folded as 6 does: changing nothing)."""
 
 CHUNK_TYPES: frozenset[str] = frozenset(cls.__struct_config__.tag for cls in ChunkEvent.__args__)
 
 
 class DataEvent(msgspec.Struct, kw_only=True):
-    """A custom ``data-*`` part: ``type`` is e.g. ``"data-weather"``."""
+    """A custom ``data-*`` part: ``type`` is e.g. ``"data-weather"``.
+
+    ``extra``: the keys the part carried besides these (the AI SDK keeps them
+    on the message part); ``original``: its JSON as it arrived, when it had any.
+    """
 
     type: str
     data: Any = None
     id: str | None = None
     transient: bool | None = None
     event_id: str | None = None
+    extra: dict[str, Any] | None = None
+    original: bytes | None = None
 
     @property
     def name(self) -> str:

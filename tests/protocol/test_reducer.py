@@ -24,8 +24,8 @@ def events(*chunks: dict[str, Any]) -> list[Event]:
     ]
 
 
-def run(*chunks: dict[str, Any]) -> Any:
-    return fold(events(*chunks), worker_id="w1")
+def run(*chunks: dict[str, Any], ai_sdk: handinger_stream.AISDKVersion = 7) -> Any:
+    return fold(events(*chunks), worker_id="w1", ai_sdk=ai_sdk)
 
 
 def test_text_parts_become_output_messages_and_ui_parts() -> None:
@@ -159,7 +159,11 @@ def test_static_tool_lifecycle_with_streamed_input() -> None:
     ]
 
 
-def test_tool_output_error_and_input_error() -> None:
+@pytest.mark.parametrize(("ai_sdk", "kept_as"), [(6, "rawInput"), (7, "input")])
+def test_tool_output_error_and_input_error(
+    ai_sdk: handinger_stream.AISDKVersion, kept_as: str
+) -> None:
+    # The static tool's unusable input: ai 6 keeps it as rawInput, ai 7 as input.
     w = run(
         {"type": "tool-input-available", "toolCallId": "c1", "toolName": "t", "input": {}},
         {"type": "tool-output-error", "toolCallId": "c1", "errorText": "nope"},
@@ -170,6 +174,7 @@ def test_tool_output_error_and_input_error() -> None:
             "input": "bad",
             "errorText": "parse",
         },
+        ai_sdk=ai_sdk,
     )
     parts = w.messages[0]["parts"]
     assert parts[0] == {
@@ -183,7 +188,7 @@ def test_tool_output_error_and_input_error() -> None:
         "type": "tool-t",
         "toolCallId": "c2",
         "state": "output-error",
-        "rawInput": "bad",
+        kept_as: "bad",
         "errorText": "parse",
     }
 
