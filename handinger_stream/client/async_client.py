@@ -28,11 +28,15 @@ class AsyncHandinger(AsyncAPIClient):
     ``max_retries`` covers requests before their first byte; streams resume by
     themselves up to ``max_reconnects`` times in a row, and the ``*_timeout``
     limits (seconds, ``None`` for none) say when a silent stream counts as
-    stalled (see ``docs/resilience.md``).
+    stalled (see ``docs/resilience.md``). ``ai_sdk`` (7, or 6) is the AI SDK
+    major whose ``readUIMessageStream`` every stream's ``Worker.messages``
+    follow: the one your front end runs (see ``docs/protocol.md``).
 
     >>> client = AsyncHandinger(api_key="sk-secret", base_url="http://127.0.0.1:8787")
     >>> "sk-secret" in repr(client)
     False
+    >>> client.with_options(ai_sdk=6).ai_sdk  # a front end still on ai 6
+    6
     """
 
     @cached_property

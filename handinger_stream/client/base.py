@@ -30,10 +30,11 @@ from ..errors import (
     status_error,
 )
 from ..protocol.headers import WORKER_ID_HEADER
+from ..protocol.reducer import check_ai_sdk
 from ..protocol.retry import RetryPolicy, retry_after
 from ..protocol.sse import DEFAULT_MAX_EVENT_BYTES
 from ..protocol.wire import snapshot_event
-from ..types.events import Event, WorkerSnapshotEvent
+from ..types.events import AISDKVersion, Event, WorkerSnapshotEvent
 from ..types.worker import Worker
 from .stream import OnDecodeError, Opened, StreamPolicy, WorkerStream
 from .transport import (
@@ -84,7 +85,10 @@ class AsyncAPIClient:
         idle_timeout: float | None = 300.0,
         total_timeout: float | None = None,
         telemetry: bool | Telemetry | None = None,
+        ai_sdk: AISDKVersion = 7,
     ) -> None:
+        # First: a wrong value fails before anything is opened.
+        self.ai_sdk: AISDKVersion = check_ai_sdk(ai_sdk)
         self._api_key = api_key if api_key is not None else os.environ.get("HANDINGER_API_KEY")
         self.base_url = check_base_url(
             base_url or os.environ.get("HANDINGER_BASE_URL") or DEFAULT_BASE_URL,
@@ -142,6 +146,7 @@ class AsyncAPIClient:
             "idle_timeout": policy.idle_timeout,
             "total_timeout": policy.total_timeout,
             "telemetry": self._telemetry_setting,
+            "ai_sdk": self.ai_sdk,
         }
         unknown = options.keys() - settings.keys()
         if unknown:
@@ -328,6 +333,7 @@ class AsyncAPIClient:
             policy=self.stream_policy,
             from_start=from_start,
             observer=telemetry.stream(worker_id, opened=opened) if telemetry is not None else None,
+            ai_sdk=self.ai_sdk,
         )
 
     async def _opened(

@@ -72,7 +72,7 @@ from ..protocol.sse import (
 )
 from ..protocol.stall import StallClock
 from ..protocol.wire import decode_items
-from ..types.events import Event, Reconnected, TextDeltaEvent
+from ..types.events import AISDKVersion, Event, Reconnected, TextDeltaEvent
 from ..types.worker import Worker
 from .transport import Response, close_soon
 
@@ -157,6 +157,9 @@ class _Break:
 class WorkerStream:
     """An async iterator of typed events, and the Worker they fold into.
 
+    ``ai_sdk`` is the AI SDK major whose ``readUIMessageStream`` the Worker's
+    messages follow (the client's option of that name).
+
     >>> async def watch(client):  # doctest: +SKIP
     ...     async with await client.workers.create(input="Hi", stream=True) as stream:
     ...         async for event in stream:
@@ -176,6 +179,7 @@ class WorkerStream:
         policy: StreamPolicy | None = None,
         from_start: bool = False,
         observer: StreamObserver | None = None,
+        ai_sdk: AISDKVersion = 7,
     ) -> None:
         self._observer = observer  # None once told of the end
         # A JSON answer (no response) is complete in ``initial``: nothing more to read.
@@ -184,6 +188,7 @@ class WorkerStream:
             events=initial,
             skip_bad=on_decode_error == "skip",
             state=OPEN if response is not None else FINISHED,
+            ai_sdk=ai_sdk,
         )
         self._connection = _Connection(
             handover,

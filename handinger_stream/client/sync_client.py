@@ -27,6 +27,7 @@ import aiohttp
 
 from ..errors import InvalidRequestError
 from ..protocol.sse import DEFAULT_MAX_EVENT_BYTES
+from ..types.events import AISDKVersion
 from .async_client import AsyncHandinger
 from .resources.tasks import SyncTasks
 from .resources.workers import SyncWorkers
@@ -69,6 +70,7 @@ class Handinger(SyncAPIClient):
         idle_timeout: float | None = 300.0,
         total_timeout: float | None = None,
         telemetry: bool | Telemetry | None = None,
+        ai_sdk: AISDKVersion = 7,
     ) -> None:
         if isinstance(http_client, aiohttp.ClientSession):
             raise InvalidRequestError(
@@ -89,6 +91,7 @@ class Handinger(SyncAPIClient):
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
             telemetry=telemetry,
+            ai_sdk=ai_sdk,
         )
         self._loop = _new_loop()
         self._parent: Handinger | None = None
@@ -119,6 +122,15 @@ class Handinger(SyncAPIClient):
     @property
     def base_url(self) -> str:
         return self._async.base_url
+
+    @property
+    def ai_sdk(self) -> AISDKVersion:
+        """The AI SDK major every stream's messages are folded as.
+
+        >>> Handinger(api_key="k", ai_sdk=6).ai_sdk  # doctest: +SKIP
+        6
+        """
+        return self._async.ai_sdk
 
     @property
     def async_client(self) -> AsyncHandinger:

@@ -73,7 +73,7 @@ import enum
 from collections.abc import Mapping
 
 from ..errors import HandingerError, StreamDecodeError
-from ..types.events import Event, Reconnected
+from ..types.events import AISDKVersion, Event, Reconnected
 from ..types.worker import Worker
 from .reducer import WorkerState
 
@@ -143,7 +143,8 @@ class Handover:
     """The queue of one stream, the Worker folded from what it handed over, and its state.
 
     ``skip_bad``: bad events are logged and skipped instead of raised
-    (``on_decode_error="skip"``); an oversized one never is.
+    (``on_decode_error="skip"``); an oversized one never is. ``ai_sdk``: the
+    AI SDK major the Worker's messages are folded as (see :class:`WorkerState`).
 
     >>> Handover("w1", state=StreamState.FINISHED).state
     <StreamState.FINISHED: 'finished'>
@@ -172,6 +173,7 @@ class Handover:
         events: list[Event] | None = None,
         skip_bad: bool = False,
         state: StreamState = OPEN,
+        ai_sdk: AISDKVersion = 7,
     ) -> None:
         self.queue: list[Event | StreamDecodeError] = list(events or ())
         self.head = 0
@@ -184,7 +186,7 @@ class Handover:
         self.base = 0  # items handed over from earlier queues: an item's index is base + head
         self.notice: Reconnected | None = None
         self.last_event_id: str | None = None  # of the last event folded
-        self.worker_state = WorkerState(worker_id)
+        self.worker_state = WorkerState(worker_id, ai_sdk=ai_sdk)
         self.skip_bad = skip_bad
         self.state = state
         self.reached_done = False
