@@ -53,6 +53,7 @@ __all__ = [
     "MAX_HEADERS",
     "MAX_HEADER_VALUE",
     "TOKEN_ENV",
+    "WS_BEARER_PROTOCOL",
     "Access",
     "AccessRefused",
     "Admitted",
@@ -91,6 +92,10 @@ MAX_HEADER_VALUE = 8192
 """Bytes in one header value (a browser's cookies fit; larger is refused with 431)."""
 TOKEN_ENV = "HANDINGER_RELAY_TOKEN"
 """The environment variable ``handinger-stream relay`` reads its bearer token from."""
+WS_BEARER_PROTOCOL = "handinger.bearer"
+"""A browser cannot set ``Authorization`` on a WebSocket: it offers the subprotocols
+``handinger.bearer`` and then its token, ``new WebSocket(url, ["handinger.bearer", token])``;
+the server accepts the upgrade with ``handinger.bearer`` alone (never the token)."""
 ANONYMOUS = "anonymous"
 """The principal of every request when no ``authenticate`` hook is given: one shared
 principal, so that the limits still hold for the relay as a whole."""
@@ -376,18 +381,33 @@ class BearerToken:
         return f"BearerToken({len(self._known)} token{'s' if len(self._known) != 1 else ''})"
 
     async def __call__(self, info: RequestInfo) -> str | None:
-        header = info.headers.single("authorization")
-        if header is None or len(header) > _MAX_TOKEN + 16:
+        presented = _presented_token(info)
+        if presented is None:
             return None
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        presented_digest = _digest(presented.strip())
+        presented_digest = _digest(presented)
         found: str | None = None
         for digest, principal in self._known:
             if hmac.compare_digest(digest, presented_digest):
                 found = principal
         return found
+
+
+def _presented_token(info: RequestInfo) -> str | None:
+    """The token of ``Authorization: Bearer``, or of a WebSocket's subprotocols."""
+    header = info.headers.single("authorization")
+    if header is not None:
+        if len(header) > _MAX_TOKEN + 16:
+            return None
+        scheme, _, presented = header.partition(" ")
+        return presented.strip() if scheme.lower() == "bearer" else None
+    offered = [
+        name.strip()
+        for line in info.headers.get_all("sec-websocket-protocol")
+        for name in line.split(",")
+    ]
+    if len(offered) >= 2 and offered[0] == WS_BEARER_PROTOCOL:
+        return offered[1] if len(offered[1]) <= _MAX_TOKEN else None
+    return None
 
 
 def bearer_token(tokens: str | Mapping[str, str] | Iterable[str]) -> BearerToken:
@@ -396,7 +416,8 @@ def bearer_token(tokens: str | Mapping[str, str] | Iterable[str]) -> BearerToken
     A string is one token (principal ``"token"``); a mapping names each
     token's principal (``{"alice": token_a, "bob": token_b}``), so each has
     its own chats and limits. The page and any client send
-    ``Authorization: Bearer <token>``.
+    ``Authorization: Bearer <token>``; a WebSocket offers it as a subprotocol
+    (:data:`WS_BEARER_PROTOCOL`).
 
     >>> auth = bearer_token({"alice": "a" * 32, "bob": "b" * 32})
     >>> auth
@@ -599,11 +620,16 @@ class LimitChecker:
         """The admitted turn did not start: free its slot (it still counts per minute)."""
         await self.store.drop_admission(admitted.chat_id, admitted.principal)
 
-    async def check_owner(self, principal: str, chat_id: str) -> None:
-        """:class:`NotFound` unless the chat is the principal's (one it started)."""
+    async def owns(self, principal: str, chat_id: str) -> bool:
+        """Whether the chat is the principal's (one it started). A chat never seen and
+        another's are alike: ``False``, so that no answer tells one from the other."""
         owner = await self.store.owner(chat_id)
-        # A chat nobody owns (made without access control) is nobody's: 404 to all.
-        if owner is None or not hmac.compare_digest(owner.encode(), principal.encode()):
+        # A chat nobody owns (made without access control) is nobody's: False for all.
+        return owner is not None and hmac.compare_digest(owner.encode(), principal.encode())
+
+    async def check_owner(self, principal: str, chat_id: str) -> None:
+        """:class:`NotFound` unless the chat is the principal's."""
+        if not await self.owns(principal, chat_id):
             raise NotFound()
 
 
@@ -855,7 +881,8 @@ class Access:
       content type, length, ``authenticate``);
     - ``admitted = await access.admit(principal, info, chat)`` before a turn
       (``policy``, owner, limits), ``release(admitted)`` if it did not start;
-    - ``await access.check_owner(principal, chat_id)`` before reading a chat.
+    - ``await access.owns(principal, chat_id)`` (or ``check_owner``, raising
+      :class:`NotFound`) before reading a chat.
 
     Without ``authenticate`` every request is :data:`ANONYMOUS`'s, and the
     limits hold for the relay as a whole. ``origins=None`` checks neither
@@ -932,6 +959,11 @@ class Access:
     async def release(self, admitted: Admitted) -> None:
         """The admitted turn did not start: free its slot."""
         await self.limits.release(admitted)
+
+    async def owns(self, principal: str, chat_id: str) -> bool:
+        """Whether the chat is the principal's; ``False`` alike for another's and for one
+        never seen (answer both as a chat never seen: 204, no messages)."""
+        return await self.limits.owns(principal, chat_id)
 
     async def check_owner(self, principal: str, chat_id: str) -> None:
         """:class:`NotFound` unless the chat is the principal's."""

@@ -22,6 +22,7 @@ from handinger_stream.relay import MemoryStore, RedisStore, Store
 from handinger_stream.relay.access import (
     ANONYMOUS,
     MAX_HEADERS,
+    WS_BEARER_PROTOCOL,
     Access,
     AccessRefused,
     BadRequest,
@@ -106,6 +107,11 @@ async def test_a_bearer_token_names_its_principal_and_nothing_else_gets_in() -> 
     assert len(names) == 2 and all(n and n.startswith("token:") for n in names)
     assert all(TOKEN not in (n or "") and OTHER not in (n or "") for n in names)
     assert TOKEN not in repr(auth) and "alice" not in repr(auth)
+    # A browser's WebSocket offers the token as its second subprotocol.
+    offered = {"Sec-WebSocket-Protocol": f"{WS_BEARER_PROTOCOL}, {TOKEN}"}
+    assert await auth(request(headers=offered)) == "alice"
+    for other in (f"chat, {TOKEN}", WS_BEARER_PROTOCOL, f"{WS_BEARER_PROTOCOL}, {OTHER}x"):
+        assert await auth(request(headers={"Sec-WebSocket-Protocol": other})) is None
 
 
 async def test_every_known_token_is_compared_in_constant_time_with_no_early_exit(
@@ -433,6 +439,9 @@ async def test_a_chat_is_its_first_principal_s_and_nobody_else_s(
     with pytest.raises(NotFound):
         await bob.check_owner("bob", "c1")
     await alice.check_owner("alice", "c1")
+    # Another's chat and a chat never seen are alike to bob.
+    assert not await bob.owns("bob", "c1") and not await bob.owns("bob", "never-seen")
+    assert await alice.owns("alice", "c1")
     # The turn runs, ends; the chat is still alice's, and only hers.
     lease = await a.begin_turn("c1", holder="relay-a", ttl=5)
     await a.set_worker(lease, "wrk_1")
