@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 
-from handinger_stream import APIResponseValidationError, APITimeoutError, AsyncHandinger
+from handinger_stream import (
+    APIResponseValidationError,
+    APITimeoutError,
+    AsyncHandinger,
+    InvalidRequestError,
+)
 from handinger_stream.client import transport as transport_module
 from handinger_stream.client.transport import TransportName
 from handinger_stream.errors import ResponseTooLargeError
@@ -93,7 +99,9 @@ def endless(status: str, headers: bytes = b"") -> Callable[[RawHTTP], Handler]:
     def make(server: RawHTTP) -> Handler:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             head = f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
-            await server.write(writer, head.encode() + headers + b"transfer-encoding: chunked\r\n\r\n")
+            await server.write(
+                writer, head.encode() + headers + b"transfer-encoding: chunked\r\n\r\n"
+            )
             piece = b"[" + b"1," * 32767 + b"1"
             while True:
                 await server.write(writer, b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -172,7 +180,9 @@ async def test_a_body_within_the_bound_is_read_whole(
             body = b'{"id": "wrk_1", "object": "worker", "status": "completed", "pad": "%s"}' % (
                 b"x" * (small_bound - 100)
             )
-            head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+            head = (
+                f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+            )
             await server.write(writer, head.encode() + b"\r\n\r\n" + body)
 
         return handle
@@ -225,3 +235,73 @@ def answering(body: bytes, content_type: str = "application/json") -> Callable[[
         return handle
 
     return make
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"object": "worker", "id": 5}', b'{"object": "worker", "id": "w", "status": [1]}'],
+)
+async def test_a_200_that_is_not_a_worker_is_a_validation_error(
+    transport: TransportName, body: bytes
+) -> None:
+    """A stream request answered with JSON that claims to be a Worker and is not one
+    raised msgspec's ValidationError as it was."""
+    calls: list[Callable[[AsyncHandinger], Awaitable[object]]] = [
+        lambda c: c.workers.create(input="x", stream=True),
+        lambda c: c.workers.retrieve("w", stream=True),
+        lambda c: c.workers.subscribe("w"),
+        lambda c: c.workers.continue_("w", input="x", stream=True),
+        lambda c: c.tasks.create(worker_id="w", input="x", stream=True),
+        lambda c: c.workers.create(input="x"),
+        lambda c: c.workers.retrieve("w"),
+    ]
+    async with raw_http(answering(body)) as server, client_for(server, transport) as client:
+        for call in calls:
+            with pytest.raises(APIResponseValidationError, match="not a Worker"):
+                await call(client)
+
+
+# -- finding 5: ids and names stay inside their path segment ---------------------
+
+
+@pytest.mark.parametrize("path", ["..", "../../tasks/tsk_1", "a/../../b", "./x", "a/./b", "/"])
+async def test_a_file_path_cannot_reach_other_api_paths(
+    transport: TransportName, path: str
+) -> None:
+    async with raw_http(answering(b"{}")) as server, client_for(server, transport) as client:
+        with pytest.raises(InvalidRequestError):
+            await client.workers.retrieve_file("wrk_1", path).read()
+    assert server.requests == []  # nothing was sent, the key least of all
+
+
+@pytest.mark.parametrize("worker_id", [".", ".."])
+async def test_an_id_of_dots_is_refused(transport: TransportName, worker_id: str) -> None:
+    calls: list[Callable[[AsyncHandinger], Awaitable[object]]] = [
+        lambda c: c.workers.retrieve(worker_id),
+        lambda c: c.workers.retrieve(worker_id, stream=True),
+        lambda c: c.workers.subscribe(worker_id),
+        lambda c: c.workers.continue_(worker_id, input="x"),
+        lambda c: c.workers.retrieve_email(worker_id),
+        lambda c: c.workers.retrieve_file(worker_id, "a.txt").read(),
+        lambda c: c.workers.delete(worker_id),
+        lambda c: c.tasks.retrieve(worker_id),
+        lambda c: c.workers.schedules.list(worker_id),
+        lambda c: c.workers.webhooks.retrieve(worker_id),
+    ]
+    async with raw_http(answering(b"{}")) as server, client_for(server, transport) as client:
+        for call in calls:
+            with pytest.raises(InvalidRequestError, match=re.escape("must not be '.' or '..'")):
+                await call(client)
+    assert server.requests == []
+
+
+async def test_an_id_with_slashes_and_dots_stays_one_segment(transport: TransportName) -> None:
+    worker = b'{"id": "w", "object": "worker", "status": "completed"}'
+    async with raw_http(answering(worker)) as server, client_for(server, transport) as client:
+        await client.workers.retrieve("../tasks")
+        await client.workers.retrieve_file("w", "dir/..x/%2e%2e").read()
+    heads = [request.split(b"\r\n", 1)[0] for request in server.requests]
+    assert heads == [
+        b"GET /api/workers/..%2Ftasks HTTP/1.1",
+        b"GET /api/workers/w/files/dir/..x/%252e%252e HTTP/1.1",
+    ]

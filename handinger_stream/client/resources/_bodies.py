@@ -17,8 +17,10 @@ __all__ = [
     "NotGiven",
     "checked_id",
     "decode_body",
+    "file_path",
     "given_fields",
     "input_body",
+    "opened",
     "path_segment",
     "today_only",
     "with_hint",
@@ -64,6 +66,21 @@ DeleteTaskResponse: Expected `bool`, got `str` - at `$.archived` (body: '{"archi
         name = getattr(into, "__name__", str(into))
         raise APIResponseValidationError(
             f"the response is not a {name}: {exc} (body: {excerpt(raw)!r})", status_code=200
+        ) from None
+
+
+async def opened(call: Awaitable[T]) -> T:
+    """``call``, which opens a stream; a Worker answered instead of a stream that is not
+    one (``{"object": "worker", "id": 5}``) is :class:`APIResponseValidationError`.
+
+    The client's core turns such an answer into a snapshot with msgspec, whose
+    ``ValidationError`` would otherwise reach the caller as it is.
+    """
+    try:
+        return await call
+    except msgspec.ValidationError as exc:
+        raise APIResponseValidationError(
+            f"the response is not a Worker: {exc}", status_code=200
         ) from None
 
 
@@ -116,10 +133,38 @@ def checked_id(value: str, name: str) -> str:
 def path_segment(value: str, name: str) -> str:
     """An id as one segment of a URL path: ``/`` and ``..`` cannot leave it.
 
+    Quoting keeps ``/``, ``?``, ``#`` and ``%`` inside the segment; ``.`` and
+    ``..`` are refused whole, since the libraries resolve them in a path
+    (``/api/workers/..`` is ``/api/``), and another API path would get the key.
+
     >>> path_segment("a/../b", "task_id")
     'a%2F..%2Fb'
+    >>> path_segment("..", "task_id")
+    Traceback (most recent call last):
+      ...
+    handinger_stream.errors.InvalidRequestError: task_id must not be '.' or '..'; got '..'
     """
-    return quote(checked_id(value, name), safe="")
+    segment = quote(checked_id(value, name), safe="")
+    if segment in (".", ".."):
+        raise InvalidRequestError(f"{name} must not be '.' or '..'; got {value!r}")
+    return segment
+
+
+def file_path(path: str) -> str:
+    """A file's path in a workspace as URL path segments, each quoted; no ``.`` or ``..``.
+
+    >>> file_path("/reports/q3 final.md")
+    'reports/q3%20final.md'
+    """
+    if not isinstance(path, str) or not path.strip("/"):
+        raise InvalidRequestError(f"path must be a non-empty string; got {path!r}")
+    segments = path.lstrip("/").split("/")
+    if any(segment in (".", "..") for segment in segments):
+        raise InvalidRequestError(
+            f"path must not hold '.' or '..' segments (it names a file in the worker's "
+            f"workspace, and could reach other API paths); got {path!r}"
+        )
+    return "/".join(quote(segment, safe="") for segment in segments)
 
 
 async def today_only(call: Awaitable[T], what: str) -> T:

@@ -28,6 +28,7 @@ from ._bodies import (
     checked_id,
     decode_body,
     input_body,
+    opened,
     path_segment,
     today_only,
     with_hint,
@@ -125,13 +126,15 @@ class Tasks:
             return decode_worker(raw)
         # A new worker's replay starts with this task, so it can be resumed by position;
         # a template's replay holds its earlier tasks too, so only by event id.
-        return await client._open_stream(
-            "POST",
-            "/api/tasks",
-            json={**body, "stream": True},
-            files=files,
-            headers=headers,
-            from_start=new,
+        return await opened(
+            client._open_stream(
+                "POST",
+                "/api/tasks",
+                json={**body, "stream": True},
+                files=files,
+                headers=headers,
+                from_start=new,
+            )
         )
 
     async def retrieve(self, task_id: str, *, extra_headers: Headers = None) -> TaskWithTurns:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
-from urllib.parse import quote
 
 import msgspec
 
@@ -17,7 +16,7 @@ from ...errors import APIResponseValidationError, InvalidRequestError, excerpt
 from ...protocol.wire import decode_worker
 from ...types.worker import Budget, EmailAddress, Worker
 from ...types.worker_template import DeleteWorkerResponse, Visibility, WorkerTemplate
-from ..base import AsyncAPIClient, Files, Headers, _path_id, _replay_path
+from ..base import AsyncAPIClient, Files, Headers
 from ..download import FileDownload
 from ..stream import Checkpoint, WorkerStream
 from ..sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _Blocking, _HostedWatch
@@ -27,8 +26,10 @@ from ._bodies import (
     NOT_GIVEN,
     NotGiven,
     decode_body,
+    file_path,
     given_fields,
     input_body,
+    opened,
     path_segment,
     today_only,
     with_hint,
@@ -40,6 +41,29 @@ if TYPE_CHECKING:
     from ..telemetry import Telemetry
 
 __all__ = ["SyncWorkers", "Workers"]
+
+
+def _segment(worker_id: str) -> str:
+    """A worker id as one path segment (see :func:`path_segment`)."""
+    return path_segment(worker_id, "worker_id")
+
+
+def _replay_path(worker_id: str) -> str:
+    """The worker's replay stream: every stored event, then live ones."""
+    return f"/api/workers/{_segment(worker_id)}?stream=true"
+
+
+def _checked_last_event_id(last_event_id: str | None) -> str | None:
+    """A ``Last-Event-ID`` the caller gave: a string of one line (it is sent as a header)."""
+    if last_event_id is None:
+        return None
+    if not isinstance(last_event_id, str) or not (
+        last_event_id.isascii() and last_event_id.isprintable()
+    ):
+        raise InvalidRequestError(
+            f"last_event_id must be a string of printable ASCII; got {last_event_id!r}"
+        )
+    return last_event_id
 
 
 class Workers:
@@ -175,7 +199,7 @@ class Workers:
             visibility=visibility,
         )
         _check_template(body)
-        path = f"/api/workers/{path_segment(worker_id, 'worker_id')}"
+        path = f"/api/workers/{_segment(worker_id)}"
         call = self._client._json("PATCH", path, json=body, headers=extra_headers)
         raw = await today_only(call, "worker templates to update")
         return decode_body(raw, WorkerTemplate)
@@ -184,7 +208,7 @@ class Workers:
         self, worker_id: str, *, extra_headers: Headers = None
     ) -> DeleteWorkerResponse:
         """Delete a worker template."""
-        path = f"/api/workers/{path_segment(worker_id, 'worker_id')}"
+        path = f"/api/workers/{_segment(worker_id)}"
         raw = await today_only(
             self._client._json("DELETE", path, headers=extra_headers), "worker templates to delete"
         )
@@ -248,7 +272,7 @@ class Workers:
     ) -> Worker | WorkerStream:
         """Add a turn to a worker (``files`` as for :meth:`create`)."""
         body = input_body(input, budget)
-        path = f"/api/workers/{_path_id(worker_id)}"
+        path = f"/api/workers/{_segment(worker_id)}"
         return await with_hint(
             self._send("POST", path, body, stream, files, extra_headers, False),
             NO_ROUTE,
@@ -268,13 +292,15 @@ class Workers:
     ) -> Worker | WorkerStream:
         client = self._client
         if stream:
-            return await client._open_stream(
-                method,
-                path,
-                json={**body, "stream": True},
-                files=files,
-                headers=headers,
-                from_start=from_start,
+            return await opened(
+                client._open_stream(
+                    method,
+                    path,
+                    json={**body, "stream": True},
+                    files=files,
+                    headers=headers,
+                    from_start=from_start,
+                )
             )
         raw = await client._json(method, path, json=body, files=files, headers=headers)
         return decode_worker(raw)
@@ -300,14 +326,16 @@ class Workers:
         """The worker's state; with ``stream=True`` every stored event, then live ones."""
         client = self._client
         if stream:
-            return await client._open_stream(
-                "GET",
-                _replay_path(worker_id),
-                headers=extra_headers,
-                from_start=True,
-                worker_id=worker_id,
+            return await opened(
+                client._open_stream(
+                    "GET",
+                    _replay_path(worker_id),
+                    headers=extra_headers,
+                    from_start=True,
+                    worker_id=worker_id,
+                )
             )
-        path = f"/api/workers/{_path_id(worker_id)}"
+        path = f"/api/workers/{_segment(worker_id)}"
         return decode_worker(await client._json("GET", path, headers=extra_headers))
 
     async def subscribe(
@@ -315,12 +343,14 @@ class Workers:
     ) -> WorkerStream:
         """The worker's live updates (``GET /api/workers/{id}/stream``)."""
         return await with_hint(
-            self._client._open_stream(
-                "GET",
-                f"/api/workers/{_path_id(worker_id)}/stream",
-                headers=extra_headers,
-                last_event_id=last_event_id,
-                worker_id=worker_id,
+            opened(
+                self._client._open_stream(
+                    "GET",
+                    f"/api/workers/{_segment(worker_id)}/stream",
+                    headers=extra_headers,
+                    last_event_id=_checked_last_event_id(last_event_id),
+                    worker_id=worker_id,
+                )
             ),
             NO_ROUTE,
             "if this server speaks today's API, which has no subscribe: follow a worker "
@@ -352,7 +382,9 @@ class Workers:
     ) -> EmailAddress:
         """The worker's inbound email address (a ``str``; ``.email`` as in the official SDK)."""
         raw = await self._client._json(
-            "GET", f"/api/workers/{_path_id(worker_id)}/email", headers=extra_headers
+            "GET",
+            f"/api/workers/{_segment(worker_id)}/email",
+            headers=extra_headers,
         )
         try:
             value = msgspec.json.decode(raw)
@@ -378,12 +410,8 @@ class Workers:
         ...     out.write(chunk)
         >>> data = await client.workers.retrieve_file(wid, "report.md").read()  # doctest: +SKIP
         """
-        if not path:
-            raise InvalidRequestError("path must be a non-empty string")
-        file_path = "/".join(quote(p, safe="") for p in path.lstrip("/").split("/"))
-        return FileDownload(
-            self._client, f"/api/workers/{_path_id(worker_id)}/files/{file_path}", extra_headers
-        )
+        where = f"/api/workers/{_segment(worker_id)}/files/{file_path(path)}"
+        return FileDownload(self._client, where, extra_headers)
 
     def watch(
         self,
@@ -417,12 +445,14 @@ class Workers:
 
         async def open_stream(worker_id: str, last_event_id: str | None = None) -> WorkerStream:
             # After last_event_id: a followed template's stream, opened again.
-            return await client._open_stream(
-                "GET",
-                _replay_path(worker_id),
-                last_event_id=last_event_id,
-                from_start=last_event_id is None,
-                worker_id=worker_id,
+            return await opened(
+                client._open_stream(
+                    "GET",
+                    _replay_path(worker_id),
+                    last_event_id=last_event_id,
+                    from_start=last_event_id is None,
+                    worker_id=worker_id,
+                )
             )
 
         async def find_task(task_id: str) -> Task:
