@@ -22,6 +22,7 @@ and :func:`use_cassette` records when it can and replays otherwise.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -131,7 +132,8 @@ class Recorder(LoopbackServer):
     ``set-cookie`` and ``x-api-key`` headers, any header whose value holds a
     key the proxy has seen (or one given in ``secrets``, or
     ``HANDINGER_API_KEY``), and any occurrence of such a key of 8 characters
-    or more in a body or a path (replaced by ``<redacted>``).
+    or more in a body or a path (replaced by ``<redacted>``), even one that
+    arrived split across two pieces of a response.
 
     >>> rec = Recorder(None, upstream="http://127.0.0.1:8787")
     >>> rec.upstream
@@ -351,6 +353,63 @@ def _redact(data: bytes, long_secrets: list[str]) -> bytes:
     return data
 
 
+def _redact_pieces(
+    pieces: list[tuple[float, bytes]], long_secrets: list[str]
+) -> list[tuple[float, bytes]]:
+    """A body's pieces with every secret replaced, wherever the pieces cut it.
+
+    Each piece searched alone would keep a key that arrived in two reads, half
+    in each. The secrets are found in the whole body; a piece keeps its time
+    and its bytes outside them, the piece where a secret starts gets the
+    ``<redacted>`` mark, and the rest of the secret leaves the pieces after it.
+
+    >>> _redact_pieces([(0.0, b'{"k": "sk-ab'), (0.1, b'cdefgh"}')], ["sk-abcdefgh"])
+    [(0.0, b'{"k": "<redacted>'), (0.1, b'"}')]
+    """
+    whole = b"".join(data for _, data in pieces)
+    spans = _secret_spans(whole, long_secrets)
+    if not spans:
+        return pieces
+    out: list[tuple[float, bytes]] = []
+    mark = _REDACTED.encode()
+    i = position = 0
+    for at, data in pieces:
+        start, end = position, position + len(data)
+        position = end
+        kept: list[bytes] = []
+        cursor = start
+        while i < len(spans) and spans[i][0] < end:
+            span_start, span_end = spans[i]
+            if span_start >= start:  # it starts here: the mark goes here
+                kept += [whole[cursor:span_start], mark]
+            cursor = max(cursor, min(span_end, end))
+            if span_end > end:
+                break  # it goes on into the next piece
+            i += 1
+        kept.append(whole[cursor:end])
+        out.append((at, b"".join(kept)))
+    return out
+
+
+def _secret_spans(data: bytes, long_secrets: list[str]) -> list[tuple[int, int]]:
+    """Where the secrets are in ``data``: sorted, never overlapping, longest secrets first."""
+    starts: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for secret in long_secrets:  # longest first: a key containing another is hidden whole
+        needle = secret.encode()
+        found = data.find(needle)
+        while found >= 0:
+            end = found + len(needle)
+            at = bisect.bisect(starts, found)
+            clear_before = at == 0 or spans[at - 1][1] <= found
+            clear_after = at == len(spans) or spans[at][0] >= end
+            if clear_before and clear_after:
+                starts.insert(at, found)
+                spans.insert(at, (found, end))
+            found = data.find(needle, found + 1)
+    return spans
+
+
 def _redact_text(text: str, long_secrets: list[str]) -> str:
     for secret in long_secrets:
         text = text.replace(secret, _REDACTED)
@@ -387,7 +446,8 @@ def _interaction(exchange: _Exchange, secrets: set[str], long_secrets: list[str]
         ],
         head_at=round(exchange.head_at, 6),
         pieces=[
-            BodyPiece.of(at, _redact(data, long_secrets)) for at, data in exchange.pieces or []
+            BodyPiece.of(at, data)
+            for at, data in _redact_pieces(exchange.pieces or [], long_secrets)
         ],
         complete=exchange.complete,
     )

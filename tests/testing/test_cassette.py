@@ -699,3 +699,49 @@ def test_a_form_reads_the_same_whoever_wrote_it_and_however_it_was_cut(
         (name, len(data), hashlib.sha256(data).hexdigest()) for name, data in files
     ]
     assert FormReader.of("application/json") is None
+
+
+# -- issue 21: a key the recorder sees in pieces -----------------------------------
+
+
+async def test_a_key_split_across_two_reads_is_redacted_whole(
+    raw_server: RawServer, tmp_path: Path
+) -> None:
+    """Redaction went piece by piece: a key that arrived in two reads was kept in halves."""
+    cut = len(API_KEY) // 2
+    first, second = b'{"echo": "' + API_KEY[:cut].encode(), API_KEY[cut:].encode() + b'"}'
+    raw_server.serve(
+        Canned([first, second], headers={"content-type": "application/json"}, delay=0.2)
+    )
+    path = tmp_path / "split.json"
+    async with (
+        Recorder(path, upstream=raw_server.base_url, secrets=[API_KEY]) as recorder,
+        aiohttp.ClientSession() as http,
+        http.get(recorder.base_url + "/api/workers/w") as response,
+    ):
+        assert await response.read() == first + second  # the client gets it as it was
+    pieces = Cassette.load(path).interactions[0].response.pieces
+    assert len(pieces) == 2  # it did arrive in two reads
+    assert [piece.data for piece in pieces] == [b'{"echo": "<redacted>', b'"}']
+    text = path.read_text()
+    assert API_KEY[:cut] not in text and API_KEY[cut:] not in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.lists(st.sampled_from([b"sk-secret-1234", b"sk-secret-12", b"x", b"sk-", b"\n"])),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+)
+def test_pieces_are_redacted_as_the_whole_body_is(body: list[bytes], cuts: list[int]) -> None:
+    from handinger_stream.testing.cassette import _redact_pieces
+
+    whole = b"".join(body)
+    points = sorted({min(c, len(whole)) for c in cuts} | {0, len(whole)})
+    pieces = [(float(i), whole[a:b]) for i, (a, b) in enumerate(itertools.pairwise(points))]
+    secrets = ["sk-secret-1234", "sk-secret-12"]  # longest first, as the recorder sorts them
+    out = _redact_pieces(pieces, secrets)
+    expected = whole.replace(b"sk-secret-1234", b"<redacted>").replace(
+        b"sk-secret-12", b"<redacted>"
+    )
+    assert b"".join(data for _, data in out) == expected
+    assert [at for at, _ in out] == [at for at, _ in pieces]  # each piece keeps its time
