@@ -14,7 +14,7 @@
 //           seen again (its ~resumeStreamIfDisconnected).
 // Options: text, transport ("sse": DefaultChatTransport, "ws": WebSocketChatTransport),
 // resumeStreamIsReplay (given to DefaultChatTransport only when present), breakAfter
-// (drop: the text deltas that arrive before the connection breaks).
+// (drop: the text deltas that arrive before the connection, or the socket, breaks).
 // Prints one JSON object: each Chat's messages, status and error, and what was seen on
 // the way (the most assistant messages at once; whether the answer ever shrank).
 import * as ai from 'ai';
@@ -116,9 +116,27 @@ function breakingFetch(deltas) {
   };
 }
 
+// The same for the WebSocket: the first socket closes once `deltas` text deltas came.
+function breakingSocket(deltas) {
+  let broken = false;
+  return class extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      if (broken) return;
+      broken = true;
+      let seen = 0;
+      this.addEventListener('message', (event) => {
+        if (String(event.data).includes('"text-delta"') && ++seen >= deltas) this.close();
+      });
+    }
+  };
+}
+
 function makeTransport() {
   if (options.transport === 'ws') {
-    return new ai.WebSocketChatTransport({ url: `${base.replace(/^http/, 'ws')}api/chat/ws` });
+    const url = `${base.replace(/^http/, 'ws')}api/chat/ws`;
+    const webSocket = options.breakAfter === undefined ? undefined : breakingSocket(options.breakAfter);
+    return new ai.WebSocketChatTransport({ url, webSocket });
   }
   const init = { api: `${base}api/chat` };
   if (options.breakAfter !== undefined) init.fetch = breakingFetch(options.breakAfter);
