@@ -11,6 +11,12 @@ acting on it): a path is opened again, ``bytes`` are sent again, a seekable
 file object is rewound to where it stood; a file object that cannot seek
 and was read cannot be sent again, and the request is not retried.
 
+A file that changes while it is sent is refused, never cut to fit: one that
+ends early, one with bytes past the size it had when given (it grew), and
+one whose size or modification time on disk moved (written to in place)
+fail the request with :class:`~handinger_stream.errors.InvalidRequestError`
+before its body is complete, so the server never gets a whole request.
+
 >>> form = files_form([("notes.txt", b"hello")], [("input", "Summarise this")])
 >>> form.content_type.startswith("multipart/form-data; boundary=")
 True
@@ -28,6 +34,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from stat import S_ISREG
 from typing import Any, Protocol, Union
 
 import anyio
@@ -85,6 +92,8 @@ class FilePart:
     size: int | None = None  # bytes to send; None: unknown (a file object that cannot tell)
     start: int | None = None  # a seekable file object's position when it was given
     read: bool = False  # whether a file object has been read from
+    # The file's (size, modification time in ns) on disk when it was given, if it is on disk.
+    stamp: tuple[int, int] | None = None
 
     @property
     def repeatable(self) -> bool:
@@ -118,7 +127,7 @@ def file_part(entry: FileInput, index: int = 0) -> FilePart:
         if not os.path.isfile(path):
             raise InvalidRequestError(f"{where}: {path!r} is not a file")
         name = os.path.basename(path)
-        return FilePart(name, _guess(name), path=path, size=stat.st_size)
+        return FilePart(name, _guess(name), path=path, size=stat.st_size, stamp=_stamp(stat))
     if not isinstance(entry, tuple) or len(entry) not in (2, 3):
         raise InvalidRequestError(
             f"{where}: expected a path, (name, content) or (name, content, media_type); "
@@ -143,11 +152,40 @@ def file_part(entry: FileInput, index: int = 0) -> FilePart:
             f"(open(path, 'rb')); got {type(content).__name__}"
         )
     start, size = _position_and_size(content)
-    return FilePart(name, media_type, file=content, start=start, size=size)
+    return FilePart(
+        name, media_type, file=content, start=start, size=size, stamp=_file_stamp(content)
+    )
 
 
 def _guess(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _file_stamp(file: Any) -> tuple[int, int] | None:
+    """A file object's stamp, when it is a regular file on disk (else ``None``)."""
+    try:
+        stat = os.fstat(file.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return _stamp(stat) if S_ISREG(stat.st_mode) else None
+
+
+def _changed(part: FilePart, file: Any, when: str) -> InvalidRequestError | None:
+    """The error for a part whose file on disk is not as it was when given, if it is not."""
+    if part.stamp is None:
+        return None
+    now = _file_stamp(file)
+    if now is None or now == part.stamp:
+        return None
+    size, _ = part.stamp
+    what = f"its size went from {size} to {now[0]} bytes" if now[0] != size else "it was written to"
+    return InvalidRequestError(
+        f"{part.filename!r} changed {when} ({what}): refused rather than sent as it stands"
+    )
 
 
 def _position_and_size(file: Any) -> tuple[int | None, int | None]:
@@ -281,6 +319,9 @@ class _Chunks:
                 return head
             self._file, self._ours = part.open()
             self._part, self._left = part, part.size
+            changed = _changed(part, self._file, "since it was given")
+            if changed is not None:
+                raise changed
             return head
 
     async def _read_more(self, part: FilePart) -> bytes:
@@ -288,6 +329,7 @@ class _Chunks:
         assert file is not None
         want = CHUNK_BYTES if self._left is None else min(CHUNK_BYTES, self._left)
         if want == 0:
+            await self._check_unchanged(part, file)
             return b""
         part.read = True
         chunk = await anyio.to_thread.run_sync(_read, file, want)
@@ -298,6 +340,19 @@ class _Chunks:
                 )
             self._left -= len(chunk)
         return chunk
+
+    async def _check_unchanged(self, part: FilePart, file: Any) -> None:
+        """All the bytes the part was to have are sent: refuse it if the file has more
+        (it grew: sending what was promised would cut it silently) or was written to."""
+        more = await anyio.to_thread.run_sync(_read, file, 1)
+        if more:
+            raise InvalidRequestError(
+                f"{part.filename!r} grew while being sent: it has more than the {part.size} "
+                "bytes it had when given; refused rather than cut"
+            )
+        changed = _changed(part, file, "while being sent")
+        if changed is not None:
+            raise changed
 
     def _end_part(self) -> None:
         self.close()

@@ -285,3 +285,88 @@ def test_a_100_mib_file_uploads_without_being_held_in_memory(
     print(f"{transport}: peak RSS {float(before):.0f} -> {float(after):.0f} MiB")
     # Held whole, the file alone would add 100 MiB; streamed, a few pieces at a time.
     assert growth < 25, f"peak RSS grew by {growth:.0f} MiB for a 100 MiB upload"
+
+
+# -- issue 21: a file that changes while it is sent is refused, never cut -------------
+
+
+class Growing(io.BytesIO):
+    """A file object that gains bytes as it is read: a log still being written."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if chunk:
+            end = self.tell()
+            self.seek(0, io.SEEK_END)
+            self.write(b"+" * 100)
+            self.seek(end)
+        return chunk
+
+
+async def test_a_file_object_that_grows_as_it_is_sent_is_refused(
+    raw_server: RawServer, transport: TransportName
+) -> None:
+    raw_server.serve(Canned([WORKER_JSON], headers={"content-type": "application/json"}))
+    async with AsyncHandinger(
+        api_key=API_KEY, base_url=raw_server.base_url, transport=transport, max_retries=0
+    ) as client:
+        with pytest.raises(InvalidRequestError, match=r"'log\.txt' grew while being sent"):
+            await client.workers.create(input="x", files=[("log.txt", Growing(b"x" * 1000))])
+    # The server never got a whole request: before the fix it got the first 1,000 bytes
+    # as if they were the file, and answered.
+    assert raw_server.requests == [] or not raw_server.requests[0]["body"].endswith(b"--\r\n")
+
+
+@pytest.mark.parametrize("change", ["append", "rewrite"])
+async def test_a_file_on_disk_written_to_while_it_is_sent_is_refused(
+    raw_server: RawServer,
+    transport: TransportName,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """Another process writes to the file while its first piece goes out: the upload
+    notices by the bytes past its size (append) or by the file's stamp (rewrite)."""
+    from handinger_stream.client import upload
+
+    path = tmp_path / "live.log"
+    path.write_bytes(b"a" * 300_000)  # two pieces of the stream
+    read = upload._read
+
+    def read_then_write(file: upload.BinaryReader, size: int) -> bytes:
+        chunk = read(file, size)
+        if chunk[:1] == b"a":  # the first piece, once
+            with open(path, "r+b") as other:
+                if change == "append":
+                    other.seek(0, io.SEEK_END)
+                    other.write(b"b" * 10)
+                else:
+                    other.seek(299_990)
+                    other.write(b"c" * 10)
+                    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1_000_000))
+        return chunk
+
+    monkeypatch.setattr(upload, "_read", read_then_write)
+    raw_server.serve(Canned([WORKER_JSON], headers={"content-type": "application/json"}))
+    async with AsyncHandinger(
+        api_key=API_KEY, base_url=raw_server.base_url, transport=transport, max_retries=0
+    ) as client:
+        with pytest.raises(
+            InvalidRequestError, match=r"'live\.log' (grew|changed) while being sent"
+        ):
+            await client.workers.create(input="x", files=[path])
+
+
+async def test_a_file_changed_between_two_passes_is_refused(tmp_path: Path) -> None:
+    """A 503 makes the body be produced again: from a file that changed meanwhile it
+    would be another upload under the same request. The second pass refuses."""
+    from handinger_stream.client.upload import files_form
+
+    path = tmp_path / "notes.md"
+    path.write_bytes(NOTES)
+    form = files_form([path], [("input", "x")])
+    first = b"".join([chunk async for chunk in form.chunks()])
+    assert first.count(NOTES) == 1
+    path.write_bytes(NOTES + b"more\n")
+    with pytest.raises(InvalidRequestError, match=r"'notes\.md' changed since it was given"):
+        b"".join([chunk async for chunk in form.chunks()])
