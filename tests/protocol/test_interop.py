@@ -35,9 +35,11 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
 from handinger_stream import (
+    AISDKVersion,
     AsyncHandinger,
     File,
     Source,
@@ -53,21 +55,21 @@ from tests.conftest import API_KEY, Canned, RawServer
 from tests.nodejs import node_for, npm_project
 
 INTEROP = Path(__file__).parent.parent / "interop"
-MAJORS = (6, 7)
+MAJORS: tuple[AISDKVersion, ...] = (6, 7)
 SSE_HEADERS = {"content-type": "text/event-stream", "x-vercel-ai-ui-message-stream": "v1"}
 # The SDK's own comments (createUIMessageStreamResponse with keepAliveMs).
 STREAM_OPEN, KEEP_ALIVE = b": stream-open\n\n", b": keep-alive\n\n"
 
 
-def project(major: int) -> Path:
+def project(major: AISDKVersion) -> Path:
     return INTEROP / f"ai{major}"
 
 
-def fixtures(major: int) -> Path:
+def fixtures(major: AISDKVersion) -> Path:
     return project(major) / "fixtures"
 
 
-def scenarios(major: int) -> list[str]:
+def scenarios(major: AISDKVersion) -> list[str]:
     return sorted(p.stem for p in fixtures(major).glob("*.json"))
 
 
@@ -79,7 +81,7 @@ CASES = [
 ]
 
 
-def recorded(major: int, name: str) -> tuple[bytes, dict[str, Any]]:
+def recorded(major: AISDKVersion, name: str) -> tuple[bytes, dict[str, Any]]:
     record = json.loads((fixtures(major) / f"{name}.json").read_text("utf-8"))
     return (fixtures(major) / f"{name}.sse").read_bytes(), record
 
@@ -156,7 +158,7 @@ def assert_follows_from_sdk(worker: Worker, sdk: dict[str, Any]) -> None:
 
 
 async def stream_worker(
-    base_url: str, transport: TransportName, major: int, input: str = "replay"
+    base_url: str, transport: TransportName, major: AISDKVersion, input: str = "replay"
 ) -> Worker:
     async with AsyncHandinger(
         api_key="interop-key", base_url=base_url, transport=transport, max_retries=0, ai_sdk=major
@@ -182,7 +184,7 @@ def defined_scenarios(script: str) -> set[str]:
 
 
 @pytest.mark.parametrize("major", MAJORS, ids=[f"ai{m}" for m in MAJORS])
-def test_every_scenario_has_a_fixture_of_its_major(major: int) -> None:
+def test_every_scenario_has_a_fixture_of_its_major(major: AISDKVersion) -> None:
     # A scenario added without regenerating would silently test less.
     both = defined_scenarios("scenarios.mjs")
     since7 = defined_scenarios("scenarios-ai7.mjs")
@@ -197,8 +199,29 @@ def test_every_scenario_has_a_fixture_of_its_major(major: int) -> None:
 
 
 @pytest.mark.parametrize(("major", "name"), CASES)
-def test_every_chunk_survives_decode_and_encode_byte_for_byte(major: int, name: str) -> None:
-    # Chunk schemas are loose objects: a field we do not model is the SDK's to keep.
+def test_every_chunk_round_trips(major: AISDKVersion, name: str) -> None:
+    # Typed events go back to the wire as the SDK wrote them (as JSON; the key
+    # order of the fields we model may differ), without our eventId.
+    data, _ = recorded(major, name)
+    for index, sse in enumerate(sse_events(data)):
+        encoded = encode_event(decode_event(sse, index))
+        assert msgspec.json.decode(encoded) == msgspec.json.decode(sse.raw), sse.raw[:300]
+        assert b"eventId" not in encoded
+
+
+# The scenarios whose chunks carry fields no schema names (at the top level, or
+# inside a citation or a steering message's part).
+EXTRA_FIELDS = [
+    case
+    for case in CASES
+    if str(case.values[1]).startswith("extra-fields") or case.values[1] == "citations-writer"
+]
+
+
+@pytest.mark.parametrize(("major", "name"), EXTRA_FIELDS)
+def test_fields_we_do_not_model_survive_byte_for_byte(major: AISDKVersion, name: str) -> None:
+    # The SDK's chunk schemas are loose objects: a field we do not model is the
+    # SDK's to keep, and a chunk carrying one goes back exactly as it came.
     data, _ = recorded(major, name)
     for index, sse in enumerate(sse_events(data)):
         assert encode_event(decode_event(sse, index)) == sse.raw, sse.raw[:300]
@@ -209,7 +232,7 @@ def test_every_chunk_survives_decode_and_encode_byte_for_byte(major: int, name: 
 
 @pytest.mark.parametrize(("major", "name"), CASES)
 async def test_fixture_whole(
-    raw_server: RawServer, transport: TransportName, major: int, name: str
+    raw_server: RawServer, transport: TransportName, major: AISDKVersion, name: str
 ) -> None:
     data, record = recorded(major, name)
     raw_server.serve(Canned([data], headers=SSE_HEADERS))
@@ -218,7 +241,7 @@ async def test_fixture_whole(
 
 @pytest.mark.parametrize(("major", "name"), CASES)
 async def test_fixture_rechunked(
-    raw_server: RawServer, transport: TransportName, major: int, name: str
+    raw_server: RawServer, transport: TransportName, major: AISDKVersion, name: str
 ) -> None:
     data, record = recorded(major, name)
     pieces = random_pieces(data, seed=len(name) + major)
@@ -230,7 +253,7 @@ async def test_fixture_rechunked(
 
 @pytest.mark.parametrize(("major", "name"), CASES)
 async def test_fixture_padded_with_sse_comments(
-    raw_server: RawServer, transport: TransportName, major: int, name: str
+    raw_server: RawServer, transport: TransportName, major: AISDKVersion, name: str
 ) -> None:
     data, record = recorded(major, name)
     padded = with_keep_alives(data, seed=major * 100 + len(name))
@@ -241,7 +264,7 @@ async def test_fixture_padded_with_sse_comments(
 
 @pytest.mark.parametrize(("major", "name"), CASES)
 async def test_fixture_cut_and_resumed(
-    raw_server: RawServer, transport: TransportName, major: int, name: str
+    raw_server: RawServer, transport: TransportName, major: AISDKVersion, name: str
 ) -> None:
     # The POST's answer ends at a random byte; the client resumes from the
     # worker's replay (GET, from the start: the SDK's events carry no ids) and
@@ -262,7 +285,7 @@ async def test_fixture_cut_and_resumed(
 
 
 @pytest.mark.parametrize(("major", "name"), CASES)
-def test_fixture_sans_io_in_pieces(major: int, name: str) -> None:
+def test_fixture_sans_io_in_pieces(major: AISDKVersion, name: str) -> None:
     # The same pieces straight into the decoder: splits reach it whatever TCP coalesces.
     data, record = recorded(major, name)
     decoder = SSEDecoder()
@@ -273,7 +296,9 @@ def test_fixture_sans_io_in_pieces(major: int, name: str) -> None:
 
 
 @pytest.mark.parametrize("major", MAJORS, ids=[f"ai{m}" for m in MAJORS])
-async def test_an_error_chunk_fails_get_final_worker(raw_server: RawServer, major: int) -> None:
+async def test_an_error_chunk_fails_get_final_worker(
+    raw_server: RawServer, major: AISDKVersion
+) -> None:
     # Deliberate difference: the SDK only reports an error chunk to onError and
     # keeps the message; get_final_worker() raises, with that message attached.
     data, record = recorded(major, "error-after-text")
@@ -288,7 +313,9 @@ async def test_an_error_chunk_fails_get_final_worker(raw_server: RawServer, majo
 
 
 @pytest.mark.parametrize("major", MAJORS, ids=[f"ai{m}" for m in MAJORS])
-async def test_abort_marks_the_worker_incomplete(raw_server: RawServer, major: int) -> None:
+async def test_abort_marks_the_worker_incomplete(
+    raw_server: RawServer, major: AISDKVersion
+) -> None:
     # The SDK's message does not record an abort; our Worker says why it stopped.
     data, record = recorded(major, "abort")
     raw_server.serve(Canned([data], headers=SSE_HEADERS))
@@ -302,11 +329,11 @@ async def test_abort_marks_the_worker_incomplete(raw_server: RawServer, major: i
 
 
 @pytest.fixture(scope="module")
-def sdk_servers() -> Iterator[Callable[[int], str]]:
+def sdk_servers() -> Iterator[Callable[[AISDKVersion], str]]:
     """The base URL of a major's ``server.mjs``, started on first use, stopped at the end."""
-    running: dict[int, tuple[subprocess.Popen[str], str]] = {}
+    running: dict[AISDKVersion, tuple[subprocess.Popen[str], str]] = {}
 
-    def start(major: int) -> str:
+    def start(major: AISDKVersion) -> str:
         if major not in running:
             cwd = npm_project(project(major))
             process = subprocess.Popen(
@@ -329,7 +356,10 @@ def sdk_servers() -> Iterator[Callable[[int], str]]:
 
 @pytest.mark.parametrize(("major", "name"), CASES)
 async def test_live_sdk_server(
-    sdk_servers: Callable[[int], str], transport: TransportName, major: int, name: str
+    sdk_servers: Callable[[AISDKVersion], str],
+    transport: TransportName,
+    major: AISDKVersion,
+    name: str,
 ) -> None:
     server = sdk_servers(major)
     worker = await stream_worker(server, transport, major, input=name)
@@ -345,17 +375,17 @@ async def test_live_sdk_server(
 
 
 @pytest.fixture(scope="module")
-def sdk_readers() -> Callable[[int], tuple[str, Path]]:
+def sdk_readers() -> Callable[[AISDKVersion], tuple[str, Path]]:
     """A major's Node binary and its project copy, where ``read_stream.mjs`` runs."""
 
-    def reader(major: int) -> tuple[str, Path]:
+    def reader(major: AISDKVersion) -> tuple[str, Path]:
         return node_for(project(major)), npm_project(project(major))
 
     return reader
 
 
 @pytest.fixture
-async def reverse_clients(emulator: Emulator) -> AsyncIterator[dict[int, AsyncHandinger]]:
+async def reverse_clients(emulator: Emulator) -> AsyncIterator[dict[AISDKVersion, AsyncHandinger]]:
     """A client of our emulator per major, folding as that major does."""
     async with (
         AsyncHandinger(api_key=API_KEY, base_url=emulator.base_url, ai_sdk=6) as six,
@@ -370,10 +400,10 @@ async def reverse_clients(emulator: Emulator) -> AsyncIterator[dict[int, AsyncHa
     ["Hello there", "What's the weather in Barcelona?", "Research the history of SSE"],
 )
 async def test_sdk_reads_our_emulator(
-    sdk_readers: Callable[[int], tuple[str, Path]],
+    sdk_readers: Callable[[AISDKVersion], tuple[str, Path]],
     emulator: Emulator,
-    reverse_clients: dict[int, AsyncHandinger],
-    major: int,
+    reverse_clients: dict[AISDKVersion, AsyncHandinger],
+    major: AISDKVersion,
     prompt: str,
 ) -> None:
     node, cwd = sdk_readers(major)
