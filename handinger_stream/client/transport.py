@@ -357,7 +357,7 @@ class _AiohttpResponse:
         self._waiting_since = self._loop.time()
         try:
             return await self._content.readany()
-        except (aiohttp.ClientError, OSError) as exc:  # timeouts are OSErrors too
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             if not isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
                 received = self._salvage()
                 if received:
@@ -456,7 +456,7 @@ class AiohttpTransport:
                     timeout=client_timeout,
                     allow_redirects=False,
                 )
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
                 failure: HandingerError | None = _aiohttp_send_failure(exc)
                 cause: LibraryError | None = _retold(exc)
             else:

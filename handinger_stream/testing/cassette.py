@@ -240,7 +240,9 @@ class Recorder(LoopbackServer):
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             self._exchanges.remove(exchange)
-            message = f"recording proxy: cannot reach {redact_url(self.upstream)}: {exc!r}"
+            # str, not repr: an aiohttp exception's repr may show what was sent.
+            problem = f"{type(exc).__name__}: {exc}"
+            message = f"recording proxy: cannot reach {redact_url(self.upstream)}: {problem}"
             return web.json_response(
                 {"error": {"message": message, "type": "proxy_error", "status": 502}},
                 status=502,
