@@ -59,15 +59,15 @@ _DONE_TAIL: Final = b"\n" + DONE
 _chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
 _any_decoder: Final = msgspec.json.Decoder()
 _encode: Final = msgspec.json.Encoder().encode
-# An escaped letter of "eventId" (a key that would decode into event_id).
+# An escaped letter of "eventId" (of "~eventId", a key that would decode into event_id).
 _ESCAPED_KEY_LETTER: Final = re.compile(rb"\\u00(?:6[45eE]|7[46]|49)")
 _worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
 _DATA_PREFIX: Final = b'{"type":"data-'
-# The JSON keys each chunk type declares. Not eventId (the SSE id's, never the
+# The JSON keys each chunk type declares. Not ~eventId (the SSE id's, never the
 # JSON's) nor ~original: in a chunk's JSON they are undeclared keys like any other.
 _CHUNK_KEYS: Final = {
     cls.__struct_config__.tag: frozenset(
-        ("type", *(k for k in cls.__struct_encode_fields__ if k not in ("eventId", "~original")))
+        ("type", *(k for k in cls.__struct_encode_fields__ if k not in ("~eventId", "~original")))
     )
     for cls in ChunkEvent.__args__
 }

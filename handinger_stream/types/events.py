@@ -89,9 +89,10 @@ class _Chunk(
     # cost to the others: it refuses it, and the wire module's slower path keeps it.
     forbid_unknown_fields=True,
 ):
-    # event_id is set from the SSE frame after decoding, never read from JSON.
+    # event_id is set from the SSE frame after decoding, never read from JSON: its
+    # odd JSON name leaves a chunk's own "eventId" key to the chunk (kept, below).
     # omit_defaults: an absent field stays absent when encoded (see wire.encode_event).
-    event_id: str | None = None
+    event_id: str | None = msgspec.field(default=None, name="~eventId")
     # The chunk's JSON as it arrived, when it carried keys not declared here (set
     # by the wire module; the odd JSON name keeps chunk keys out of it).
     # wire.encode_event gives it back while the event is unchanged.
