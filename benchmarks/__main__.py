@@ -1,7 +1,8 @@
-"""``python -m benchmarks all | smoke | report | fold | concurrency | watch | relay``.
+"""``python -m benchmarks all | smoke | report | fold | concurrency | watch | relay | relay-ws``.
 
-See ``benchmarks/README.md``. ``watch --save`` and ``relay --save`` merge their
-figures into ``benchmarks/results.json`` (``all`` keeps them) and re-render the docs.
+See ``benchmarks/README.md``. ``watch --save``, ``relay --save`` and ``relay-ws --save``
+merge their figures into ``benchmarks/results.json`` (``all`` keeps them) and re-render
+the docs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from . import fold
 from .report import render
@@ -18,14 +20,26 @@ from .suite import add_concurrency, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
-SEPARATE = ("watch", "relay")  # scenarios with commands of their own
+RELAY_STORES = ["memory", "redis"]
+SEPARATE = ("watch", "relay", "relay_ws")  # scenarios with commands of their own
+
+
+def _render(result: dict[str, Any], docs: Path) -> Path:
+    """``report.render``, and the WebSocket fan-out's section after it (rendered by its module)."""
+    target = render(result, docs)
+    if "relay_ws" in result:
+        from .relay_ws import section
+
+        with target.open("a", encoding="utf-8") as out:
+            out.write("\n".join(section(result["relay_ws"])) + "\n")
+    return target
 
 
 def _save(key: str, figures: dict[str, object]) -> None:
     result = json.loads(RESULTS.read_text(encoding="utf-8"))
     result[key] = figures
     RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {render(result, ROOT / 'docs')}", file=sys.stderr)
+    print(f"wrote {_render(result, ROOT / 'docs')}", file=sys.stderr)
 
 
 def main() -> None:
@@ -39,7 +53,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
-        "command", choices=["all", "smoke", "report", "fold", "concurrency", "relay"]
+        "command",
+        choices=["all", "smoke", "report", "fold", "concurrency", "relay", "relay-ws"],
     )
     parser.add_argument(
         "--consumers", nargs="*", help="concurrency: the consumers to (re)measure and merge"
@@ -47,9 +62,13 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1_000_000, help="fold: number of deltas")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency-rounds", type=int, default=3)
-    parser.add_argument("--readers", type=int, default=1000, help="relay: SSE readers")
+    parser.add_argument(
+        "--readers", type=int, default=1000, help="relay: SSE readers; relay-ws: per transport"
+    )
     parser.add_argument("--events", type=int, default=2000, help="relay: events in the turn")
-    parser.add_argument("--stores", nargs="*", default=["memory", "redis"], help="relay: stores")
+    parser.add_argument(
+        "--stores", nargs="*", help="relay: stores (memory redis); relay-ws: (memory)"
+    )
     parser.add_argument(
         "--save", action="store_true", help="relay: merge into results.json and re-render the docs"
     )
@@ -57,10 +76,17 @@ def main() -> None:
     if args.command == "relay":
         from . import relay
 
-        relayed = relay.run(args.readers, args.events, stores=tuple(args.stores))
+        relayed = relay.run(args.readers, args.events, stores=tuple(args.stores or RELAY_STORES))
         print(json.dumps(relayed, indent=2))
         if args.save:
             _save("relay", relayed)
+    elif args.command == "relay-ws":
+        from . import relay_ws
+
+        both = relay_ws.run(args.readers, args.events, stores=tuple(args.stores or ["memory"]))
+        print(json.dumps(both, indent=2))
+        if args.save:
+            _save("relay_ws", both)
     elif args.command == "fold":
         print(json.dumps(fold.run(args.n), indent=2))
     elif args.command == "smoke":
@@ -91,7 +117,7 @@ def main() -> None:
             add_concurrency(result, args.consumers or [], args.concurrency_rounds)
             RESULTS.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         result = json.loads(RESULTS.read_text(encoding="utf-8"))
-        print(f"wrote {render(result, ROOT / 'docs')}")
+        print(f"wrote {_render(result, ROOT / 'docs')}")
 
 
 main()
