@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -224,23 +225,27 @@ def reason(exc: BaseException) -> str:
     >>> reason(error)
     'connection refused'
     """
-    root: BaseException = exc
-    seen = {id(root)}
+    chain: list[BaseException] = [exc]
     while True:
-        below = root.__cause__ or root.__context__
-        if below is None or id(below) in seen:
+        below = chain[-1].__cause__ or chain[-1].__context__
+        if below is None or below in chain:
             break
-        seen.add(id(below))
-        root = below
+        chain.append(below)
     if isinstance(exc, StreamTimeoutError):
         return f"no data for {exc.seconds:g}s ({exc.limit} limit)"
-    if isinstance(root, (APITimeoutError, TimeoutError)):
-        return "timed out"
-    if isinstance(root, OSError) and root.errno is not None:
-        return os.strerror(root.errno).lower()
-    if isinstance(root, OSError) and root.strerror:
-        return root.strerror.lower()
-    return "the connection broke" if root is not exc else "the connection failed"
+    for error in reversed(chain):  # the root cause first
+        if isinstance(error, OSError) and error.errno is not None:
+            return os.strerror(error.errno).lower()
+        if isinstance(error, (APITimeoutError, TimeoutError)):
+            return "timed out"
+        # A library's error wrapped in words only: its errno is in its text.
+        found = _ERRNO.search(str(error))
+        if found:
+            return os.strerror(int(found.group(1))).lower()
+    return "the connection broke" if len(chain) > 1 else "the connection failed"
+
+
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 
 def _first_line(exc: BaseException) -> str:

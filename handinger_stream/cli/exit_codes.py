@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 EXIT_OK = 0  # completed: every worker it ran or watched did
-EXIT_FAILED = 1  # a worker failed
+EXIT_FAILED = 1  # a worker failed, or ended without completing (aborted, incomplete)
 EXIT_USAGE = 2  # a usage error: options, a prompt, an id that does not exist
 EXIT_CONNECTION = 3  # a connection or authentication problem (a missing API key too)
 EXIT_PROTOCOL = 4  # the server's stream could not be decoded
@@ -31,9 +31,10 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_CLOSED_OUTPUT = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 HELP = """\
-exit codes: 0 completed, 1 the worker failed, 2 usage error, 3 connection or
-authentication problem, 4 the stream could not be decoded, 130 interrupted,
-141 the output was closed early (e.g. piped into head)"""
+exit codes: 0 completed (a server stopped by SIGTERM too), 1 the worker failed
+or did not complete, 2 usage error, 3 connection or authentication problem,
+4 the stream could not be decoded, 130 interrupted (Ctrl-C), 141 the output
+was closed early (e.g. piped into head)"""
 
 
 class Stopping:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .._version import __version__
 from . import (
     exit_codes,
     record,
@@ -73,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog=exit_codes.HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"handinger-stream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser, _ in _SUBCOMMANDS.values():
         add_parser(sub)
     return parser

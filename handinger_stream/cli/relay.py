@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 from typing import Any
 
 from aiohttp import web
@@ -30,7 +29,15 @@ from ..relay.redis_store import RedisStore
 from ..relay.store import Store
 from ..testing.emulator import Emulator
 from .arguments import EMULATOR_PACE, pace, port, positive
-from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
+from .connection import (
+    Service,
+    add_command,
+    add_service_options,
+    failure,
+    print_json,
+    service,
+)
+from .exit_codes import EXIT_CONNECTION, EXIT_USAGE, Stopping
 from .printing import say
 
 __all__ = ["DEFAULT_PORT", "add_parser", "command", "serve"]
@@ -40,18 +47,28 @@ DEFAULT_PORT = 8788
 
 def add_parser(sub: Any) -> None:
     """Register ``relay`` on the command line's subcommands."""
-    relay = sub.add_parser(
-        "relay", help="relay workers' streams to browsers (the AI SDK chat transport) and a page"
+    relay = add_command(
+        sub,
+        "relay",
+        help="relay workers' streams to browsers (the AI SDK chat transport) and a page",
+        description=(
+            "Serve the relay between the API and web pages: each turn is read once from\n"
+            "the API and stored; any number of browsers read it (the AI SDK's chat\n"
+            "transport, useChat with resume: true), and a chat page at /. Without a key\n"
+            "or base URL it relays the embedded emulator. Ctrl-C or SIGTERM stops it;\n"
+            "running turns go on in their workers."
+        ),
     )
-    relay.add_argument("--host", default="127.0.0.1")
-    relay.add_argument("--port", type=port, default=DEFAULT_PORT, help="0: any free port")
+    relay.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    relay.add_argument(
+        "--port", type=port, default=DEFAULT_PORT, help="(default: %(default)s; 0: any free port)"
+    )
     relay.add_argument(
         "--redis",
         default=None,
         metavar="URL",
         help="share chats with other relay processes through this Redis (default: in memory)",
     )
-    relay.add_argument("--base-url", default=None, help="the API's base URL")
     relay.add_argument(
         "--worker",
         default=None,
@@ -62,13 +79,21 @@ def add_parser(sub: Any) -> None:
         "--lease-seconds",
         type=positive,
         default=10.0,
-        help="a producer's lease: how soon another process resumes a turn whose producer died",
+        help="a producer's lease: how soon another process resumes a turn whose producer "
+        "died (default: %(default)g)",
     )
     relay.add_argument(
         "--tokens-per-second",
         type=pace,
-        default=EMULATOR_PACE,
-        help="the embedded emulator's pace (0: as fast as possible)",
+        default=None,
+        metavar="N",
+        help=f"the embedded emulator's pace (default {EMULATOR_PACE:g}; 0: as fast as "
+        "possible); refused when a key or base URL is given",
+    )
+    add_service_options(
+        relay,
+        json_help='print where it listens as one JSON object on stdout ({"url", "store", '
+        '"upstream"}), for scripts that start it on --port 0',
     )
 
 
@@ -82,24 +107,23 @@ async def serve(args: argparse.Namespace) -> int:
     if args.worker is not None and not args.worker.strip():
         say("error: --worker: give a worker template's id")
         return EXIT_USAGE
-    if args.worker is not None and not (args.base_url or os.environ.get("HANDINGER_BASE_URL")):
-        if os.environ.get("HANDINGER_API_KEY") is None:
-            say(
-                "error: --worker names a template of the API: set HANDINGER_API_KEY (or "
-                "--base-url of an emulator that has it, e.g. 'handinger-stream serve')"
-            )
-            return EXIT_USAGE
+    found = _service(args)
+    if isinstance(found, int):
+        return found
+    if args.worker is not None and found.embedded:
+        say(
+            "error: --worker names a template of the API: set HANDINGER_API_KEY (or pass "
+            "--api-key, or --base-url of an emulator that has it, e.g. 'handinger-stream serve')"
+        )
+        return EXIT_USAGE
     async with contextlib.AsyncExitStack() as stack:
-        upstream = await _upstream(args, stack)
-        if isinstance(upstream, int):
-            return upstream
-        base_url, api_key = upstream
+        base_url, api_key = await _upstream(args, found, stack)
         store = await _open_store(args, stack)
         if isinstance(store, int):
             return store
         client = await stack.enter_async_context(AsyncHandinger(api_key=api_key, base_url=base_url))
         if args.worker is not None:
-            problem = await _check_template(client, args.worker)
+            problem = await _check_template(client, args.worker, found)
             if problem is not None:
                 return problem
         relay = Relay(client, store, lease_seconds=args.lease_seconds, worker_id=args.worker)
@@ -111,21 +135,25 @@ async def serve(args: argparse.Namespace) -> int:
         try:
             await site.start()
         except OSError as exc:
-            say(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+            say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
             return EXIT_CONNECTION
-        stop = _stop_on_signals()  # before the line that says it serves: from then on, clean
+        # Before the line that says it serves: from then on, any stop is a clean one.
+        stopping = Stopping()
         where = f"Redis {store.url}" if isinstance(store, RedisStore) else "memory"
         on = f"; each chat a task of worker {args.worker}" if args.worker is not None else ""
+        url = f"http://{args.host}:{runner.addresses[0][1]}/"
+        if args.json:
+            print_json({"url": url, "store": where, "upstream": client.base_url})
         say(
-            f"handinger-stream relay on http://{args.host}:{runner.addresses[0][1]}/ "
+            f"handinger-stream relay on {url} "
             f"(chats in {where}; workers at {client.base_url}{on}; Ctrl-C to stop)"
         )
-        await stop.wait()
+        code = await stopping.wait()
         say("relay stopping: running turns go on in their workers, and resume at the next reader")
-    return EXIT_OK
+    return code
 
 
-async def _check_template(client: AsyncHandinger, worker_id: str) -> int | None:
+async def _check_template(client: AsyncHandinger, worker_id: str, found: Service) -> int | None:
     """Whether ``--worker`` names a worker the API knows (said before serving, not at the
     first chat); ``None``, or the exit code."""
     try:
@@ -134,30 +162,43 @@ async def _check_template(client: AsyncHandinger, worker_id: str) -> int | None:
         say(f"error: --worker: the API has no worker {worker_id!r}")
         return EXIT_USAGE
     except HandingerError as exc:
-        say(f"error: --worker: cannot reach the API to check {worker_id!r}: {exc}")
-        return EXIT_CONNECTION
+        return failure(exc, found)
     return None
 
 
+def _service(args: argparse.Namespace) -> Service | int:
+    """The API the relay reads workers from; or an exit code (said already)."""
+    if not (args.base_url or os.environ.get("HANDINGER_BASE_URL")) and not (
+        args.api_key or os.environ.get("HANDINGER_API_KEY")
+    ):
+        return Service(None, None, "the embedded emulator")
+    if args.tokens_per_second is not None:
+        say(
+            "error: --tokens-per-second sets the embedded emulator's pace, and with a key or "
+            "a base URL no emulator runs here: leave it out"
+        )
+        return EXIT_USAGE
+    found = service(args, embedded_ok=False)
+    if found == EXIT_CONNECTION:  # no key for that base URL: the command was incomplete
+        return EXIT_USAGE
+    return found
+
+
 async def _upstream(
-    args: argparse.Namespace, stack: contextlib.AsyncExitStack
-) -> tuple[str | None, str] | int:
-    """The API the relay reads workers from, and its key: the embedded emulator (started
-    on ``stack``) when neither is given; or an exit code."""
-    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
-    api_key = os.environ.get("HANDINGER_API_KEY")
-    if base_url is None and api_key is None:
-        emulator = Emulator(tokens_per_second=args.tokens_per_second)
+    args: argparse.Namespace, found: Service, stack: contextlib.AsyncExitStack
+) -> tuple[str | None, str | None]:
+    """The API's base URL and key: the embedded emulator's (started on ``stack``) when
+    neither was given."""
+    if found.embedded:
+        pace = EMULATOR_PACE if args.tokens_per_second is None else args.tokens_per_second
+        emulator = Emulator(tokens_per_second=pace)
         await stack.enter_async_context(emulator)
         say(
             "No HANDINGER_API_KEY or base URL given: using the embedded emulator at "
             f"{emulator.base_url}"
         )
         return emulator.base_url, "emulator"
-    if api_key is None:
-        say(f"error: HANDINGER_API_KEY is needed to relay {base_url}")
-        return EXIT_USAGE
-    return base_url, api_key  # no base URL: the client's default, the real service
+    return found.base_url, found.api_key
 
 
 async def _open_store(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> Store | int:
@@ -177,13 +218,3 @@ async def _open_store(args: argparse.Namespace, stack: contextlib.AsyncExitStack
         say(f"error: {exc}")
         return EXIT_CONNECTION
     return store
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event that SIGINT or SIGTERM sets: either stops the relay cleanly (exit 0)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-    return stop

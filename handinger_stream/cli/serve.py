@@ -15,6 +15,7 @@ from typing import Any
 from ..testing.cassette import Cassette, CassetteError
 from ..testing.emulator import Emulator
 from .arguments import EMULATOR_PACE, pace, port
+from .connection import add_command
 from .exit_codes import EXIT_CONNECTION, EXIT_USAGE, Stopping
 from .printing import count, say
 
@@ -23,10 +24,16 @@ __all__ = ["add_parser", "command"]
 
 def add_parser(sub: Any) -> None:
     """Register ``serve`` on the command line's subcommands."""
-    serve = sub.add_parser(
+    serve = add_command(
+        sub,
         "serve",
         help="run the emulator until interrupted",
-        description="Run the emulator (a simulated agent) until interrupted, or replay a cassette.",
+        description=(
+            "Run the emulator (a simulated agent, both generations of the API) on loopback\n"
+            "until Ctrl-C (exit 130) or SIGTERM (exit 0), or replay a cassette that\n"
+            "'handinger-stream record' wrote. A turn still playing when it stops ends with\n"
+            "an error, never as a finished answer; uploads are removed on any stop."
+        ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     serve.add_argument(
@@ -54,7 +61,11 @@ def add_parser(sub: Any) -> None:
     serve.add_argument(
         "--realtime", action="store_true", help="replay at the recorded pace (default: at once)"
     )
-    serve.add_argument("--fleet", action="store_true", help="play a realistic fleet of workers")
+    serve.add_argument(
+        "--fleet",
+        action="store_true",
+        help="play a realistic fleet: varied lengths and tools, some workers failing",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
@@ -67,6 +78,13 @@ async def _serve(args: argparse.Namespace) -> int:
         cassette = Cassette.load(args.cassette) if args.cassette else None
     except (CassetteError, OSError) as exc:
         say(f"error: {exc}")
+        return EXIT_USAGE
+    if cassette is not None and not cassette.interactions:
+        # Every request would be answered 404: refused now, not one request at a time.
+        say(
+            f"error: {args.cassette} holds no recorded request: record one with "
+            f"'handinger-stream record --out {args.cassette} \"PROMPT\"'"
+        )
         return EXIT_USAGE
     emulator = Emulator(
         api_key=args.api_key,

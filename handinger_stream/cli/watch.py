@@ -61,6 +61,7 @@ from ..testing.emulator import Emulator
 from ..types.events import AbortEvent, ErrorEvent, FinishEvent, StartEvent, WorkerSnapshotEvent
 from ..types.worker import BUDGETS, Worker
 from .arguments import EMULATOR_PACE, pace, positive_int
+from .connection import Service, add_command, add_service_options, failure, service
 from .exit_codes import (
     EXIT_CONNECTION,
     EXIT_FAILED,
@@ -81,24 +82,41 @@ _json = msgspec.json.Encoder()
 
 def add_parser(sub: Any) -> None:
     """Register ``watch`` on the command line's subcommands."""
-    watch = sub.add_parser("watch", help="follow many workers at once: a live table, or JSON lines")
+    watch = add_command(
+        sub,
+        "watch",
+        help="follow many workers at once: a live table, or JSON lines",
+        description=(
+            "Follow many workers at once: on a terminal a live table (a row each: status,\n"
+            "elapsed, tokens, cost, sources, what it is doing, its last words), elsewhere\n"
+            "the table once at the end, or with --json a line per status change and a\n"
+            "final line per worker. Workers by id (today's API: templates and tasks too),\n"
+            "--create N new ones (on the embedded emulator without a key or base URL), or\n"
+            "with --redis every turn the relays on that Redis produce. Ctrl-C stops\n"
+            "watching; the workers go on."
+        ),
+    )
     watch.add_argument(
         "ids", nargs="*", metavar="ID", help="workers to watch (today's API: templates or tasks)"
     )
-    watch.add_argument("--ids-from", metavar="FILE", help="read worker ids from FILE, one a line")
+    watch.add_argument(
+        "--ids-from", metavar="FILE", help="read worker ids from FILE, one a line (- for stdin)"
+    )
     watch.add_argument(
         "--create",
         nargs=2,
         metavar=("N", "PROMPT"),
         help="create N workers on PROMPT, and watch them",
     )
-    watch.add_argument("--budget", choices=BUDGETS, default=None, help="with --create")
+    watch.add_argument(
+        "--budget", choices=BUDGETS, default=None, help="the budget of each worker --create makes"
+    )
     watch.add_argument(
         "--max-concurrency",
         type=positive_int,
         default=None,
         metavar="N",
-        help="open at most N streams",
+        help="open at most N streams at once (the others wait, shown as queued)",
     )
     watch.add_argument(
         "--redis",
@@ -116,13 +134,18 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="stay attached to worker templates: show each new task as it starts (until Ctrl-C)",
     )
-    watch.add_argument("--json", action="store_true", help="JSON lines instead of the table")
-    watch.add_argument("--base-url", default=None, help="the API's base URL")
     watch.add_argument(
         "--tokens-per-second",
         type=pace,
-        default=EMULATOR_PACE,
-        help="the embedded emulator's pace (0: as fast as possible)",
+        default=None,
+        metavar="N",
+        help=f"the embedded emulator's pace (default {EMULATOR_PACE:g}; 0: as fast as "
+        "possible); refused when a key or base URL is given",
+    )
+    add_service_options(
+        watch,
+        json_help="JSON lines instead of the table: one per status change, a final one per "
+        "worker (each with outcome and error at its top level)",
     )
 
 
@@ -139,16 +162,56 @@ def command(args: argparse.Namespace) -> int:
             raise InvalidRequestError("--until-idle goes with --redis")
         if args.follow and not ids:
             raise InvalidRequestError("--follow goes with IDs of worker templates")
-    except (InvalidRequestError, OSError) as exc:
+        if args.budget is not None and not count:
+            raise InvalidRequestError("--budget is the budget of the workers --create makes")
+        if args.redis and (args.api_key or args.base_url or args.max_concurrency):
+            raise InvalidRequestError(
+                "--redis reads the relays' store, not the API: --api-key, --base-url and "
+                "--max-concurrency do not apply"
+            )
+    except InvalidRequestError as exc:
         say(f"error: {exc}")
         return EXIT_USAGE
+    except OSError as exc:
+        say(f"error: --ids-from: cannot read {args.ids_from}: {exc.strerror or exc}")
+        return EXIT_USAGE
     if not ids and not count and not args.redis:
-        say("nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, or --redis URL")
+        say(
+            "error: nothing to watch: give worker IDs, --ids-from FILE, --create N PROMPT, "
+            "or --redis URL"
+        )
+        return EXIT_USAGE
+    found: Service | None = None
+    if not args.redis:
+        if ids and not (
+            args.api_key
+            or args.base_url
+            or os.environ.get("HANDINGER_API_KEY")
+            or os.environ.get("HANDINGER_BASE_URL")
+        ):
+            say(
+                "error: watching IDs needs the service: set HANDINGER_API_KEY (or pass "
+                "--api-key or --base-url); without them, try --create N PROMPT on the "
+                "embedded emulator"
+            )
+            return EXIT_USAGE
+        where = service(args, embedded_ok=True)
+        if isinstance(where, int):
+            return where
+        found = where
+        if args.tokens_per_second is not None and not found.embedded:
+            say(
+                "error: --tokens-per-second sets the embedded emulator's pace, and with a key "
+                "or a base URL no emulator runs here: leave it out"
+            )
+            return EXIT_USAGE
+    elif args.tokens_per_second is not None:
+        say("error: --tokens-per-second goes with --create on the embedded emulator")
         return EXIT_USAGE
     board = Board()
     stopped: _Stopped | None = None
     try:
-        asyncio.run(_main(args, board, ids, count, prompt))
+        asyncio.run(_main(args, board, ids, count, prompt, found))
     except KeyboardInterrupt:
         board.interrupted = True
     except _UsageError as exc:
@@ -156,8 +219,18 @@ def command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except _Stopped as exc:
         stopped = exc
+    if found is not None:
+        _say_refused_key(board, found)
     say(board.summary())
     return stopped.code if stopped is not None else _exit_code(board)
+
+
+def _say_refused_key(board: Board, found: Service) -> None:
+    """A refused key stops every stream alike: said once, by where the key came from."""
+    for error in board.errors.values():
+        if isinstance(error, (AuthenticationError, PermissionDeniedError)):
+            failure(error, found)
+            return
 
 
 class _UsageError(Exception):
@@ -220,28 +293,27 @@ def _create_args(args: argparse.Namespace) -> tuple[int, str]:
 
 
 async def _main(
-    args: argparse.Namespace, board: Board, ids: list[str], count: int, prompt: str
+    args: argparse.Namespace,
+    board: Board,
+    ids: list[str],
+    count: int,
+    prompt: str,
+    found: Service | None,
 ) -> None:
-    if args.redis:
+    if found is None:
         await _follow_fleet(args, board)
         return
-    base_url = args.base_url or os.environ.get("HANDINGER_BASE_URL")
-    api_key = os.environ.get("HANDINGER_API_KEY")
-    if base_url is None and api_key is None:
-        if ids:
-            raise _UsageError(
-                "watching IDs needs the service: set HANDINGER_API_KEY (or --base-url); "
-                "without them, try --create N PROMPT on the embedded emulator"
-            )
-        pace = args.tokens_per_second
+    if found.embedded:
+        pace = EMULATOR_PACE if args.tokens_per_second is None else args.tokens_per_second
         async with Emulator(tokens_per_second=pace, fleet=True) as emulator:
             say(
                 f"No HANDINGER_API_KEY or base URL given: using the embedded emulator at "
                 f"{emulator.base_url} (a fleet of simulated workers, {pace:g} tokens/s)"
             )
-            await _follow(args, board, ids, count, prompt, "emulator", emulator.base_url)
+            where = Service("emulator", emulator.base_url, "the embedded emulator")
+            await _follow(args, board, ids, count, prompt, where)
         return
-    await _follow(args, board, ids, count, prompt, api_key, base_url)
+    await _follow(args, board, ids, count, prompt, found)
 
 
 async def _follow(
@@ -250,17 +322,14 @@ async def _follow(
     ids: list[str],
     count: int,
     prompt: str,
-    api_key: str | None,
-    base_url: str | None,
+    where: Service,
 ) -> None:
     """Create ``count`` workers on ``prompt``, then show them and ``ids`` as they work."""
-    async with AsyncHandinger(api_key=api_key, base_url=base_url) as client:
+    async with AsyncHandinger(api_key=where.api_key, base_url=where.base_url) as client:
         try:
             ids = ids + await _create(client, count, prompt, args.budget)
         except HandingerError as exc:
-            where = f" ({base_url})" if base_url else ""
-            say(f"error{where}: cannot create workers: {exc}")
-            raise _Stopped(EXIT_CONNECTION if _is_connection_problem(exc) else EXIT_USAGE) from exc
+            raise _Stopped(failure(exc, where)) from exc
         for worker_id in ids:
             board.add(worker_id)
         watching = client.workers.watch(

@@ -50,27 +50,35 @@ def environment(key: str | None = None, base_url: str | None = None) -> dict[str
 
 
 def cli(
-    *args: str, key: str | None = API_KEY, base_url: str | None = None, timeout: float = 120
+    *args: str,
+    key: str | None = API_KEY,
+    base_url: str | None = None,
+    timeout: float = 120,
+    stdin: str = "",
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m handinger_stream ARGS``: the real entry point, in a process of its own."""
+    """``python -m handinger_stream ARGS``: the real entry point, in a process of its own,
+    reading ``stdin`` (piped: empty unless given, never this process's own)."""
     return subprocess.run(
         [sys.executable, "-m", "handinger_stream", *args],
         capture_output=True,
         text=True,
         env=environment(key, base_url),
         timeout=timeout,
+        input=stdin,
     )
 
 
 def cli_here(
-    *args: str, key: str | None = API_KEY, base_url: str | None = None
+    *args: str, key: str | None = API_KEY, base_url: str | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """The same command, its ``main`` run in this process: what it prints and returns,
     without a new interpreter's start-up (half a second a call). For what does not
-    depend on the process itself (signals, closed pipes and terminals use ``cli``)."""
+    depend on the process itself (signals, closed pipes and terminals use ``cli``).
+    ``stdin`` is what a pipe into it holds."""
     out, err = io.TextIOWrapper(io.BytesIO()), io.TextIOWrapper(io.BytesIO())
     with (
         mock.patch.dict(os.environ, environment(key, base_url), clear=True),
+        mock.patch.object(sys, "stdin", io.StringIO(stdin)),
         redirect_stdout(out),
         redirect_stderr(err),
     ):
