@@ -162,8 +162,9 @@ class RelayProcess:
             if self.process.poll() is not None:
                 break
             time.sleep(0.05)
+        said = self.log()[-2000:]  # read before stop() removes the log
         self.stop()
-        pytest.fail(f"the relay did not start:\n{self.log()[-2000:]}")
+        pytest.fail(f"the relay did not start:\n{said}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
