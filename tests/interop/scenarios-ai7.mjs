@@ -368,6 +368,33 @@ const ai7 = {
     }),
   },
 
+  "tool-approval-automatic": {
+    about: "streamText: approvals decided by policy (isAutomatic): one approved with a signature and run, one denied; then an answer",
+    build: (name) => ({
+      stream: fromModel(
+        name,
+        [
+          [
+            ...head(),
+            { type: "tool-call", toolCallId: "call-ok", toolName: "forecast", input: '{"city":"Rome","days":1}' },
+            { type: "tool-call", toolCallId: "call-no", toolName: "shell", input: '{"command":"rm -rf /"}' },
+            finish("tool-calls"),
+          ],
+          [...head("resp-1"), ...textParts("t1", ["Rome is clear; I did not run that command."]), finish()],
+        ],
+        {
+          tools: { forecast: forecastTool, shell: shellTool },
+          toolApproval: {
+            forecast: { type: "approved", reason: "forecasts are read-only" },
+            shell: { type: "denied", reason: "destructive command" },
+          },
+          experimental_toolApprovalSecret: "interop-secret",
+          stopWhen: stepCountIs(2),
+        },
+      ),
+    }),
+  },
+
   "tool-input-error-raw": {
     about: "streamText: tool input that is not JSON (streamed, and in one piece); writer: a static tool's raw input error",
     build: (name) => ({
