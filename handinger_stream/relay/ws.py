@@ -177,7 +177,7 @@ class WSLimits:
 
     max_frame: int = 8 * 1024 * 1024
     max_requests: int = 32
-    max_pending: int = 8
+    max_pending: int = 4
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
     ping_interval: float = 20.0
@@ -272,16 +272,15 @@ class _Session:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         writer = loop.create_task(self._write())
+        reading = loop.create_task(self._read())
         try:
-            reading = loop.create_task(self._read())
+            # Either the client is done (or broke a rule), or its socket is gone (or was cut).
             await asyncio.wait({reading, writer}, return_when=asyncio.FIRST_COMPLETED)
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
         finally:
-            for task in [*self.requests.values(), writer]:
+            tasks = [reading, *self.requests.values(), writer]
+            for task in tasks:
                 task.cancel()
-            for task in [*self.requests.values(), writer]:
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             code, reason = self.closing or (NORMAL, "")
@@ -366,7 +365,9 @@ class _Session:
         if budget is not None and budget not in BUDGETS:
             raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
         # Shielded: an abort stops this request's answer, never the turn it started.
-        turn = await asyncio.shield(self.relay.send(request.id, text, budget=budget))
+        starting = asyncio.ensure_future(self.relay.send(request.id, text, budget=budget))
+        starting.add_done_callback(_retrieved)
+        turn = await asyncio.shield(starting)
         return self.relay.read(request.id, after=turn.after)
 
     async def _resume(self, request: ResumeRequest) -> Reader | None:
@@ -423,6 +424,12 @@ class _Session:
                 except Exception:
                     return  # the peer is gone: the session ends
                 mark.since = None
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    # A turn's start whose request was aborted meanwhile: its failure was nobody's to hear.
+    if not task.cancelled():
+        task.exception()
 
 
 def _chunk(entry: Entry) -> str:
