@@ -340,10 +340,16 @@ class SSEDecoder:
         if end < 0:
             self._tail, self._held = [data], len(data)
             return b"", self._check_tail() if len(data) > self._max else None
-        start, self._offset = self._offset, self._offset + end + 2
+        start = self._offset
+        self._offset = start + end + 2
         region = data[:end]
         rest = data[end + 2 :]
-        self._tail, self._held = ([rest] if rest else []), len(rest)
+        if rest:
+            self._tail = [rest]
+            self._held = len(rest)
+        elif tail:
+            self._tail = []
+            self._held = 0
         if len(region) > self._max:
             region, too_large = self._cut_at_too_large(region, start)
             if too_large is not None:
