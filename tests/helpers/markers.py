@@ -78,6 +78,8 @@ SLOW = frozenset(
         "tests/protocol/test_fast_path.py::test_the_generator_reaches_every_shape",
         "tests/protocol/test_fuzz.py::test_chunks_of_any_shape_raise_only_documented_errors",
         "tests/protocol/test_fuzz.py::test_every_wellformed_json_chunk_is_one_event_of_its_own_type_or_an_error",
+        "tests/protocol/test_interop.py::test_fixture_cut_and_resumed",
+        "tests/protocol/test_interop.py::test_fixture_padded_with_sse_comments",
         "tests/protocol/test_interop.py::test_fixture_rechunked",
         "tests/protocol/test_interop.py::test_fixture_whole",
         "tests/protocol/test_retry.py::test_a_resume_waits_as_long_as_retry_after_says",
