@@ -41,7 +41,7 @@ from msgspec import UNSET
 
 from ..types.events import (
     AI_SDK_7_ONLY,
-    AISDK_VERSIONS,
+    AI_SDK_VERSIONS,
     AbortEvent,
     AISDKVersion,
     CustomEvent,
@@ -105,9 +105,9 @@ def check_ai_sdk(ai_sdk: object) -> AISDKVersion:
     ValueError: ai_sdk must be one of 6, 7 (the AI SDK major to fold as), not '7'
     """
     # bool is an int: True must not pass for 1 (nor, were it listed, 1 for True).
-    if type(ai_sdk) is int and ai_sdk in AISDK_VERSIONS:
+    if type(ai_sdk) is int and ai_sdk in AI_SDK_VERSIONS:
         return ai_sdk
-    allowed = ", ".join(map(str, AISDK_VERSIONS))
+    allowed = ", ".join(map(str, AI_SDK_VERSIONS))
     raise ValueError(
         f"ai_sdk must be one of {allowed} (the AI SDK major to fold as), not {ai_sdk!r}"
     )

@@ -26,7 +26,8 @@ from msgspec import UNSET, UnsetType
 from .worker import Worker
 
 __all__ = [
-    "AISDK_VERSIONS",
+    "AI_SDK_7_ONLY",
+    "AI_SDK_VERSIONS",
     "AISDKVersion",
     "AbortEvent",
     "ChunkEvent",
@@ -74,7 +75,7 @@ AISDKVersion = Literal[6, 7]
 >>> client = AsyncHandinger(api_key="k", ai_sdk=6)  # fold every stream as ai 6 does
 """
 
-AISDK_VERSIONS: tuple[AISDKVersion, ...] = (6, 7)
+AI_SDK_VERSIONS: tuple[AISDKVersion, ...] = (6, 7)
 """The majors the reducer knows, oldest first; the last is the default."""
 
 
