@@ -99,8 +99,9 @@ class _Socket:
             return data
         return None  # closed, or broken (too big: aiohttp closed it with 1009)
 
-    async def send(self, text: str) -> None:
-        await self.response.send_str(text)
+    async def send(self, text: bytes) -> None:
+        # A text frame from the UTF-8 the relay built: no str in between.
+        await self.response.send_frame(text, WSMsgType.TEXT)
 
     async def close(self, code: int, reason: str) -> None:
         try:

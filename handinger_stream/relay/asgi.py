@@ -172,8 +172,8 @@ class _Socket:
         self._closed = True  # websocket.disconnect
         return None
 
-    async def send(self, text: str) -> None:
-        await self._send({"type": "websocket.send", "text": text})
+    async def send(self, text: bytes) -> None:
+        await self._send({"type": "websocket.send", "text": text.decode()})
 
     async def close(self, code: int, reason: str) -> None:
         if self._closed:

@@ -191,8 +191,8 @@ class Socket(Protocol):
         after ``timeout`` seconds with none."""
         ...
 
-    async def send(self, text: str) -> None:
-        """Send one text frame; raises when the peer is gone."""
+    async def send(self, text: bytes) -> None:
+        """Send one text frame (``text`` is UTF-8 JSON); raises when the peer is gone."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
@@ -266,7 +266,7 @@ class _Session:
         self.snapshots = snapshots
         self.requests: dict[str, asyncio.Task[None]] = {}
         # Frames for the writer, a batch per item: its bound is the requests' backpressure.
-        self.out: asyncio.Queue[list[str]] = asyncio.Queue(self.limits.max_pending)
+        self.out: asyncio.Queue[list[bytes]] = asyncio.Queue(self.limits.max_pending)
         self.closing: tuple[int, str] | None = None
 
     async def run(self) -> None:
@@ -339,7 +339,7 @@ class _Session:
             del self.requests[request_id]
 
     async def _answer(self, request: SendRequest | ResumeRequest) -> None:
-        rid = _json.encode(request.request_id).decode()
+        rid = _json.encode(request.request_id)
         try:
             if isinstance(request, SendRequest):
                 reader = await self._send(request)
@@ -347,11 +347,11 @@ class _Session:
             else:
                 found = await self._resume(request)
                 if found is None:
-                    await self.out.put([f'{{"type":"no-active","requestId":{rid}}}'])
+                    await self.out.put([b'{"type":"no-active","requestId":%s}' % rid])
                     return
                 reader = found
                 skip = request.last_sequence if request.last_sequence is not None else -1
-            await self.out.put([f'{{"type":"start","requestId":{rid}}}'])
+            await self.out.put([b'{"type":"start","requestId":%s}' % rid])
             await self._stream(reader, rid, skip)
         except HandingerError as exc:
             await self._error(request.request_id, _describe(exc))
@@ -378,32 +378,33 @@ class _Session:
         # From the running turn's first entry, whatever turn starts meanwhile.
         return self.relay.read(request.id, after=info.turn_start - 1)
 
-    async def _stream(self, reader: Reader, rid: str, skip: int) -> None:
+    async def _stream(self, reader: Reader, rid: bytes, skip: int) -> None:
         """The turn's chunks as frames: ``sequence`` counts them from 0; those up to
         ``skip`` (the resume's ``lastSequence``) are counted, not sent."""
         sequence = 0
         keep_snapshots = self.snapshots
-        head = f'{{"type":"chunk","requestId":{rid},"sequence":'
+        # Built as bytes around the stored JSON: nothing is decoded or re-encoded per reader.
+        head = b'{"type":"chunk","requestId":%s,"sequence":' % rid
         while True:
             batch = await reader.next_batch(None)
             if batch is None:
                 break
-            frames: list[str] = []
+            frames: list[bytes] = []
             for entry in batch:
                 if entry.snapshot and not keep_snapshots:
                     continue
                 if entry.end and entry.error is None:
                     break
                 if sequence > skip:
-                    frames.append(f'{head}{sequence},"chunk":{_chunk(entry)}}}')
+                    frames.append(b'%s%d,"chunk":%s}' % (head, sequence, _chunk(entry)))
                 sequence += 1
             if frames:
                 await self.out.put(frames)
-        await self.out.put([f'{{"type":"end","requestId":{rid}}}'])
+        await self.out.put([b'{"type":"end","requestId":%s}' % rid])
 
     async def _error(self, request_id: str, text: str) -> None:
         frame = _json.encode({"type": "error", "requestId": request_id, "errorText": text})
-        await self.out.put([frame.decode()])
+        await self.out.put([frame])
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
@@ -432,10 +433,10 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _chunk(entry: Entry) -> str:
+def _chunk(entry: Entry) -> bytes:
     if entry.end:  # a turn that failed: the error as a chunk, as the SSE stream has it
-        return _json.encode({"type": "error", "errorText": entry.error}).decode()
-    return entry.data.decode()
+        return _json.encode({"type": "error", "errorText": entry.error})
+    return entry.data
 
 
 def _describe(exc: HandingerError) -> str:
