@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..client.watch import WatchEvent
 from ..errors import HandingerError
+from ..types.events import ReasoningDeltaEvent, TextDeltaEvent
 from ..types.worker import Worker
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ class Row:
     error: str = ""
     worker: str = ""  # a task's row: the template it runs on
     trigger: str = ""  # a task's row: what started it, once known
+    # Tokens streamed (text and reasoning deltas) since the row was last worked out: the
+    # usage comes in metadata now and then, the tokens all the time.
+    streamed: int = 0
 
     @property
     def is_task(self) -> bool:
@@ -160,6 +164,9 @@ class Board:
         self.dirty.add(worker_id)
         if item.error is not None:
             self.errors[worker_id] = item.error
+        kind = type(item.event)
+        if kind is TextDeltaEvent or kind is ReasoningDeltaEvent:
+            (row or self.rows[worker_id]).streamed += 1
 
     def ended(self, worker_id: str, worker: Worker, now: float) -> None:
         row = self.rows.get(worker_id)
@@ -196,9 +203,18 @@ class Board:
             # Since the worker was created, unless first seen within that (whole) second.
             row.started = created
         usage = worker.usage
-        if usage is not None:
-            row.tokens_in, row.tokens_out = usage.input_tokens, usage.output_tokens
-            row.total_tokens = usage.total_tokens or usage.input_tokens + usage.output_tokens
+        said = usage.output_tokens if usage is not None else 0
+        if usage is not None or row.streamed:
+            row.tokens_in = usage.input_tokens if usage is not None else row.tokens_in or 0
+            if worker.running or worker.status != "completed":
+                # While the worker writes, its output grows with each token, not only
+                # when its next usage arrives (the usage may be behind: the larger wins).
+                row.tokens_out = max(said, (row.tokens_out or 0) + row.streamed)
+            else:
+                row.tokens_out = said  # at its end the usage is the count
+        row.streamed = 0
+        total = (usage.total_tokens or usage.input_tokens + said) if usage is not None else 0
+        row.total_tokens = max(total, (row.tokens_in or 0) + (row.tokens_out or 0))
         row.cost = worker.cost_usd or 0.0
         row.sources = len(worker.sources)
         tail = worker.output_text[-200:]
@@ -237,9 +253,27 @@ class Board:
         cost = sum(row.cost for row in self.rows.values())
         line = (
             f"{n} worker{'s' * (n != 1)}: {', '.join(parts)} · {tokens:,} tokens · "
-            f"${cost:.4f} · {now - self.started:.1f}s"
+            f"${cost:.4f} · {self.elapsed(now):.1f}s"
         )
         return ("interrupted · " if self.interrupted else "") + line
+
+    def elapsed(self, now: float) -> float:
+        """The time the rows span, from the first one's start to the last one's end (or
+        ``now``): the rows' own elapsed times fit in it, so the totals agree with them.
+        Before any row started, the time since watching began.
+
+        >>> board = Board(started=0)
+        >>> board.rows["a"] = Row("a", started=2.0, ended=5.0)
+        >>> board.rows["b"] = Row("b", started=3.0)
+        >>> board.elapsed(now=10.0), board.rows["b"].elapsed(10.0)
+        (8.0, 7.0)
+        """
+        rows = [row for row in self.rows.values() if row.started is not None]
+        if not rows:
+            return max(now - self.started, 0.0)
+        first = min(row.started for row in rows if row.started is not None)
+        last = max(row.ended if row.ended is not None else now for row in rows)
+        return max(last - first, 0.0)
 
     # -- the table ----------------------------------------------------------------
 
@@ -255,15 +289,20 @@ class Board:
         counts = self.counts()
         rows = self.ordered()
         shown, hidden = _fit(rows, height)
-        columns = _layout(width, trigger=any(row.is_task for row in rows))
+        # The same format as the rows' times, over the span they cover: they agree.
+        footers = _footers(rows, counts, f"{self.elapsed(now):.1f}s")
+        # Every id whole, every total whole: the other columns give way instead.
+        need = {name: len(text) for name, text in footers.items()}
+        need["worker"] = max([need["worker"], *(len(row.id) for row in shown)])
+        columns = _layout(width, trigger=any(row.is_task for row in rows), need=need)
         words_width = columns.pop("words")
         table = _frame(_title(counts, len(rows)))
-        footers = _footers(rows, counts, f"{now - self.started:.0f}s")
         for name, column_width in columns.items():
             table.add_column(
                 _HEADERS[name],
                 footer=footers[name],
                 width=column_width,
+                min_width=column_width,
                 no_wrap=True,
                 overflow="ellipsis",
                 justify="left" if name in ("worker", "status", "trigger", "step") else "right",
@@ -372,34 +411,41 @@ def _more(hidden: list[Row], columns: int) -> list[str | Text]:
     return more + [""] * (columns - 1) + [Text(what, style="dim")]
 
 
-def _layout(width: int, *, trigger: bool = False) -> dict[str, int]:
+def _layout(
+    width: int, *, trigger: bool = False, need: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Column widths for a terminal ``width`` wide; ``words`` (the last words) gets the rest.
 
-    On a narrow terminal ids are shortened first, then sources, cost and tokens
-    are left out, so that what each worker is doing stays readable. ``trigger``:
-    tasks are shown, and what started each.
+    ``need``: the width a column's content takes (the longest id, each total), which it
+    gets: ids and totals are never cut. On a narrow terminal sources, cost and tokens are
+    left out instead (the summary line still totals them), then the elapsed time and the
+    trigger, so that each worker's id, status, step and words stay readable.
+    ``trigger``: tasks are shown, and what started each.
 
-    >>> _layout(80)
-    {'worker': 13, 'status': 9, 'elapsed': 7, 'step': 11, 'words': 25}
-    >>> _layout(80, trigger=True)
-    {'worker': 13, 'status': 9, 'trigger': 8, 'elapsed': 7, 'step': 11, 'words': 14}
+    >>> _layout(80, need={"worker": 24})
+    {'worker': 24, 'status': 9, 'elapsed': 7, 'step': 11, 'words': 14}
+    >>> _layout(140, need={"worker": 24})
+    {'worker': 24, 'status': 9, 'elapsed': 7, 'tokens': 13, 'cost': 8, 'src': 3, 'step': 11, \
+'words': 41}
     """
-    columns = {"worker": 24, "status": 9}
+    columns = {"worker": 13, "status": 9}
     if trigger:
         columns["trigger"] = 8  # "schedule", the longest
     columns |= {"elapsed": 7, "tokens": 13, "cost": 8, "src": 3, "step": 11}
+    for name, size in (need or {}).items():
+        if name in columns:
+            columns[name] = max(columns[name], size)
+    # An id wider than half the terminal is the one thing that may still be cut.
+    columns["worker"] = min(columns["worker"], max(width // 2, 13))
 
     def rest() -> int:
         # Each column has a space either side and a divider: three more characters.
         return width - sum(columns.values()) - 3 * (len(columns) + 1)
 
-    for shrink in ("worker", "src", "cost", "tokens"):
-        if rest() >= 20:
+    for drop, room in (("src", 20), ("cost", 20), ("tokens", 20), ("elapsed", 8), ("trigger", 8)):
+        if rest() >= room:
             break
-        if shrink == "worker":
-            columns["worker"] = 13
-        else:
-            del columns[shrink]
+        columns.pop(drop, None)
     columns["words"] = max(rest(), 8)
     return columns
 
