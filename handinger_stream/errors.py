@@ -39,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ResponseTooLargeError",
     "StreamDecodeError",
     "StreamError",
     "StreamTimeoutError",

@@ -22,11 +22,14 @@ import sniffio
 from .._version import __version__
 from ..errors import (
     APIConnectionError,
+    APIResponseValidationError,
     APIStatusError,
     HandingerError,
     InvalidRequestError,
     MissingAPIKeyError,
+    ResponseTooLargeError,
     excerpt,
+    redact,
     status_error,
 )
 from ..protocol.headers import WORKER_ID_HEADER
@@ -414,7 +417,14 @@ def _events_from_body(status: int, body: bytes) -> list[Event]:
     except msgspec.DecodeError:
         obj = None
     if isinstance(obj, dict) and obj.get("object") == "worker":
-        return [snapshot_event(obj)]
+        try:
+            return [snapshot_event(obj)]
+        except msgspec.ValidationError as exc:
+            # A resume answered with JSON: the same typed refusal as an open's.
+            raise APIResponseValidationError(
+                f"the response is not a Worker: {exc} (body: {excerpt(body)!r})",
+                status_code=status,
+            ) from None
     if isinstance(obj, dict) and "error" in obj:
         raise status_error(status, obj)
     # Often a proxy's HTML error page: say what it was, briefly.
@@ -426,7 +436,8 @@ def _events_from_body(status: int, body: bytes) -> list[Event]:
 async def _status_error(response: Response) -> APIStatusError:
     try:
         raw = await response.read()
-    except APIConnectionError:
+    except (APIConnectionError, ResponseTooLargeError):
+        # The status still says what went wrong; an error body past the bound says nothing more.
         raw = b""
     finally:
         await response.aclose()
@@ -475,7 +486,12 @@ def check_base_url(url: str, *, source: str = "base_url") -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError(
             f"{source} must be an http:// or https:// URL with a host, "
-            f"such as {DEFAULT_BASE_URL}; got {url!r}"
+            f"such as {DEFAULT_BASE_URL}; got {redact(url)!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        # The key goes in a header; credentials in the URL would be sent (and shown) besides it.
+        raise InvalidRequestError(
+            f"{source} must not carry credentials (user:password@); got {redact(url)!r}"
         )
     return url.strip().rstrip("/")
 
@@ -514,6 +530,10 @@ def _telemetry(setting: bool | Telemetry | None) -> Telemetry | None:
 def _path_id(worker_id: str) -> str:
     if not worker_id:
         raise InvalidRequestError("worker_id must be a non-empty string")
+    if worker_id in (".", ".."):
+        # The resume path takes its id from a response header: a server must not steer it
+        # to another API path (``/api/workers/..`` is ``/api/``), which would get the key.
+        raise InvalidRequestError(f"worker_id must not be '.' or '..'; got {worker_id!r}")
     return quote(worker_id, safe="")
 
 

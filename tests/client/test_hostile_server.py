@@ -21,6 +21,8 @@ from handinger_stream import (
     APIResponseValidationError,
     APITimeoutError,
     AsyncHandinger,
+    HandingerError,
+    InternalServerError,
     InvalidRequestError,
 )
 from handinger_stream.client import transport as transport_module
@@ -130,9 +132,12 @@ async def test_an_endless_error_body_stops_at_the_bound(
 ) -> None:
     endless_500 = endless("500 Internal Server Error")
     async with raw_http(endless_500) as server, client_for(server, transport) as client:
-        with anyio.fail_after(30), pytest.raises(ResponseTooLargeError) as caught:
+        with anyio.fail_after(30), pytest.raises(InternalServerError) as caught:
             await client.workers.retrieve("wrk_1")
+    # The status's own error (what a caller catches), its endless body dropped unread.
     assert caught.value.status_code == 500
+    assert caught.value.body is None
+    assert server.sent < 64 * small_bound
 
 
 async def test_a_gzip_bomb_is_bounded_after_decompression(
@@ -305,3 +310,52 @@ async def test_an_id_with_slashes_and_dots_stays_one_segment(transport: Transpor
         b"GET /api/workers/..%2Ftasks HTTP/1.1",
         b"GET /api/workers/w/files/dir/..x/%252e%252e HTTP/1.1",
     ]
+
+
+# -- a resume is steered by what the first answer said -----------------------------
+
+
+def cut_then(second: bytes, worker_id: bytes = b"w") -> Callable[[RawHTTP], Handler]:
+    """First request: a stream naming ``worker_id`` in its header, cut after one event.
+    Any later request (the resume): ``second``, as JSON."""
+
+    def make(server: RawHTTP) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(server.requests) == 1:
+                head = (
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"x-handinger-worker-id: " + worker_id + b"\r\nconnection: close\r\n\r\n"
+                )
+                await server.write(writer, head + b'id: 1\ndata: {"type":"start"}\n\n')
+                return  # closed without [DONE]: the client resumes
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+            await server.write(writer, head % len(second) + second)
+
+        return handle
+
+    return make
+
+
+async def test_a_resume_cannot_be_steered_to_another_api_path(transport: TransportName) -> None:
+    """The resume URL takes its id from the first answer's header: ``..`` would make it
+    ``/api/?stream=true`` with the key."""
+    async with raw_http(cut_then(b"{}", worker_id=b"..")) as server:
+        async with client_for(server, transport, max_reconnects=2) as client:
+            stream = await client.workers.create(input="x", stream=True)
+            with anyio.fail_after(20), pytest.raises(HandingerError) as caught:
+                await stream.get_final_worker()
+    assert "'.' or '..'" in str(caught.value) or "'.' or '..'" in str(caught.value.__cause__)
+    assert len(server.requests) == 1  # the resume was never sent
+
+
+async def test_a_resume_answered_with_a_false_worker_is_a_validation_error(
+    transport: TransportName,
+) -> None:
+    async with raw_http(cut_then(b'{"object": "worker", "id": 5}')) as server:
+        async with client_for(server, transport, max_reconnects=1) as client:
+            stream = await client.workers.create(input="x", stream=True)
+            with anyio.fail_after(20), pytest.raises(HandingerError) as caught:
+                await stream.get_final_worker()
+    chain = [caught.value, caught.value.__cause__, caught.value.__context__]
+    assert any(isinstance(e, APIResponseValidationError) for e in chain), chain
+    assert len(server.requests) == 2

@@ -143,7 +143,7 @@ def test_the_constructors_take_the_same_parameters() -> None:
     assert [name for name, *_ in sync] == [
         "self", "api_key", "base_url", "timeout", "max_retries", "http_client", "transport",
         "on_decode_error", "max_event_bytes", "max_reconnects", "first_event_timeout",
-        "idle_timeout", "total_timeout", "telemetry", "return",
+        "idle_timeout", "total_timeout", "telemetry", "ai_sdk", "return",
     ]  # fmt: skip
 
 
