@@ -13,6 +13,7 @@ import gzip
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -80,10 +81,10 @@ async def raw_http(handler: Callable[[RawHTTP], Handler]) -> AsyncIterator[RawHT
         await listening.wait_closed()
 
 
-def client_for(server: RawHTTP, transport: TransportName, **options: object) -> AsyncHandinger:
+def client_for(server: RawHTTP, transport: TransportName, **options: Any) -> AsyncHandinger:
     return AsyncHandinger(
         api_key=KEY, base_url=server.base_url, transport=transport, max_retries=0, **options
-    )  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture
