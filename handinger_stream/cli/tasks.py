@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import msgspec
+
 from ..client.async_client import AsyncHandinger
 from ..errors import excerpt
 from ..types.task import TaskWithTurns
@@ -78,7 +80,8 @@ def command(args: argparse.Namespace) -> int:
 async def _show(client: AsyncHandinger, args: argparse.Namespace) -> int:
     found = await client.tasks.retrieve(args.task_id)
     if args.json:
-        print_json(found)
+        # The model as the API gave it, and how its latest turn ended at the top level.
+        print_json({**msgspec.to_builtins(found), **task_ending(found)})
         return EXIT_OK
     print(turns_table(found))
     return EXIT_OK
@@ -89,6 +92,29 @@ async def _delete(client: AsyncHandinger, args: argparse.Namespace) -> int:
     return done_or_not(
         args, answer, answer.archived, did="archived", do="archive", what=f"task {args.task_id}"
     )
+
+
+# A task's status (its latest turn's), as the outcome a Worker of that turn would have.
+_OUTCOMES = {"completed": "completed", "error": "failed", "aborted": "aborted"}
+
+
+def task_ending(found: TaskWithTurns) -> dict[str, Any]:
+    """``outcome`` (``None`` while pending or running) and ``error`` for a task's ``--json``.
+
+    The API's task holds no error text: a failed turn is named instead.
+
+    >>> from handinger_stream.types.task import Task, Turn
+    >>> task = Task(id="t1", worker_id="w1", status="error")
+    >>> task_ending(TaskWithTurns(task=task, turns=[Turn(id="u", task_id="t1", seq=2)]))
+    {'outcome': 'failed', 'error': 'turn 2 of task t1 ended in error'}
+    """
+    task = found.task
+    outcome = _OUTCOMES.get(task.status)
+    error = None
+    if outcome == "failed":
+        seq = found.turns[-1].seq if found.turns else None
+        error = (f"turn {seq} of " if seq is not None else "") + f"task {task.id} ended in error"
+    return {"outcome": outcome, "error": error}
 
 
 def turns_table(found: TaskWithTurns) -> str:

@@ -65,6 +65,7 @@ def test_run_a_task_on_a_template_then_a_follow_up_turn(emulator: Emulator) -> N
     again = cli_here("run", "--task", "tsk_cli_1", "Cheaper?", base_url=emulator.base_url)
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() and "completed" in again.stderr
+    assert "  task tsk_cli_1" in again.stderr.splitlines()  # the summary names the task
 
     shown = cli_here("tasks", "show", "tsk_cli_1", "--json", base_url=emulator.base_url)
     assert shown.returncode == 0, shown.stderr
@@ -72,6 +73,7 @@ def test_run_a_task_on_a_template_then_a_follow_up_turn(emulator: Emulator) -> N
     assert found["task"]["id"] == "tsk_cli_1" and found["task"]["workerId"] == worker_id
     assert [turn["input"] for turn in found["turns"]] == ["Plan a trip", "Cheaper?"]
     assert [turn["seq"] for turn in found["turns"]] == [1, 2]
+    assert found["outcome"] == "completed" and found["error"] is None  # at the top level
 
 
 def test_run_worker_needs_the_service_and_an_existing_template(emulator: Emulator) -> None:
