@@ -70,6 +70,8 @@ class Service:
     api_key: str | None = field(repr=False)
     base_url: str | None
     key_source: str
+    # The service named in messages when requests go elsewhere first (record's proxy).
+    shown: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -177,7 +179,7 @@ def call(
 
 def failure(exc: HandingerError, found: Service) -> int:
     """Say what went wrong, on one ``error:`` line without the key; the exit code."""
-    where = found.base_url or "the embedded emulator"
+    where = found.shown or found.base_url or "the embedded emulator"
     if isinstance(exc, MissingAPIKeyError):
         say(NO_KEY)
         return EXIT_CONNECTION
@@ -206,6 +208,11 @@ def failure(exc: HandingerError, found: Service) -> int:
         say(f"error: {whose} broke and could not be resumed ({reason(exc)}, at {where}){after}")
         return EXIT_CONNECTION
     if isinstance(exc, APIConnectionError):
+        say(f"error: cannot reach {where}: {reason(exc)}")
+        return EXIT_CONNECTION
+    if isinstance(exc, APIStatusError) and exc.status_code == 502 and found.shown:
+        # record's proxy could not reach the service: that is what to say, not the proxy's
+        # 502 and the library's words.
         say(f"error: cannot reach {where}: {reason(exc)}")
         return EXIT_CONNECTION
     if isinstance(exc, APIStatusError):

@@ -84,7 +84,7 @@ async def _record_through(args: argparse.Namespace, prompt: str, upstream: Servi
     try:
         await recorder.start()
         # The requests go to the proxy; errors still name the upstream and the key's source.
-        through = Service(api_key, recorder.base_url, upstream.key_source)
+        through = Service(api_key, recorder.base_url, upstream.key_source, shown=recorder.upstream)
         code = await create_and_show(args, prompt, through)
     finally:
         await recorder.stop()
