@@ -464,6 +464,7 @@ class _Connection:
     """
 
     __slots__ = (
+        "_asked_for_finish",
         "_attempts",
         "_break",
         "_clock",
@@ -511,6 +512,7 @@ class _Connection:
         self._break: _Break | None = None  # why the connection ended, while BROKEN or RESUMING
         self._attempts = 0  # resume attempts in a row
         self._retry_ms: int | None = None
+        self._asked_for_finish = False  # a resume was tried for a finish after an error
 
     async def advance(self) -> bool:
         """All that was decoded was handed over: read more, resume, or end (False)."""
@@ -662,6 +664,16 @@ class _Connection:
         assert brk is not None  # BROKEN: a break was recorded
         clean_end = brk.cause is None and not brk.limit
         if clean_end and self.handover.snapshot().status == "completed":
+            if self.handover.worker_state.awaiting_finish and not self._asked_for_finish:
+                # An error chunk, then the end: the AI SDK may still have had a `finish`
+                # to send. One resume asks for it; where there is none to resume (a
+                # server that closes after an error), the error chunk was the end.
+                self._asked_for_finish = True
+                if not self._why_not_resumable():
+                    await self._resume(brk, once=True)
+                    if self.handover.state is not RESUMING:
+                        return  # reopened (or closed meanwhile)
+                    self.handover.enter(BROKEN)  # nothing to resume: the error was the end
             # Some servers send no [DONE]; a completed worker is the end all the same.
             self.handover.enter(FINISHED)
             return
@@ -697,13 +709,17 @@ class _Connection:
         self.handover.fail(error)
         return error
 
-    async def _resume(self, brk: _Break) -> None:
+    async def _resume(self, brk: _Break, *, once: bool = False) -> None:
         """RESUMING: reopen the worker's replay stream, then read it (OPEN) or its
-        JSON answer (FINISHED), after a :class:`Reconnected` notice."""
+        JSON answer (FINISHED), after a :class:`Reconnected` notice.
+
+        ``once``: one attempt, no wait; a failure leaves the state RESUMING for the
+        caller to decide, instead of failing the stream.
+        """
         handover = self.handover
         handover.enter(RESUMING)
         try:
-            reopened = await self._reopen_patiently(brk)
+            reopened = await self._reopen_patiently(brk, once=once)
         except BaseException:
             if handover.state is RESUMING:
                 handover.enter(BROKEN)  # interrupted: the next step decides again
@@ -743,9 +759,11 @@ class _Connection:
         )
         handover.post_notice(notice, initial)
 
-    async def _reopen_patiently(self, brk: _Break) -> tuple[Opened, str, float] | None:
+    async def _reopen_patiently(
+        self, brk: _Break, *, once: bool = False
+    ) -> tuple[Opened, str, float] | None:
         """The replay stream reopened, why it had to be, and the last wait; ``None`` when
-        the stream was closed meanwhile.
+        the stream was closed meanwhile (or, ``once``, when the one attempt failed).
 
         Waits first, then retries while the policy finds the failure
         retryable and ``max_reconnects`` allows: attempts count across
@@ -761,7 +779,7 @@ class _Connection:
         server_retry = self._retry_ms / 1000 if self._retry_ms is not None else None
         self._attempts += 1
         first = self._attempts
-        waited = retry.delay(first, server_retry=server_retry)
+        waited = 0.0 if once else retry.delay(first, server_retry=server_retry)
 
         def delay(n: int, error: Exception) -> float:
             retry_after = error.retry_after if isinstance(error, APIStatusError) else None
@@ -776,7 +794,7 @@ class _Connection:
         try:
             opened = await retry.call(
                 lambda: reopen(self.handover.worker_id, self.cursor.last_id),
-                retries=self._policy.max_reconnects - first,
+                retries=0 if once else self._policy.max_reconnects - first,
                 retryable=lambda error: retry.retryable(error, idempotent=True),
                 delay=delay,
                 first_delay=waited,
@@ -784,6 +802,9 @@ class _Connection:
             )
         except (APIConnectionError, APIStatusError) as exc:
             if self.handover.state is CLOSED:
+                return None
+            if once:
+                log.debug("worker %s: the one resume failed: %s", self.handover.worker_id, exc)
                 return None
             raise self._give_up(brk.resuming_failed(exc)) from exc
         return opened, brk.reason, waited

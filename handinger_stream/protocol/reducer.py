@@ -360,6 +360,7 @@ class WorkerState:
         "_text_base",
         "_text_base_len",
         "ai_sdk",
+        "awaiting_finish",
         "costs",
         "created_at",
         "error",
@@ -402,6 +403,10 @@ class WorkerState:
         self.messages: list[Any] = []
         self.message: _Message | None = None
         self.steps = 0
+        # An error chunk ends the turn as failed, yet the AI SDK may still send a
+        # ``finish`` after it (with metadata): True until one comes (or an abort, or a
+        # snapshot), so that a stream cut right there can be resumed for it.
+        self.awaiting_finish = False
         self._cache: Worker | None = None
 
     def snapshot(self) -> Worker:
@@ -492,6 +497,7 @@ class WorkerState:
 
     def _apply_snapshot(self, event: WorkerSnapshotEvent) -> None:
         worker, fields = event.worker, event.fields
+        self.awaiting_finish = False
         for name in (
             "id",
             "created_at",
@@ -703,6 +709,7 @@ class WorkerState:
                     message.written()
                 self._apply_metadata(event.message_metadata)
             case FinishEvent():
+                self.awaiting_finish = False
                 self._apply_metadata(event.message_metadata)
                 if self.error is None:
                     self._end_running()
@@ -710,8 +717,10 @@ class WorkerState:
                 self._apply_metadata(event.message_metadata)
             case ErrorEvent():
                 self.error = event.error_text
+                self.awaiting_finish = True
                 self._end_running()
             case AbortEvent():
+                self.awaiting_finish = False
                 self.incomplete_details = {"reason": event.reason or "aborted"}
                 self._end_running()
             case DataEvent():
