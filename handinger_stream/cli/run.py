@@ -54,7 +54,7 @@ from ..types.events import (
 )
 from ..types.worker import BUDGETS, Worker
 from .arguments import EMULATOR_PACE, pace
-from .connection import Service, add_command, add_service_options, failure, service
+from .connection import Service, add_command, add_service_options, failure, reason, service
 from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .printing import count, discard_stdout, say
 
@@ -295,7 +295,8 @@ async def create_and_show(args: argparse.Namespace, prompt: str, where: Service)
         if isinstance(exc, StreamError) and not isinstance(exc, StreamDecodeError) and args.json:
             # The last line still says how it ended: not completed.
             cut = exc.worker or (stream.snapshot if stream is not None else Worker(id=""))
-            sys.stdout.buffer.write(_final_chunk(cut, "incomplete", str(exc)))
+            broke = f"the stream broke and could not be resumed ({reason(exc)})"
+            sys.stdout.buffer.write(_final_chunk(cut, "incomplete", broke))
             sys.stdout.flush()
         return failure(exc, where)
     except BrokenPipeError:

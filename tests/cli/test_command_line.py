@@ -131,6 +131,7 @@ def test_a_broken_stream_that_cannot_resume_is_one_line_without_reprs(tmp_path: 
     assert "connection refused" in line and "Error(" not in line and "Errno" not in line
     final = json_lines(rest)[-1]
     assert final["type"] == "data-worker" and final["outcome"] == "incomplete"
+    assert final["error"] == "the stream broke and could not be resumed (connection refused)"
 
 
 def test_a_refused_key_names_its_source_never_the_key() -> None:
