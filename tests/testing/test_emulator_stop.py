@@ -13,8 +13,9 @@ from handinger_stream.types.events import TextDeltaEvent
 from handinger_stream.types.worker import Worker
 
 
+@pytest.mark.slow  # paced (half a second), so that the turn is still writing when stopped
 async def test_an_emulator_closed_mid_turn_fails_the_turn() -> None:
-    async with Emulator(tokens_per_second=5) as emu:
+    async with Emulator(tokens_per_second=50) as emu:
         client = AsyncHandinger(**emu.client_options(), max_reconnects=0)
         stream = await client.workers.create(input="A long answer", stream=True)
         writing = asyncio.Event()
