@@ -80,7 +80,9 @@ class LoopThread:
     """An asyncio event loop in a daemon thread, and a way to run coroutines on it.
 
     Started on first use, from any thread (inside a running loop too: the
-    caller's thread only waits); started again in a child process after a
+    caller's thread only waits, unless that loop serves something of ours,
+    :func:`serving`: then the call is refused at once, since the server
+    could never answer it); started again in a child process after a
     fork, whose parent's thread did not come along. :meth:`close` runs a last
     coroutine (closing connections, stopping a server), ends the loop as
     ``asyncio.run`` does (remaining tasks cancelled, async generators and
