@@ -59,9 +59,14 @@ def add_parser(sub: Any) -> None:
             "running turns go on in their workers."
         ),
     )
-    relay.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     relay.add_argument(
-        "--port", type=port, default=DEFAULT_PORT, help="(default: %(default)s; 0: any free port)"
+        "--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)"
+    )
+    relay.add_argument(
+        "--port",
+        type=port,
+        default=DEFAULT_PORT,
+        help="the port to listen on (default: %(default)s; 0: any free port)",
     )
     relay.add_argument(
         "--redis",

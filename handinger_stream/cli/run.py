@@ -76,7 +76,8 @@ __all__ = [
 DEFAULT_PROMPT = "What's the weather in Barcelona?"
 _JSON_HELP = (
     "print one JSON object per line: each event as the wire carried it (an AI SDK UI "
-    "message chunk), then a final data-worker chunk holding the Worker as folded"
+    "message chunk), then a final data-worker chunk holding the Worker as folded, with "
+    "outcome and error at its top level"
 )
 
 

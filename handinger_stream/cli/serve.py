@@ -35,9 +35,14 @@ def add_parser(sub: Any) -> None:
             "an error, never as a finished answer; uploads are removed on any stop."
         ),
     )
-    serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
     serve.add_argument(
-        "--port", type=port, default=8787, help="(default: %(default)s; 0: any free port)"
+        "--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port",
+        type=port,
+        default=8787,
+        help="the port to listen on (default: %(default)s; 0: any free port)",
     )
     serve.add_argument("--api-key", default=None, help="require this key (default: any key)")
     serve.add_argument(
