@@ -26,7 +26,7 @@ from ..monitoring.webhooks import WebhookDelivery, render_json, render_line
 from ..types.webhook import Webhook, WebhookExecutionList
 from .arguments import port, positive_int
 from .connection import add_command, add_service_options, call, clean, print_json, table
-from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE
+from .exit_codes import EXIT_CONNECTION, EXIT_OK, EXIT_USAGE, Stopping
 from .printing import say
 
 __all__ = ["TOKEN_VARIABLE", "add_parser", "command", "executions_table"]
@@ -228,11 +228,10 @@ def _listen_command(args: argparse.Namespace) -> int:
     path = args.path if args.path.startswith("/") else "/" + args.path
     try:
         with _receiver_log_said():
-            asyncio.run(_listen(args, token, path))
+            return asyncio.run(_listen(args, token, path))
     except OSError as exc:
         say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_CONNECTION
-    return EXIT_OK
 
 
 def _token(args: argparse.Namespace) -> str | int:
@@ -258,7 +257,7 @@ def _token(args: argparse.Namespace) -> str | int:
     return token
 
 
-async def _listen(args: argparse.Namespace, token: str, path: str) -> None:
+async def _listen(args: argparse.Namespace, token: str, path: str) -> int:
     # Imported here: aiohttp's server is needed by this subcommand only.
     from ..monitoring.webhooks_aiohttp import listen
 
@@ -275,19 +274,23 @@ async def _listen(args: argparse.Namespace, token: str, path: str) -> None:
     def ready(url: str) -> None:
         say(f"listening for webhook deliveries at {url} (Ctrl-C to stop)")
 
+    # Stopped as serve and relay are: Ctrl-C exits 130, SIGTERM 0, at once and cleanly.
+    stopping = Stopping()
     receiving = asyncio.ensure_future(
         listen(args.host, args.port, token, on_delivery, path=path, ready=ready)
     )
     closed = asyncio.ensure_future(gone.wait())
+    stopped = asyncio.ensure_future(stopping.wait())
     try:
-        await asyncio.wait({receiving, closed}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({receiving, closed, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (receiving, closed):
+        for task in (receiving, closed, stopped):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiving
     if gone.is_set():
         raise BrokenPipeError  # main() stops quietly, exit 141
+    return stopping.code  # EXIT_OK unless a signal stopped it
 
 
 class _Say(logging.Handler):

@@ -198,16 +198,16 @@ def test_an_empty_cassette_is_refused(tmp_path: Path) -> None:
 # -- servers stop alike -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["relay", "serve"])
+@pytest.mark.parametrize("command", ["relay", "serve", "webhooks listen"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_relay_and_serve_stop_alike(command: str, signum: signal.Signals) -> None:
+def test_the_servers_stop_alike(command: str, signum: signal.Signals) -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "handinger_stream", command, "--port", "0"],
+        [sys.executable, "-m", "handinger_stream", *command.split(), "--port", "0"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment(),
+        env=environment() | {"HANDINGER_WEBHOOK_TOKEN": "whsec-test"},
     ) as server:
         assert server.stderr is not None
         for line in server.stderr:
