@@ -172,8 +172,9 @@ class _Socket:
         self._closed = True  # websocket.disconnect
         return None
 
-    async def send(self, text: bytes) -> None:
-        await self._send({"type": "websocket.send", "text": text.decode()})
+    async def send(self, texts: list[bytes]) -> None:
+        for text in texts:  # ASGI sends one message at a time
+            await self._send({"type": "websocket.send", "text": text.decode()})
 
     async def close(self, code: int, reason: str) -> None:
         if self._closed:

@@ -11,8 +11,8 @@ check the upgrade with :meth:`RelayWS.origin_allowed`, then give
 :meth:`RelayWS.serve` a :class:`Socket`.
 
 Everything from the network is hostile: a frame is bounded in size, a
-socket in requests running and in frames waiting for it, a silent socket
-is closed; a frame that is not a request is answered with an ``error``
+socket in requests running (each holding at most one batch of frames for
+it), a silent or stuck socket is closed; a frame that is not a request is answered with an ``error``
 frame, never a traceback.
 
 >>> decode_request(b'{"type":"abort","requestId":"r1"}')
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
@@ -50,6 +51,7 @@ __all__ = [
     "WSLimits",
     "decode_request",
     "origin_allowed",
+    "text_frames",
 ]
 
 log = logging.getLogger("handinger_stream.relay")
@@ -167,9 +169,9 @@ class WSLimits:
     ``max_frame``: bytes in one frame from the client (the transport sends
     the whole conversation with each message; a larger frame closes the
     socket with 1009). ``max_requests``: requests running at once on one
-    socket (one more is answered with an ``error``). ``max_pending``:
-    batches of frames waiting for the socket (a request whose reader is
-    ahead waits, holding only its position). ``handshake_timeout``: seconds
+    socket (one more is answered with an ``error``); each request writes
+    its own frames and waits for the socket, holding only its position in
+    the turn and one batch. ``handshake_timeout``: seconds
     from the upgrade to the first frame. ``idle_timeout``: seconds with no
     frame from the client and no request running. ``ping_interval``: seconds
     between pings (aiohttp; ASGI servers ping on their own).
@@ -177,7 +179,6 @@ class WSLimits:
 
     max_frame: int = 8 * 1024 * 1024
     max_requests: int = 32
-    max_pending: int = 4
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
     ping_interval: float = 20.0
@@ -191,8 +192,10 @@ class Socket(Protocol):
         after ``timeout`` seconds with none."""
         ...
 
-    async def send(self, text: bytes) -> None:
-        """Send one text frame (``text`` is UTF-8 JSON); raises when the peer is gone."""
+    async def send(self, texts: list[bytes]) -> None:
+        """Send a text frame for each of ``texts`` (UTF-8 JSON), in order, at once if it can
+        (:func:`text_frames`); wait while the socket's buffer is full; raise when the
+        peer is gone."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
@@ -248,15 +251,19 @@ class RelayWS:
 
         ``query``: the upgrade's query parameters (``snapshots=1`` sends the
         worker's snapshots too, numbered like any chunk). Never raises but
-        for cancellation; ``cut()`` of the slow-reader watch is the adapter's
-        (the caller cancels this coroutine).
+        for cancellation; a socket that takes no bytes for the ``http``'s
+        ``write_timeout`` is closed.
         """
         snapshots = self.http.snapshots or (query or {}).get("snapshots") in ("1", "true")
         await _Session(self, socket, snapshots).run()
 
 
+class _Gone(Exception):
+    """The socket can take no more: its peer left, or it was cut for being too slow."""
+
+
 class _Session:
-    """One socket: its reading loop, its requests, its one writer."""
+    """One socket: its reading loop and its requests, each writing its own frames."""
 
     def __init__(self, ws: RelayWS, socket: Socket, snapshots: bool) -> None:
         self.ws = ws
@@ -265,19 +272,16 @@ class _Session:
         self.socket = socket
         self.snapshots = snapshots
         self.requests: dict[str, asyncio.Task[None]] = {}
-        # Frames for the writer, a batch per item: its bound is the requests' backpressure.
-        self.out: asyncio.Queue[list[bytes]] = asyncio.Queue(self.limits.max_pending)
         self.closing: tuple[int, str] | None = None
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._write())
-        reading = loop.create_task(self._read())
+        reading = asyncio.get_running_loop().create_task(self._read())
         try:
             # Either the client is done (or broke a rule), or its socket is gone (or was cut).
-            await asyncio.wait({reading, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reading, self.gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            tasks = [reading, *self.requests.values(), writer]
+            tasks = [reading, *self.requests.values()]
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -285,6 +289,24 @@ class _Session:
                     await task
             code, reason = self.closing or (NORMAL, "")
             await self.socket.close(code, reason)
+
+    def _end(self) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    async def _emit(self, frames: list[bytes], mark: Any = None) -> None:
+        """Send frames in order, each request its own: nothing queues between a request
+        and the socket, so a slow socket holds each request at its position, and the
+        slow-reader watch (``mark``) cuts a socket that takes nothing."""
+        if mark is not None:
+            mark.since = asyncio.get_running_loop().time()
+        try:
+            await self.socket.send(frames)
+        except Exception as exc:
+            self._end()
+            raise _Gone from exc
+        if mark is not None:
+            mark.since = None
 
     async def _read(self) -> None:
         limits = self.limits
@@ -308,7 +330,10 @@ class _Session:
             if len(data) > limits.max_frame:
                 self.closing = (MESSAGE_TOO_BIG, f"a frame is limited to {limits.max_frame} bytes")
                 return
-            await self._dispatch(data)
+            try:
+                await self._dispatch(data)
+            except _Gone:
+                return
 
     async def _dispatch(self, data: str | bytes) -> None:
         try:
@@ -340,24 +365,27 @@ class _Session:
 
     async def _answer(self, request: SendRequest | ResumeRequest) -> None:
         rid = _json.encode(request.request_id)
-        try:
-            if isinstance(request, SendRequest):
-                reader = await self._send(request)
-                skip = -1
-            else:
-                found = await self._resume(request)
-                if found is None:
-                    await self.out.put([b'{"type":"no-active","requestId":%s}' % rid])
-                    return
-                reader = found
-                skip = request.last_sequence if request.last_sequence is not None else -1
-            await self.out.put([b'{"type":"start","requestId":%s}' % rid])
-            await self._stream(reader, rid, skip)
-        except HandingerError as exc:
-            await self._error(request.request_id, _describe(exc))
-        except Exception:
-            log.exception("relay: a WebSocket %s request failed", type(request).__name__)
-            await self._error(request.request_id, "internal error in the relay")
+        with self.ws.http.watching(self._end) as mark:
+            try:
+                if isinstance(request, SendRequest):
+                    reader = await self._send(request)
+                    skip = -1
+                else:
+                    found = await self._resume(request)
+                    if found is None:
+                        await self._emit([b'{"type":"no-active","requestId":%s}' % rid], mark)
+                        return
+                    reader = found
+                    skip = request.last_sequence if request.last_sequence is not None else -1
+                await self._emit([b'{"type":"start","requestId":%s}' % rid], mark)
+                await self._stream(reader, rid, skip, mark)
+            except _Gone:
+                return
+            except HandingerError as exc:
+                await self._error(request.request_id, _describe(exc))
+            except Exception:
+                log.exception("relay: a WebSocket %s request failed", type(request).__name__)
+                await self._error(request.request_id, "internal error in the relay")
 
     async def _send(self, request: SendRequest) -> Reader:
         text = chat_input(request.messages)
@@ -378,7 +406,7 @@ class _Session:
         # From the running turn's first entry, whatever turn starts meanwhile.
         return self.relay.read(request.id, after=info.turn_start - 1)
 
-    async def _stream(self, reader: Reader, rid: bytes, skip: int) -> None:
+    async def _stream(self, reader: Reader, rid: bytes, skip: int, mark: Any) -> None:
         """The turn's chunks as frames: ``sequence`` counts them from 0; those up to
         ``skip`` (the resume's ``lastSequence``) are counted, not sent."""
         sequence = 0
@@ -399,32 +427,37 @@ class _Session:
                     frames.append(b'%s%d,"chunk":%s}' % (head, sequence, _chunk(entry)))
                 sequence += 1
             if frames:
-                await self.out.put(frames)
-        await self.out.put([b'{"type":"end","requestId":%s}' % rid])
+                await self._emit(frames, mark)
+        await self._emit([b'{"type":"end","requestId":%s}' % rid], mark)
 
     async def _error(self, request_id: str, text: str) -> None:
         frame = _json.encode({"type": "error", "requestId": request_id, "errorText": text})
-        await self.out.put([frame])
+        await self._emit([frame])
 
-    async def _write(self) -> None:
-        loop = asyncio.get_running_loop()
-        writer = asyncio.current_task()
-        assert writer is not None
 
-        def cut() -> None:
-            assert writer is not None
-            writer.cancel()
+_HEAD1 = struct.Struct("!BB").pack
+_HEAD2 = struct.Struct("!BBH").pack
+_HEAD8 = struct.Struct("!BBQ").pack
 
-        with self.ws.http.watching(cut) as mark:
-            while True:
-                frames = await self.out.get()
-                mark.since = loop.time()
-                try:
-                    for frame in frames:
-                        await self.socket.send(frame)
-                except Exception:
-                    return  # the peer is gone: the session ends
-                mark.since = None
+
+def text_frames(texts: list[bytes]) -> bytes:
+    """Server-to-client text frames (RFC 6455: final, unmasked, uncompressed), joined:
+    a batch of chunks is one write to the socket, not one system call per chunk.
+
+    >>> text_frames([b'{"a":1}', b"{}"])
+    b'\\x81\\x07{"a":1}\\x81\\x02{}'
+    """
+    parts: list[bytes] = []
+    for text in texts:
+        size = len(text)
+        if size < 126:
+            parts.append(_HEAD1(0x81, size))
+        elif size < 1 << 16:
+            parts.append(_HEAD2(0x81, 126, size))
+        else:
+            parts.append(_HEAD8(0x81, 127, size))
+        parts.append(text)
+    return b"".join(parts)
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:
