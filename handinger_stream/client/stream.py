@@ -148,10 +148,17 @@ class _Break:
     cause: BaseException | None = None
     limit: str = ""  # the stall limit that expired, if that was why
     seconds: float = 0.0
+    resume_error: str = ""  # the last resume's failure: only the last, however many there were
 
     def resuming_failed(self, error: Exception) -> _Break:
         """The same break, after a resume that failed too."""
-        return _Break(f"{self.reason}; resuming failed ({error})", error, self.limit, self.seconds)
+        return _Break(self.reason, error, self.limit, self.seconds, str(error))
+
+    def told(self) -> str:
+        """The reason, and how the last resume failed."""
+        if not self.resume_error:
+            return self.reason
+        return f"{self.reason}; resuming failed ({self.resume_error})"
 
 
 class WorkerStream:
@@ -699,7 +706,7 @@ class _Connection:
         tail = f"; {why_not}" if why_not else ""
         if self._attempts and not why_not:
             tail = f"; gave up after {self._attempts} reconnect attempts"
-        message = f"stream of worker {name} ended early: {brk.reason}{tail}"
+        message = f"stream of worker {name} ended early: {brk.told()}{tail}"
         error: IncompleteStreamError
         if brk.limit:
             error = StreamTimeoutError(message, limit=brk.limit, seconds=brk.seconds, worker=worker)
@@ -807,7 +814,7 @@ class _Connection:
                 log.debug("worker %s: the one resume failed: %s", self.handover.worker_id, exc)
                 return None
             raise self._give_up(brk.resuming_failed(exc)) from exc
-        return opened, brk.reason, waited
+        return opened, brk.told(), waited
 
 
 def _first_id(queue: Sequence[Event | StreamDecodeError], start: int) -> str | None:
