@@ -12,8 +12,8 @@ check the upgrade with :meth:`RelayWS.origin_allowed`, then give
 
 Everything from the network is hostile: a frame is bounded in size, a
 socket in requests running (each holding at most one batch of frames for
-it), a silent or stuck socket is closed; a frame that is not a request is answered with an ``error``
-frame, never a traceback.
+it), a silent or stuck socket is closed; a frame that is not a request is
+answered with an ``error`` frame, never a traceback.
 
 >>> decode_request(b'{"type":"abort","requestId":"r1"}')
 AbortRequest(request_id='r1')
@@ -171,10 +171,10 @@ class WSLimits:
     socket with 1009). ``max_requests``: requests running at once on one
     socket (one more is answered with an ``error``); each request writes
     its own frames and waits for the socket, holding only its position in
-    the turn and one batch. ``handshake_timeout``: seconds
-    from the upgrade to the first frame. ``idle_timeout``: seconds with no
-    frame from the client and no request running. ``ping_interval``: seconds
-    between pings (aiohttp; ASGI servers ping on their own).
+    the turn and one batch. ``handshake_timeout``: seconds from the upgrade
+    to the first frame. ``idle_timeout``: seconds with no frame from the
+    client and no request running. ``ping_interval``: seconds between pings
+    (aiohttp; ASGI servers ping on their own).
     """
 
     max_frame: int = 8 * 1024 * 1024
@@ -208,8 +208,8 @@ class RelayWS:
 
     ``allowed_origins``: origins (``"https://app.example"``) besides the
     relay's own whose pages may open the socket; ``("*",)`` allows any.
-    ``limits``: :class:`WSLimits`. The keep-alive, slow-reader cut
-    (``write_timeout``) and ``snapshots`` are the ``http``'s.
+    ``limits``: :class:`WSLimits`. The slow-reader cut (``write_timeout``)
+    and ``snapshots`` are the ``http``'s.
 
     >>> from handinger_stream import AsyncHandinger
     >>> from handinger_stream.relay import Relay
