@@ -32,6 +32,7 @@ from ..errors import (
     redact,
     status_error,
 )
+from ..protocol.compact import COMPACT_HEADER
 from ..protocol.headers import WORKER_ID_HEADER
 from ..protocol.reducer import check_ai_sdk
 from ..protocol.retry import RetryPolicy, retry_after
@@ -71,6 +72,13 @@ class AsyncAPIClient:
     Use :class:`~handinger_stream.AsyncHandinger`, which adds the resources;
     its docstring lists the options.
     """
+
+    compact_replays: bool = False
+    """Whether a worker's replay (``retrieve(stream=True)``, a watch) and every resume
+    ask for the compacted form: the same fold from far fewer events, each delta of a
+    run merged (docs/emulator.md, "Compacted replays"; an emulator extension that a
+    server without it ignores). Off by default: a stream then gives every event as
+    stored. ``client.with_options(compact_replays=True)`` turns it on."""
 
     def __init__(
         self,
@@ -151,10 +159,13 @@ class AsyncAPIClient:
             "telemetry": self._telemetry_setting,
             "ai_sdk": self.ai_sdk,
         }
+        # Not a constructor argument (the sync client's signature mirrors the async one's).
+        compact_replays = bool(options.pop("compact_replays", self.compact_replays))
         unknown = options.keys() - settings.keys()
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
         copy = type(self)(**{**settings, **options})
+        copy.compact_replays = compact_replays
         # The copy borrows our transports: closing it must not close them.
         copy._transport = _Borrowed(self)
         return copy
@@ -302,6 +313,12 @@ class AsyncAPIClient:
     ) -> WorkerStream:
         telemetry = self.telemetry
         opened = monotonic()
+        compacting = self.compact_replays
+        replay = (
+            method == "GET" and path.startswith(_REPLAY_PREFIX) and path.endswith(_REPLAY_QUERY)
+        )
+        if compacting and replay:
+            headers = _compacted(headers)  # a running worker's backlog, as a watch reads it
         try:
             response, initial = await self._opened(
                 method, path, json=json, files=files, headers=_resuming(headers, last_event_id)
@@ -322,7 +339,7 @@ class AsyncAPIClient:
             return await self._opened(
                 "GET",
                 _replay_path(worker_id),
-                headers=_resuming(headers, last_event_id),
+                headers=_resuming(_compacted(headers) if compacting else headers, last_event_id),
                 max_retries=0,
             )
 
@@ -545,9 +562,27 @@ def _resuming(headers: Mapping[str, str] | None, last_event_id: str | None) -> d
     return out
 
 
+_REPLAY_PREFIX, _REPLAY_QUERY = "/api/workers/", "?stream=true"
+
+
 def _replay_path(worker_id: str) -> str:
     """The worker's replay stream: every stored event, then live ones."""
-    return f"/api/workers/{_path_id(worker_id)}?stream=true"
+    return f"{_REPLAY_PREFIX}{_path_id(worker_id)}{_REPLAY_QUERY}"
+
+
+def _compacted(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's headers, asking a replay for its compacted form (adjacent deltas of
+    a part merged: the same fold, far fewer events). An emulator extension; a server
+    that does not know the header sends the replay whole. The caller's own value wins:
+    ``extra_headers={"x-handinger-compact": "0"}`` asks for every event as stored.
+
+    >>> _compacted({"x": "1"})
+    {'x-handinger-compact': '1', 'x': '1'}
+    """
+    out = dict(headers or {})
+    if not any(name.lower() == COMPACT_HEADER for name in out):
+        out = {COMPACT_HEADER: "1", **out}
+    return out
 
 
 Headers = Mapping[str, str] | None
