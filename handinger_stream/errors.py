@@ -31,7 +31,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "GoneError",
     "HandingerError",
+    "HistoryGoneError",
     "IncompleteStreamError",
     "InternalServerError",
     "InvalidRequestError",
@@ -222,6 +224,11 @@ class ConflictError(APIStatusError):
     """409."""
 
 
+class GoneError(APIStatusError):
+    """410: what was asked for is no longer kept (a replay whose stored events were
+    trimmed, expired or lost). Not retried: asking again cannot bring it back."""
+
+
 class UnprocessableEntityError(APIStatusError):
     """422."""
 
@@ -240,6 +247,7 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    410: GoneError,
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
@@ -344,6 +352,29 @@ class StreamTimeoutError(IncompleteStreamError):
         super().__init__(message, worker=worker)
         self.limit = limit
         self.seconds = seconds
+
+
+class HistoryGoneError(IncompleteStreamError):
+    """A stream's resume was answered ``410 Gone``: the server no longer keeps the events
+    after the last one received, so the turn cannot be read to its end.
+
+    Never a silent restart from the beginning, never a gap: the stream stops here.
+    ``worker`` is everything folded until then (it does not look finished);
+    ``last_event_id`` is the id the resume asked to continue after; ``__cause__``
+    is the server's :class:`GoneError`.
+
+    >>> try:
+    ...     raise HistoryGoneError("gone", last_event_id="41")
+    ... except IncompleteStreamError as e:
+    ...     e.last_event_id
+    '41'
+    """
+
+    def __init__(
+        self, message: str, *, last_event_id: str | None, worker: Worker | None = None
+    ) -> None:
+        super().__init__(message, worker=worker)
+        self.last_event_id = redact(last_event_id) if last_event_id is not None else None
 
 
 class WorkerFailedError(StreamError):

@@ -47,7 +47,9 @@ import msgspec
 from ..errors import (
     APIConnectionError,
     APIStatusError,
+    GoneError,
     HandingerError,
+    HistoryGoneError,
     IncompleteStreamError,
     StreamDecodeError,
     StreamTimeoutError,
@@ -708,7 +710,18 @@ class _Connection:
             tail = f"; gave up after {self._attempts} reconnect attempts"
         message = f"stream of worker {name} ended early: {brk.told()}{tail}"
         error: IncompleteStreamError
-        if brk.limit:
+        if isinstance(brk.cause, GoneError):
+            # The server no longer keeps what follows our last event: the turn cannot be
+            # read to its end, and starting over would deliver it twice. Said as such.
+            last_id = self.cursor.last_id
+            after = f"id {last_id}" if last_id is not None else f"event {self.cursor.received}"
+            error = HistoryGoneError(
+                f"stream of worker {name} cannot be resumed: the server no longer keeps "
+                f"the events after {after} (410 Gone); it broke: {brk.reason}",
+                last_event_id=last_id,
+                worker=worker,
+            )
+        elif brk.limit:
             error = StreamTimeoutError(message, limit=brk.limit, seconds=brk.seconds, worker=worker)
         else:
             error = IncompleteStreamError(message, worker=worker)
