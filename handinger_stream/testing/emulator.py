@@ -102,7 +102,8 @@ class Fault:
     The header is a ``;``-separated list of ``name=value``:
     ``drop-after=N``, ``malformed-at=N``, ``error-after=N``,
     ``abort-after=N``, ``stall-after=N`` with ``stall-seconds=S``,
-    ``status=CODE`` with ``status-times=K`` and ``retry-after=S``, ``no-ids=1``.
+    ``status=CODE`` with ``status-times=K`` and ``retry-after=S``, ``no-ids=1``,
+    ``history-gone=1``.
     """
 
     drop_after: int | None = None
@@ -115,6 +116,8 @@ class Fault:
     status_times: int = 1
     retry_after: float | None = None
     no_ids: bool = False
+    # 410 Gone, as a service answers a replay whose stored events it trimmed or lost.
+    history_gone: bool = False
 
     @classmethod
     def parse(cls, header: str | None) -> Fault:
@@ -465,6 +468,7 @@ _KINDS = {
     401: "authentication_error",
     404: "not_found_error",
     405: "method_not_allowed",
+    410: "gone_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -518,6 +522,15 @@ def _auth_middleware(store: _Store) -> Any:
         except ValueError as exc:
             return _error(400, f"bad {FAULT_HEADER} header: {exc}", "invalid_request_error")
         request[_FAULT_KEY] = fault
+        if fault.history_gone:
+            after = request.headers.get("last-event-id", "").strip()
+            return _error(
+                410,
+                "injected fault: history gone: the events "
+                + (f"after id {after}" if after else "of this worker")
+                + " are no longer stored",
+                "gone_error",
+            )
         if fault.status is not None:
             key_ = spec or ""
             seen = 0 if queued else store.fault_counts.get(key_, 0)
@@ -653,7 +666,7 @@ def _replay_app(store: _Store, cassette: Cassette, *, realtime: bool) -> web.App
         if unusable:
             raise web.HTTPBadRequest(
                 reason=f"fault {', '.join(unusable)} cannot apply to a cassette replay "
-                "(only status= can)"
+                "(only status= and history-gone= can)"
             )
         return await player.handle(request)
 
