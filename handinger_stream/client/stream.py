@@ -607,7 +607,7 @@ class _Connection:
             )
             await self._lose(brk)
             if limit.name == "total" and self.handover.state is BROKEN:
-                raise self._give_up(brk)
+                self._fail_unless_ended(brk)
             return
         self._decode(chunk)
         if not chunk:
@@ -688,7 +688,8 @@ class _Connection:
             return
         why_not = self._why_not_resumable()
         if why_not or self._attempts >= self._policy.max_reconnects:
-            raise self._give_up(brk, why_not)
+            self._fail_unless_ended(brk, why_not)
+            return
         await self._resume(brk)
 
     def _why_not_resumable(self) -> str:
@@ -700,6 +701,24 @@ class _Connection:
                 "(creating it again could make a second worker)"
             )
         return self.cursor.unresumable()
+
+    def _fail_unless_ended(self, brk: _Break, why_not: str = "") -> None:
+        """The stream cannot go on: raise the error that says why (FAILED); or, when the
+        turn's terminal (a ``finish``, ``error`` or ``abort`` chunk, or a snapshot saying
+        ``completed``) was received already, end as FINISHED.
+
+        Only what follows the terminal was lost then (the final snapshot): the turn
+        has ended, and ends once for the consumer, with its terminal, never with an
+        error after it.
+        """
+        if self.handover.snapshot().status != "completed":
+            raise self._give_up(brk, why_not)
+        log.info(
+            "worker %s: the turn had ended; what followed its end was not received: %s",
+            self.handover.worker_id,
+            brk.told(),
+        )
+        self.handover.enter(FINISHED)
 
     def _give_up(self, brk: _Break, why_not: str = "") -> IncompleteStreamError:
         """FAILED: the error that says why the stream ended early, to raise."""
@@ -783,7 +802,8 @@ class _Connection:
         self, brk: _Break, *, once: bool = False
     ) -> tuple[Opened, str, float] | None:
         """The replay stream reopened, why it had to be, and the last wait; ``None`` when
-        the stream was closed meanwhile (or, ``once``, when the one attempt failed).
+        the stream was closed meanwhile, when it ended at its turn's terminal (see
+        ``_fail_unless_ended``), or, ``once``, when the one attempt failed.
 
         Waits first, then retries while the policy finds the failure
         retryable and ``max_reconnects`` allows: attempts count across
@@ -826,7 +846,8 @@ class _Connection:
             if once:
                 log.debug("worker %s: the one resume failed: %s", self.handover.worker_id, exc)
                 return None
-            raise self._give_up(brk.resuming_failed(exc)) from exc
+            self._fail_unless_ended(brk.resuming_failed(exc))
+            return None
         return opened, brk.told(), waited
 
 
