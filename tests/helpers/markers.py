@@ -45,6 +45,8 @@ SLOW = frozenset(
         "tests/client/test_client.py::test_ready_skips_a_bad_event_it_would_not_hand_over",
         "tests/client/test_client.py::test_subscribe_sees_a_running_worker_to_its_end",
         "tests/client/test_give_up_message.py::test_many_failed_resumes_are_told_once",
+        "tests/client/test_one_terminal.py::test_a_stream_ends_its_turn_exactly_once",
+        "tests/client/test_one_terminal.py::test_a_watch_ends_each_workers_turn_exactly_once",
         "tests/client/test_resilience.py::test_a_bad_event_inside_a_run_is_raised_in_its_turn",
         "tests/client/test_resilience.py::test_a_checkpoint_resumes_in_a_fresh_client",
         "tests/client/test_resilience.py::test_a_continued_stream_skips_a_full_replay_by_numeric_id",
