@@ -465,26 +465,28 @@ class SSEDecoder:
                 return DataRun(lines, separators + 1, self._last_id, self._retry)
             return None
         if region[:4] == b"id: ":
+            # The "data: " prefixes go first, in one pass over the region: a line
+            # starts with "data: " only after a line end, so each one removed was one.
+            # (Joining the data lines and then cutting their prefixes copied them twice:
+            # framing was 200 of the 470 ns an event took, decoded and folded.)
+            body = region.replace(b"\ndata: ", b"\n")
             # Lines by threes: an id line, a data line, a blank one (the last without it).
-            split = region.split(b"\n")
+            split = body.split(b"\n")
             count = (len(split) + 1) // 3
-            if len(split) != 3 * count - 1 or split[2::3].count(b"") != count - 1:
-                return None
-            id_lines = b"\n".join(split[::3])
-            data_lines = b"\n".join(split[1::3])
             if (
-                data_lines[:6] != b"data: "
-                or id_lines.count(b"\nid: ") != count - 1
-                or id_lines.find(b"\x00") >= 0
+                len(split) != 3 * count - 1
+                or len(region) - len(body) != 6 * count  # every data line had its prefix
+                or split[2::3].count(b"") != count - 1
             ):
                 return None
-            lines = data_lines[6:].replace(b"\ndata: ", b"\n")
-            if len(data_lines) - 6 - len(lines) != 6 * (count - 1):
+            id_lines = b"\n".join(split[::3])
+            if id_lines.count(b"\nid: ") != count - 1 or id_lines.find(b"\x00") >= 0:
                 return None
             # Ids hold no line end, so splitting at "\nid: " gives each whole.
-            ids = id_lines.decode("utf-8", "replace")[4:].split("\nid: ")
+            ids = id_lines.decode("utf-8", "replace").split("\nid: ")
+            ids[0] = ids[0][4:]
             self._last_id = ids[-1]
-            return DataRun(lines, count, self._last_id, self._retry, ids)
+            return DataRun(b"\n".join(split[1::3]), count, self._last_id, self._retry, ids)
         return None
 
     def _drop_unread_lines(self, region: bytes) -> bytes:
