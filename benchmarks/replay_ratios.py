@@ -29,6 +29,7 @@ def main() -> None:
     spec = spec_for(args.shape, n=args.n)
     rates: dict[str, list[float]] = {name: [] for name in (OURS, *PEERS)}
     with replay_server() as (base_url, _):
+        measure(PEERS[0], base_url, spec)  # warm the server's caches, as the suite does
         for _ in range(args.rounds):
             for name in rates:
                 result = measure(name, base_url, spec)
