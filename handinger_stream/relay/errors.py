@@ -13,6 +13,7 @@ __all__ = [
     "EntriesGoneError",
     "LeaseLostError",
     "RelayError",
+    "StoreFullError",
     "StoreUnavailableError",
 ]
 
@@ -28,6 +29,11 @@ class StoreUnavailableError(RelayError):
     """The store (Redis) could not be reached, or broke mid-call. Retry later."""
 
     status = 503
+
+
+class StoreFullError(StoreUnavailableError):
+    """The store refuses writes (Redis at ``maxmemory`` with ``noeviction``): the producer
+    stops appending, and clients are answered ``503`` with ``Retry-After``."""
 
 
 class LeaseLostError(RelayError):

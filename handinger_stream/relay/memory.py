@@ -60,6 +60,7 @@ class _Chat:
     # yet: so that a claim never followed by a turn expires like any idle chat)
     ended_at: float | None = None
     owner: str | None = None
+    message_ids: list[str] = field(default_factory=list)
     changed: Signal = field(default_factory=Signal)
 
     def leased(self, now: float) -> bool:
@@ -342,6 +343,15 @@ class MemoryStore(Store):
             chat.notify()  # readers waiting on it take over now, not at their next check
 
     # -- reading -------------------------------------------------------------
+
+    async def set_message_id(self, lease: Lease, message_id: str) -> None:
+        chat = self._fenced(lease)
+        if len(chat.message_ids) < 10_000:  # bounded like the log: one per question
+            chat.message_ids.append(message_id)
+
+    async def message_ids(self, chat_id: str) -> list[str]:
+        chat = self._get(chat_id)
+        return [] if chat is None else list(chat.message_ids)
 
     async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
         chat = self._get(chat_id)

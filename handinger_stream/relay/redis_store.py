@@ -50,7 +50,13 @@ from .._redact import redact_url
 from ..errors import InvalidRequestError
 from ..protocol.retry import RetryPolicy
 from ._signal import Signal
-from .errors import ChatBusyError, EntriesGoneError, LeaseLostError, StoreUnavailableError
+from .errors import (
+    ChatBusyError,
+    EntriesGoneError,
+    LeaseLostError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 from .store import (
     CHAT_SECONDS,
     KEEP_SECONDS,
@@ -389,6 +395,18 @@ class _Follower:
         return True
 
 
+def _shown(url: str) -> str:
+    """The URL fit to show: no credentials, and no query (``?password=`` is one way
+    redis-py takes a password, ``?username=`` another).
+
+    >>> _shown("redis://:pw@db:6379/0?password=pw2")
+    'redis://***@db:6379/0?***'
+    """
+    shown = redact_url(url)
+    base, mark, _ = shown.partition("?")
+    return f"{base}?***" if mark else base
+
+
 class RedisStore(Store):
     """Each chat's log in a Redis Stream, and its producer lease in Redis.
 
@@ -422,7 +440,7 @@ class RedisStore(Store):
             ) from None
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
-        self.url = redact_url(url)  # shown in its repr and its errors
+        self.url = _shown(url)  # shown in its repr and its errors
         self.prefix = prefix
         self.max_events = max_events
         self.keep_seconds = keep_seconds
@@ -487,13 +505,27 @@ class RedisStore(Store):
         return error
 
     async def _call(self, call: Awaitable[_T]) -> _T:
-        """Await a Redis call; its failures to connect or answer become StoreUnavailableError."""
-        from redis.exceptions import ConnectionError, TimeoutError
+        """Await a Redis call; its failures to connect or answer become StoreUnavailableError,
+        a refusal to write (``OOM``: ``maxmemory`` reached under ``noeviction``) StoreFullError."""
+        from redis.exceptions import (
+            ConnectionError,
+            OutOfMemoryError,
+            ReadOnlyError,
+            ResponseError,
+            TimeoutError,
+        )
 
         try:
             return await call
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
+        except ResponseError as exc:
+            text = str(exc)
+            refused = isinstance(exc, (OutOfMemoryError, ReadOnlyError))
+            if refused or "OOM" in text or "MISCONF" in text or "READONLY" in text:
+                full = StoreFullError(f"Redis at {self.url} refuses writes: {text[:200]}")
+                raise full from exc
+            raise
 
     async def ping(self) -> None:
         """Check that Redis answers; :class:`StoreUnavailableError` if not."""
@@ -724,6 +756,20 @@ class RedisStore(Store):
             raise self._lost(lease)
         if seq > 0:
             lease.last_seq = seq
+
+    async def set_message_id(self, lease: Lease, message_id: str) -> None:
+        key = self._key(lease.chat_id, "q")
+        async with self._writer.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, message_id)
+            pipe.ltrim(key, -10_000, -1)
+            pipe.pexpire(key, int(self.chat_seconds * 1000))
+            await self._call(pipe.execute())
+
+    async def message_ids(self, chat_id: str) -> list[str]:
+        found = await self._call(
+            cast("Awaitable[list[bytes]]", self._redis.lrange(self._key(chat_id, "q"), 0, -1))
+        )
+        return [value.decode() for value in found]
 
     async def release(self, lease: Lease) -> None:
         await self._call(self._release(keys=[self._key(lease.chat_id, "l")], args=[lease.token]))

@@ -279,6 +279,15 @@ class Store(abc.ABC):
     async def release(self, lease: Lease) -> None:
         """Give the lease up without ending the turn: the next reader takes over."""
 
+    async def set_message_id(self, lease: Lease, message_id: str) -> None:  # noqa: B027
+        """Keep the sender's id for the user message of the turn just begun (the chat's
+        next question): the history gives that question this id, not the worker's. A
+        store that keeps none (this default) leaves the worker's ids."""
+
+    async def message_ids(self, chat_id: str) -> list[str]:
+        """The senders' ids of the chat's questions, in order (``""``: none given)."""
+        return []
+
     # -- reading -------------------------------------------------------------
 
     @abc.abstractmethod
