@@ -52,6 +52,7 @@ from ..protocol.retry import RetryPolicy
 from ..protocol.wire import encode_event
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.worker import Budget
+from .access import ANONYMOUS
 from .errors import LeaseLostError, StoreUnavailableError
 from .memory import MemoryStore
 from .store import ChatInfo, Entry, Lease, NewEntry, Store
@@ -65,6 +66,11 @@ _BATCH = 256  # entries per store read, and at most per append
 _STORE_RETRY = RetryPolicy(initial_delay=0.05, max_delay=1.0)
 
 
+# What an end marker says when the upstream failed: stored, and sent to every reader.
+_STREAM_FAILED = "the worker's stream failed"
+_RELAY_FAILED = "the relay failed while relaying this turn"
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """A turn the relay started: read it with ``relay.read(chat_id, after=turn.after)``."""
@@ -75,17 +81,25 @@ class Turn:
     """The seq just before the turn's first entry."""
 
 
-def task_id_for(worker_id: str, chat_id: str) -> str:
-    """The task a chat is, on a worker template: a digest of both ids.
+def task_id_for(worker_id: str, chat_id: str, owner: str | None = None) -> str:
+    """The task a chat is, on a worker template: a digest of both ids, and of the chat's
+    owner when it has one.
 
     A browser chooses chat ids; hashing them means no chat id can name a task
     that is not that chat's own (an e-mail's, another template's), and every
-    relay process sharing a store finds the same task for a chat.
+    relay process sharing a store finds the same task for a chat. The owner is
+    in the digest so that a chat id reclaimed by another principal after the
+    chat's record expired names another task, never the first owner's.
 
     >>> task_id_for("wrk_1", "chat-1")
     'chat_e33cc3f08b959a2a00733e1550e77b95'
+    >>> task_id_for("wrk_1", "chat-1", "alice") != task_id_for("wrk_1", "chat-1", "bob")
+    True
     """
-    digest = hashlib.sha256(f"{worker_id}\n{chat_id}".encode()).hexdigest()
+    if owner is None:
+        digest = hashlib.sha256(f"{worker_id}\n{chat_id}".encode()).hexdigest()
+    else:
+        digest = hashlib.sha256(f"{worker_id}\n{chat_id}\n{owner}".encode()).hexdigest()
     return f"chat_{digest[:32]}"
 
 
@@ -187,11 +201,19 @@ class Relay:
             f"Relay(store={self.store!r}, name={self.name!r}{on}, producing={len(self._producers)})"
         )
 
-    def task_id(self, chat_id: str) -> str:
-        """The task a chat is on the relay's worker template (with ``worker_id``)."""
+    def task_id(self, chat_id: str, owner: str | None = None) -> str:
+        """The task a chat is on the relay's worker template (with ``worker_id``), for the
+        chat's owner (``None``: a chat started without access control)."""
         if self.worker_id is None:
             raise InvalidRequestError("this relay runs no worker template: its chats are workers")
-        return task_id_for(self.worker_id, chat_id)
+        # Without authentication every chat is ANONYMOUS's: one principal, nobody to keep
+        # apart, and the task ids stay those of a relay without access control.
+        return task_id_for(self.worker_id, chat_id, None if owner == ANONYMOUS else owner)
+
+    async def _chat_task_id(self, chat_id: str) -> str:
+        """The chat's task, for the owner the store keeps."""
+        info = await self.store.chat(chat_id)
+        return self.task_id(chat_id, info.owner if info is not None else None)
 
     @property
     def check_interval(self) -> float:
@@ -200,9 +222,21 @@ class Relay:
 
     # -- starting turns ------------------------------------------------------
 
-    async def send(self, chat_id: str, input: str, *, budget: Budget | None = None) -> Turn:
+    async def send(
+        self,
+        chat_id: str,
+        input: str,
+        *,
+        budget: Budget | None = None,
+        owner: str | None = None,
+        message_id: str | None = None,
+    ) -> Turn:
         """Start a turn of the chat: a new worker for a new chat, else a continue of its worker;
         with ``worker_id``, a turn of the chat's task on that template.
+
+        ``owner``: the principal the chat belongs to (access control admitted it), part
+        of its task's id. ``message_id``: the sender's id for its message, which the
+        chat's history gives the question of this turn.
 
         Returns once the worker answered (so its id is known); the events are
         relayed in the background, whoever reads them and whenever.
@@ -216,7 +250,7 @@ class Relay:
         turn: _TaskTurn | None = None
         try:
             if self.worker_id is not None:
-                task_id = self.task_id(chat_id)
+                task_id = self.task_id(chat_id, owner)
                 stream = await self.client.tasks.create(
                     input=input,
                     worker_id=self.worker_id,
@@ -235,9 +269,14 @@ class Relay:
                 stream = await self.client.workers.create(input=input, budget=budget, stream=True)
                 if stream.worker_id:
                     await self.store.set_worker(lease, stream.worker_id)
+            # Only a turn the worker took has a question in its history: one id per such turn.
+            await self.store.set_message_id(lease, message_id or "")
         except BaseException as exc:
+            # The detail (the API's reply, perhaps echoing a key) is the log's; the end
+            # marker, which every reader of the chat is sent, keeps the public sentence.
+            log.warning("chat %s: the worker could not be started: %r", chat_id, exc)
             with anyio.CancelScope(shield=True):
-                await self._finish_quietly(lease, f"the worker could not be started: {exc}")
+                await self._finish_quietly(lease, "the worker could not be started")
             raise
         self._spawn(lease, stream, turn=turn)
         return Turn(chat_id, stream.worker_id, lease.turn_start - 1)
@@ -299,22 +338,23 @@ class Relay:
         if info is None or not info.worker_id:
             return []
         if self.worker_id is not None:
-            return await self._task_messages(chat_id, info)
-        worker = await self.client.workers.retrieve(info.worker_id)
-        messages = list(worker.messages)
-        if info.active:
-            running = await self._turn_message_id(chat_id, info)
-            if running is not None:
-                messages = [
-                    m for m in messages if not (isinstance(m, dict) and m.get("id") == running)
-                ]
-        return messages
+            messages = await self._task_messages(chat_id, info)
+        else:
+            worker = await self.client.workers.retrieve(info.worker_id)
+            messages = list(worker.messages)
+            if info.active:
+                running = await self._turn_message_id(chat_id, info)
+                if running is not None:
+                    messages = [
+                        m for m in messages if not (isinstance(m, dict) and m.get("id") == running)
+                    ]
+        return _with_sender_ids(messages, await self.store.message_ids(chat_id))
 
     async def _task_messages(self, chat_id: str, info: ChatInfo) -> list[Any]:
         """A task's turns as messages (a user's input, the answer's text), less the answer
         of a turn still running: the API keeps no task's messages, only its turns."""
         try:
-            found = await self.client.tasks.retrieve(self.task_id(chat_id))
+            found = await self.client.tasks.retrieve(self.task_id(chat_id, info.owner))
         except NotFoundError:
             return []
         messages: list[Any] = []
@@ -393,7 +433,8 @@ class Relay:
                 with contextlib.suppress(HandingerError):
                     await self.store.release(lease)
                 return
-            await self._finish_quietly(lease, f"the worker's stream could not be resumed: {exc}")
+            log.warning("chat %s: the worker's stream could not be resumed: %s", chat_id, exc)
+            await self._finish_quietly(lease, "the worker's stream could not be resumed")
             return
         # A server may replay what was stored already: the cursor skips the repeats.
         last = lease.last_upstream_id
@@ -402,7 +443,7 @@ class Relay:
     async def _turn_to_resume(self, chat_id: str, lease: Lease) -> _TaskTurn:
         """The chat's turn in its template's stream: after the last event stored, or, with
         none stored, its task's latest turn (the earlier ones are skipped)."""
-        task_id = self.task_id(chat_id)
+        task_id = await self._chat_task_id(chat_id)
         if lease.last_upstream_id:
             return _TaskTurn(task_id)
         found = await self.client.tasks.retrieve(task_id)
@@ -450,6 +491,12 @@ class Relay:
             # active with nobody producing; once the store is back, the lease expires and
             # the next reader resumes it from the last event stored.
             log.warning("chat %s: stopped producing: %s", lease.chat_id, exc)
+        except Exception:
+            # Anything else is a bug or a surprise: the turn must still end (a turn left
+            # active refuses every new message of the chat with 409, for good).
+            log.exception("chat %s: the relay failed while producing", lease.chat_id)
+            with anyio.CancelScope(shield=True):
+                await self._finish_quietly(lease, _RELAY_FAILED)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 # Shutting down: let another process take the turn over at once.
@@ -488,7 +535,14 @@ class Relay:
                     )
                 )
         except HandingerError as exc:
-            await queue.put(_UpstreamEnd(f"the worker's stream failed: {exc}"))
+            log.warning("chat stream of worker %s failed: %s", stream.worker_id, exc)
+            await queue.put(_UpstreamEnd(_STREAM_FAILED))
+            return
+        except Exception:
+            # Not one of the client's errors (a malformed field it choked on, a bug): the
+            # turn ends all the same, or the producer would wait on this queue for ever.
+            log.exception("the stream of worker %s failed unexpectedly", stream.worker_id)
+            await queue.put(_UpstreamEnd(_STREAM_FAILED))
             return
         except asyncio.CancelledError:
             # Stopped by the heartbeat (the lease is lost) or by the producer itself.
@@ -522,7 +576,7 @@ class Relay:
     async def _finish_quietly(self, lease: Lease, error: str) -> None:
         try:
             await self.store.finish(lease, error)
-        except HandingerError as exc:
+        except Exception as exc:
             log.warning("chat %s: could not end the turn: %s", lease.chat_id, exc)
 
     # -- lifetime --------------------------------------------------------------
@@ -644,6 +698,22 @@ class Reader:
             if deadline is not None:
                 wait = min(wait, deadline - now)
             await store.wait(self.chat_id, self.position, max(wait, 0.0))
+
+
+def _with_sender_ids(messages: list[Any], ids: list[str]) -> list[Any]:
+    """The k-th user message given the k-th sender's id (where one was kept), so that a
+    ``Chat`` finds its own question in the history, not a copy under the worker's id."""
+    if not ids:
+        return messages
+    out: list[Any] = []
+    k = 0
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            if k < len(ids) and ids[k]:
+                message = {**message, "id": ids[k]}
+            k += 1
+        out.append(message)
+    return out
 
 
 def _check_chat_id(chat_id: str) -> None:
