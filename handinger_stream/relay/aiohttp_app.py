@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .access import AccessRefused, RequestInfo, TooLarge
 from .core import Relay
 from .http import WS_PATH, RelayHTTP, Reply
 from .ws import RelayWS, WSLimits, text_frames
@@ -34,26 +35,41 @@ def make_aiohttp_app(
     """An ``aiohttp.web.Application`` serving the relay: mount it with ``add_subapp``.
 
     ``options`` are :class:`RelayHTTP`'s (``keepalive``, ``write_timeout``,
-    ``snapshots``); ``allowed_origins`` and ``ws_limits`` are the WebSocket
+    ``snapshots``, ``access``); ``allowed_origins`` and ``ws_limits`` are the WebSocket
     endpoint's (:class:`RelayWS`). The relay is not closed with the app: it is yours.
     A request for the prefix without its trailing slash is redirected when
     the root app has ``web.normalize_path_middleware()``.
     """
     http = RelayHTTP(relay, **options)
     ws = RelayWS(http, allowed_origins=allowed_origins, limits=ws_limits)
-    app = web.Application()
+    # The relay bounds bodies itself (413, the same bound as over ASGI); aiohttp's own
+    # bound (1 MiB by default) would answer a larger body with an error of its own.
+    app = web.Application(client_max_size=http.max_body + 1)
     app[_HTTP_KEY] = http
 
     async def handle(request: web.Request) -> web.StreamResponse:
         tail = "/" + request.match_info["tail"]
         if tail == WS_PATH and request.headers.get("upgrade", "").lower() == "websocket":
-            return await _websocket(ws, request)
+            return await _websocket(ws, request, tail)
+
+        async def read_body() -> bytes:
+            # Chunk by chunk, bounded: a body without Content-Length (chunked) too.
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > http.max_body:
+                    raise TooLarge()
+                chunks.append(chunk)
+            return b"".join(chunks)
+
         reply = await http.handle(
             request.method,
             tail,
             request.query_string,
-            {k.lower(): v for k, v in request.headers.items()},
-            request.read,
+            request.raw_headers,
+            read_body,
+            request.remote,
         )
         return await _respond(http, request, reply)
 
@@ -124,18 +140,24 @@ class _Socket:
                 self.request.transport.abort()
 
 
-async def _websocket(ws: RelayWS, request: web.Request) -> web.StreamResponse:
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    if not ws.origin_allowed(headers):
-        status, extra, body = ws.forbidden()
-        return web.Response(status=status, headers=extra, body=body)
+async def _websocket(ws: RelayWS, request: web.Request, path: str) -> web.StreamResponse:
+    try:
+        info = RequestInfo.of("GET", path, request.raw_headers, request.remote)
+        principal, protocol = await ws.check_upgrade(info)
+    except AccessRefused as exc:
+        answer = exc.answer()
+        return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
     limits = ws.limits
     response = web.WebSocketResponse(
         max_msg_size=limits.max_frame,
         heartbeat=limits.ping_interval,
         compress=False,  # small frames, many readers: deflating each costs more than it saves
+        # aiohttp accepts the first offered name it knows: this one, never the token after it.
+        protocols=(protocol,) if protocol else (),
     )
     await response.prepare(request)
     with contextlib.suppress(ConnectionError):
-        await ws.serve(_Socket(request, response), dict(request.query))
+        await ws.serve(
+            _Socket(request, response), dict(request.query), principal=principal, info=info
+        )
     return response

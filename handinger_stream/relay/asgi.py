@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..errors import InvalidRequestError
+from .access import AccessRefused, RequestInfo, TooLarge
 from .core import Relay
-from .http import MAX_BODY, WS_PATH, RelayHTTP, Reply
+from .http import WS_PATH, RelayHTTP, Reply
 from .ws import RelayWS, WSLimits
 
 __all__ = ["RelayASGI"]
@@ -33,7 +34,7 @@ class RelayASGI:
     """An ASGI 3 application serving the relay.
 
     ``options`` are :class:`RelayHTTP`'s (``keepalive``, ``write_timeout``,
-    ``snapshots``); ``allowed_origins`` and ``ws_limits`` are the WebSocket
+    ``snapshots``, ``access``); ``allowed_origins`` and ``ws_limits`` are the WebSocket
     endpoint's (:class:`RelayWS`; the server needs WebSocket support, e.g.
     uvicorn with ``wsproto`` or ``websockets``). The relay is not closed
     with the app: it is yours (open and close it in your app's lifespan).
@@ -70,7 +71,7 @@ class RelayASGI:
             location = root + "/" + (f"?{query}" if query else "")
             await _reply(send, Reply(307, {"location": location}))
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.http.max_body
 
         async def read_body() -> bytes:
             chunks: list[bytes] = []
@@ -81,8 +82,8 @@ class RelayASGI:
                     raise InvalidRequestError("the client left before its request body arrived")
                 chunk = message.get("body", b"")
                 size += len(chunk)
-                if size > MAX_BODY:
-                    raise InvalidRequestError(f"the request body is larger than {MAX_BODY} bytes")
+                if size > limit:
+                    raise TooLarge()
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
@@ -91,8 +92,9 @@ class RelayASGI:
             scope["method"],
             path,
             scope.get("query_string", b"").decode("latin-1"),
-            headers,
+            scope["headers"],
             read_body,
+            _client(scope),
         )
         if reply.stream is None:
             await _reply(send, reply)
@@ -135,22 +137,32 @@ class RelayASGI:
     async def _websocket(self, scope: Scope, path: str, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if path != WS_PATH:
             await send({"type": "websocket.close", "code": 1008})  # the server answers 403
             return
-        if not self.ws.origin_allowed(headers):
-            status, extra, body = self.ws.forbidden()
+        try:
+            headers = list(scope["headers"])
+            offered = scope.get("subprotocols") or []
+            if offered and not any(k.lower() == b"sec-websocket-protocol" for k, _ in headers):
+                # Some servers (uvicorn with wsproto) give the offered subprotocols apart.
+                headers.append((b"sec-websocket-protocol", ", ".join(offered).encode("latin-1")))
+            info = RequestInfo.of("GET", path, headers, _client(scope))
+            principal, protocol = await self.ws.check_upgrade(info)
+        except AccessRefused as exc:
+            answer = exc.answer()
             if "websocket.http.response" in scope.get("extensions", {}):
-                start = _start(Reply(status, extra))
+                start = _start(Reply(answer.status, dict(answer.headers)))
                 await send({**start, "type": "websocket.http.response.start"})
-                await send({"type": "websocket.http.response.body", "body": body})
+                await send({"type": "websocket.http.response.body", "body": answer.body})
             else:
                 await send({"type": "websocket.close", "code": 1008})  # a bare 403
             return
-        await send({"type": "websocket.accept"})
+        accept: Message = {"type": "websocket.accept"}
+        if protocol is not None:
+            accept["subprotocol"] = protocol  # the name alone, never the token offered after it
+        await send(accept)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        await self.ws.serve(_Socket(receive, send), query)
+        await self.ws.serve(_Socket(receive, send), query, principal=principal, info=info)
 
 
 class _Socket:
@@ -184,6 +196,11 @@ class _Socket:
             await asyncio.wait_for(
                 self._send({"type": "websocket.close", "code": code, "reason": reason}), 1.0
             )
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _start(reply: Reply) -> Message:

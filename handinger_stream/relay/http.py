@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,26 +37,41 @@ from ..errors import (
 )
 from ..protocol.headers import SSE_HEADERS, WORKER_ID_HEADER
 from ..types.worker import BUDGETS
+from .access import (
+    MAX_BODY,
+    Access,
+    AccessRefused,
+    BadRequest,
+    ChatRequest,
+    Headers,
+    NotFound,
+    RequestInfo,
+    TooLarge,
+    count_files,
+)
 from .core import Reader, Relay
-from .errors import RelayError
+from .errors import EntriesGoneError, RelayError, StoreUnavailableError
 from .store import Entry
 
 __all__ = [
+    "MAX_BODY",
     "PAGE",
     "SSE_HEADERS",
     "WS_PATH",
+    "ParsedChat",
     "RelayHTTP",
     "Reply",
     "SSEBody",
     "chat_input",
     "frame",
+    "parse_chat",
+    "public_error",
 ]
 
 log = logging.getLogger("handinger_stream.relay")
 
 PAGE = Path(__file__).parent / "page" / "dist"
 """The chat page's built files (``index.html``, ``app.js``, ``app.css``)."""
-MAX_BODY = 8 * 1024 * 1024  # the transport sends the whole conversation each time
 WS_PATH = "/api/chat/ws"
 """The WebSocket endpoint (ai 7's ``WebSocketChatTransport``; see :mod:`.ws`)."""
 _ASSETS = {
@@ -66,6 +81,10 @@ _ASSETS = {
 }
 _json = msgspec.json.Encoder()
 _DONE = b"data: [DONE]\n\n"
+_JSON = "application/json"
+_MAX_MESSAGE_ID = 256
+RawHeaders = Headers | Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str]
+"""A request's headers as a framework has them: pairs (ASGI's, aiohttp's raw ones) or a map."""
 _KEEPALIVE = b": keep-alive\n\n"
 
 
@@ -119,7 +138,8 @@ class SSEBody:
             except HandingerError as exc:
                 self._finished = True
                 log.warning("chat %s: a reader stopped: %s", self.reader.chat_id, exc)
-                return b"data: %s\n\n" % _json.encode({"type": "error", "errorText": str(exc)})
+                text = public_error(exc)
+                return b"data: %s\n\n" % _json.encode({"type": "error", "errorText": text})
             if batch is None:
                 self._finished = True
                 return _DONE
@@ -158,6 +178,9 @@ class RelayHTTP:
     ``snapshots``: also send the worker's ``data-worker`` snapshots (the AI
     SDK ignores them, and they carry the whole Worker, growing with the chat;
     a request can ask for them with ``?snapshots=1``).
+    ``access``: who may use the relay, from where, how much (:class:`Access`);
+    ``None`` checks nothing: an app that authenticates and limits on its own,
+    or a single-user development server on loopback.
     """
 
     def __init__(
@@ -167,8 +190,11 @@ class RelayHTTP:
         keepalive: float = 15.0,
         write_timeout: float = 30.0,
         snapshots: bool = False,
+        access: Access | None = None,
     ) -> None:
         self.relay = relay
+        self.access = access
+        self.max_body = access.max_body if access is not None else MAX_BODY
         self.keepalive = keepalive
         self.write_timeout = write_timeout
         self.snapshots = snapshots
@@ -236,43 +262,84 @@ class RelayHTTP:
         method: str,
         path: str,
         query: str,
-        headers: Mapping[str, str],
+        headers: RawHeaders,
         read_body: Callable[[], Awaitable[bytes]],
+        client: str | None = None,
     ) -> Reply:
         """Answer one request. ``path`` is relative to the mount point and starts with
-        ``/``; ``headers`` has lower-case names. Never raises but for cancellation."""
+        ``/``; ``headers`` as the framework has them, every value of a repeated header
+        kept (pairs of bytes, or a mapping); ``client``: the peer's address. Never raises
+        but for cancellation; every answer to an allowed origin carries its CORS headers."""
         try:
-            return await self._route(method, path, parse_qs(query), headers, read_body)
+            info = RequestInfo.of(method, path, headers, client)
+        except AccessRefused as exc:
+            return _refusal(exc)
+        cors = self.access.cors_headers(info) if self.access is not None else {}
+        try:
+            reply = await self._checked(info, parse_qs(query), read_body)
+        except AccessRefused as exc:
+            reply = _refusal(exc)
         except HandingerError as exc:
-            return _error_reply(exc)
+            reply = _error_reply(exc)
+        except RecursionError:
+            # msgspec's bound on nesting: a body made to exhaust the decoder's stack.
+            reply = _error_reply(InvalidRequestError("the body is nested too deeply"))
         except Exception:
             log.exception("relay: %s %s failed", method, path)
-            return Reply(
+            reply = Reply(
                 500,
-                {"content-type": "application/json"},
+                {"content-type": _JSON},
                 error_body(500, "internal error in the relay", "internal_error"),
             )
+        reply.headers.update(cors)
+        return reply
+
+    async def principal(self, info: RequestInfo) -> str | None:
+        """The request's principal after every access check (``None`` without ``access``);
+        raises :class:`AccessRefused`. The WebSocket's upgrade is checked with it too."""
+        if self.access is None:
+            return None
+        return await self.access.request(info)
+
+    async def _checked(
+        self,
+        info: RequestInfo,
+        query: dict[str, list[str]],
+        read_body: Callable[[], Awaitable[bytes]],
+    ) -> Reply:
+        access = self.access
+        if info.method == "OPTIONS":
+            if access is None:
+                return Reply(204, {"allow": "GET, HEAD, POST, OPTIONS"})
+            answer = access.preflight(info)
+            return Reply(answer.status, dict(answer.headers), answer.body)
+        if info.path in _ASSETS:
+            # The page loads without credentials (its token is in the URL's fragment,
+            # which no browser sends); its Host is still checked (DNS rebinding).
+            if access is not None and access.origins is not None:
+                access.origins.check(info)
+            _allow(info.method, "GET", "HEAD")
+            return self._asset(info.path)
+        principal = await self.principal(info)
+        return await self._route(info, principal, query, read_body)
 
     async def _route(
         self,
-        method: str,
-        path: str,
+        info: RequestInfo,
+        principal: str | None,
         query: dict[str, list[str]],
-        headers: Mapping[str, str],
         read_body: Callable[[], Awaitable[bytes]],
     ) -> Reply:
-        if path in _ASSETS:
-            _allow(method, "GET", "HEAD")
-            return self._asset(path)
+        method, path = info.method, info.path
         if path == "/api/chat":
             _allow(method, "POST")
-            return await self._send(await read_body(), query)
+            return await self._send(info, principal, read_body, query)
         if path == WS_PATH:
             # The WebSocket endpoint: the adapters take its upgrades before routing here.
             _allow(method, "GET")
             return Reply(
                 426,
-                {"content-type": "application/json", "upgrade": "websocket"},
+                {"content-type": _JSON, "upgrade": "websocket"},
                 error_body(426, f"{WS_PATH} is a WebSocket: upgrade to one", "upgrade_required"),
             )
         prefix = "/api/chat/"
@@ -280,14 +347,18 @@ class RelayHTTP:
             rest = path[len(prefix) :]
             if rest.endswith("/stream"):
                 _allow(method, "GET")
-                return await self._resume(rest[: -len("/stream")], headers, query)
+                return await self._resume(rest[: -len("/stream")], principal, info, query)
             _allow(method, "GET")
-            return await self._history(rest)
+            return await self._history(rest, principal)
         return Reply(
             404,
-            {"content-type": "application/json"},
-            error_body(404, f"no route {path!r} in the relay", "not_found"),
+            {"content-type": _JSON},
+            error_body(404, "no such route in the relay", "not_found"),
         )
+
+    async def owns(self, principal: str | None, chat_id: str) -> bool:
+        """Whether the principal may read the chat (always, without ``access``)."""
+        return self.access is None or await self.access.owns(principal or "", chat_id)
 
     def _asset(self, path: str) -> Reply:
         name, content_type = _ASSETS[path]
@@ -305,34 +376,87 @@ class RelayHTTP:
             200, headers, stream=SSEBody(reader, keepalive=self.keepalive, snapshots=snapshots)
         )
 
-    async def _send(self, raw: bytes, query: dict[str, list[str]]) -> Reply:
-        chat_id, text, budget = parse_chat_request(raw)
-        turn = await self.relay.send(chat_id, text, budget=budget)  # type: ignore[arg-type]
-        return self._sse(self.relay.read(chat_id, after=turn.after), turn.worker_id, query)
+    async def _send(
+        self,
+        info: RequestInfo,
+        principal: str | None,
+        read_body: Callable[[], Awaitable[bytes]],
+        query: dict[str, list[str]],
+    ) -> Reply:
+        _check_length(info, self.max_body)
+        raw = await read_body()
+        if len(raw) > self.max_body:
+            raise TooLarge()
+        request = parse_chat(raw)
+        turn = await self.start_turn(info, principal, request)
+        return self._sse(self.relay.read(request.chat_id, after=turn.after), turn.worker_id, query)
+
+    async def start_turn(
+        self, info: RequestInfo, principal: str | None, request: ParsedChat
+    ) -> Any:
+        """Start a turn for a principal: the policy and the limits first (``access``), its
+        slot released if the turn did not start. The browser's ``budget`` is the policy's to
+        read; without ``access`` it is ignored (the API's default). Shared with the WebSocket."""
+        access = self.access
+        if access is None:
+            return await self.relay.send(
+                request.chat_id, request.text, message_id=request.message_id
+            )
+        assert principal is not None
+        chat = ChatRequest(request.chat_id, request.text, request.budget, request.files)
+        admitted = await access.admit(principal, info, chat)
+        try:
+            return await self.relay.send(
+                request.chat_id,
+                request.text,
+                budget=admitted.options.budget,
+                owner=principal,
+                message_id=request.message_id,
+            )
+        except BaseException:
+            with contextlib.suppress(HandingerError):
+                await asyncio.shield(access.release(admitted))
+            raise
 
     async def _resume(
-        self, chat_id: str, headers: Mapping[str, str], query: dict[str, list[str]]
+        self,
+        chat_id: str,
+        principal: str | None,
+        info: RequestInfo,
+        query: dict[str, list[str]],
     ) -> Reply:
-        last_event_id = headers.get("last-event-id", "").strip()
+        last_event_id = (info.headers.single("last-event-id") or "").strip()
         after: int | None = None
         if last_event_id:
-            if not last_event_id.isdigit():
-                raise InvalidRequestError(
-                    f"Last-Event-ID must be an id this relay sent (a number), got {last_event_id!r}"
-                )
+            # ASCII digits only: str.isdigit() takes Unicode digits int() would read.
+            if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 18:
+                raise InvalidRequestError("Last-Event-ID must be an id this relay sent (a number)")
             after = int(last_event_id)
         reader = self.relay.read(chat_id, after=after)  # checks the chat id
-        info = await self.relay.chat(chat_id)
-        if info is None or (not info.active and (after is None or after >= info.last_seq)):
+        if not await self.owns(principal, chat_id):
+            return Reply(204)  # another's chat and one never seen look alike: nothing running
+        info_ = await self.relay.chat(chat_id)
+        if info_ is None or (not info_.active and (after is None or after >= info_.last_seq)):
             return Reply(204)  # no turn running, and nothing after that id
-        return self._sse(reader, info.worker_id, query)
+        start = after if after is not None else info_.turn_start - 1
+        try:
+            await self.relay.store.read(chat_id, start, 1)
+        except EntriesGoneError:
+            # The record lives on, its entries do not: the browser must know its answer
+            # would be incomplete, not be given a stream with a hole.
+            raise EntriesGoneError("this chat's answer is no longer kept") from None
+        return self._sse(reader, info_.worker_id, query)
 
-    async def _history(self, chat_id: str) -> Reply:
+    async def _history(self, chat_id: str, principal: str | None) -> Reply:
         self.relay.read(chat_id)  # checks the chat id
+        if not await self.owns(principal, chat_id):
+            raise NotFound()
+        if await self.relay.chat(chat_id) is None:
+            raise NotFound()
         messages = await self.relay.messages(chat_id)
         return Reply(
             200,
-            {"content-type": "application/json", "cache-control": "no-cache"},
+            {"content-type": _JSON, "cache-control": "no-store"},
             _json.encode({"id": chat_id, "messages": messages}),
         )
 
@@ -348,6 +472,53 @@ def _allow(method: str, *allowed: str) -> None:
         raise _MethodNotAllowed(allowed)
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedChat:
+    """A chat request's body, as the relay uses it: the chat, the user's text, what the
+    browser asked for (``budget``: the policy's to honour or not), its file parts, and
+    the sender's id for its message (``None`` when absent or unfit)."""
+
+    chat_id: str
+    text: str
+    budget: str | None = None
+    files: int = 0
+    message_id: str | None = None
+
+
+def parse_chat(raw: bytes | dict[str, Any]) -> ParsedChat:
+    """``DefaultChatTransport``'s body (or a WebSocket ``send``'s fields) → :class:`ParsedChat`.
+
+    >>> user = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "Hi"}]}
+    >>> parse_chat({"id": "c1", "messages": [user]})
+    ParsedChat(chat_id='c1', text='Hi', budget=None, files=0, message_id='m1')
+    """
+    if isinstance(raw, dict):
+        body: Any = raw
+    else:
+        try:
+            body = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise InvalidRequestError(
+                "the body must be JSON: the AI SDK chat transport's"
+            ) from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    chat_id = body.get("id")
+    if not isinstance(chat_id, str) or not chat_id:
+        raise InvalidRequestError("id: the chat's id (a non-empty string) is required")
+    messages = body.get("messages")
+    text = chat_input(messages)
+    budget = body.get("budget")
+    if budget is not None and budget not in BUDGETS:
+        raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
+    assert isinstance(messages, list)  # chat_input refused anything else
+    last = messages[-1]
+    message_id = last.get("id")
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= _MAX_MESSAGE_ID:
+        message_id = None
+    return ParsedChat(chat_id, text, budget, count_files(last), message_id)
+
+
 def parse_chat_request(raw: bytes) -> tuple[str, str, str | None]:
     """``DefaultChatTransport``'s body → (chat id, the last user message's text, budget).
 
@@ -356,21 +527,19 @@ def parse_chat_request(raw: bytes) -> tuple[str, str, str | None]:
     ('c1', 'Hi', None)
     """
     if len(raw) > MAX_BODY:
-        raise InvalidRequestError(f"the request body is larger than {MAX_BODY} bytes")
-    try:
-        body = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise InvalidRequestError("the body must be JSON: the AI SDK chat transport's") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    chat_id = body.get("id")
-    if not isinstance(chat_id, str) or not chat_id:
-        raise InvalidRequestError("id: the chat's id (a non-empty string) is required")
-    text = chat_input(body.get("messages"))
-    budget = body.get("budget")
-    if budget is not None and budget not in BUDGETS:
-        raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
-    return chat_id, text, budget
+        raise TooLarge()
+    parsed = parse_chat(raw)
+    return parsed.chat_id, parsed.text, parsed.budget
+
+
+def _check_length(info: RequestInfo, limit: int) -> None:
+    value = info.headers.single("content-length")
+    if value is None:
+        return
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        raise BadRequest("content-length must be a number")
+    if int(value) > limit:
+        raise TooLarge()
 
 
 def chat_input(messages: Any) -> str:
@@ -397,25 +566,60 @@ def chat_input(messages: Any) -> str:
     return text
 
 
+def _refusal(exc: AccessRefused) -> Reply:
+    answer = exc.answer()
+    return Reply(answer.status, dict(answer.headers), answer.body)
+
+
+_UPSTREAM_REFUSED = "the worker API refused this request"
+_UPSTREAM_FAILED = "the worker API failed: try again later"
+_STORE_DOWN = "the relay's store is unavailable: try again later"
+STORE_RETRY_AFTER = 5
+"""Seconds a client is told to wait (``Retry-After``) while the store is unavailable."""
+
+
+def public_error(exc: BaseException) -> str:
+    """What a browser is told of an error: a short public sentence. An upstream error's
+    text can carry the API's reply (a key echoed back, a redirect's URL) and a store's its
+    address: those are logged on the server, never sent. The relay's own request errors
+    (a bad body, a busy chat) are the caller's to read.
+
+    >>> public_error(StoreUnavailableError("Redis at redis://:pw@db:6379 is unavailable"))
+    "the relay's store is unavailable: try again later"
+    """
+    if isinstance(exc, AccessRefused):
+        return str(exc)
+    if isinstance(exc, StoreUnavailableError):
+        return _STORE_DOWN
+    if isinstance(exc, (InvalidRequestError, RelayError)) and not isinstance(
+        exc, (APIStatusError, APIConnectionError)
+    ):
+        return str(exc)
+    if isinstance(exc, APIStatusError) and exc.status_code in (400, 404, 409, 422, 429):
+        return _UPSTREAM_REFUSED
+    return _UPSTREAM_FAILED
+
+
 def _error_reply(exc: HandingerError) -> Reply:
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": _JSON}
     if isinstance(exc, _MethodNotAllowed):
         headers["allow"] = ", ".join(exc.allowed)
         return Reply(405, headers, error_body(405, str(exc), "method_not_allowed"))
     if isinstance(exc, InvalidRequestError):
         return Reply(400, headers, error_body(400, str(exc), "invalid_request"))
+    if isinstance(exc, StoreUnavailableError):
+        log.warning("relay: %s", exc)
+        headers["retry-after"] = str(STORE_RETRY_AFTER)
+        return Reply(503, headers, error_body(503, _STORE_DOWN, "unavailable"))
     if isinstance(exc, RelayError):
         kind = {409: "conflict", 410: "gone", 503: "unavailable"}.get(exc.status, "relay_error")
         return Reply(exc.status, headers, error_body(exc.status, str(exc), kind))
-    if isinstance(exc, APIStatusError):
-        # The worker API said no. Its client errors are the request's; anything about
-        # the relay's own key or the API's health is a bad gateway to the browser.
+    # The worker API said no, or failed: the detail (which may quote the API's reply, or
+    # a URL it redirected to) goes to the log; the browser gets a fixed sentence.
+    log.warning("relay: the worker API: %s", exc)
+    if isinstance(exc, APIStatusError) and exc.status_code in (400, 404, 409, 422, 429):
         status = exc.status_code
-        if status in (400, 404, 409, 422, 429):
-            if status == 429 and exc.retry_after is not None:
-                headers["retry-after"] = str(max(1, round(exc.retry_after)))
-            return Reply(status, headers, error_body(status, f"the worker API: {exc}", "upstream"))
-        return Reply(502, headers, error_body(502, f"the worker API: {exc}", "bad_gateway"))
-    if isinstance(exc, APIConnectionError):
-        return Reply(502, headers, error_body(502, f"the worker API: {exc}", "bad_gateway"))
-    return Reply(502, headers, error_body(502, str(exc), "bad_gateway"))
+        if status == 429 and exc.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(exc.retry_after)))
+        return Reply(status, headers, error_body(status, _UPSTREAM_REFUSED, "upstream"))
+    return Reply(502, headers, error_body(502, _UPSTREAM_FAILED, "bad_gateway"))

@@ -17,16 +17,22 @@ answered with an ``error`` frame, never a traceback.
 
 >>> decode_request(b'{"type":"abort","requestId":"r1"}')
 AbortRequest(request_id='r1')
->>> origin_allowed({"host": "relay.example:8788", "origin": "http://relay.example:8788"}, ())
+>>> origin_allowed({"host": "127.0.0.1:8788", "origin": "http://127.0.0.1:8788"}, ())
 True
 >>> origin_allowed({"host": "relay.example", "origin": "https://evil.example"}, ())
 False
+
+With an :class:`~.access.Access` on the ``http``, an upgrade passes its checks
+(``Host`` and ``Origin`` allow-lists, then ``authenticate``) before it is accepted
+(:meth:`RelayWS.check_upgrade`), each ``send`` is admitted by its policy and limits,
+and a ``resume`` finds only the principal's own chats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import struct
 from collections.abc import Collection, Mapping
@@ -36,10 +42,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from ..errors import APIConnectionError, APIStatusError, HandingerError, InvalidRequestError
-from ..types.worker import BUDGETS
+from ..errors import HandingerError, InvalidRequestError
+from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo
 from .core import Reader
-from .http import RelayHTTP, chat_input, error_body
+from .http import RelayHTTP, error_body, parse_chat, public_error
 from .store import Entry
 
 __all__ = [
@@ -137,13 +143,29 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
     return parts.hostname.lower(), port if port is not None else default
 
 
+def _literal_host(host: str) -> bool:
+    """An IP literal or ``localhost``: a name no other site's page can be served under."""
+    bare = host.strip("[]")
+    if bare == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        return False
+    return True
+
+
 def origin_allowed(headers: Mapping[str, str], allowed: Collection[str]) -> bool:
-    """Whether a WebSocket upgrade may go on: its ``Origin`` names the relay's own host
-    (the request's ``Host``), or is in ``allowed`` (``"*"``: any origin).
+    """Whether a WebSocket upgrade may go on, for a relay with no :class:`~.access.Access`:
+    its ``Origin`` is in ``allowed`` (``"*"``: any origin), or is the relay's own where
+    the ``Host`` is an IP address or ``localhost``.
 
     Browsers do not apply CORS to WebSockets, so without this any page could
-    open a socket with the visitor's cookies. A request without ``Origin``
-    comes from no browser (which always sends one) and is let through.
+    open a socket with the visitor's cookies. A ``Host`` that is a domain name
+    proves nothing: a site's name pointed at the relay's address (DNS rebinding)
+    makes its page's origin equal the ``Host`` it sends; name such origins in
+    ``allowed``, or give the relay an ``Access`` with :class:`~.access.Origins`.
+    A request without ``Origin`` comes from no browser and is let through.
     ``headers`` has lower-case names.
     """
     origin = headers.get("origin")
@@ -159,7 +181,9 @@ def origin_allowed(headers: Mapping[str, str], allowed: Collection[str]) -> bool
     if f"{parts.scheme}://{parts.netloc}".lower() in normal:
         return True
     own = _host_port(headers.get("host", ""), parts.scheme)
-    return own is not None and _host_port(parts.netloc, parts.scheme) == own
+    if own is None or not _literal_host(own[0]):
+        return False
+    return _host_port(parts.netloc, parts.scheme) == own
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +260,28 @@ class RelayWS:
         :meth:`forbidden`."""
         return origin_allowed(headers, self.allowed_origins)
 
+    async def check_upgrade(self, info: RequestInfo) -> tuple[str | None, str | None]:
+        """Check an upgrade before accepting it: ``(principal, subprotocol)``, the
+        subprotocol to accept with (``handinger.bearer`` when the client offered its
+        token that way: never the token itself), or raise :class:`~.access.AccessRefused`
+        (answer it as its ``answer()`` says, without upgrading)."""
+        offered = [
+            name.strip()
+            for line in info.headers.get_all("sec-websocket-protocol")
+            for name in line.split(",")
+        ]
+        protocol = WS_BEARER_PROTOCOL if offered[:1] == [WS_BEARER_PROTOCOL] else None
+        if self.http.access is None:
+            plain = {
+                name: values[0]
+                for name in info.headers
+                if len(values := info.headers.get_all(name)) == 1
+            }
+            if not origin_allowed(plain, self.allowed_origins):
+                raise Forbidden("this origin may not open the relay's WebSocket")
+            return None, protocol
+        return await self.http.principal(info), protocol
+
     @staticmethod
     def forbidden() -> tuple[int, dict[str, str], bytes]:
         """The answer to a refused upgrade: status, headers, body."""
@@ -246,16 +292,25 @@ class RelayWS:
             error_body(403, message, "forbidden"),
         )
 
-    async def serve(self, socket: Socket, query: Mapping[str, str] | None = None) -> None:
+    async def serve(
+        self,
+        socket: Socket,
+        query: Mapping[str, str] | None = None,
+        *,
+        principal: str | None = None,
+        info: RequestInfo | None = None,
+    ) -> None:
         """Speak the protocol on an accepted socket until either side closes it.
 
         ``query``: the upgrade's query parameters (``snapshots=1`` sends the
         worker's snapshots too, numbered like any chunk). Never raises but
         for cancellation; a socket that takes no bytes for the ``http``'s
-        ``write_timeout`` is closed.
+        ``write_timeout`` is closed. ``principal`` and ``info``: what
+        :meth:`check_upgrade` found, for the policy, the limits and the owners.
         """
         snapshots = self.http.snapshots or (query or {}).get("snapshots") in ("1", "true")
-        await _Session(self, socket, snapshots).run()
+        upgrade = info or RequestInfo.of("GET", "/api/chat/ws", {})
+        await _Session(self, socket, snapshots, principal, upgrade).run()
 
 
 class _Gone(Exception):
@@ -265,8 +320,17 @@ class _Gone(Exception):
 class _Session:
     """One socket: its reading loop and its requests, each writing its own frames."""
 
-    def __init__(self, ws: RelayWS, socket: Socket, snapshots: bool) -> None:
+    def __init__(
+        self,
+        ws: RelayWS,
+        socket: Socket,
+        snapshots: bool,
+        principal: str | None,
+        info: RequestInfo,
+    ) -> None:
         self.ws = ws
+        self.principal = principal
+        self.info = info
         self.relay = ws.http.relay
         self.limits = ws.limits
         self.socket = socket
@@ -382,24 +446,31 @@ class _Session:
             except _Gone:
                 return
             except HandingerError as exc:
-                await self._error(request.request_id, _describe(exc))
+                if not isinstance(exc, InvalidRequestError):
+                    log.info("relay: a WebSocket request failed: %s", exc)
+                await self._error(request.request_id, public_error(exc))
             except Exception:
                 log.exception("relay: a WebSocket %s request failed", type(request).__name__)
                 await self._error(request.request_id, "internal error in the relay")
 
     async def _send(self, request: SendRequest) -> Reader:
-        text = chat_input(request.messages)
-        budget = request.body.get("budget")
-        if budget is not None and budget not in BUDGETS:
-            raise InvalidRequestError(f"budget must be one of {', '.join(BUDGETS)}")
+        body = {
+            "id": request.id,
+            "messages": request.messages,
+            "budget": request.body.get("budget"),
+        }
+        parsed = parse_chat(body)
         # Shielded: an abort stops this request's answer, never the turn it started.
-        starting = asyncio.ensure_future(self.relay.send(request.id, text, budget=budget))
+        http = self.ws.http
+        starting = asyncio.ensure_future(http.start_turn(self.info, self.principal, parsed))
         starting.add_done_callback(_retrieved)
         turn = await asyncio.shield(starting)
         return self.relay.read(request.id, after=turn.after)
 
     async def _resume(self, request: ResumeRequest) -> Reader | None:
         self.relay.read(request.id)  # checks the chat id
+        if not await self.ws.http.owns(self.principal, request.id):
+            return None  # another's chat looks like one never seen: nothing running
         info = await self.relay.chat(request.id)
         if info is None or not info.active:
             return None
@@ -470,10 +541,3 @@ def _chunk(entry: Entry) -> bytes:
     if entry.end:  # a turn that failed: the error as a chunk, as the SSE stream has it
         return _json.encode({"type": "error", "errorText": entry.error})
     return entry.data
-
-
-def _describe(exc: HandingerError) -> str:
-    """An error's text for an ``error`` frame: the worker API named as such, never its key."""
-    if isinstance(exc, (APIStatusError, APIConnectionError)):
-        return f"the worker API: {exc}"
-    return str(exc)

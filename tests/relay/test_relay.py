@@ -99,7 +99,8 @@ async def test_a_chat_over_http(
     async with http.get(base.rstrip("/"), allow_redirects=False) as bare:
         assert bare.status in (301, 307, 308) and bare.headers["location"].endswith("/relay/")
     async with http.get(base + "api/chat/c1") as history:
-        assert await history.json() == {"id": "c1", "messages": []}
+        # A chat never seen has no history: 404, which the page takes for an empty chat.
+        assert history.status == 404 and (await history.json())["error"]["type"] == "not_found"
     async with http.get(base + "api/chat/c1/stream") as nothing:
         assert nothing.status == 204
 
@@ -119,8 +120,10 @@ async def test_a_chat_over_http(
         assert over.status == 204
 
     worker = await relay.client.workers.retrieve(worker_id)
+    # The worker's messages, its question under the id the sender gave it.
+    expected = [{**m, "id": "u-c1"} if m["role"] == "user" else m for m in worker.messages]
     async with http.get(base + "api/chat/c1") as history:
-        assert await history.json() == {"id": "c1", "messages": worker.messages}
+        assert await history.json() == {"id": "c1", "messages": expected}
     # The next message continues the same worker, in a new turn.
     second = await read_sse(
         http, "POST", base + "api/chat?snapshots=1", json=chat_body("c1", "And tomorrow?")

@@ -393,10 +393,15 @@ async def test_a_silent_socket_is_closed(
 
 def test_frames_and_origins_without_a_network() -> None:
     assert decode_request('{"type":"resume","requestId":"r","id":"c","headers":{},"body":{}}')
-    own = {"host": "relay.example", "origin": "http://relay.example:80"}
+    own = {"host": "127.0.0.1", "origin": "http://127.0.0.1:80"}
     assert origin_allowed(own, ())
-    assert origin_allowed({"host": "relay.example:443", "origin": "https://relay.example"}, ())
-    assert not origin_allowed({"host": "relay.example:8788", "origin": "http://relay.example"}, ())
+    assert origin_allowed({"host": "localhost:443", "origin": "https://localhost"}, ())
+    assert not origin_allowed({"host": "127.0.0.1:8788", "origin": "http://127.0.0.1"}, ())
+    # A domain name equal in Host and Origin proves nothing: a site's name pointed at the
+    # relay's address (DNS rebinding) gives exactly that. Such an origin must be listed.
+    rebound = {"host": "evil.example:8788", "origin": "http://evil.example:8788"}
+    assert not origin_allowed(rebound, ())
+    assert origin_allowed(rebound, ("http://evil.example:8788",))
     assert not origin_allowed({"host": "relay.example", "origin": "null"}, ())
     assert origin_allowed({"host": "relay.example", "origin": "null"}, ("*",))
     assert origin_allowed({"host": "x", "origin": "https://App.Example"}, ("https://app.example",))
