@@ -339,7 +339,11 @@ class AsyncAPIClient:
             return await self._opened(
                 "GET",
                 _replay_path(worker_id),
-                headers=_resuming(_compacted(headers) if compacting else headers, last_event_id),
+                # Compacted only after an id: a resume without one skips by count.
+                headers=_resuming(
+                    _compacted(headers) if compacting and last_event_id else headers,
+                    last_event_id,
+                ),
                 max_retries=0,
             )
 

@@ -16,11 +16,12 @@ from handinger_stream.client.transport import TransportName
 from handinger_stream.emulator import Emulator
 from handinger_stream.protocol.compact import COMPACT_HEADER
 from handinger_stream.types.events import Event, Reconnected, TextDeltaEvent
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, Canned, RawServer
 from tests.helpers.emulators import emulator_fixture
 
 emu = emulator_fixture(api_key=API_KEY, seed=3, retry_ms=5, keepalive_interval=0.05)
 paced = emulator_fixture(api_key=API_KEY, seed=3, retry_ms=5, tokens_per_second=400)
+SSE = {"content-type": "text/event-stream", "x-handinger-worker-id": "w1"}
 
 
 @pytest.fixture
@@ -126,3 +127,26 @@ async def test_the_callers_header_wins_and_no_ids_means_no_compaction(
     emu.inject_fault("no-ids=1")
     without_ids, _, final = await drain(await compacting.workers.retrieve(worker.id, stream=True))
     assert len(without_ids) == len(whole) and final == worker
+
+
+@pytest.mark.parametrize("ids", [True, False], ids=["ids", "no-ids"])
+async def test_only_a_replay_or_a_resume_after_an_id_asks_for_compaction(
+    raw_server: RawServer, transport: TransportName, ids: bool
+) -> None:
+    """The create's POST never asks; a resume asks when it resumes after an id (one
+    without skips by count, which a compacted replay would shift)."""
+    start, finish = b'{"type":"start"}', b'{"type":"finish"}'
+    first = (b"id: 0\n" if ids else b"") + b"data: " + start + b"\n\n"
+    again = b"" if ids else b"data: " + start + b"\n\n"
+    rest = (b"id: 1\n" if ids else b"") + b"data: " + finish + b"\n\ndata: [DONE]\n\n"
+    raw_server.serve(Canned([first], headers=SSE), Canned([again + rest], headers=SSE))
+    async with AsyncHandinger(
+        api_key="k", base_url=raw_server.base_url, transport=transport
+    ) as plain:
+        client = plain.with_options(compact_replays=True)
+        stream = await client.workers.create(input="Hi", stream=True)
+        assert (await stream.get_final_worker()).status == "completed"
+    create, resume = raw_server.requests
+    assert COMPACT_HEADER not in create["headers"]
+    assert resume["path"] == "/api/workers/w1?stream=true"
+    assert resume["headers"].get(COMPACT_HEADER) == ("1" if ids else None)
