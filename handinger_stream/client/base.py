@@ -75,7 +75,7 @@ class AsyncAPIClient:
 
     compact_replays: bool = False
     """Whether a worker's replay (``retrieve(stream=True)``, a watch) and every resume
-    ask for the compacted form: the same fold from far fewer events, each delta of a
+    after an id ask for the compacted form: the same fold from far fewer events, each delta of a
     run merged (docs/emulator.md, "Compacted replays"; an emulator extension that a
     server without it ignores). Off by default: a stream then gives every event as
     stored. ``client.with_options(compact_replays=True)`` turns it on."""
