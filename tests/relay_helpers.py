@@ -139,14 +139,16 @@ class RelayProcess:
         redis_url: str | None,
         lease_seconds: float = 1.0,
         api_key: str = "sk-relay-test-key",
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="handinger-relay-", suffix=".log")[1])
         args = [sys.executable, "-m", "handinger_stream", "relay", "--port", "0"]
-        args += ["--base-url", base_url, "--lease-seconds", str(lease_seconds)]
+        args += ["--base-url", base_url, "--lease-seconds", str(lease_seconds), *extra]
         if redis_url:
             args += ["--redis", redis_url]
         env = {**os.environ, "HANDINGER_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
         env.pop("HANDINGER_BASE_URL", None)
+        env.pop("HANDINGER_RELAY_TOKEN", None)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env

@@ -4,9 +4,13 @@
     handinger-stream relay --redis redis://127.0.0.1:6379/0 --port 8788
     HANDINGER_API_KEY=... handinger-stream relay --base-url https://handinger.com
     HANDINGER_API_KEY=... handinger-stream relay --worker wrk_...  # every chat a task of it
+    handinger-stream relay --host 0.0.0.0 --token-file /run/secrets/relay-token \
+        --public-origin https://chat.example      # on a network: a token, and its origin
 
 Several processes given the same ``--redis`` serve the same chats: put them
-behind any load balancer (no stickiness needed).
+behind any load balancer (no stickiness needed). Without a token (``--token-file``,
+or ``HANDINGER_RELAY_TOKEN``) the relay is a single-user development server and
+listens on a loopback address only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 from typing import Any
 
@@ -21,6 +26,14 @@ from aiohttp import web
 
 from ..client.async_client import AsyncHandinger
 from ..errors import HandingerError, InvalidRequestError, NotFoundError
+from ..relay.access import (
+    TOKEN_ENV,
+    Access,
+    Limits,
+    Origins,
+    bearer_token,
+    load_token,
+)
 from ..relay.aiohttp_app import make_aiohttp_app
 from ..relay.core import Relay
 from ..relay.errors import StoreUnavailableError
@@ -28,7 +41,7 @@ from ..relay.memory import MemoryStore
 from ..relay.redis_store import RedisStore
 from ..relay.store import Store
 from ..testing.emulator import Emulator
-from .arguments import EMULATOR_PACE, pace, port, positive
+from .arguments import EMULATOR_PACE, pace, port, positive, positive_int
 from .connection import (
     Service,
     add_command,
@@ -43,6 +56,7 @@ from .printing import say
 __all__ = ["DEFAULT_PORT", "add_parser", "command", "serve"]
 
 DEFAULT_PORT = 8788
+_LIMITS = Limits()  # the defaults the flags show
 
 
 def add_parser(sub: Any) -> None:
@@ -95,6 +109,49 @@ def add_parser(sub: Any) -> None:
         help=f"the embedded emulator's pace (default {EMULATOR_PACE:g}; 0: as fast as "
         "possible); refused when a key or base URL is given",
     )
+    relay.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help=f"require 'Authorization: Bearer <token>' with the token in this file (its "
+        f"first line; else {TOKEN_ENV}); the page takes it as #token=... in its URL",
+    )
+    relay.add_argument(
+        "--public-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="the origin browsers reach the relay at (https://chat.example), through a "
+        "proxy; repeatable. Requests for another Host are refused",
+    )
+    relay.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another site whose pages may call the relay (CORS); repeatable",
+    )
+    relay.add_argument(
+        "--max-concurrent-turns",
+        type=positive_int,
+        default=_LIMITS.concurrent_turns,
+        metavar="N",
+        help="turns one principal may have running at once (default: %(default)s)",
+    )
+    relay.add_argument(
+        "--turns-per-minute",
+        type=positive_int,
+        default=_LIMITS.turns_per_minute,
+        metavar="N",
+        help="turns one principal may start per minute (default: %(default)s)",
+    )
+    relay.add_argument(
+        "--max-chats",
+        type=positive_int,
+        default=_LIMITS.chats,
+        metavar="N",
+        help="chats one principal may keep (default: %(default)s)",
+    )
     add_service_options(
         relay,
         json_help='print where it listens as one JSON object on stdout ({"url", "store", '
@@ -112,6 +169,9 @@ async def serve(args: argparse.Namespace) -> int:
     if args.worker is not None and not args.worker.strip():
         say("error: --worker: give a worker template's id")
         return EXIT_USAGE
+    token = _token(args)
+    if isinstance(token, int):
+        return token
     found = _service(args)
     if isinstance(found, int):
         return found
@@ -133,7 +193,9 @@ async def serve(args: argparse.Namespace) -> int:
                 return problem
         relay = Relay(client, store, lease_seconds=args.lease_seconds, worker_id=args.worker)
         stack.push_async_callback(relay.aclose)
-        runner = web.AppRunner(make_aiohttp_app(relay), access_log=None, shutdown_timeout=2.0)
+        access = _make_access(args, store, token)
+        app = make_aiohttp_app(relay, access=access)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, args.host, args.port)
@@ -142,6 +204,18 @@ async def serve(args: argparse.Namespace) -> int:
         except OSError as exc:
             say(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
             return EXIT_CONNECTION
+        # The Host and Origin lists need the port, known only now (--port 0).
+        try:
+            access.origins = Origins.for_bind(
+                args.host,
+                runner.addresses[0][1],
+                public=args.public_origin,
+                allow=args.allow_origin,
+            )
+        except InvalidRequestError as exc:
+            say(f"error: {exc}")
+            return EXIT_USAGE
+
         # Before the line that says it serves: from then on, any stop is a clean one.
         stopping = Stopping()
         where = f"Redis {store.url}" if isinstance(store, RedisStore) else "memory"
@@ -153,9 +227,71 @@ async def serve(args: argparse.Namespace) -> int:
             f"handinger-stream relay on {url} "
             f"(chats in {where}; workers at {client.base_url}{on}; Ctrl-C to stop)"
         )
+        if token is None:
+            # After the line scripts wait for: said, never in their way.
+            say(
+                "warning: no access control (no --token-file, no "
+                f"{TOKEN_ENV}): a single-user development server; anyone who reaches "
+                f"{args.host} may use it, and spend what the API key allows"
+            )
         code = await stopping.wait()
         say("relay stopping: running turns go on in their workers, and resume at the next reader")
     return code
+
+
+def _make_access(args: argparse.Namespace, store: Store, token: str | None) -> Access:
+    """The relay's access control: the token (if any) and the per-principal limits; the
+    origins are set once the port is known."""
+    limits = Limits(
+        concurrent_turns=args.max_concurrent_turns,
+        turns_per_minute=args.turns_per_minute,
+        chats=args.max_chats,
+    )
+    return Access(
+        store,
+        authenticate=bearer_token(token) if token is not None else None,
+        limits=limits,
+    )
+
+
+def _token(args: argparse.Namespace) -> str | int | None:
+    """The bearer token (``--token-file``, else ``HANDINGER_RELAY_TOKEN``), ``None`` without
+    one; or an exit code (said). A non-loopback ``--host`` needs one."""
+    try:
+        if args.token_file is not None:
+            token: str | None = load_token(file=args.token_file)
+        elif os.environ.get(TOKEN_ENV):
+            token = load_token(env=TOKEN_ENV)
+        else:
+            token = None
+    except InvalidRequestError as exc:
+        say(f"error: {exc}")
+        return EXIT_USAGE
+    if token is None and not _loopback(args.host):
+        say(
+            f"error: --host {args.host} is reachable from the network: give access control, "
+            f"--token-file PATH (or {TOKEN_ENV}), to listen there"
+        )
+        return EXIT_USAGE
+    for name in ("public_origin", "allow_origin"):
+        for origin in getattr(args, name):
+            try:
+                Origins([origin])
+            except InvalidRequestError:
+                flag = "--" + name.replace("_", "-")
+                say(f"error: {flag}: {origin[:80]!r} is not an origin (scheme://host[:port])")
+                return EXIT_USAGE
+    return token
+
+
+def _loopback(host: str) -> bool:
+    bare = host.strip("[]").lower()
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
 
 
 async def _check_template(client: AsyncHandinger, worker_id: str, found: Service) -> int | None:

@@ -38,7 +38,14 @@ from handinger_stream.relay.errors import StoreFullError
 from handinger_stream.relay.store import Entry
 from tests.conftest import Canned, RawServer
 from tests.helpers.emulators import emulator_fixture
-from tests.relay_helpers import RedisServer, chat_body, free_port, read_sse, redis_server
+from tests.relay_helpers import (
+    RedisServer,
+    RelayProcess,
+    chat_body,
+    free_port,
+    read_sse,
+    redis_server,
+)
 
 ALICE = "alice-token-" + "0123456789abcdef" * 2
 BOB = "bob-token-" + "fedcba9876543210" * 2
@@ -526,3 +533,47 @@ def test_the_relay_command_refuses_a_network_address_without_a_token() -> None:
     done = relay_command("--token", "x" * 32)
     assert done.returncode == 2  # no such flag: a token on a command line is seen by ps
     assert "x" * 32 not in done.stderr
+
+
+async def test_the_relay_command_takes_its_token_from_a_file_and_says_when_it_has_none(
+    emu: Emulator, tmp_path: Any, http: aiohttp.ClientSession
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(ALICE + "\n")
+    token_file.chmod(0o600)
+    guarded_relay = RelayProcess(
+        base_url=emu.base_url, redis_url=None, extra=("--token-file", str(token_file))
+    )
+    open_relay = RelayProcess(base_url=emu.base_url, redis_url=None)
+    try:
+        url = guarded_relay.url
+        assert await status_of(http, "GET", url + "api/chat/c1") == 401
+        assert await status_of(http, "GET", url + "api/chat/c1", headers=auth(ALICE)) == 404
+        body = chat_body("c1", "Hi")
+        text_plain = {**auth(ALICE), "Content-Type": "text/plain"}
+        data = msgspec_json(body)
+        assert await status_of(http, "POST", url + "api/chat", data=data, headers=text_plain) == 415
+        turn = await read_sse(http, "POST", url + "api/chat", json=body, headers=auth(ALICE))
+        assert turn.status == 200 and turn.complete
+        assert "warning: no access control" not in guarded_relay.log()
+        assert ALICE not in guarded_relay.log()
+        # Without a token: a development server, and it says so.
+        for _ in range(100):
+            if "warning: no access control" in open_relay.log():
+                break
+            await asyncio.sleep(0.05)
+        assert "warning: no access control" in open_relay.log()
+    finally:
+        guarded_relay.stop()
+        open_relay.stop()
+
+
+def test_the_relay_command_never_shows_a_redis_password() -> None:
+    port = free_port()
+    for url in (
+        f"redis://:hunter2pw@127.0.0.1:{port}/0",
+        f"redis://127.0.0.1:{port}/0?password=hunter2pw",
+    ):
+        done = relay_command("--port", "0", "--redis", url)
+        assert done.returncode != 0 and done.stderr.startswith(("error: ", "No HANDINGER"))
+        assert "hunter2pw" not in done.stderr + done.stdout
