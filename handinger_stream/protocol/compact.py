@@ -153,6 +153,8 @@ def _decoded_delta(data: bytes) -> _Delta | None:
     else:
         prefix, sep = _SHAPES[0] if isinstance(event, TextDeltaEvent) else _SHAPES[1]
         part_id, text, meta = event.id, event.delta, event.provider_metadata
+        if meta is None:
+            return None  # null: the SDK keeps the metadata before it (`??`); never merged
     try:
         escaped = _encode(text)[1:-1]
     except (msgspec.EncodeError, UnicodeEncodeError):
@@ -236,7 +238,11 @@ def compact_events(events: Iterable[Event]) -> list[Event]:
     out: list[Event] = []
     run: list[Any] = []  # adjacent deltas of one part, merged when the run ends
     for event in events:
-        if isinstance(event, _DeltaEvent) and event.original is None:
+        if (
+            isinstance(event, _DeltaEvent)
+            and event.original is None
+            and getattr(event, "provider_metadata", UNSET) is not None  # as compact()
+        ):
             if run and type(run[0]) is type(event) and _part(run[0]) == _part(event):
                 run.append(event)
                 continue

@@ -187,6 +187,7 @@ def test_adjacent_deltas_of_one_part_merge_and_interleaved_ones_keep_their_order
         b'{"type":"text-delta","id":"a","delta":"\\q"}',  # a bad escape
         b'{"type":"text-delta","id":"a","delta":"x","extra":true}',  # a key no schema names
         b'{"type":"text-delta","id":"a","delta":"x"',  # not JSON
+        b'{"type":"text-delta","id":"a","delta":"x","providerMetadata":null}',  # `??` in the SDK
     ],
 )
 def test_what_could_fold_otherwise_is_never_merged(second: bytes) -> None:
