@@ -25,14 +25,7 @@ SEPARATE = ("watch", "relay", "relay_ws")  # scenarios with commands of their ow
 
 
 def _render(result: dict[str, Any], docs: Path) -> Path:
-    """``report.render``, and the WebSocket fan-out's section after it (rendered by its module)."""
-    target = render(result, docs)
-    if "relay_ws" in result:
-        from .relay_ws import section
-
-        with target.open("a", encoding="utf-8") as out:
-            out.write("\n".join(section(result["relay_ws"])) + "\n")
-    return target
+    return render(result, docs)
 
 
 def _save(key: str, figures: dict[str, object]) -> None:

@@ -266,6 +266,9 @@ def relay_section(relay: dict[str, Any]) -> list[str]:
     return out
 
 
+BY_HAND = "<!-- measured by hand below this line: a re-render keeps it -->\n"
+
+
 def render(result: dict[str, Any], docs: Path) -> Path:
     m = result["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
@@ -320,8 +323,18 @@ def render(result: dict[str, Any], docs: Path) -> Path:
         out += watch_section(result["watch"])
     if "relay" in result:
         out += relay_section(result["relay"])
+    if "relay_ws" in result:
+        from .relay_ws import section
+
+        out += section(result["relay_ws"])
     docs.mkdir(parents=True, exist_ok=True)
     chart(result, docs / "benchmarks.png")
     target = docs / "benchmarks.md"
-    target.write_text("\n".join(out) + "\n", encoding="utf-8")
+    # Figures measured by hand (a script of their own, not the suite) sit after the
+    # marker: a re-render keeps them.
+    kept = ""
+    if target.exists():
+        _, marker, tail = target.read_text(encoding="utf-8").partition(BY_HAND)
+        kept = marker + tail
+    target.write_text("\n".join(out) + "\n" + ("\n" + kept if kept else ""), encoding="utf-8")
     return target
