@@ -6,13 +6,20 @@ import { Message } from './parts.jsx';
 // The relay's resume (GET api/chat/{id}/stream, or a WebSocket "resume") plays the running
 // turn from its first event: a replay, which the SDK folds from scratch. Both transports
 // say so (resumeStreamIsReplay is true for them by default; it is spelled out for SSE).
-function makeTransport(kind, api, socket) {
-  if (kind === 'ws') return new WebSocketChatTransport({ url: socket });
-  return new DefaultChatTransport({ api, resumeStreamIsReplay: true });
+// With a token: the Authorization header on every request of SSE's transport; a browser's
+// WebSocket cannot carry one, so the token is offered as the subprotocol after
+// handinger.bearer (the relay accepts handinger.bearer alone, never echoing the token).
+function makeTransport(kind, api, socket, token) {
+  if (kind === 'ws') {
+    const protocols = token ? ['handinger.bearer', token] : undefined;
+    return new WebSocketChatTransport({ url: socket, protocols });
+  }
+  const headers = token ? { Authorization: `Bearer ${token}` } : undefined;
+  return new DefaultChatTransport({ api, headers, resumeStreamIsReplay: true });
 }
 
-export function Chat({ id, initialMessages, transport: kind, transportLabel, api, socket }) {
-  const [transport] = useState(() => makeTransport(kind, api, socket));
+export function Chat({ id, initialMessages, transport: kind, transportLabel, api, socket, token }) {
+  const [transport] = useState(() => makeTransport(kind, api, socket, token));
   // A WebSocket stays open between turns: closed when this chat goes (another transport
   // chosen, another chat id). A later request would open a new one.
   useEffect(() => () => transport.close?.(), [transport]);

@@ -29,6 +29,30 @@ function putTransportInQuery(transport) {
   history.replaceState(null, '', url.href);
 }
 
+// A relay with access control wants a bearer token. The page takes it from its URL's
+// fragment (#token=..., optionally &chat=ID), which no browser sends to a server, keeps it
+// in sessionStorage (this tab only, gone when the tab closes), and takes it out of the URL
+// at once, so that it is neither bookmarked, shared nor shown.
+const TOKEN_KEY = 'handinger-relay-token';
+
+function takeTokenFromHash() {
+  if (!location.hash.startsWith('#token=')) return;
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get('token');
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  const chat = params.get('chat');
+  const rest = chat ? `#${encodeURIComponent(chat)}` : '';
+  history.replaceState(null, '', location.pathname + location.search + rest);
+}
+
+function relayToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || null;
+}
+
+function authHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 function newChatId() {
   // randomUUID exists only in secure contexts; a relay on a LAN address over http is not one.
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -37,6 +61,7 @@ function newChatId() {
 }
 
 function chatIdFromHash() {
+  takeTokenFromHash();
   const id = decodeURIComponent(location.hash.slice(1));
   if (id) return id;
   const fresh = newChatId();
@@ -50,6 +75,7 @@ function App() {
   const [transport, setTransport] = useState(transportFromQuery);
   const [history, setHistory] = useState(null);
   const [loadError, setLoadError] = useState(null);
+  const [token] = useState(relayToken);
 
   useEffect(() => {
     const onHash = () => setChatId(chatIdFromHash());
@@ -74,8 +100,13 @@ function App() {
     setHistory(null);
     setLoadError(null);
     delete document.body.dataset.ready;
-    fetch(apiUrl(`api/chat/${encodeURIComponent(chatId)}`), { signal: abort.signal })
+    fetch(apiUrl(`api/chat/${encodeURIComponent(chatId)}`), {
+      signal: abort.signal,
+      headers: authHeaders(relayToken()),
+    })
       .then(async (response) => {
+        // A chat the relay has never seen (or not for this token) has no history yet.
+        if (response.status === 404) return setHistory([]);
         if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
         const body = await response.json();
         setHistory(Array.isArray(body.messages) ? body.messages : []);
@@ -104,6 +135,7 @@ function App() {
           transportLabel={TRANSPORTS[transport]}
           api={apiUrl('api/chat')}
           socket={socketUrl('api/chat/ws')}
+          token={relayToken() ?? token}
         />
       ) : (
         <>
