@@ -195,7 +195,10 @@ async def serve(args: argparse.Namespace) -> int:
         stack.push_async_callback(relay.aclose)
         access = _make_access(args, store, token)
         app = make_aiohttp_app(relay, access=access)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        # An idle keep-alive connection is closed after 75 s (aiohttp's default is an
+        # hour); headers are bounded by aiohttp (128 lines of 8 KiB). aiohttp has no
+        # deadline for the headers themselves: a proxy in front must (docs/relay.md).
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=75.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, args.host, args.port)

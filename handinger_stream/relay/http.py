@@ -178,6 +178,7 @@ class RelayHTTP:
     ``snapshots``: also send the worker's ``data-worker`` snapshots (the AI
     SDK ignores them, and they carry the whole Worker, growing with the chat;
     a request can ask for them with ``?snapshots=1``).
+    ``body_timeout``: seconds a request's body may take to arrive (``408`` after).
     ``access``: who may use the relay, from where, how much (:class:`Access`);
     ``None`` checks nothing: an app that authenticates and limits on its own,
     or a single-user development server on loopback.
@@ -191,9 +192,11 @@ class RelayHTTP:
         write_timeout: float = 30.0,
         snapshots: bool = False,
         access: Access | None = None,
+        body_timeout: float = 30.0,
     ) -> None:
         self.relay = relay
         self.access = access
+        self.body_timeout = body_timeout
         self.max_body = access.max_body if access is not None else MAX_BODY
         self.keepalive = keepalive
         self.write_timeout = write_timeout
@@ -384,7 +387,11 @@ class RelayHTTP:
         query: dict[str, list[str]],
     ) -> Reply:
         _check_length(info, self.max_body)
-        raw = await read_body()
+        try:
+            # A body trickled in a byte at a time holds a connection and a buffer: bounded.
+            raw = await asyncio.wait_for(read_body(), self.body_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise _BodyTimeout() from None
         if len(raw) > self.max_body:
             raise TooLarge()
         request = parse_chat(raw)
@@ -564,6 +571,14 @@ def chat_input(messages: Any) -> str:
     if not text.strip():
         raise InvalidRequestError("the last message has no text")
     return text
+
+
+class _BodyTimeout(AccessRefused):
+    """408: the body did not arrive within ``body_timeout``."""
+
+    status = 408
+    kind = "request_timeout"
+    message = "the request body took too long to arrive"
 
 
 def _refusal(exc: AccessRefused) -> Reply:
