@@ -143,7 +143,11 @@ class RelayProcess:
     ) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="handinger-relay-", suffix=".log")[1])
         args = [sys.executable, "-m", "handinger_stream", "relay", "--port", "0"]
-        args += ["--base-url", base_url, "--lease-seconds", str(lease_seconds), *extra]
+        args += ["--base-url", base_url, "--lease-seconds", str(lease_seconds)]
+        # A module's tests share one relay and one principal (no token: everyone is the
+        # same anonymous principal): the per-principal limits are raised for that load.
+        args += ["--turns-per-minute", "100000", "--max-concurrent-turns", "1000"]
+        args += ["--max-chats", "100000", *extra]
         if redis_url:
             args += ["--redis", redis_url]
         env = {**os.environ, "HANDINGER_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}

@@ -48,12 +48,13 @@ from ..errors import (
     NotFoundError,
 )
 from ..protocol.cursor import ReplayCursor
+from ..protocol.reducer import WorkerState
 from ..protocol.retry import RetryPolicy
 from ..protocol.wire import encode_event
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.worker import Budget
 from .access import ANONYMOUS
-from .errors import LeaseLostError, StoreUnavailableError
+from .errors import EntriesGoneError, LeaseLostError, StoreUnavailableError
 from .memory import MemoryStore
 from .store import ChatInfo, Entry, Lease, NewEntry, Store
 
@@ -62,6 +63,7 @@ __all__ = ["Reader", "Relay", "Turn", "task_id_for"]
 log = logging.getLogger("handinger_stream.relay")
 
 _BATCH = 256  # entries per store read, and at most per append
+_HISTORIES = 1024  # chats' folded histories kept per relay
 # Store writes while the store is unavailable: soon, then at most every second.
 _STORE_RETRY = RetryPolicy(initial_delay=0.05, max_delay=1.0)
 
@@ -193,6 +195,9 @@ class Relay:
         self.store_patience = store_patience
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._producers: dict[str, asyncio.Task[None]] = {}
+        # Histories by (chat, last seq, active): a page's reload costs neither a fold nor
+        # a request of the API while the chat has not changed. Bounded, oldest out first.
+        self._histories: dict[tuple[str, int, bool], list[Any]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -331,24 +336,78 @@ class Relay:
     async def messages(self, chat_id: str) -> list[Any]:
         """The chat's finished messages, as the AI SDK's ``useChat`` takes them.
 
-        The worker's own ``messages`` (from the API), less the assistant
-        message of a turn still running: a resumed stream rebuilds that one.
+        Folded from the store: the last turn's opening snapshot (the whole Worker, as
+        the turn began) and its chunks, less the answer of a turn still running (a
+        resumed stream rebuilds that one). Only when the store no longer has that turn
+        (its entries expired) or it opened without a snapshot, or for a template's task,
+        is the API asked, once per chat and change: a history read must not cost the
+        account a request each time a page loads.
         """
         info = await self.store.chat(chat_id)
         if info is None or not info.worker_id:
             return []
-        if self.worker_id is not None:
-            messages = await self._task_messages(chat_id, info)
-        else:
-            worker = await self.client.workers.retrieve(info.worker_id)
-            messages = list(worker.messages)
-            if info.active:
-                running = await self._turn_message_id(chat_id, info)
-                if running is not None:
-                    messages = [
-                        m for m in messages if not (isinstance(m, dict) and m.get("id") == running)
-                    ]
+        key = (chat_id, info.last_seq, info.active)
+        messages = self._histories.get(key)
+        if messages is None:
+            messages = None if self.worker_id is not None else await self._folded(chat_id, info)
+            if messages is None:
+                messages = await self._fetched(chat_id, info)
+            if len(self._histories) >= _HISTORIES:
+                self._histories.pop(next(iter(self._histories)))
+            self._histories[key] = messages
         return _with_sender_ids(messages, await self.store.message_ids(chat_id))
+
+    async def _folded(self, chat_id: str, info: ChatInfo) -> list[Any] | None:
+        """The chat's messages folded from its last turn's entries; ``None`` when the store
+        cannot tell (the turn's entries are gone, or it did not open with a snapshot)."""
+        assert info.worker_id is not None
+        after = info.turn_start - 1
+        state = WorkerState(info.worker_id)
+        first = True
+        while True:
+            try:
+                batch = await self.store.read(chat_id, after, _BATCH)
+            except EntriesGoneError:
+                return None
+            if first and (not batch or not batch[0].snapshot):
+                return None
+            for entry in batch:
+                if entry.end:
+                    batch = []
+                    break
+                if info.active and not entry.snapshot and not first:
+                    batch = []  # a running turn: its opening snapshot says all that is done
+                    break
+                first = False
+                event = entry.event()
+                if event is not None:
+                    state.apply(event)
+            if not batch or len(batch) < _BATCH:
+                break
+            after = batch[-1].seq
+        messages = list(state.snapshot().messages)
+        if info.active:
+            # Less the running turn's answer: up to the last question.
+            users = [
+                i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"
+            ]
+            messages = messages[: users[-1] + 1] if users else []
+        return messages
+
+    async def _fetched(self, chat_id: str, info: ChatInfo) -> list[Any]:
+        """The chat's messages from the API (a worker's, or a template task's turns)."""
+        assert info.worker_id is not None
+        if self.worker_id is not None:
+            return await self._task_messages(chat_id, info)
+        worker = await self.client.workers.retrieve(info.worker_id)
+        messages = list(worker.messages)
+        if info.active:
+            running = await self._turn_message_id(chat_id, info)
+            if running is not None:
+                messages = [
+                    m for m in messages if not (isinstance(m, dict) and m.get("id") == running)
+                ]
+        return messages
 
     async def _task_messages(self, chat_id: str, info: ChatInfo) -> list[Any]:
         """A task's turns as messages (a user's input, the answer's text), less the answer

@@ -142,11 +142,6 @@ def test_a_turn_ends_with_the_relays_history(
     assert [without_id(m) for m in mine] == [without_id(m) for m in history]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the relay keeps the worker's id for the user message, not the one the sender's "
-    "Chat made: POST api/chat passes only the text on (see the report of issue 20)",
-)
 @pytest.mark.parametrize("chat", [CHATS[0], CHATS[1]])
 def test_the_senders_question_keeps_its_id_in_the_history(
     sdk: dict[str, tuple[str, Path]], relay_url: str, chat: Chat, request: pytest.FixtureRequest

@@ -577,3 +577,54 @@ def test_the_relay_command_never_shows_a_redis_password() -> None:
         done = relay_command("--port", "0", "--redis", url)
         assert done.returncode != 0 and done.stderr.startswith(("error: ", "No HANDINGER"))
         assert "hunter2pw" not in done.stderr + done.stdout
+
+
+async def test_history_reads_are_folded_from_the_store_not_asked_of_the_api(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    paced = Emulator(tokens_per_second=40)
+    async with paced, AsyncHandinger(api_key="k", base_url=paced.base_url) as client:
+        async with Relay(client, MemoryStore()) as relay, serve(relay) as s:
+            first = await read_sse(http, "POST", s.base + "api/chat", json=chat_body("h", "Hi"))
+            assert first.complete
+            await relay.join("h")
+            worker_id = first.headers["x-handinger-worker-id"]
+            expected = (await client.workers.retrieve(worker_id)).messages
+            asked: list[Any] = []
+            original = client.workers.retrieve
+
+            async def spy(*args: Any, **kw: Any) -> Any:
+                asked.append(args)
+                return await original(*args, **kw)
+
+            client.workers.retrieve = spy  # type: ignore[method-assign]
+            for _ in range(5):
+                async with http.get(s.base + "api/chat/h") as response:
+                    messages = (await response.json())["messages"]
+                    mine = [{**m, "id": "u-h"} if m["role"] == "user" else m for m in expected]
+                    assert messages == mine
+            # Mid-answer: the question, not the answer being written.
+            second = await read_sse(
+                http, "POST", s.base + "api/chat", json=chat_body("h", PROMPT), stop_after=3
+            )
+            assert second.status == 200
+            async with http.get(s.base + "api/chat/h") as response:
+                during = (await response.json())["messages"]
+            assert [m["role"] for m in during] == ["user", "assistant", "user"]
+            assert during[-1]["parts"][0]["text"] == PROMPT
+            await relay.join("h")
+            assert asked == []  # not one request of the API for any of these reads
+
+
+@pytest.mark.parametrize("adapter", ["aiohttp", "asgi"])
+async def test_a_body_that_trickles_in_is_cut_with_408(relay: Relay, adapter: str) -> None:
+    async with serve(relay, adapter, body_timeout=0.3) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(
+            b"POST /relay/api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 30)
+        assert status.split()[1] == b"408", status
+        writer.close()
