@@ -475,8 +475,12 @@ class SSEDecoder:
             count = (len(split) + 1) // 3
             if (
                 len(split) != 3 * count - 1
-                or len(region) - len(body) != 6 * count  # every data line had its prefix
+                or len(region) - len(body) != 6 * count
                 or split[2::3].count(b"") != count - 1
+                # Every block starts with an id line in the region itself, so the
+                # count prefixes removed were those of the count second lines: each
+                # data line had its own (not a "data: id: ..." line posing as an id).
+                or region.count(b"\n\nid: ") != count - 1
             ):
                 return None
             id_lines = b"\n".join(split[::3])

@@ -11,7 +11,7 @@ import random
 import httpx
 import httpx_sse
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from handinger_stream.protocol.sse import (
@@ -204,7 +204,7 @@ def test_an_event_past_the_bound_in_one_read_says_where() -> None:
     with pytest.raises(EventTooLargeError) as caught:
         decoder.feed(b"data: a\n\n" + b"data: " + b"z" * 200 + b"\n\n")
     error = caught.value
-    assert [e.raw for e in error.events] == [b"a"]
+    assert [e.raw for e in expand_runs(error.events)] == [b"a"]
     assert error.offset == 9 and not error.unfinished and error.head.startswith(b"data: zzz")
 
 
@@ -259,3 +259,31 @@ def test_any_bytes_any_chunking_same_events(stream: bytes, seed: int) -> None:
     whole = _decode([stream])
     for chunks in _chunkings(stream, seed)[1:]:
         assert _decode(chunks) == whole
+
+
+_LINES = st.sampled_from(
+    [
+        b"id: 1", b"id: 22", b"data: a", b"data: {}", b"data:b", b"data: id: 9", b"data: data: c",
+        b"event: e", b": note", b"retry: 5", b"id:", b"x: y", b"", b"", b"",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    blocks=st.lists(st.lists(_LINES, min_size=1, max_size=3), max_size=14),
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+)
+@example(blocks=[[b"id: 1", b"data:b"], [b"data: id: 9", b"data: a"]], cuts=[])
+def test_feed_runs_is_feed_on_any_mix_of_lines(blocks: list[list[bytes]], cuts: list[int]) -> None:
+    """The live path's runs, expanded, are the standard's events, whatever the lines: a
+    data line that looks like an id line must never pass for one. (It drops ``event:``
+    names and takes a region's ``retry:`` at once: the decoder's retry is compared.)"""
+    stream = b"\n\n".join(b"\n".join(lines) for lines in blocks) + b"\n\n"
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    slow, fast = SSEDecoder(), SSEDecoder()
+    want = [e for piece in pieces for e in slow.feed(piece)]
+    got = expand_runs([item for piece in pieces for item in fast.feed_runs(piece)])
+    assert [(e.data, e.id) for e in got] == [(e.data, e.id) for e in want]
+    assert fast.retry == slow.retry
