@@ -81,7 +81,7 @@ def decode_event(sse: ServerSentEvent, index: int) -> Event:
     or a known chunk type has the wrong shape.
     """
     raw = sse.raw
-    if not raw.startswith(_DATA_PREFIX):
+    if not raw.startswith(_DATA_PREFIX) and raw.find(_OUR_KEY) < 0:
         try:
             event: ChunkEvent = _chunk_decoder.decode(raw)
         except msgspec.DecodeError:
@@ -146,6 +146,8 @@ def decode_run(run: DataRun) -> list[Event] | None:
     :func:`decode_event` gives for each.
     """
     text = run.lines
+    if text.find(_OUR_KEY) >= 0:
+        return None  # a key that would decode into our bookkeeping: one by one, kept whole
     events: list[Event]
     try:
         hit = text.find(_DATA_PART)
@@ -167,6 +169,11 @@ def decode_run(run: DataRun) -> list[Event] | None:
 
 
 _DATA_PART = b'"type":"data-'
+# Our bookkeeping fields' JSON names start with "~" ("~eventId", "~original"), so
+# that no chunk key decodes into them; a chunk that has such a key anyway takes the
+# generic path, which keeps it as an undeclared key. (It also finds `\"~` inside a
+# string: that chunk only takes the slower path.)
+_OUR_KEY = b'"~'
 
 
 def _may_name_event_id(text: bytes) -> bool:
@@ -253,10 +260,11 @@ def _decode_generic(raw: bytes, event_id: str | None, index: int) -> Event:
     )
 
 
-def _kept(raw: bytes) -> bytes | None:
-    """What ``original`` holds: the data, unless it spans lines (then it is written
-    again on one line, as SSE writers put an event's data on one ``data:`` line)."""
-    return raw if raw.find(b"\n") < 0 else None
+def _kept(raw: bytes) -> bytes:
+    """What ``original`` holds: the data, on one line (SSE writers put an event's data
+    on one ``data:`` line; a line end inside JSON can only be whitespace, so a space
+    for it is the same JSON)."""
+    return raw if raw.find(b"\n") < 0 else raw.replace(b"\n", b" ")
 
 
 def snapshot_event(

@@ -100,11 +100,12 @@ class _Chunk(
     original: bytes | None = msgspec.field(default=None, name="~original")
 
     def __repr__(self) -> str:
-        # ``original`` is bookkeeping for the wire, not part of what the chunk says.
+        # ``original`` is bookkeeping for the wire, shown only when there is some: it
+        # takes part in ``==``, so two chunks that differ by it must not print alike.
         fields = ", ".join(
             f"{name}={getattr(self, name)!r}"
             for name in self.__struct_fields__
-            if name != "original"
+            if name != "original" or self.original is not None
         )
         return f"{type(self).__name__}({fields})"
 

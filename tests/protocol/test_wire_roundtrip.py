@@ -143,11 +143,11 @@ def test_a_chunk_without_undeclared_keys_keeps_nothing() -> None:
 
 
 def test_data_spanning_lines_is_written_back_on_one() -> None:
-    # SSE writers put an event's data on one line: bytes with a line break are not kept.
+    # SSE writers put an event's data on one line: a line end inside JSON is whitespace,
+    # so it is written again as a space, and the undeclared key stays.
     sse = ServerSentEvent(b'{"type":"text-end",\n"id":"t","x":1}')
     event = decode_event(sse, 0)
-    assert event.original is None  # type: ignore[union-attr]
-    assert encode_event(event) == b'{"type":"text-end","id":"t"}'
+    assert encode_event(event) == b'{"type":"text-end", "id":"t","x":1}'
 
 
 def test_msgspec_alone_refuses_undeclared_keys() -> None:
@@ -213,3 +213,24 @@ def test_absent_optional_fields_stay_absent_and_nulls_stay_null() -> None:
         "toolCallId": "c",
         "output": None,
     }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"start","~eventId":"x"}',
+        b'{"type":"text-delta","id":"t","delta":"x","~original":"e30="}',
+        b'{"type":"text-delta","id":"t","delta":"\\"~ is only text here"}',
+    ],
+)
+def test_a_chunk_cannot_write_our_bookkeeping(raw: bytes) -> None:
+    """Keys named like our own fields (``~eventId``, ``~original``) are the chunk's, kept
+    as any undeclared key: they neither set the SSE id nor choose the bytes encoded."""
+    one = decode_event(ServerSentEvent(raw, id="7"), 0)
+    [run] = SSEDecoder().feed_runs(b"id: 6\ndata: " + raw + b"\n\nid: 7\ndata: " + raw + b"\n\n")
+    out: list[Any] = []
+    decode_items([run], out, [])
+    for event in (one, *out):
+        assert encode_event(event) == raw
+    assert [e.event_id for e in (one, *out)] == ["7", "6", "7"]
+
