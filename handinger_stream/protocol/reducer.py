@@ -717,7 +717,14 @@ class WorkerState:
                 self._end_running()
             case AbortEvent():
                 self.awaiting_finish = False
-                self.incomplete_details = {"reason": event.reason or "aborted"}
+                # An abort's own reason (ai 7: free text, such as "the user pressed
+                # stop") is its detail; the reason stays "aborted", so that the outcome
+                # tells an abort from a turn the service cut for a reason of its own.
+                self.incomplete_details = (
+                    {"reason": "aborted", "detail": event.reason}
+                    if event.reason
+                    else {"reason": "aborted"}
+                )
                 self._end_running()
             case DataEvent():
                 return self._data(event)

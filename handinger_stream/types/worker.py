@@ -193,9 +193,11 @@ fit Trip: Expected `int`, got `str` - at `$.days`
         'completed'
         >>> Worker(id="w", status="completed", incomplete_details={"reason": "aborted"}).outcome
         'aborted'
-        >>> Worker(id="w", status="running", running=True).outcome is None
+        >>> Worker(id="w", status="running", running=True, error="a retried step").outcome is None
         True
         """
+        if self.status != "completed" or self.running:
+            return None  # not ended yet, whatever it has reported so far
         if self.error is not None:
             return "failed"
         if self.incomplete_details is not None:
@@ -205,8 +207,6 @@ fit Trip: Expected `int`, got `str` - at `$.days`
                 else self.incomplete_details
             )
             return "aborted" if reason in (None, "aborted", "abort") else "incomplete"
-        if self.status != "completed" or self.running:
-            return None
         return "completed"
 
     @property

@@ -321,8 +321,8 @@ async def test_abort_marks_the_worker_incomplete(
     raw_server.serve(Canned([data], headers=SSE_HEADERS))
     worker = await stream_worker(raw_server.base_url, "aiohttp", major)
     assert worker.messages[-1] == record["message"]
-    assert worker.incomplete_details == {"reason": "user cancelled"}
-    assert worker.status == "completed"
+    assert worker.incomplete_details == {"reason": "aborted", "detail": "user cancelled"}
+    assert worker.status == "completed" and worker.outcome == "aborted"
 
 
 # -- live: the SDK itself serves and folds ------------------------------------

@@ -22,10 +22,12 @@ from handinger_stream.protocol.wire import decode_event, encode_event
 from handinger_stream.types.events import (
     AI_SDK_7_ONLY,
     CHUNK_TYPES,
+    AbortEvent,
     CustomEvent,
     Event,
     ReasoningFileEvent,
     ResetStepEvent,
+    StartEvent,
     SteeringMessageEvent,
     ToolApprovalResponseEvent,
 )
@@ -620,3 +622,12 @@ def test_encode_event_gives_a_7_only_chunk_back() -> None:
         raw = msgspec.json.encode(chunk)
         (event,) = events(chunk)
         assert msgspec.json.decode(encode_event(event)) == msgspec.json.decode(raw)
+
+
+def test_an_abort_with_a_reason_is_an_abort_and_a_running_error_no_ending() -> None:
+    """ai 7's abort carries free text: still ``aborted``. An error on a worker that is
+    still running (a snapshot mid-turn) is not its ending."""
+    aborted = fold([StartEvent(message_id="m"), AbortEvent(reason="the user pressed stop")])
+    assert aborted.outcome == "aborted"
+    assert aborted.incomplete_details == {"reason": "aborted", "detail": "the user pressed stop"}
+    assert Worker(id="w", status="running", running=True, error="old").outcome is None
