@@ -58,6 +58,7 @@ emu = emulator_fixture(seed=7, retry_ms=5, keepalive_interval=0.05)
 
 TURN_EVENTS = 70  # a create's stream at budget "low" for PROMPT with seed 7 (checked below)
 PROMPT = "Hi"
+NO_FAULT = {"x-emulator-fault": "no-ids=0"}  # a header of its own: takes no queued fault
 IDLE = 0.15  # the stall limit the property's clients use; a stall fault lasts longer
 MAX_RECONNECTS = 3
 
@@ -118,10 +119,14 @@ class Plan:
     ending: str  # the turn's own: "", error-after=N, abort-after=N
     faults: tuple[str, ...]  # [0] the create's stream, then one per resume
     no_ids: bool  # the create's stream and every resume without SSE ids
+    # The worker's second turn (continue_): a stream that did not start at the worker's
+    # first event, so one without ids cannot be resumed at all.
+    second: bool = False
 
 
 PLANS = st.builds(
     Plan,
+    second=st.booleans(),
     ending=ENDING,
     # The create's stream is cut or stalled (a refused create is no turn); each resume
     # may be refused too.
@@ -258,7 +263,16 @@ def test_a_stream_ends_its_turn_exactly_once(
 ) -> None:
     async def run() -> None:
         async with client_for(emu, transport) as client:
-            stream = await client.workers.create(input=PROMPT, budget="low", stream=True)
+            if plan.second:
+                first = await client.workers.create(input=PROMPT, extra_headers=NO_FAULT)
+                await stored(client, first.id)
+                queue(emu, plan)
+                stream = await client.workers.continue_(
+                    first.id, input=PROMPT, budget="low", stream=True
+                )
+            else:
+                queue(emu, plan)
+                stream = await client.workers.create(input=PROMPT, budget="low", stream=True)
             events: list[Event] = []
             error: IncompleteStreamError | None = None
             try:
@@ -269,7 +283,6 @@ def test_a_stream_ends_its_turn_exactly_once(
             truth = await stored(client, stream.worker_id)
             check_turn(events, error, stream.snapshot, truth)
 
-    queue(emu, plan)
     try:
         asyncio.run(run())
     finally:
