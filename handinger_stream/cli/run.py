@@ -308,7 +308,11 @@ async def create_and_show(args: argparse.Namespace, prompt: str, where: Service)
     if outcome != "completed":
         # Aborted, or ended short for a reason the service gave: not an answer.
         details = worker.incomplete_details
-        why = details.get("reason") if isinstance(details, dict) else details
+        # An abort's own words (its detail) say more than its reason, "aborted".
+        if isinstance(details, dict):
+            why = details.get("detail") or details.get("reason")
+        else:
+            why = details
         said = f" ({why})" if why and why != outcome else ""
         say(f"error: {_ident(worker)} did not complete: {outcome}{said}")
         return EXIT_FAILED
