@@ -626,7 +626,8 @@ class HttpxTransport:
                 timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
             )
             try:
-                resp = await client.send(request, stream=True)
+                # Never followed, whatever the caller's client says: the key would go along.
+                resp = await client.send(request, stream=True, follow_redirects=False)
             except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
                 failure: HandingerError | None = _httpx_send_failure(exc)
                 cause: LibraryError | None = _retold(exc)

@@ -135,6 +135,25 @@ async def test_a_redirect_loop_followed_by_your_own_client_shows_no_key(
     assert_clean(caught.value, caplog)
 
 
+async def test_your_own_httpx_client_set_to_follow_redirects_does_not_follow_ours() -> None:
+    """The key is not sent after a redirect, even where the caller's client would go."""
+    followed: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        if request.path == "/elsewhere":
+            followed.append(request.headers.get("authorization", ""))
+            return web.json_response({"id": "w", "object": "worker", "status": "completed"})
+        raise web.HTTPFound("/elsewhere")
+
+    async with serving(moved) as base_url:
+        own = httpx.AsyncClient(follow_redirects=True)
+        async with own, AsyncHandinger(api_key=KEY, base_url=base_url, http_client=own) as client:
+            with pytest.raises(APIStatusError) as caught:
+                await client.workers.retrieve("wrk_1")
+    assert followed == []
+    assert "/elsewhere" in str(caught.value)
+
+
 async def test_a_401_that_echoes_the_key_shows_no_key(
     transport: TransportName, caplog: pytest.LogCaptureFixture
 ) -> None:
