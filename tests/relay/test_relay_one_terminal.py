@@ -5,7 +5,8 @@ one, reads the turn over SSE and, whenever its response ends without ``[DONE]``,
 resumes with ``Last-Event-ID`` at a relay still alive, as the AI SDK's transport
 does. Mid-turn, after the reader got N events, one thing happens: the producing
 relay is SIGKILLed (the other takes the turn over when its lease lapses), or
-redis-server is restarted on the same port.
+redis-server is restarted on the same port; or, upstream, the relay's own stream
+of the worker is cut after N events and its resume refused (404, or 410).
 
 **The rule, for a relayed turn.** The turn's events are those the store logged,
 each with its id; an ``error`` chunk *without* an id is the relay saying that
@@ -193,8 +194,14 @@ async def stored(base_url: str, worker_id: str) -> Worker:
     raise AssertionError(f"the turn of {worker_id} did not end")
 
 
-async def check(reading: Reading, base_url: str) -> None:
-    """The property, for one relayed turn as its reader got it."""
+async def check(reading: Reading, base_url: str, *, upstream_lost: bool = False) -> None:
+    """The property, for one relayed turn as its reader got it.
+
+    ``upstream_lost``: the relay could not read the worker's turn to its end (its
+    upstream resume refused); what it relayed is then what it read, a prefix of the
+    worker's events, ended by the relay's own ``error`` chunk unless the worker's
+    terminal was among them.
+    """
     events = reading.typed()
     assert terminal_count(events, reading.gone) == 1, (
         [type(e).__name__ for e in events],
@@ -207,7 +214,14 @@ async def check(reading: Reading, base_url: str) -> None:
     assert reading.complete, reading.statuses
     assert reading.worker_id is not None
     chunks = [msgspec.json.decode(e.raw) for e in reading.events]
-    assert chunks == await emulator_replay(base_url, reading.worker_id)
+    replay = await emulator_replay(base_url, reading.worker_id)
+    if upstream_lost and chunks != replay:
+        if chunks[-1] not in replay:  # the relay's end of a turn it lost: an error chunk
+            assert chunks[-1]["type"] == "error", chunks[-1]
+            chunks = chunks[:-1]
+        assert chunks == replay[: len(chunks)]
+        return
+    assert chunks == replay
     assert fold(events, reading.worker_id) == await stored(base_url, reading.worker_id)
 
 
@@ -231,8 +245,15 @@ def wipe(store: RedisServer) -> None:
 async def relayed_turn(
     emu: Emulator, store: RedisServer, http: aiohttp.ClientSession, what: str, at: int, n: int
 ) -> Reading:
-    """One turn relayed while ``what`` happens after the reader got ``at`` events."""
+    """One turn relayed while ``what`` happens after the reader got ``at`` events; for
+    ``upstream-*``, the relay's own stream of the worker is cut after ``at`` events and
+    its resume refused (404) or answered 410."""
     relays = start_relays(emu, store)
+    if what.startswith("upstream"):
+        # Queued: the relay's create is the next event-stream request, its resume the one after.
+        emu.inject_fault(f"drop-after={at}")
+        emu.inject_fault("status=404" if what == "upstream-404" else "history-gone=1")
+        at = TURN_EVENTS + 1  # nothing to do mid-turn
     try:
         reached = asyncio.Event()
         reading = asyncio.ensure_future(read_turn(http, relays, f"one-end-{what}-{n}", reached, at))
@@ -251,6 +272,7 @@ async def relayed_turn(
         with anyio.fail_after(WITHIN):
             return await reading
     finally:
+        emu.clear_faults()  # one the relay did not need would refuse the replay checked
         for relay in relays:
             await asyncio.to_thread(relay.stop)
 
@@ -268,14 +290,19 @@ _examples = iter(range(1_000_000))
 @example(what="kill", at=TURN_EVENTS - 1)  # the finish read, the final snapshot not
 @example(what="restart", at=10)
 @example(what="restart", at=TURN_EVENTS - 1)
-@given(what=st.sampled_from(["kill", "restart"]), at=st.integers(1, TURN_EVENTS - 1))
+@example(what="upstream-404", at=TURN_EVENTS - 1)  # the relay read the finish, not the rest
+@example(what="upstream-gone", at=20)
+@given(
+    what=st.sampled_from(["kill", "restart", "upstream-404", "upstream-gone"]),
+    at=st.integers(1, TURN_EVENTS - 1),
+)
 def test_a_relayed_turn_ends_exactly_once(
     relayed: Emulator, store: RedisServer, what: str, at: int
 ) -> None:
     async def run() -> None:
         async with aiohttp.ClientSession() as http:
             reading = await relayed_turn(relayed, store, http, what, at, next(_examples))
-            await check(reading, relayed.base_url)
+            await check(reading, relayed.base_url, upstream_lost=what.startswith("upstream"))
 
     asyncio.run(run())
 
