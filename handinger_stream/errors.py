@@ -54,10 +54,16 @@ EXCERPT_CHARS = 120
 
 
 def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
-    """A short, single-line excerpt of raw data for an error message."""
+    """A short, single-line excerpt of raw data for an error message, redacted.
+
+    Redacted before it is cut: a key cut in two by the limit would no longer be
+    found, and its first half would show.
+    """
+    # A margin past the limit, so that a credential crossing it is still whole.
+    reach = limit * 4 + 1024
     if isinstance(text, bytes):
-        text = text[: limit * 4].decode("utf-8", "replace")
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
+        text = text[:reach].decode("utf-8", "replace")
+    text = redact(text[:reach]).replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -29,7 +29,7 @@ from handinger_stream import (
     InvalidRequestError,
 )
 from handinger_stream.client.transport import LibraryError, TransportName
-from handinger_stream.errors import redact
+from handinger_stream.errors import EXCERPT_CHARS, excerpt, redact, remember_secret
 
 KEY = "sk-live-0123456789abcdef"
 PASSWORD = "hunter2-correct-horse"
@@ -250,3 +250,13 @@ def test_redact_hides_every_shape_of_credential() -> None:
     shown = redact(text)
     assert PASSWORD not in shown and KEY not in shown and "dXNlcjpw" not in shown
     assert "page=2" in shown and "http://***@h/x" in shown
+
+
+def test_a_key_cut_by_an_excerpt_is_hidden_whole() -> None:
+    """Excerpts are redacted before they are cut: a key crossing the cut showed its start."""
+    key = "hk_live_0123456789abcdefghij"
+    remember_secret(key)
+    for pad in range(EXCERPT_CHARS - len(key) - 2, EXCERPT_CHARS + 2):
+        for raw in (b"x" * pad + key.encode(), "x" * pad + key):
+            shown = excerpt(raw)
+            assert not any(key[:n] in shown for n in range(6, len(key) + 1)), (pad, shown)
