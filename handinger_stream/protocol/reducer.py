@@ -86,7 +86,8 @@ log = logging.getLogger("handinger_stream")
 
 _RESULT_STATES = ("output-available", "output-error")
 
-# ai 7 keeps only these keys of a text-end's citations (its schema is a strict object).
+# ai 7 keeps only these keys of a text-end's citations (its schema, a plain object, strips
+# the others).
 _CITATION_KEYS = ("source", "startIndex", "endIndex", "citedText")
 _CITED_SOURCE_KEYS = {
     "url": ("type", "sourceType", "id", "url", "title", "providerMetadata"),

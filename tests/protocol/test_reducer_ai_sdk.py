@@ -596,14 +596,18 @@ def test_interrupted_is_a_finish_reason_like_any_other(ai_sdk: AISDKVersion) -> 
 
 @pytest.mark.parametrize("ai_sdk", MAJORS)
 def test_ids_that_are_object_prototype_names_are_plain_ids(ai_sdk: AISDKVersion) -> None:
-    # Both majors keep their id maps without a prototype: "__proto__" is an id like any.
+    # Both majors keep their id maps without a prototype: "__proto__" and "constructor"
+    # are ids like any, each its own part, interleaved as they came.
     got = parts(
         ai_sdk,
         {"type": "text-start", "id": "__proto__"},
+        {"type": "text-start", "id": "constructor"},
         {"type": "text-delta", "id": "__proto__", "delta": "x"},
         {"type": "text-delta", "id": "constructor", "delta": "y"},
+        {"type": "text-delta", "id": "__proto__", "delta": "z"},
+        {"type": "text-end", "id": "constructor"},
     )
-    assert [p["text"] for p in got] == ["x", "y"]
+    assert [(p["text"], p["state"]) for p in got] == [("xz", "streaming"), ("y", "done")]
 
 
 @pytest.mark.parametrize("ai_sdk", MAJORS)
