@@ -440,10 +440,15 @@ class RelayHTTP:
                 raise InvalidRequestError("Last-Event-ID must be an id this relay sent (a number)")
             after = int(last_event_id)
         reader = self.relay.read(chat_id, after=after)  # checks the chat id
-        if not await self.owns(principal, chat_id):
-            return Reply(204)  # another's chat and one never seen look alike: nothing running
-        info_ = await self.relay.chat(chat_id)
-        if info_ is None or (not info_.active and (after is None or after >= info_.last_seq)):
+        info_ = await self.relay.chat(chat_id) if await self.owns(principal, chat_id) else None
+        if info_ is None:
+            # Never seen, another's, or forgotten (a store restarted without persistence):
+            # one answer for all three, so it tells nothing. Without an id, nothing runs;
+            # with one, the client saw events the relay cannot give: its answer is cut.
+            if after is None:
+                return Reply(204)
+            raise EntriesGoneError("this chat's answer is no longer kept")
+        if not info_.active and (after is None or after >= info_.last_seq):
             return Reply(204)  # no turn running, and nothing after that id
         start = after if after is not None else info_.turn_start - 1
         try:

@@ -7,7 +7,7 @@ streams the chat's running turn (all of it, or after ``lastSequence``),
 ``chunk`` frames numbered from 0 (``sequence``, without gaps, counting the
 chunks of the turn), then ``end``; or ``no-active`` (a resume with no turn
 running) or ``error``. The adapters (:mod:`.aiohttp_app`, :mod:`.asgi`)
-check the upgrade with :meth:`RelayWS.origin_allowed`, then give
+check the upgrade with :meth:`RelayWS.check_upgrade`, then give
 :meth:`RelayWS.serve` a :class:`Socket`.
 
 Everything from the network is hostile: a frame is bounded in size, a

@@ -168,7 +168,9 @@ async def test_every_route_but_the_page_needs_a_token_and_a_chat_is_its_starters
         assert await status_of(http, "GET", base + "api/chat/c1", headers=auth(BOB)) == 404
         assert await status_of(http, "GET", base + "api/chat/c1/stream", headers=auth(BOB)) == 204
         resume = {**auth(BOB), "Last-Event-ID": "1"}
-        assert await status_of(http, "GET", base + "api/chat/c1/stream", headers=resume) == 204
+        assert await status_of(http, "GET", base + "api/chat/c1/stream", headers=resume) == 410
+        never = {**auth(ALICE), "Last-Event-ID": "1"}
+        assert await status_of(http, "GET", base + "api/chat/c9/stream", headers=never) == 410
         body = chat_body("c1", "mine now?")
         assert await status_of(http, "POST", base + "api/chat", json=body, headers=auth(BOB)) == 404
 
@@ -277,7 +279,7 @@ async def test_limits_answer_429_with_retry_after_and_the_policy_decides_the_bud
         sent.append(kw.get("budget"))
         return await original(chat_id, text, **kw)
 
-    relay.send = spy  # type: ignore[method-assign]
+    relay.send = spy  # type: ignore[method-assign,assignment]
     limits = Limits(concurrent_turns=1, turns_per_minute=2, chats=10)
     async with serve(relay, access=guarded(relay.store, limits=limits, policy=policy)) as s:
         body = {**chat_body("l1", PROMPT), "budget": "unlimited"}

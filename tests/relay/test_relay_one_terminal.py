@@ -20,8 +20,8 @@ of the worker, and folds to the Worker the emulator stores.
 Redis is restarted **with** persistence (an append-only file synced on every
 write, as ``tests/relay_helpers.py`` runs it, and as relay.md says to run Redis
 for a restart to keep chats): the chat's log survives and the turn must go on.
-A restart **without** persistence forgets the turn; the reader must then be told
-so (``410 Gone``), which the relay does not do yet (the xfail below).
+A restart **without** persistence forgets the turn; the reader is then told so
+(``410 Gone``: a resume with a Last-Event-ID of a chat the relay cannot read).
 """
 
 from __future__ import annotations
@@ -307,15 +307,6 @@ def test_a_relayed_turn_ends_exactly_once(
     asyncio.run(run())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "relay/http.py RelayHTTP._resume answers 204 (no turn running) to a resume whose "
-        "Last-Event-ID names entries the store no longer has (Redis restarted without "
-        "persistence forgot the chat): the reader ends without a terminal, silently, "
-        "instead of getting 410 Gone"
-    ),
-)
 async def test_a_turn_the_store_forgot_is_a_410_not_a_silent_end(
     relayed: Emulator, store: RedisServer, http: aiohttp.ClientSession
 ) -> None:
