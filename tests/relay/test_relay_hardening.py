@@ -630,3 +630,39 @@ async def test_a_body_that_trickles_in_is_cut_with_408(relay: Relay, adapter: st
         status = await asyncio.wait_for(reader.readline(), 30)
         assert status.split()[1] == b"408", status
         writer.close()
+
+
+async def test_a_redis_refusing_writes_mid_turn_gives_readers_and_posters_public_503s(
+    tight_redis: RedisServer, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis.asyncio as aioredis
+
+    paced = Emulator(tokens_per_second=20)
+    store = RedisStore(tight_redis.url)
+    admin = aioredis.Redis.from_url(tight_redis.url)
+    async with paced, AsyncHandinger(api_key="k", base_url=paced.base_url) as client:
+        async with Relay(client, store, store_patience=0.5) as relay, serve(relay) as s:
+            first = await read_sse(
+                http, "POST", s.base + "api/chat", json=chat_body("m", PROMPT), stop_after=3
+            )
+            assert first.status == 200
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", "1")
+            try:
+                # The producer ends (Redis lets a running script finish its writes) or
+                # stops, said in the log: it neither wedges nor crashes.
+                await relay.join("m")
+                assert not any(r.levelname == "ERROR" for r in caplog.records)
+                rest = await read_sse(
+                    http, "GET", s.base + "api/chat/m/stream", headers={"Last-Event-ID": "3"}
+                )
+                text = b"".join(rest.data).decode()
+                assert rest.status in (200, 503)
+                assert "OOM" not in text and "maxmemory" not in text and "127.0.0.1" not in text
+                async with http.post(s.base + "api/chat", json=chat_body("n", "hi")) as response:
+                    assert response.status == 503 and response.headers["retry-after"]
+                    assert "maxmemory" not in await response.text()
+            finally:
+                await admin.config_set("maxmemory", "0")
+    await admin.aclose()
+    await store.aclose()
