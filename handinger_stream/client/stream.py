@@ -151,6 +151,7 @@ class _Break:
     limit: str = ""  # the stall limit that expired, if that was why
     seconds: float = 0.0
     resume_error: str = ""  # the last resume's failure: only the last, however many there were
+    gone: bool = False  # the server no longer has what follows (a replay that forgot it)
 
     def resuming_failed(self, error: Exception) -> _Break:
         """The same break, after a resume that failed too."""
@@ -538,8 +539,20 @@ class _Connection:
         if state is DONE:
             await self.disconnect(drain=True)
             if handover.state is DONE:  # (unless closed meanwhile)
+                if self.reconnects and self._turn_unended():
+                    # A replay that says [DONE] in the middle of a turn has lost its rest:
+                    # taking that for the end would end the turn with no terminal at all.
+                    raise self._give_up(
+                        _Break("the resumed replay ended ([DONE]) before the turn's end", gone=True)
+                    )
                 handover.enter(FINISHED)
         return False
+
+    def _turn_unended(self) -> bool:
+        """A turn began (its ``start``) and its terminal has not come."""
+        handover = self.handover
+        status = handover.snapshot().status  # (folds what was handed over)
+        return handover.worker_state.message is not None and status != "completed"
 
     async def disconnect(self, *, drain: bool = False) -> None:
         """Let the connection go; ``drain``: read the (normally empty) rest of the body first.
@@ -729,14 +742,15 @@ class _Connection:
             tail = f"; gave up after {self._attempts} reconnect attempts"
         message = f"stream of worker {name} ended early: {brk.told()}{tail}"
         error: IncompleteStreamError
-        if isinstance(brk.cause, GoneError):
+        if brk.gone or isinstance(brk.cause, GoneError):
             # The server no longer keeps what follows our last event: the turn cannot be
             # read to its end, and starting over would deliver it twice. Said as such.
             last_id = self.cursor.last_id
             after = f"id {last_id}" if last_id is not None else f"event {self.cursor.received}"
             error = HistoryGoneError(
                 f"stream of worker {name} cannot be resumed: the server no longer keeps "
-                f"the events after {after} (410 Gone); it broke: {brk.reason}",
+                f"the events after {after}"
+                + (f": {brk.reason}" if brk.gone else f" (410 Gone); it broke: {brk.reason}"),
                 last_event_id=last_id,
                 worker=worker,
             )
