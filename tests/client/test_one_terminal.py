@@ -22,16 +22,20 @@ The faults are the emulator's, one per request (the create's stream, then
 each resume in turn): cuts after event N, stalls past the idle limit,
 refusals (503, retried; 404, final), ``history-gone`` (410), a replay without
 ids; and the turn's own ending: finished, failed after N chunks, aborted after
-N chunks. Real loopback HTTP, no mocks.
+N chunks; over a worker's first turn (``create``) and its second
+(``continue_``). Real loopback HTTP, no mocks. And a server of its own whose
+replay forgets the rest of a turn and says ``[DONE]``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -332,3 +336,63 @@ def test_a_watch_ends_each_workers_turn_exactly_once(emu: Emulator, plans: list[
         asyncio.run(run())
     finally:
         emu.clear_faults()
+
+
+# -- a replay that ends ([DONE]) before the turn's end ------------------------------------
+
+HEAD = (
+    b'id: 1\ndata: {"type":"start","messageId":"m"}\n\n'
+    b'id: 2\ndata: {"type":"text-start","id":"t"}\n\n'
+    b'id: 3\ndata: {"type":"text-delta","id":"t","delta":"Hel"}\n\n'
+)
+
+
+@asynccontextmanager
+async def forgetful() -> AsyncIterator[str]:
+    """A server whose create stream ends early (no terminal, no ``[DONE]``), and whose
+    replay after ``Last-Event-ID`` is only ``[DONE]``: it forgot the turn's rest, silently."""
+
+    async def create(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "x-handinger-worker-id": "w1"}
+        )
+        await response.prepare(request)
+        await response.write(HEAD)
+        return response
+
+    async def replay(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/workers", create)
+    app.router.add_get("/api/workers/w1", replay)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+async def test_a_replay_that_forgot_the_rest_of_the_turn_is_not_its_end(
+    transport: TransportName,
+) -> None:
+    """Its [DONE] is not the turn's end: history gone, said once, never a finished turn."""
+    async with (
+        forgetful() as base_url,
+        AsyncHandinger(api_key="k", base_url=base_url, transport=transport) as client,
+    ):
+        stream = await client.workers.create(input="x", stream=True)
+        events: list[Event] = []
+        with pytest.raises(HistoryGoneError) as info:
+            async for event in stream:
+                events.append(event)
+    assert terminal_count(events, True) == 1 and len(events) == 3
+    assert info.value.last_event_id == "3" and info.value.__cause__ is None
+    assert "no longer keeps the events after id 3" in str(info.value)
+    assert info.value.worker is not None and info.value.worker.outcome is None
