@@ -341,6 +341,7 @@ def test_a_watch_ends_each_workers_turn_exactly_once(emu: Emulator, plans: list[
 # -- a replay that ends ([DONE]) before the turn's end ------------------------------------
 
 HEAD = (
+    b"retry: 5\n\n"  # resume at once
     b'id: 1\ndata: {"type":"start","messageId":"m"}\n\n'
     b'id: 2\ndata: {"type":"text-start","id":"t"}\n\n'
     b'id: 3\ndata: {"type":"text-delta","id":"t","delta":"Hel"}\n\n'
