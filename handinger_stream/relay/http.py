@@ -294,7 +294,8 @@ class RelayHTTP:
                 {"content-type": _JSON},
                 error_body(500, "internal error in the relay", "internal_error"),
             )
-        reply.headers.update(cors)
+        for name, value in cors.items():
+            reply.headers.setdefault(name, value)  # a preflight's own Vary is the longer one
         return reply
 
     async def principal(self, info: RequestInfo) -> str | None:

@@ -201,6 +201,8 @@ async def test_hosts_origins_content_types_and_cors(
         ) as preflight:
             assert preflight.status == 204
             assert "POST" in preflight.headers["access-control-allow-methods"]
+            assert "Access-Control-Request-Method" in preflight.headers["vary"]
+            assert preflight.headers["access-control-allow-origin"] == "https://app.example"
         # A cross-site form's text/plain POST (no preflight): refused before anything else.
         text = {**auth(ALICE), "Content-Type": "text/plain"}
         data = msgspec_json(chat_body("c2", PROMPT))
