@@ -338,10 +338,12 @@ async def test_an_upstream_echoing_the_key_is_never_quoted_to_browsers_or_stored
                 assert response.status == 502 and secret not in text
             entries = await relay.store.read("k", 0, 10)
             assert entries[-1].end and secret not in (entries[-1].error or "")
+    # Nor in the server's own log lines, which do say what failed.
+    assert "could not be started" in caplog.text and secret not in caplog.text
 
 
 async def test_a_redirect_loop_upstream_is_a_502_naming_nothing(
-    raw_server: RawServer, http: aiohttp.ClientSession
+    raw_server: RawServer, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "sk-live-relay-secret-0043"
     location = f"{raw_server.base_url}/api/workers?key={secret}"
@@ -354,6 +356,7 @@ async def test_a_redirect_loop_upstream_is_a_502_naming_nothing(
                 assert secret not in text and "key=" not in text
             entries = await relay.store.read("r", 0, 10)
             assert secret not in (entries[-1].error or "")
+    assert secret not in caplog.text
 
 
 async def test_a_redis_password_is_never_shown_and_an_outage_is_a_bare_503(
