@@ -48,6 +48,7 @@ from .access import (
     RequestInfo,
     TooLarge,
     count_files,
+    require_json,
 )
 from .core import Reader, Relay
 from .errors import EntriesGoneError, RelayError, StoreUnavailableError
@@ -387,6 +388,9 @@ class RelayHTTP:
         read_body: Callable[[], Awaitable[bytes]],
         query: dict[str, list[str]],
     ) -> Reply:
+        # JSON only, with or without access control: a page of another site can send a
+        # form or text/plain without a preflight (and start a turn on the key), never JSON.
+        require_json(info)
         _check_length(info, self.max_body)
         try:
             # A body trickled in a byte at a time holds a connection and a buffer: bounded.

@@ -196,7 +196,11 @@ async def test_errors_are_json_with_the_right_status(
             assert body["error"]["status"] == response.status
             return response.status, body["error"]
 
-    assert (await error("POST", "api/chat", data=b"not json"))[0] == 400
+    as_json = {"content-type": "application/json"}
+    assert (await error("POST", "api/chat", data=b"not json", headers=as_json))[0] == 400
+    # Not declared JSON: what a page of another site could send without a preflight.
+    plain = {"content-type": "text/plain"}
+    assert (await error("POST", "api/chat", data=b"{}", headers=plain))[0] == 415
     assert (await error("POST", "api/chat", json={"id": "x", "messages": []}))[0] == 400
     no_text = {"id": "x", "messages": [{"role": "user", "parts": [{"type": "file"}]}]}
     assert (await error("POST", "api/chat", json=no_text))[0] == 400
