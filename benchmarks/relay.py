@@ -91,15 +91,18 @@ async def _fan_out(port: int, readers: int, events: int, pace_ms: float) -> dict
     body = json.dumps(
         {"id": chat, "messages": [{"role": "user", "parts": [{"type": "text", "text": spec}]}]}
     ).encode()
+    # The relay answers only Hosts of its own (DNS rebinding): the loopback address it is on.
+    host = b"127.0.0.1:%d" % port
     post = (
-        b"POST /api/chat HTTP/1.1\r\nHost: relay\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        b"POST /api/chat HTTP/1.1\r\nHost: %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (host, len(body), body)
     )
     first_done: asyncio.Future[None] = loop.create_future()
     first = _Reader(post, first_done)
     await loop.create_connection(lambda: first, "127.0.0.1", port)
-    await first.started  # the turn has begun: now the readers join it
-    get = b"GET /api/chat/%s/stream HTTP/1.1\r\nHost: relay\r\n\r\n" % chat.encode()
+    # The turn has begun: now the readers join it. (A refusal never starts it: say so.)
+    await asyncio.wait_for(first.started, 60)
+    get = b"GET /api/chat/%s/stream HTTP/1.1\r\nHost: %s\r\n\r\n" % (chat.encode(), host)
     opened: list[tuple[_Reader, asyncio.Future[None], asyncio.Transport]] = []
     for _ in range(readers):
         done: asyncio.Future[None] = loop.create_future()
