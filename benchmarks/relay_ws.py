@@ -55,9 +55,10 @@ def _masked(payload: bytes, opcode: int = 0x1) -> bytes:
 class _WSReader(asyncio.Protocol):
     """One WebSocket reader: upgrade, one ``resume`` frame, then count the chunk frames."""
 
-    def __init__(self, chat: str, done: asyncio.Future[None]) -> None:
+    def __init__(self, chat: str, done: asyncio.Future[None], host: bytes) -> None:
         self.chat = chat
         self.done = done
+        self.host = host
         self.events = 0
         self.stamps: list[tuple[int, int]] = []  # (sent, received), in ns
         self.complete = False
@@ -70,9 +71,9 @@ class _WSReader(asyncio.Protocol):
         self.transport = transport
         key = base64.b64encode(os.urandom(16))
         transport.write(
-            b"GET /api/chat/ws HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\n"
+            b"GET /api/chat/ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % key
+            % (self.host, key)
         )
 
     def data_received(self, data: bytes) -> None:
@@ -149,22 +150,25 @@ async def _fan_out(
     body = json.dumps(
         {"id": chat, "messages": [{"role": "user", "parts": [{"type": "text", "text": spec}]}]}
     ).encode()
+    # The relay answers only Hosts of its own (DNS rebinding): the loopback address it is on.
+    host = b"127.0.0.1:%d" % port
     post = (
-        b"POST /api/chat HTTP/1.1\r\nHost: relay\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        b"POST /api/chat HTTP/1.1\r\nHost: %s\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (host, len(body), body)
     )
     first_done: asyncio.Future[None] = loop.create_future()
     first = _Reader(post, first_done)
     await loop.create_connection(lambda: first, "127.0.0.1", port)
-    await first.started  # the turn has begun: now the readers join it
-    get = b"GET /api/chat/%s/stream HTTP/1.1\r\nHost: relay\r\n\r\n" % chat.encode()
+    # The turn has begun: now the readers join it. (A refusal never starts it: say so.)
+    await asyncio.wait_for(first.started, 60)
+    get = b"GET /api/chat/%s/stream HTTP/1.1\r\nHost: %s\r\n\r\n" % (chat.encode(), host)
     opened: dict[str, list[Any]] = {t: [] for t in transports}
     transports_open: list[asyncio.Transport] = []
     waits: list[asyncio.Future[None]] = [first_done]
     for _ in range(readers):
         for kind in transports:  # alternately: neither transport gets a head start
             done: asyncio.Future[None] = loop.create_future()
-            reader: Any = _Reader(get, done) if kind == "sse" else _WSReader(chat, done)
+            reader: Any = _Reader(get, done) if kind == "sse" else _WSReader(chat, done, host)
             connection, _ = await loop.create_connection(_given(reader), "127.0.0.1", port)
             opened[kind].append(reader)
             transports_open.append(connection)
