@@ -120,15 +120,17 @@ def decode_request(raw: str | bytes) -> Request:
     """One frame from the client → its request; :class:`BadFrame` if it is none."""
     try:
         return _decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         # Say which request was bad, when the frame names one the client could match.
+        # (RecursionError: JSON nested past what the decoder takes, a bad frame too.)
         request_id = ""
-        with contextlib.suppress(msgspec.DecodeError):
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
             value = msgspec.json.decode(raw)
             found = value.get("requestId") if isinstance(value, dict) else None
             if isinstance(found, str) and len(found) <= 256:
                 request_id = found
-        raise BadFrame(f"not a WebSocket chat request: {exc}", request_id) from None
+        said = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise BadFrame(f"not a WebSocket chat request: {said}", request_id) from None
 
 
 def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
@@ -503,7 +505,10 @@ class _Session:
 
     async def _error(self, request_id: str, text: str) -> None:
         frame = _json.encode({"type": "error", "requestId": request_id, "errorText": text})
-        await self._emit([frame])
+        # Under the slow-reader watch as every other write: a peer that sends a bad
+        # frame and then reads nothing must not hold the session forever.
+        with self.ws.http.watching(self._end) as mark:
+            await self._emit([frame], mark)
 
 
 _HEAD1 = struct.Struct("!BB").pack

@@ -33,7 +33,8 @@ from handinger_stream.relay import (
     WSLimits,
     make_aiohttp_app,
 )
-from handinger_stream.relay.ws import decode_request, origin_allowed
+from handinger_stream.relay.http import RelayHTTP
+from handinger_stream.relay.ws import BadFrame, RelayWS, decode_request, origin_allowed
 from tests.helpers.emulators import emulator_fixture
 from tests.nodejs import node22, npm_project
 from tests.relay_helpers import RedisServer, emulator_replay, free_port, redis
@@ -490,3 +491,39 @@ async def test_ai7s_transport_folds_the_relayed_turns_into_the_stored_history(
         got = resumed["chats"]["node-r"]
         assert got["before"] == 5 and got["chunks"] > 5
         assert got["errors"] == [] and got["message"] == (await history("node-r"))[-1]
+
+
+def test_a_frame_nested_past_the_decoders_depth_is_a_bad_frame() -> None:
+    deep = b'{"type":"abort","requestId":"r","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(BadFrame, match="nested too deep"):
+        decode_request(deep)
+
+
+async def test_a_peer_that_stops_reading_after_a_bad_frame_is_cut() -> None:
+    """The error frame is written under the slow-reader watch, as every other write: a
+    peer that sends nonsense and then reads nothing does not hold the session."""
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.frames = [b"not json"]
+            self.closed: list[int] = []
+
+        async def receive(self, timeout: float) -> bytes:  # noqa: ASYNC109 (the socket protocol's)
+            if self.frames:
+                return self.frames.pop(0)
+            await asyncio.sleep(timeout)
+            raise TimeoutError
+
+        async def send(self, texts: list[bytes]) -> None:
+            await asyncio.Event().wait()  # never read: the socket's buffer stays full
+
+        async def close(self, code: int, reason: str) -> None:
+            self.closed.append(code)
+
+    async with AsyncHandinger(api_key="k", base_url="http://127.0.0.1:9") as client:
+        http = RelayHTTP(Relay(client), write_timeout=0.2)
+        socket = Stuck()
+        with anyio.fail_after(10):  # a hang guard: it ends at the write timeout
+            await RelayWS(http, limits=WSLimits(idle_timeout=60)).serve(socket)
+        await http.aclose()
+    assert socket.closed  # cut, not left open
