@@ -308,6 +308,17 @@ class RequestInfo:
     headers: Headers
     client: str | None = None
 
+    def without_cookies(self) -> RequestInfo:
+        """The same request, its ``Cookie`` headers left out (what a hook may see of a
+        WebSocket upgrade from a site that is not the relay's own, without credentials).
+
+        >>> info = RequestInfo.of("GET", "/", {"Cookie": "s=1", "Host": "h"})
+        >>> info.without_cookies().headers.get_all("cookie"), info.headers.get_all("cookie")
+        ((), ('s=1',))
+        """
+        pairs = [(n, v) for n in self.headers if n != "cookie" for v in self.headers.get_all(n)]
+        return RequestInfo(self.method, self.path, Headers(pairs), self.client)
+
     @classmethod
     def of(
         cls,
@@ -726,6 +737,14 @@ class Origins:
         self.max_age = max_age
         self.request_headers = frozenset(h.lower() for h in request_headers)
 
+    def is_own(self, origin: str) -> bool:
+        """Whether ``origin``, as a browser sends it, is one of the relay's own.
+
+        >>> Origins(["https://chat.example"]).is_own("https://CHAT.example:443")
+        True
+        """
+        return _origin(origin) in self.own
+
     @staticmethod
     def _parse(value: str, name: str) -> str:
         origin = _origin(value)
@@ -862,7 +881,7 @@ def check_length(info: RequestInfo, limit: int) -> None:
     value = info.headers.single("content-length")
     if value is None:
         return
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise BadRequest("content-length must be a number")
     if int(value) > limit:
         raise TooLarge()
@@ -937,6 +956,11 @@ class Access:
             return ANONYMOUS
         principal = await self.authenticate(info)
         if principal is None:
+            raise Unauthorized()
+        if principal == ANONYMOUS:
+            # The open relay's one principal: a hook's user of that name would share its
+            # chats' task ids.
+            log.warning("relay: the authenticate hook named the principal kept for no access")
             raise Unauthorized()
         try:
             check_principal(principal)

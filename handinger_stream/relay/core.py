@@ -197,7 +197,7 @@ class Relay:
         self._producers: dict[str, asyncio.Task[None]] = {}
         # Histories by (chat, last seq, active): a page's reload costs neither a fold nor
         # a request of the API while the chat has not changed. Bounded, oldest out first.
-        self._histories: dict[tuple[str, int, bool], list[Any]] = {}
+        self._histories: dict[tuple[str, str | None, str, int, bool], list[Any]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -346,7 +346,10 @@ class Relay:
         info = await self.store.chat(chat_id)
         if info is None or not info.worker_id:
             return []
-        key = (chat_id, info.last_seq, info.active)
+        # The owner and the worker name the chat as much as its id does: an id reclaimed
+        # by another principal (its record expired, a Redis without persistence) must
+        # never be served the first owner's messages from this cache.
+        key = (chat_id, info.owner, info.worker_id, info.last_seq, info.active)
         messages = self._histories.get(key)
         if messages is None:
             messages = None if self.worker_id is not None else await self._folded(chat_id, info)

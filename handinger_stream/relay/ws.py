@@ -273,7 +273,10 @@ class RelayWS:
             for name in line.split(",")
         ]
         protocol = WS_BEARER_PROTOCOL if offered[:1] == [WS_BEARER_PROTOCOL] else None
-        if self.http.access is None:
+        access = self.http.access
+        if access is None or access.origins is None:
+            # Browsers apply no CORS to WebSockets: without an origin list of its own,
+            # the relay's rule (same host, or allowed_origins) still stands.
             plain = {
                 name: values[0]
                 for name in info.headers
@@ -281,7 +284,14 @@ class RelayWS:
             }
             if not origin_allowed(plain, self.allowed_origins):
                 raise Forbidden("this origin may not open the relay's WebSocket")
-            return None, protocol
+            if access is None:
+                return None, protocol
+        elif not access.origins.credentials:
+            origin = info.headers.single("origin")
+            if origin is not None and not access.origins.is_own(origin):
+                # A listed site may open it, but not with the visitor's cookies: CORS
+                # would have kept them from its fetches, nothing keeps them from a socket.
+                info = info.without_cookies()
         return await self.http.principal(info), protocol
 
     @staticmethod

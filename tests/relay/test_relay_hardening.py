@@ -24,18 +24,24 @@ from handinger_stream import AsyncHandinger
 from handinger_stream.emulator import Emulator
 from handinger_stream.relay import MemoryStore, RedisStore, Relay, RelayASGI, make_aiohttp_app
 from handinger_stream.relay.access import (
+    ANONYMOUS,
     WS_BEARER_PROTOCOL,
     Access,
+    BadRequest,
     ChatRequest,
+    Forbidden,
     Limits,
     Origins,
     RequestInfo,
     TurnOptions,
+    Unauthorized,
     bearer_token,
 )
 from handinger_stream.relay.core import task_id_for
 from handinger_stream.relay.errors import StoreFullError
+from handinger_stream.relay.http import RelayHTTP
 from handinger_stream.relay.store import Entry
+from handinger_stream.relay.ws import RelayWS
 from tests.conftest import Canned, RawServer
 from tests.helpers.emulators import emulator_fixture
 from tests.relay_helpers import (
@@ -671,3 +677,114 @@ async def test_a_redis_refusing_writes_mid_turn_gives_readers_and_posters_public
                 await admin.config_set("maxmemory", "0")
     await admin.aclose()
     await store.aclose()
+
+
+# -- found by a fresh-eyes review ---------------------------------------------------
+
+
+def _chat_body(text: str, message_id: str) -> Any:
+    raw = (
+        b'{"id":"shared-id","messages":[{"id":"%s","role":"user","parts":[{"type":"text","text":"%s"}]}]}'
+        % (message_id.encode(), text.encode())
+    )
+
+    async def read() -> bytes:
+        return raw
+
+    return read
+
+
+async def _nothing() -> bytes:
+    return b""
+
+
+async def test_a_reclaimed_chat_id_is_never_served_the_first_owners_history() -> None:
+    """The history cache is keyed by owner and worker too: after a chat's record is gone
+    (expired, a Redis without persistence) and another principal claims its id, a turn
+    of the same shape must not bring back the first owner's answer."""
+    alice, bob = "a" * 32, "b" * 32
+    async with Emulator(tokens_per_second=0) as emu:
+        async with AsyncHandinger(api_key="k", base_url=emu.base_url) as client:
+            store = MemoryStore()
+            relay = Relay(client, store)
+            http = RelayHTTP(
+                relay,
+                access=Access(
+                    store,
+                    authenticate=bearer_token({"alice": alice, "bob": bob}),
+                    limits=Limits(turns_per_minute=100),
+                ),
+            )
+
+            async def turn(token: str, message_id: str) -> str:
+                headers = [(b"authorization", f"Bearer {token}".encode()),
+                           (b"content-type", b"application/json")]  # fmt: skip
+                reply = await http.handle(
+                    "POST", "/api/chat", "", headers, _chat_body("same words", message_id)
+                )
+                assert reply.stream is not None
+                async for _ in reply.stream:
+                    pass
+                info = await store.chat("shared-id")
+                assert info is not None and info.worker_id
+                return info.worker_id
+
+            async def history(token: str) -> bytes:
+                headers = [(b"authorization", f"Bearer {token}".encode())]
+                reply = await http.handle("GET", "/api/chat/shared-id", "", headers, _nothing)
+                return reply.body
+
+            alices = await turn(alice, "m-a")
+            assert alices.encode() in await history(alice)
+            store._chats.pop("shared-id")  # the record gone, as after chat_seconds
+            bobs = await turn(bob, "m-b")
+            seen = await history(bob)
+            await relay.aclose()
+    assert bobs != alices
+    assert bobs.encode() in seen and alices.encode() not in seen
+
+
+async def test_a_listed_site_opens_the_websocket_without_the_visitors_cookies() -> None:
+    """WebSockets have no CORS: a site allowed without credentials must not ride the
+    visitor's session cookie; the relay's own page still may."""
+
+    async def from_cookie(info: RequestInfo) -> str | None:
+        return "alice" if "session=alice" in (info.headers.single("cookie") or "") else None
+
+    store = MemoryStore()
+    async with AsyncHandinger(api_key="k", base_url="http://127.0.0.1:9") as client:
+        origins = Origins(["https://chat.example"], allow=["https://partner.example"])
+        http = RelayHTTP(
+            Relay(client, store), access=Access(store, authenticate=from_cookie, origins=origins)
+        )
+        ws = RelayWS(http)
+
+        def upgrade(origin: str) -> RequestInfo:
+            return RequestInfo.of("GET", "/api/chat/ws", {
+                "host": "chat.example", "origin": origin, "cookie": "session=alice"
+            })  # fmt: skip
+
+        assert (await ws.check_upgrade(upgrade("https://chat.example")))[0] == "alice"
+        with pytest.raises(Unauthorized):
+            await ws.check_upgrade(upgrade("https://partner.example"))
+        # Access without an origin list keeps the relay's own WebSocket origin rule.
+        bare = RelayWS(RelayHTTP(Relay(client, store), access=Access(store, authenticate=from_cookie)))
+        with pytest.raises(Forbidden):
+            await bare.check_upgrade(upgrade("https://evil.example"))
+
+
+async def test_a_hook_cannot_name_the_open_relays_principal() -> None:
+    async def says_anonymous(info: RequestInfo) -> str | None:
+        return ANONYMOUS
+
+    info = RequestInfo.of("GET", "/api/chat/c", {"host": "127.0.0.1"})
+    with pytest.raises(Unauthorized):
+        await Access(MemoryStore(), authenticate=says_anonymous).request(info)
+
+
+async def test_a_content_length_of_other_digits_is_a_400() -> None:
+    info = RequestInfo.of("POST", "/api/chat", {
+        "host": "127.0.0.1", "content-type": "application/json", "content-length": "\u00b2"
+    })  # fmt: skip
+    with pytest.raises(BadRequest):
+        await Access(MemoryStore()).request(info)
