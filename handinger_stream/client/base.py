@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 import sniffio
@@ -40,6 +40,7 @@ from ..protocol.sse import DEFAULT_MAX_EVENT_BYTES
 from ..protocol.wire import snapshot_event
 from ..types.events import AISDKVersion, Event, WorkerSnapshotEvent
 from ..types.worker import Worker
+from .paths import path_segment
 from .stream import OnDecodeError, Opened, StreamPolicy, WorkerStream
 from .transport import (
     Body,
@@ -548,16 +549,6 @@ def _telemetry(setting: bool | Telemetry | None) -> Telemetry | None:
     return Telemetry()
 
 
-def _path_id(worker_id: str) -> str:
-    if not worker_id:
-        raise InvalidRequestError("worker_id must be a non-empty string")
-    if worker_id in (".", ".."):
-        # The resume path takes its id from a response header: a server must not steer it
-        # to another API path (``/api/workers/..`` is ``/api/``), which would get the key.
-        raise InvalidRequestError(f"worker_id must not be '.' or '..'; got {worker_id!r}")
-    return quote(worker_id, safe="")
-
-
 def _resuming(headers: Mapping[str, str] | None, last_event_id: str | None) -> dict[str, str]:
     """The caller's headers, plus ``Last-Event-ID`` when there is one to resume after."""
     out = dict(headers or {})
@@ -570,8 +561,12 @@ _REPLAY_PREFIX, _REPLAY_QUERY = "/api/workers/", "?stream=true"
 
 
 def _replay_path(worker_id: str) -> str:
-    """The worker's replay stream: every stored event, then live ones."""
-    return f"{_REPLAY_PREFIX}{_path_id(worker_id)}{_REPLAY_QUERY}"
+    """The worker's replay stream: every stored event, then live ones.
+
+    The id may come from a response header: one path segment, so a server cannot
+    steer the resume to another API path.
+    """
+    return f"{_REPLAY_PREFIX}{path_segment(worker_id, 'worker_id')}{_REPLAY_QUERY}"
 
 
 def _compacted(headers: Mapping[str, str] | None) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import msgspec
 
@@ -15,13 +14,10 @@ from ...types.worker import BUDGETS
 __all__ = [
     "NOT_GIVEN",
     "NotGiven",
-    "checked_id",
     "decode_body",
-    "file_path",
     "given_fields",
     "input_body",
     "opened",
-    "path_segment",
     "today_only",
     "with_hint",
 ]
@@ -121,50 +117,6 @@ async def with_hint(call: Awaitable[T], statuses: frozenset[int], hint: str) -> 
         if exc.status_code in statuses:
             exc.message = f"{exc.message} ({hint})"
         raise
-
-
-def checked_id(value: str, name: str) -> str:
-    """``value``, an id the caller gave as ``name``, if it is a non-empty string."""
-    if not isinstance(value, str) or not value:
-        raise InvalidRequestError(f"{name} must be a non-empty string; got {value!r}")
-    return value
-
-
-def path_segment(value: str, name: str) -> str:
-    """An id as one segment of a URL path: ``/`` and ``..`` cannot leave it.
-
-    Quoting keeps ``/``, ``?``, ``#`` and ``%`` inside the segment; ``.`` and
-    ``..`` are refused whole, since the libraries resolve them in a path
-    (``/api/workers/..`` is ``/api/``), and another API path would get the key.
-
-    >>> path_segment("a/../b", "task_id")
-    'a%2F..%2Fb'
-    >>> path_segment("..", "task_id")
-    Traceback (most recent call last):
-      ...
-    handinger_stream.errors.InvalidRequestError: task_id must not be '.' or '..'; got '..'
-    """
-    segment = quote(checked_id(value, name), safe="")
-    if segment in (".", ".."):
-        raise InvalidRequestError(f"{name} must not be '.' or '..'; got {value!r}")
-    return segment
-
-
-def file_path(path: str) -> str:
-    """A file's path in a workspace as URL path segments, each quoted; no ``.`` or ``..``.
-
-    >>> file_path("/reports/q3 final.md")
-    'reports/q3%20final.md'
-    """
-    if not isinstance(path, str) or not path.strip("/"):
-        raise InvalidRequestError(f"path must be a non-empty string; got {path!r}")
-    segments = path.lstrip("/").split("/")
-    if any(segment in (".", "..") for segment in segments):
-        raise InvalidRequestError(
-            f"path must not hold '.' or '..' segments (it names a file in the worker's "
-            f"workspace, and could reach other API paths); got {path!r}"
-        )
-    return "/".join(quote(segment, safe="") for segment in segments)
 
 
 async def today_only(call: Awaitable[T], what: str) -> T:

@@ -24,8 +24,9 @@ from ...errors import InvalidRequestError
 from ...types.schedule import ScheduleCancelResponse, ScheduleListResponse, WorkerSchedule
 from ...types.worker import Budget
 from ..base import AsyncAPIClient, Headers
+from ..paths import path_segment
 from ..sync_base import SyncAPIClient
-from ._bodies import decode_body, input_body, path_segment, today_only
+from ._bodies import decode_body, input_body, today_only
 
 __all__ = ["Schedules", "SyncSchedules", "schedule_when"]
 

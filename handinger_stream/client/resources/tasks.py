@@ -21,18 +21,10 @@ from ...protocol.wire import decode_worker
 from ...types.task import DeleteTaskResponse, TaskWithTurns
 from ...types.worker import Budget, Worker
 from ..base import AsyncAPIClient, Files, Headers
+from ..paths import checked_id, path_segment
 from ..stream import WorkerStream
 from ..sync_base import SyncAPIClient, SyncWorkerStream
-from ._bodies import (
-    NO_ROUTE,
-    checked_id,
-    decode_body,
-    input_body,
-    opened,
-    path_segment,
-    today_only,
-    with_hint,
-)
+from ._bodies import NO_ROUTE, decode_body, input_body, opened, today_only, with_hint
 
 __all__ = ["SyncTasks", "Tasks"]
 

@@ -16,8 +16,9 @@ from typing import Any
 from ...errors import InvalidRequestError
 from ...types.webhook import Webhook, WebhookExecutionList
 from ..base import AsyncAPIClient, Headers
+from ..paths import path_segment
 from ..sync_base import SyncAPIClient
-from ._bodies import decode_body, path_segment, today_only
+from ._bodies import decode_body, today_only
 
 __all__ = ["SyncWebhooks", "Webhooks"]
 

@@ -18,6 +18,7 @@ from ...types.worker import Budget, EmailAddress, Worker
 from ...types.worker_template import DeleteWorkerResponse, Visibility, WorkerTemplate
 from ..base import AsyncAPIClient, Files, Headers
 from ..download import FileDownload
+from ..paths import file_path, path_segment
 from ..stream import Checkpoint, WorkerStream
 from ..sync_base import SyncAPIClient, SyncFileDownload, SyncWorkerStream, _Blocking, _HostedWatch
 from ..watch import Watch, WatchEvent
@@ -26,11 +27,9 @@ from ._bodies import (
     NOT_GIVEN,
     NotGiven,
     decode_body,
-    file_path,
     given_fields,
     input_body,
     opened,
-    path_segment,
     today_only,
     with_hint,
 )
