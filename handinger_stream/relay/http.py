@@ -41,12 +41,12 @@ from .access import (
     MAX_BODY,
     Access,
     AccessRefused,
-    BadRequest,
     ChatRequest,
     Headers,
     NotFound,
     RequestInfo,
     TooLarge,
+    check_length,
     count_files,
     require_json,
 )
@@ -388,10 +388,12 @@ class RelayHTTP:
         read_body: Callable[[], Awaitable[bytes]],
         query: dict[str, list[str]],
     ) -> Reply:
-        # JSON only, with or without access control: a page of another site can send a
-        # form or text/plain without a preflight (and start a turn on the key), never JSON.
-        require_json(info)
-        _check_length(info, self.max_body)
+        if self.access is None:
+            # JSON only, with or without access control (Access.request checked both
+            # already): a page of another site can send a form or text/plain without a
+            # preflight (and start a turn on the key), never JSON.
+            require_json(info)
+            check_length(info, self.max_body)
         try:
             # A body trickled in a byte at a time holds a connection and a buffer: bounded.
             raw = await asyncio.wait_for(read_body(), self.body_timeout)
@@ -534,29 +536,6 @@ def parse_chat(raw: bytes | dict[str, Any]) -> ParsedChat:
     if not isinstance(message_id, str) or not 0 < len(message_id) <= _MAX_MESSAGE_ID:
         message_id = None
     return ParsedChat(chat_id, text, budget, count_files(last), message_id)
-
-
-def parse_chat_request(raw: bytes) -> tuple[str, str, str | None]:
-    """``DefaultChatTransport``'s body → (chat id, the last user message's text, budget).
-
-    >>> body = b'{"id":"c1","messages":[{"role":"user","parts":[{"type":"text","text":"Hi"}]}]}'
-    >>> parse_chat_request(body)
-    ('c1', 'Hi', None)
-    """
-    if len(raw) > MAX_BODY:
-        raise TooLarge()
-    parsed = parse_chat(raw)
-    return parsed.chat_id, parsed.text, parsed.budget
-
-
-def _check_length(info: RequestInfo, limit: int) -> None:
-    value = info.headers.single("content-length")
-    if value is None:
-        return
-    if not (value.isascii() and value.isdigit()) or len(value) > 19:
-        raise BadRequest("content-length must be a number")
-    if int(value) > limit:
-        raise TooLarge()
 
 
 def chat_input(messages: Any) -> str:

@@ -45,7 +45,7 @@ import msgspec
 from ..errors import HandingerError, InvalidRequestError
 from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo
 from .core import Reader
-from .http import RelayHTTP, error_body, parse_chat, public_error
+from .http import RelayHTTP, parse_chat, public_error
 from .store import Entry
 
 __all__ = [
@@ -257,11 +257,6 @@ class RelayWS:
         self.allowed_origins = frozenset(allowed_origins)
         self.limits = limits or WSLimits()
 
-    def origin_allowed(self, headers: Mapping[str, str]) -> bool:
-        """Whether to accept the upgrade (see :func:`origin_allowed`); else answer
-        :meth:`forbidden`."""
-        return origin_allowed(headers, self.allowed_origins)
-
     async def check_upgrade(self, info: RequestInfo) -> tuple[str | None, str | None]:
         """Check an upgrade before accepting it: ``(principal, subprotocol)``, the
         subprotocol to accept with (``handinger.bearer`` when the client offered its
@@ -293,16 +288,6 @@ class RelayWS:
                 # would have kept them from its fetches, nothing keeps them from a socket.
                 info = info.without_cookies()
         return await self.http.principal(info), protocol
-
-    @staticmethod
-    def forbidden() -> tuple[int, dict[str, str], bytes]:
-        """The answer to a refused upgrade: status, headers, body."""
-        message = "this origin may not open the relay's WebSocket (see allowed_origins)"
-        return (
-            403,
-            {"content-type": "application/json"},
-            error_body(403, message, "forbidden"),
-        )
 
     async def serve(
         self,
