@@ -174,7 +174,14 @@ def _data_key(data: bytes) -> tuple[str, str] | None:
         obj = _any_decoder.decode(data)
     except msgspec.DecodeError:
         return None
-    if not isinstance(obj, dict) or not obj.keys() <= _DATA_KEYS or "data" not in obj:
+    # A "transient" key, even false, stays on the part the SDK keeps (the first chunk,
+    # whose data a later one replaces): such parts are never merged into the last.
+    if (
+        not isinstance(obj, dict)
+        or not obj.keys() <= _DATA_KEYS
+        or "data" not in obj
+        or "transient" in obj
+    ):
         return None
     kind, part_id = obj.get("type"), obj.get("id")
     if not isinstance(kind, str) or kind == "data-worker" or not isinstance(part_id, str):
@@ -290,8 +297,8 @@ def _replaces(last: DataEvent, event: DataEvent) -> bool:
         event.type == last.type
         and event.id is not None
         and event.id == last.id
-        and not last.transient
-        and not event.transient
+        and last.transient is None  # even false, it stays on the part (see _data_key)
+        and event.transient is None
         and not last.extra
         and not event.extra
     )

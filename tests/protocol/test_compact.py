@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.compact import long_turn
@@ -141,6 +141,13 @@ def histories(draw: st.DrawFn) -> History:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
+@example(  # a data part's "transient": false stays on the part a later one replaces
+    [
+        (b'{"type":"start","messageId":"m"}', "0"),
+        (b'{"type":"data-x","id":"1","data":0,"transient":false}', "1"),
+        (b'{"type":"data-x","id":"1","data":0}', "2"),
+    ]
+)
 def test_compaction_never_changes_the_fold(history: History) -> None:
     compacted = compact(history)
     assert len(compacted) <= len(history)
