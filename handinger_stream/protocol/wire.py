@@ -59,8 +59,8 @@ _DONE_TAIL: Final = b"\n" + DONE
 _chunk_decoder: Final = msgspec.json.Decoder(ChunkEvent)
 _any_decoder: Final = msgspec.json.Decoder()
 _encode: Final = msgspec.json.Encoder().encode
-# An escaped letter of "eventId" (of "~eventId", a key that would decode into event_id).
-_ESCAPED_KEY_LETTER: Final = re.compile(rb"\\u00(?:6[45eE]|7[46]|49)")
+# "~" escaped: how a key could spell one of our bookkeeping names without a plain "~".
+_ESCAPED_TILDE: Final = re.compile(rb"\\u007[eE]")
 _worker_decoder: Final = msgspec.json.Decoder(Worker, strict=False)
 _DATA_PREFIX: Final = b'{"type":"data-'
 # The JSON keys each chunk type declares. Not ~eventId (the SSE id's, never the
@@ -81,7 +81,7 @@ def decode_event(sse: ServerSentEvent, index: int) -> Event:
     or a known chunk type has the wrong shape.
     """
     raw = sse.raw
-    if not raw.startswith(_DATA_PREFIX) and raw.find(_OUR_KEY) < 0:
+    if not raw.startswith(_DATA_PREFIX) and not _may_name_ours(raw):
         try:
             event: ChunkEvent = _chunk_decoder.decode(raw)
         except msgspec.DecodeError:
@@ -146,7 +146,7 @@ def decode_run(run: DataRun) -> list[Event] | None:
     :func:`decode_event` gives for each.
     """
     text = run.lines
-    if text.find(_OUR_KEY) >= 0:
+    if _may_name_ours(text):
         return None  # a key that would decode into our bookkeeping: one by one, kept whole
     events: list[Event]
     try:
@@ -162,25 +162,27 @@ def decode_run(run: DataRun) -> list[Event] | None:
     # Each event's id is the SSE id it came with, whatever its data says.
     if run.ids is not None:
         deque(map(setattr, events, repeat("event_id"), run.ids), maxlen=0)
-    elif run.id is not None or _may_name_event_id(text):
+    elif run.id is not None:
         for event in events:
             event.event_id = run.id
     return events
 
 
 _DATA_PART = b'"type":"data-'
-# Our bookkeeping fields' JSON names start with "~" ("~eventId", "~original"), so
-# that no chunk key decodes into them; a chunk that has such a key anyway takes the
-# generic path, which keeps it as an undeclared key. (It also finds `\"~` inside a
-# string: that chunk only takes the slower path.)
-_OUR_KEY = b'"~'
 
 
-def _may_name_event_id(text: bytes) -> bool:
-    """Whether JSON text may hold a key that decodes into ``event_id``."""
+def _may_name_ours(text: bytes) -> bool:
+    """Whether JSON text may hold a key that decodes into one of our bookkeeping fields
+    (``~eventId``, ``~original``), plainly or with its "~" escaped.
+
+    Their JSON names start with "~" so that no chunk key decodes into them; a chunk
+    that has such a key anyway takes the generic path, which keeps it as an
+    undeclared key. (A `\"~` inside a string is found too: that chunk only takes
+    the slower path.)
+    """
     # bytes.find, not `in`: `in` tries the needle as an int first, at the cost of an exception.
-    return text.find(b"eventId") >= 0 or (
-        text.find(b"\\u00") >= 0 and _ESCAPED_KEY_LETTER.search(text) is not None
+    return text.find(b'"~') >= 0 or (
+        text.find(b"\\u00") >= 0 and _ESCAPED_TILDE.search(text) is not None
     )
 
 

@@ -221,6 +221,7 @@ def test_absent_optional_fields_stay_absent_and_nulls_stay_null() -> None:
         b'{"type":"start","~eventId":"x"}',
         b'{"type":"text-delta","id":"t","delta":"x","~original":"e30="}',
         b'{"type":"text-delta","id":"t","delta":"\\"~ is only text here"}',
+        b'{"type":"text-delta","id":"t","delta":"x","\\u007eoriginal":"eHh4"}',
     ],
 )
 def test_a_chunk_cannot_write_our_bookkeeping(raw: bytes) -> None:
