@@ -90,11 +90,9 @@ class RetryPolicy:
         """
         if retry_after is not None and 0 < retry_after <= self.max_retry_after:
             return retry_after
-        if server_retry is not None:
-            if not 0 <= server_retry < math.inf:
-                server_retry = None  # not a wait: as if the field had not been sent
-            else:
-                server_retry = min(server_retry, self.max_retry_after)
+        if server_retry is not None and (server_retry := _wait(server_retry)) is not None:
+            # (not a wait: as if the field had not been sent)
+            server_retry = min(server_retry, self.max_retry_after)
         first = server_retry if server_retry is not None else self.initial_delay
         # The exponent is bounded: 2.0 ** 1024 overflows, and a loop without a count
         # (``retries=None``) may come that far.

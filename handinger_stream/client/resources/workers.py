@@ -16,7 +16,7 @@ from ...errors import APIResponseValidationError, InvalidRequestError, excerpt
 from ...protocol.wire import decode_worker
 from ...types.worker import Budget, EmailAddress, Worker
 from ...types.worker_template import DeleteWorkerResponse, Visibility, WorkerTemplate
-from ..base import AsyncAPIClient, Files, Headers
+from ..base import AsyncAPIClient, Files, Headers, _replay_path
 from ..download import FileDownload
 from ..paths import file_path, path_segment
 from ..stream import Checkpoint, WorkerStream
@@ -45,11 +45,6 @@ __all__ = ["SyncWorkers", "Workers"]
 def _segment(worker_id: str) -> str:
     """A worker id as one path segment (see :func:`path_segment`)."""
     return path_segment(worker_id, "worker_id")
-
-
-def _replay_path(worker_id: str) -> str:
-    """The worker's replay stream: every stored event, then live ones."""
-    return f"/api/workers/{_segment(worker_id)}?stream=true"
 
 
 def _checked_last_event_id(last_event_id: str | None) -> str | None:
