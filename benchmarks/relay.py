@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +49,26 @@ def _rss_bytes(pid: int) -> int:
 
 
 class _Reader(asyncio.Protocol):
-    """One SSE reader: counts events, keeps (receive time, send stamp) pairs."""
+    """One SSE reader: counts events, keeps (receive time, send stamp) pairs.
 
-    def __init__(self, request: bytes, done: asyncio.Future[None]) -> None:
+    ``marker``: how a line that counts an event begins (the relay's events each
+    have an ``id:``; a server passing the upstream's id-less events through has
+    only their ``data:`` lines to count).
+    """
+
+    def __init__(
+        self, request: bytes, done: asyncio.Future[None], marker: bytes = b"id: "
+    ) -> None:
         self.request = request
         self.done = done
+        self.marker = marker
         self.events = 0
         self.stamps: list[tuple[int, int]] = []  # (sent, received), in ns
         self.tail = b""
         self.complete = False
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.opened_ns = time.monotonic_ns()  # made just before its connection is opened
+        self.first_byte_ns: int | None = None  # when the response began (the join time)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -66,11 +76,13 @@ class _Reader(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
+        if self.first_byte_ns is None:
+            self.first_byte_ns = now
         # Only whole events: a stamp or an id split between two reads counts once.
         data = self.tail + data
         cut = data.rfind(b"\n\n") + 2
         whole, self.tail = data[:cut], data[cut:]
-        self.events += whole.count(b"\nid: ") + whole.startswith(b"id: ")
+        self.events += whole.count(b"\n" + self.marker) + whole.startswith(self.marker)
         if self.events and not self.started.done():
             self.started.set_result(None)
         self.stamps.extend((int(stamp), now) for stamp in _STAMP.findall(whole))
@@ -84,8 +96,9 @@ class _Reader(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _fan_out(port: int, readers: int, events: int, pace_ms: float) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
+def _chat_requests(port: int, events: int, pace_ms: float) -> tuple[bytes, bytes]:
+    """A new chat's ``POST /api/chat`` (its turn: the paced, stamped scenario) and the
+    ``GET /api/chat/{id}/stream`` that joins it."""
     chat = f"bench-{time.monotonic_ns()}"
     spec = f"n={events}&pace_ms={pace_ms}&stamp=1"
     body = json.dumps(
@@ -97,12 +110,18 @@ async def _fan_out(port: int, readers: int, events: int, pace_ms: float) -> dict
         b"POST /api/chat HTTP/1.1\r\nHost: %s\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n%s" % (host, len(body), body)
     )
+    get = b"GET /api/chat/%s/stream HTTP/1.1\r\nHost: %s\r\n\r\n" % (chat.encode(), host)
+    return post, get
+
+
+async def _fan_out(port: int, readers: int, events: int, pace_ms: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    post, get = _chat_requests(port, events, pace_ms)
     first_done: asyncio.Future[None] = loop.create_future()
     first = _Reader(post, first_done)
     await loop.create_connection(lambda: first, "127.0.0.1", port)
     # The turn has begun: now the readers join it. (A refusal never starts it: say so.)
     await asyncio.wait_for(first.started, 60)
-    get = b"GET /api/chat/%s/stream HTTP/1.1\r\nHost: %s\r\n\r\n" % (chat.encode(), host)
     opened: list[tuple[_Reader, asyncio.Future[None], asyncio.Transport]] = []
     for _ in range(readers):
         done: asyncio.Future[None] = loop.create_future()
@@ -170,7 +189,15 @@ def _start_relay(upstream: str, redis_url: str | None) -> tuple[subprocess.Popen
 
 
 @contextlib.contextmanager
-def _redis() -> Any:
+def _redis() -> Iterator[str]:
+    """A fresh redis-server for one run: its URL."""
+    with _redis_server() as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def _redis_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A fresh redis-server for one run: its URL and its process (whose CPU a run reads)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is needed for the RedisStore run")
@@ -182,13 +209,14 @@ def _redis() -> Any:
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", directory],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         for _ in range(200):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 break
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process
     finally:
         process.terminate()
         process.wait(10)
