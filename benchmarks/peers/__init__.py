@@ -1,0 +1,1 @@
+"""The peers of the fan-out benchmark (``benchmarks/fanout.py``)."""
