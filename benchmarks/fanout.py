@@ -1,0 +1,334 @@
+"""One turn fanned out to many SSE readers by four systems, side by side in one run.
+
+``python -m benchmarks fanout [--readers 1000] [--events 2000] [--pace-ms 5]
+[--join before|during] [--systems relay-memory relay-redis resumable minimal] [--save]``
+
+The systems, each in processes of its own, started afresh for its run:
+
+- ``relay-memory``: ``handinger-stream relay`` on its MemoryStore (as ``relay.py`` starts it);
+- ``relay-redis``: the same with ``--redis``, on a redis-server started for the run;
+- ``resumable``: Vercel's resumable-stream 2.2.13 in a small Node server
+  (``peers/resumable/server.mjs``, the npm ``redis`` client) on a redis-server of its own;
+- ``minimal``: a minimal aiohttp fan-out (``peers/fanout_minimal.py``): one upstream read,
+  a queue per reader, nothing stored, so a joiner gets only what follows its joining.
+
+All read the same upstream: the benchmark server (``server.py``, one process for the
+whole run) streaming one turn of ``events`` text deltas one per ``pace_ms``, each
+stamped with ``time.monotonic_ns()`` at sending. This process is the load generator:
+it posts the turn (``POST /api/chat``) and opens the readers (``GET
+/api/chat/{id}/stream``) on raw asyncio sockets (``relay.py``'s ``_Reader``), either
+all at once as soon as the turn has begun (``before``: before the deltas have gone
+far) or spread over the first half of the turn (``during``).
+
+Reported per system: whether every reader got the whole turn once and in order,
+and whether each got every event from its joining point on; lag (receipt less
+stamp) p50/p99 over the events sent once every reader was connected
+(``before``) or once that reader was (``during``), and over the first and last
+tenth of the turn's deltas (does lag grow with the turn?); CPU time of each
+server process (``/proc/PID/stat``) per event delivered to a reader; the join
+time (from opening the first reader until every reader had its first byte) and
+each reader's own wait for it; the servers' memory per reader (peak resident
+set with the readers connected, less before them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .relay import (
+    ROOT,
+    _chat_requests,
+    _drain,
+    _given,
+    _percentile,
+    _Reader,
+    _redis_server,
+    _rss_bytes,
+    _start_relay,
+)
+from .suite import replay_server, server_cpu
+
+SYSTEMS = ("relay-memory", "relay-redis", "resumable", "minimal")
+RESUMABLE = ROOT / "benchmarks" / "peers" / "resumable"
+# The peers pass the upstream's id-less events through: every system's events have a data line.
+DATA = b"data: "
+# Events after the last delta: text-end, finish and [DONE] (server.py's Shape.tail).
+TAIL = 3
+# A reader that has received nothing for this long is reported, not waited for.
+IDLE_S = 30.0
+# A peer prints its port on stdout; its stderr is drained (a full pipe would block it).
+_PIPES: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+
+
+@dataclass
+class _Serving:
+    """One system, serving: where, and its processes by role (whose CPU and memory count)."""
+
+    port: int
+    processes: dict[str, subprocess.Popen[str]]
+    said: list[str]  # their stderr: warnings, errors
+
+
+def _port(process: subprocess.Popen[str]) -> int:
+    """The port a peer printed as its first line, ``{"port": N}``."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait(10)
+        assert process.stderr is not None
+        raise RuntimeError(f"{process.args!r} did not start: {process.stderr.read()[-2000:]}")
+    return int(json.loads(line)["port"])
+
+
+def _npm_ci() -> None:
+    """resumable-stream's locked packages, installed the first time they are wanted."""
+    if (RESUMABLE / "node_modules" / ".package-lock.json").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise RuntimeError("node and npm are needed for the resumable-stream run")
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=RESUMABLE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"npm ci in {RESUMABLE} failed: {done.stderr[-2000:]}")
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def _serving(system: str, upstream: str) -> Iterator[_Serving]:
+    with contextlib.ExitStack() as stack:
+        redis: dict[str, subprocess.Popen[str]] = {}
+        redis_url = ""
+        if system in ("relay-redis", "resumable"):
+            redis_url, redis["redis-server"] = stack.enter_context(_redis_server())
+        process: subprocess.Popen[str]
+        if system in ("relay-memory", "relay-redis"):
+            process, port = _start_relay(upstream, redis_url or None)
+            role = "relay"
+        elif system == "resumable":
+            _npm_ci()
+            env = {**os.environ, "UPSTREAM": upstream, "REDIS_URL": redis_url, "PORT": "0"}
+            process = subprocess.Popen(["node", "server.mjs"], cwd=RESUMABLE, env=env, **_PIPES)
+            port, role = _port(process), "node"
+        elif system == "minimal":
+            module = "benchmarks.peers.fanout_minimal"
+            process = subprocess.Popen(
+                [sys.executable, "-m", module, "--upstream", upstream], cwd=ROOT, **_PIPES
+            )
+            port, role = _port(process), "server"
+        else:
+            raise ValueError(f"no system {system!r}: one of {', '.join(SYSTEMS)}")
+        stack.callback(_stop, process)  # before the redis-server (the stack unwinds backwards)
+        said: list[str] = []
+        # Keep reading its stderr: a full pipe would block the server mid-run.
+        threading.Thread(target=_drain, args=(process.stderr, said), daemon=True).start()
+        yield _Serving(port, {role: process, **redis}, said)
+
+
+async def _until_done(readers: list[_Reader]) -> None:
+    """Until every reader has its turn's end, or none has received anything for IDLE_S
+    (a reader refused, or stalled, shows in the figures; waiting for it would not end)."""
+    loop = asyncio.get_running_loop()
+    seen, quiet_since = -1, loop.time()
+    while not all(reader.done.done() for reader in readers):
+        await asyncio.sleep(0.5)
+        now_seen = sum(reader.events for reader in readers)
+        if now_seen != seen:
+            seen, quiet_since = now_seen, loop.time()
+        elif loop.time() - quiet_since > IDLE_S:
+            return
+
+
+async def _fan_out(
+    port: int, readers: int, events: int, pace_ms: float, join: str
+) -> tuple[_Reader, list[tuple[_Reader, int]], int]:
+    """Post the turn and open the readers: the poster, each reader with the time its
+    connection opened, and the time the last one did (in ns)."""
+    loop = asyncio.get_running_loop()
+    post, get = _chat_requests(port, events, pace_ms)
+    poster = _Reader(post, loop.create_future(), DATA)
+    posted, _ = await loop.create_connection(_given(poster), "127.0.0.1", port)
+    await asyncio.wait_for(poster.started, 60)  # the turn has begun (a refusal never starts it)
+    spread = events * pace_ms / 1000 / 2 if join == "during" else 0.0
+    begun = loop.time()
+    opened: list[tuple[_Reader, int]] = []
+    transports = [posted]
+    for i in range(readers):
+        delay = begun + spread * i / readers - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        reader = _Reader(get, loop.create_future(), DATA)
+        transport, _ = await loop.create_connection(_given(reader), "127.0.0.1", port)
+        opened.append((reader, time.monotonic_ns()))
+        transports.append(transport)
+    connected_ns = time.monotonic_ns()
+    await _until_done([poster, *(reader for reader, _ in opened)])
+    for each in transports:
+        each.close()
+    return poster, opened, connected_ns
+
+
+def _figures(
+    poster: _Reader, opened: list[tuple[_Reader, int]], connected_ns: int, join: str
+) -> dict[str, Any]:
+    """What the readers got, against what the poster (who gets every system's whole turn) got."""
+    turn = [sent for sent, _ in poster.stamps]
+    n = len(turn)
+    first_tenth = turn[n // 10] if n >= 10 else 0
+    last_tenth = turn[n - n // 10] if n >= 10 else 0
+    lags: list[int] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    whole = gapless = 0
+    missed: list[int] = []
+    waits: list[int] = []
+    for reader, connected in opened:
+        sent = [s for s, _ in reader.stamps]
+        k = len(sent)
+        # The turn's deltas from some point on, each once and in order, then its end.
+        suffix = reader.complete and sent == turn[n - k :] and k + TAIL <= reader.events
+        gapless += suffix and reader.events <= poster.events
+        whole += reader.complete and sent == turn and reader.events == poster.events
+        # Deltas sent once its connection was open that it never got (a late join's loss).
+        missed.append(max(0, (n - k) - bisect.bisect_left(turn, connected)))
+        if reader.first_byte_ns is not None:
+            waits.append(reader.first_byte_ns - reader.opened_ns)
+        since = connected_ns if join == "before" else connected
+        for s, received in reader.stamps:
+            if s >= since:
+                lag = received - s
+                lags.append(lag)
+                if s < first_tenth:
+                    firsts.append(lag)
+                elif s >= last_tenth:
+                    lasts.append(lag)
+    readers = len(opened)
+    first_bytes = [r.first_byte_ns for r, _ in opened if r.first_byte_ns is not None]
+    return {
+        "expected_events": poster.events,
+        "every_reader_got_every_event": whole == readers,
+        "readers_whole_turn": whole,
+        "every_reader_got_every_event_from_join": gapless == readers,
+        "readers_gapless_from_join": gapless,
+        "readers_complete": sum(r.complete for r, _ in opened),
+        "readers_missing_events_sent_after_connecting": sum(m > 0 for m in missed),
+        "events_missed_after_connecting_max": max(missed, default=0),
+        "delivered_events": sum(r.events for r, _ in opened),
+        "lag_ms_p50": _percentile(lags, 50),
+        "lag_ms_p99": _percentile(lags, 99),
+        "lag_ms_first_tenth_p50": _percentile(firsts, 50),
+        "lag_ms_first_tenth_p99": _percentile(firsts, 99),
+        "lag_ms_last_tenth_p50": _percentile(lasts, 50),
+        "lag_ms_last_tenth_p99": _percentile(lasts, 99),
+        "join_s": (
+            round((max(first_bytes) - opened[0][0].opened_ns) / 1e9, 3)
+            if first_bytes and len(first_bytes) == readers
+            else None
+        ),
+        "readers_without_a_response": readers - len(first_bytes),
+        "join_wait_ms_p50": _percentile(waits, 50),
+        "join_wait_ms_p99": _percentile(waits, 99),
+    }
+
+
+def _measure(
+    system: str, upstream: str, readers: int, events: int, pace_ms: float, join: str
+) -> dict[str, Any]:
+    print(f"# fanout: {system}, {readers} readers, join {join}", file=sys.stderr, flush=True)
+    with _serving(system, upstream) as serving:
+        processes = serving.processes
+        time.sleep(0.5)
+        rss_before = {role: _rss_bytes(p.pid) for role, p in processes.items()}
+        cpu_before = {role: server_cpu(p) for role, p in processes.items()}
+        peak = dict(rss_before)
+
+        async def run() -> tuple[_Reader, list[tuple[_Reader, int]], int]:
+            async def sample() -> None:
+                while True:
+                    for role, p in processes.items():
+                        peak[role] = max(peak[role], _rss_bytes(p.pid))
+                    await asyncio.sleep(0.2)
+
+            sampler = asyncio.ensure_future(sample())
+            try:
+                return await _fan_out(serving.port, readers, events, pace_ms, join)
+            finally:
+                sampler.cancel()
+
+        poster, opened, connected_ns = asyncio.run(run())
+        cpu = {role: server_cpu(p) - cpu_before[role] for role, p in processes.items()}
+    result = {"system": system, "readers": readers, **_figures(poster, opened, connected_ns, join)}
+    delivered = result["delivered_events"]
+    per_event = {
+        role: round(seconds / delivered * 1e6, 3) if delivered else None
+        for role, seconds in cpu.items()
+    }
+    total = sum(cpu.values())
+    result.update(
+        cpu_s={role: round(seconds, 3) for role, seconds in cpu.items()},
+        cpu_us_per_delivered_event=per_event,
+        cpu_us_per_delivered_event_total=round(total / delivered * 1e6, 3) if delivered else None,
+        memory_kib_per_reader={
+            role: round((peak[role] - rss_before[role]) / readers / 1024, 1) for role in processes
+        },
+        memory_kib_per_reader_total=round(
+            sum(peak[r] - rss_before[r] for r in processes) / readers / 1024, 1
+        ),
+        said=serving.said[:5],  # warnings, errors, if any
+    )
+    return result
+
+
+def run(
+    readers: int = 1000,
+    events: int = 2000,
+    pace_ms: float = 5.0,
+    join: str = "before",
+    systems: tuple[str, ...] = SYSTEMS,
+) -> dict[str, Any]:
+    """Measure each system in turn on one upstream server; the results as a dict."""
+    if join not in ("before", "during"):
+        raise ValueError("join is before or during")
+    with replay_server() as (upstream, server):
+        cpu0 = server_cpu(server)
+        results = [_measure(s, upstream, readers, events, pace_ms, join) for s in systems]
+        upstream_cpu = server_cpu(server) - cpu0
+    return {
+        "readers": readers,
+        "events": events,
+        "pace_ms": pace_ms,
+        "join": join,
+        "upstream_cpu_s": round(upstream_cpu, 3),
+        "results": results,
+    }
+
+
+def label(figures: dict[str, Any]) -> str:
+    """The key a run is saved under in ``results.json``'s ``fanout``: one per mode."""
+    return f"{figures['readers']:,} readers, {figures['events']:,} events, join {figures['join']}"
