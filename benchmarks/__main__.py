@@ -1,8 +1,9 @@
-"""``python -m benchmarks all | smoke | report | fold | concurrency | watch | relay | relay-ws``.
+"""``python -m benchmarks all | smoke | report | fold | concurrency | watch | relay | relay-ws
+| fanout``.
 
-See ``benchmarks/README.md``. ``watch --save``, ``relay --save`` and ``relay-ws --save``
-merge their figures into ``benchmarks/results.json`` (``all`` keeps them) and re-render
-the docs.
+See ``benchmarks/README.md``. ``watch --save``, ``relay --save``, ``relay-ws --save`` and
+``fanout --save`` merge their figures into ``benchmarks/results.json`` (``all`` keeps them)
+and re-render the docs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .suite import add_concurrency, run_all
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.json"
 RELAY_STORES = ["memory", "redis"]
-SEPARATE = ("watch", "relay", "relay_ws")  # scenarios with commands of their own
+SEPARATE = ("watch", "relay", "relay_ws", "fanout")  # scenarios with commands of their own
 
 
 def _render(result: dict[str, Any], docs: Path) -> Path:
@@ -47,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(
         "command",
-        choices=["all", "smoke", "report", "fold", "concurrency", "relay", "relay-ws"],
+        choices=["all", "smoke", "report", "fold", "concurrency", "relay", "relay-ws", "fanout"],
     )
     parser.add_argument(
         "--consumers", nargs="*", help="concurrency: the consumers to (re)measure and merge"
@@ -58,12 +59,30 @@ def main() -> None:
     parser.add_argument(
         "--readers", type=int, default=1000, help="relay: SSE readers; relay-ws: per transport"
     )
-    parser.add_argument("--events", type=int, default=2000, help="relay: events in the turn")
+    parser.add_argument(
+        "--events", type=int, default=2000, help="relay, fanout: events in the turn"
+    )
+    parser.add_argument(
+        "--pace-ms", type=float, default=5.0, help="fanout: milliseconds between events"
+    )
+    parser.add_argument(
+        "--join",
+        choices=["before", "during"],
+        default="before",
+        help="fanout: the readers join as the turn begins, or spread over its first half",
+    )
+    parser.add_argument(
+        "--systems",
+        nargs="*",
+        help="fanout: relay-memory relay-redis resumable minimal (default: all four)",
+    )
     parser.add_argument(
         "--stores", nargs="*", help="relay: stores (memory redis); relay-ws: (memory)"
     )
     parser.add_argument(
-        "--save", action="store_true", help="relay: merge into results.json and re-render the docs"
+        "--save",
+        action="store_true",
+        help="relay, relay-ws, fanout: merge into results.json and re-render the docs",
     )
     args = parser.parse_args()
     if args.command == "relay":
@@ -80,6 +99,16 @@ def main() -> None:
         print(json.dumps(both, indent=2))
         if args.save:
             _save("relay_ws", both)
+    elif args.command == "fanout":
+        from . import fanout
+
+        systems = tuple(args.systems or fanout.SYSTEMS)
+        fanned = fanout.run(args.readers, args.events, args.pace_ms, args.join, systems)
+        print(json.dumps(fanned, indent=2))
+        if args.save:
+            # One entry per mode (readers, events, join): a run replaces its own mode's.
+            before = json.loads(RESULTS.read_text(encoding="utf-8")).get("fanout", {})
+            _save("fanout", {**before, fanout.label(fanned): fanned})
     elif args.command == "fold":
         print(json.dumps(fold.run(args.n), indent=2))
     elif args.command == "smoke":

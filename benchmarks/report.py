@@ -266,6 +266,147 @@ def relay_section(relay: dict[str, Any]) -> list[str]:
     return out
 
 
+OURS_FANOUT = ("relay-memory", "relay-redis")
+
+
+def _split(by_process: dict[str, float | None], total: float | None) -> str:
+    """``relay 5.1 + redis-server 3.2 = 8.3``: each server process's share, then their sum."""
+    if total is None:
+        return "–"
+    if len(by_process) == 1:
+        return f"{total:,.1f}"
+    parts = " + ".join(f"{role} {value or 0:,.1f}" for role, value in by_process.items())
+    return f"{parts} = {total:,.1f}"
+
+
+def fanout_section(fanout: dict[str, Any]) -> list[str]:
+    """``python -m benchmarks fanout --save``: four systems fanning one turn out, per mode."""
+    out = [
+        "",
+        "## Relay fan-out, four systems (`python -m benchmarks fanout`)",
+        "",
+        "One upstream turn (text deltas, each stamped when sent) fanned out to SSE readers on "
+        "loopback by four systems, each in processes of its own, one after the other in one run "
+        "on one upstream server, with the load generator (raw asyncio sockets) in a process "
+        "of its own: the relay on its MemoryStore (`relay-memory`) and on a RedisStore "
+        "(`relay-redis`); Vercel's resumable-stream 2.2.13 in a small Node server on the npm "
+        "`redis` client (`resumable`, `benchmarks/peers/resumable/`); a minimal aiohttp "
+        "fan-out with one upstream read, a queue per reader and nothing stored (`minimal`, "
+        "`benchmarks/peers/fanout_minimal.py`). Both Redis systems get a fresh redis-server "
+        "of the same binary.",
+        "",
+        "*Whole turn*: readers that got every event of the turn once, in order. *From "
+        "join*: readers that got every event from the point they joined on, once, in order "
+        "(the relay and resumable-stream replay a joiner the turn from its start; the "
+        "minimal fan-out has no history, so a joiner gets only what follows: its whole-turn "
+        "count is low by design). *Missed*: readers lacking deltas sent after their "
+        "connection was open (the largest loss in brackets). Lag: receipt less stamp, over "
+        "the deltas sent once every reader was connected (join before) or once that reader "
+        "was (join during); then over the first and last tenth of the turn's deltas. CPU: "
+        "each server process's time (`/proc/PID/stat`) per event delivered to a reader. "
+        "Join: from opening the first reader until every reader had its first byte, and "
+        "each reader's own wait for it (p99; with join during, the join time includes the "
+        "spread of the joins over half the turn). Memory: the servers' peak resident set with "
+        "the readers connected, less before, per reader.",
+        "",
+        "![fan-out lag and CPU](fanout.png)",
+    ]
+    for key, run in fanout.items():
+        joined = (
+            "the readers joined as the turn began (as fast as they could be opened)"
+            if run["join"] == "before"
+            else "the readers joined spread over the first half of the turn"
+        )
+        out += [
+            "",
+            f"### {key}",
+            "",
+            f"{run['readers']:,} readers, {run['events']:,} deltas one per {run['pace_ms']:g} "
+            f"ms; {joined}. The upstream server used {run['upstream_cpu_s']:.1f} s of CPU "
+            "over the four runs.",
+            "",
+            "| system | whole turn | from join | missed | lag p50 ms | lag p99 ms | "
+            "p50 / p99 first tenth ms | p50 / p99 last tenth ms | CPU µs per delivered event | "
+            "join s | join wait p99 ms | memory KiB per reader |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
+        ]
+        for r in run["results"]:
+            readers = r["readers"]
+            missed = r["readers_missing_events_sent_after_connecting"]
+            join_s = "–" if r["join_s"] is None else f"{r['join_s']:.2f}"
+            memory: dict[str, float | None] = dict(r["memory_kib_per_reader"])
+            out.append(
+                f"| {r['system']} | {r['readers_whole_turn']:,} of {readers:,} | "
+                f"{r['readers_gapless_from_join']:,} | "
+                f"{missed:,}"
+                + (f" ({r['events_missed_after_connecting_max']})" if missed else "")
+                + f" | {_ms(r['lag_ms_p50'])} | {_ms(r['lag_ms_p99'])} | "
+                f"{_ms(r['lag_ms_first_tenth_p50'])} / {_ms(r['lag_ms_first_tenth_p99'])} | "
+                f"{_ms(r['lag_ms_last_tenth_p50'])} / {_ms(r['lag_ms_last_tenth_p99'])} | "
+                f"{_split(r['cpu_us_per_delivered_event'], r['cpu_us_per_delivered_event_total'])}"
+                f" | {join_s} | {_ms(r['join_wait_ms_p99'])} | "
+                f"{_split(memory, r['memory_kib_per_reader_total'])} |"
+            )
+    return out
+
+
+def fanout_chart(fanout: dict[str, Any], path: Path) -> None:
+    """Per mode, lag p50/p99 and CPU per delivered event (stacked by process) per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(fanout.items())
+    fig, axes = plt.subplots(len(runs), 2, figsize=(14, 3.2 * len(runs)), squeeze=False)
+    for (key, run), (lag_ax, cpu_ax) in zip(runs, axes, strict=True):
+        results = run["results"]
+        names = [r["system"] for r in results]
+        colours = ["#1f77b4" if n in OURS_FANOUT else "#ff7f0e" for n in names]
+        rows = range(len(names))
+        for q, height, shade in (("p99", 0.8, 0.45), ("p50", 0.4, 1.0)):
+            values = [r[f"lag_ms_{q}"] or 0 for r in results]
+            bars = lag_ax.barh(rows, values, height=height, color=colours, alpha=shade)
+            if q == "p99":
+                for bar, value in zip(bars, values, strict=True):
+                    lag_ax.text(
+                        value,
+                        bar.get_y() + bar.get_height() / 2,
+                        f" p99 {value:,.1f}" if value < 10 else f" p99 {value:,.0f}",
+                        va="center",
+                        fontsize=8,
+                    )
+        lag_ax.set_yticks(list(rows), names)
+        lag_ax.set_xscale("log")
+        lag_ax.set_xlim(right=max(r["lag_ms_p99"] or 1 for r in results) * 4)  # room for labels
+        lag_ax.invert_yaxis()
+        lag_ax.set_title(f"{key}: lag ms, p50 (dark) and p99 (log scale)", fontsize=10)
+        left = [0.0] * len(names)
+        roles = {role for r in results for role in r["cpu_us_per_delivered_event"]}
+        for role in sorted(roles, key=lambda role: role == "redis-server"):
+            values = [r["cpu_us_per_delivered_event"].get(role) or 0.0 for r in results]
+            redis = role == "redis-server"
+            cpu_ax.barh(
+                rows,
+                values,
+                left=left,
+                color="#999999" if redis else colours,
+                label="redis-server" if redis else None,
+            )
+            left = [a + b for a, b in zip(left, values, strict=True)]
+        for row, total in zip(rows, left, strict=True):
+            cpu_ax.text(total, row, f" {total:,.1f}", va="center", fontsize=8)
+        cpu_ax.set_xlim(0, max(left) * 1.15 or 1)  # room for the totals
+        cpu_ax.set_yticks(list(rows), names)
+        cpu_ax.invert_yaxis()
+        cpu_ax.set_title(f"{key}: server CPU µs per delivered event", fontsize=10)
+        if "redis-server" in roles:
+            cpu_ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 BY_HAND = "<!-- measured by hand below this line: a re-render keeps it -->\n"
 
 
@@ -327,8 +468,12 @@ def render(result: dict[str, Any], docs: Path) -> Path:
         from .relay_ws import section
 
         out += section(result["relay_ws"])
+    if result.get("fanout"):
+        out += fanout_section(result["fanout"])
     docs.mkdir(parents=True, exist_ok=True)
     chart(result, docs / "benchmarks.png")
+    if result.get("fanout"):
+        fanout_chart(result["fanout"], docs / "fanout.png")
     target = docs / "benchmarks.md"
     # Figures measured by hand (a script of their own, not the suite) sit after the
     # marker: a re-render keeps them.
