@@ -28,7 +28,9 @@ tenth of the turn's deltas (does lag grow with the turn?); CPU time of each
 server process (``/proc/PID/stat``) per event delivered to a reader; the join
 time (from opening the first reader until every reader had its first byte) and
 each reader's own wait for it; the servers' memory per reader (peak resident
-set with the readers connected, less before them).
+set with the readers connected, less before them). The machine is shared: the
+cores' busy time (``/proc/stat``) that none of the benchmark's processes account
+for is reported too, as a share of a core.
 """
 
 from __future__ import annotations
@@ -257,15 +259,37 @@ def _figures(
     }
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds all cores have been busy since boot (``/proc/stat``), whoever used them."""
+    with open("/proc/stat") as stat:
+        fields = [int(f) for f in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _measure(
-    system: str, upstream: str, readers: int, events: int, pace_ms: float, join: str
+    system: str,
+    upstream: tuple[str, subprocess.Popen[str]],
+    readers: int,
+    events: int,
+    pace_ms: float,
+    join: str,
 ) -> dict[str, Any]:
     print(f"# fanout: {system}, {readers} readers, join {join}", file=sys.stderr, flush=True)
-    with _serving(system, upstream) as serving:
+    url, server = upstream
+    with _serving(system, url) as serving:
         processes = serving.processes
         time.sleep(0.5)
         rss_before = {role: _rss_bytes(p.pid) for role, p in processes.items()}
         cpu_before = {role: server_cpu(p) for role, p in processes.items()}
+        # The machine is shared: what else ran during the measurement is reported beside it.
+        ours_before = _own_cpu_s() + server_cpu(server)
+        busy_before, wall_before = _machine_busy_s(), time.monotonic()
         peak = dict(rss_before)
 
         async def run() -> tuple[_Reader, list[tuple[_Reader, int]], int]:
@@ -283,6 +307,9 @@ def _measure(
 
         poster, opened, connected_ns = asyncio.run(run())
         cpu = {role: server_cpu(p) - cpu_before[role] for role, p in processes.items()}
+        wall = time.monotonic() - wall_before
+        busy = _machine_busy_s() - busy_before
+        ours = _own_cpu_s() + server_cpu(server) - ours_before + sum(cpu.values())
     result = {"system": system, "readers": readers, **_figures(poster, opened, connected_ns, join)}
     delivered = result["delivered_events"]
     per_event = {
@@ -300,6 +327,10 @@ def _measure(
         memory_kib_per_reader_total=round(
             sum(peak[r] - rss_before[r] for r in processes) / readers / 1024, 1
         ),
+        wall_s=round(wall, 1),
+        load_generator_and_upstream_cpu_s=round(ours - sum(cpu.values()), 2),
+        # Busy time of the machine's cores the benchmark's processes do not account for.
+        other_cpu_share_of_a_core=round(max(0.0, busy - ours) / wall, 2),
         said=serving.said[:5],  # warnings, errors, if any
     )
     return result
@@ -315,7 +346,8 @@ def run(
     """Measure each system in turn on one upstream server; the results as a dict."""
     if join not in ("before", "during"):
         raise ValueError("join is before or during")
-    with replay_server() as (upstream, server):
+    with replay_server() as upstream:
+        server = upstream[1]
         cpu0 = server_cpu(server)
         results = [_measure(s, upstream, readers, events, pace_ms, join) for s in systems]
         upstream_cpu = server_cpu(server) - cpu0

@@ -273,10 +273,19 @@ def _split(by_process: dict[str, float | None], total: float | None) -> str:
     """``relay 5.1 + redis-server 3.2 = 8.3``: each server process's share, then their sum."""
     if total is None:
         return "–"
+
+    def fmt(value: float) -> str:
+        return f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
+
     if len(by_process) == 1:
-        return f"{total:,.1f}"
-    parts = " + ".join(f"{role} {value or 0:,.1f}" for role, value in by_process.items())
-    return f"{parts} = {total:,.1f}"
+        return fmt(total)
+    parts = " + ".join(f"{role} {fmt(value or 0)}" for role, value in by_process.items())
+    return f"{parts} = {fmt(total)}"
+
+
+def _other(result: dict[str, Any]) -> str:
+    share = result.get("other_cpu_share_of_a_core")
+    return "–" if share is None else f"{share:.2f}"
 
 
 def fanout_section(fanout: dict[str, Any]) -> list[str]:
@@ -307,7 +316,9 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
         "Join: from opening the first reader until every reader had its first byte, and "
         "each reader's own wait for it (p99; with join during, the join time includes the "
         "spread of the joins over half the turn). Memory: the servers' peak resident set with "
-        "the readers connected, less before, per reader.",
+        "the readers connected, less before, per reader. *Other load*: the cores' busy time "
+        "during the system's run that none of the benchmark's processes account for, in "
+        "cores (the machine is shared).",
         "",
         "![fan-out lag and CPU](fanout.png)",
     ]
@@ -327,8 +338,8 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
             "",
             "| system | whole turn | from join | missed | lag p50 ms | lag p99 ms | "
             "p50 / p99 first tenth ms | p50 / p99 last tenth ms | CPU µs per delivered event | "
-            "join s | join wait p99 ms | memory KiB per reader |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |",
+            "join s | join wait p99 ms | memory KiB per reader | other load |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
         ]
         for r in run["results"]:
             readers = r["readers"]
@@ -345,7 +356,8 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
                 f"{_ms(r['lag_ms_last_tenth_p50'])} / {_ms(r['lag_ms_last_tenth_p99'])} | "
                 f"{_split(r['cpu_us_per_delivered_event'], r['cpu_us_per_delivered_event_total'])}"
                 f" | {join_s} | {_ms(r['join_wait_ms_p99'])} | "
-                f"{_split(memory, r['memory_kib_per_reader_total'])} |"
+                f"{_split(memory, r['memory_kib_per_reader_total'])} | "
+                f"{_other(r)} |"
             )
     return out
 
