@@ -16,9 +16,14 @@ interleaved:
 
 Both open their streams the same way (a POST each; the server gives every
 stream one worker id, so each stream is made with its own id), and both
-measure lag (receive minus send) where the consumer gets the event. The
-targets: every event delivered once, lag p50 <= 50 ms, and the watch's CPU
-per event within 1.2x of ``streams``.
+measure lag (receive minus send) where the consumer gets the event.
+
+The machine is shared, so absolute figures drift from minute to minute; what
+is compared is each round's pair (the two consumers one after the other,
+their order alternating from round to round): ``ratios`` are watch / streams
+for lag p50, lag p99 and CPU per event, per round and their median. The
+targets: every event delivered once, lag p50 and p99 within 1.2x of
+``streams``, CPU per event within 1.05x.
 """
 
 from __future__ import annotations
@@ -146,13 +151,17 @@ def scenario(*, workers: int, events: int, pace_ms: float, rounds: int) -> dict[
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONSUMERS}
     server_share: list[float] = []
     with replay_server() as (base_url, server):
-        for _ in range(rounds):
-            for consumer in CONSUMERS:
+        for r in range(rounds):
+            # Alternating which goes first: neither always gets the fresher (or busier) minute.
+            for consumer in CONSUMERS if r % 2 == 0 else CONSUMERS[::-1]:
                 cpu0, t0 = server_cpu(server), time.perf_counter()
                 result = measure(consumer, base_url, spec, workers)
                 server_share.append((server_cpu(server) - cpu0) / (time.perf_counter() - t0))
                 runs[consumer].append(result)
                 print(f"  {consumer:8} {json.dumps(result)}", file=sys.stderr, flush=True)
+            pair = _ratios(runs["watch"][-1], runs["streams"][-1])
+            if pair:
+                print(f"  round {r + 1}: watch/streams {json.dumps(pair)}", file=sys.stderr)
     summary: dict[str, Any] = {
         "spec": spec,
         "workers": workers,
@@ -176,15 +185,35 @@ def scenario(*, workers: int, events: int, pace_ms: float, rounds: int) -> dict[
             "peak_rss_mib": statistics.median(r["peak_rss_kib"] for r in ok) / 1024,
         }
     body = summary["consumers"]
-    if all("failed" not in body[c] for c in CONSUMERS):
-        ratio = body["watch"]["cpu_us_per_event"] / body["streams"]["cpu_us_per_event"]
+    paired = zip(runs["watch"], runs["streams"], strict=True)
+    pairs = [p for w, s in paired if (p := _ratios(w, s))]
+    if all("failed" not in body[c] for c in CONSUMERS) and pairs:
+        # The median of the rounds' own ratios: each pair ran within a minute of each other.
+        ratios = {key: statistics.median(p[key] for p in pairs) for key in pairs[0]}
+        summary["ratios"] = {"median": ratios, "rounds": pairs}
         summary["targets"] = {
             "every event delivered once": body["watch"]["every_event_once"],
-            "lag p50 <= 50 ms": body["watch"]["lag_p50_ms"] <= 50,
-            "CPU per event within 1.2x of one WorkerStream each": ratio <= 1.2,
+            "lag p50 within 1.2x of one WorkerStream each": ratios["lag_p50"] <= 1.2,
+            "lag p99 within 1.2x of one WorkerStream each": ratios["lag_p99"] <= 1.2,
+            "CPU per event within 1.05x of one WorkerStream each": ratios["cpu"] <= 1.05,
         }
-        summary["cpu_ratio"] = ratio
+        summary["cpu_ratio"] = ratios["cpu"]
     return summary
+
+
+def _ratios(watch: dict[str, Any], streams: dict[str, Any]) -> dict[str, float]:
+    """One round's watch / streams: lag p50, lag p99, CPU per event ({} if either failed)."""
+    if "failed" in watch or "failed" in streams:
+        return {}
+
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 3) if b > 0 else float("inf")
+
+    return {
+        "lag_p50": ratio(watch["lag_ms"]["p50"], streams["lag_ms"]["p50"]),
+        "lag_p99": ratio(watch["lag_ms"]["p99"], streams["lag_ms"]["p99"]),
+        "cpu": ratio(watch["cpu_us_per_event"], streams["cpu_us_per_event"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
