@@ -34,16 +34,19 @@ per worker stays its snapshot plus the events of one read.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Generic, Literal, Protocol, TypeVar
 
 import anyio
+import sniffio
 from anyio.abc import TaskGroup
 
 from ..errors import APIStatusError, HandingerError, InvalidRequestError, NotFoundError
 from ..protocol.cursor import ReplayCursor
+from ..protocol.handover import Handover
 from ..protocol.retry import RetryPolicy
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.task import Task, TaskTrigger
@@ -259,6 +262,7 @@ class _Watched:
         "finished",
         "frozen",
         "given",
+        "handover",
         "id",
         "kind",
         "only",
@@ -280,10 +284,13 @@ class _Watched:
         self.kind = kind
         self.stream = stream
         self.events: AsyncIterator[Event] | None = None  # the consumer's iterator over it
+        # ... and the stream's core, whose ready events the consumer takes by index.
+        self.handover: Handover | None = None
         self.given = stream is not None  # opened by the caller, not by the watch
         self.stage: Stage = "waiting"
         self.ready = 0  # events the consumer may take from the stream without waiting
-        self.drained: anyio.Event | None = None  # set when the consumer took them all
+        # Set when the consumer took them all: a bare future under asyncio (see _pump).
+        self.drained: asyncio.Future[None] | anyio.Event | None = None
         self.scope: anyio.CancelScope | None = None
         self.removed = False
         self.finished = False  # the consumer has taken its end
@@ -348,7 +355,12 @@ class _Watched:
         """Nothing more is to be taken of what the reader handed over: let it read again."""
         self.ready = 0
         drained, self.drained = self.drained, None
-        if drained is not None:
+        if drained is None:
+            return
+        if isinstance(drained, asyncio.Future):
+            if not drained.done():  # (cancelled when its reader was)
+                drained.set_result(None)
+        else:
             drained.set()
 
 
@@ -410,7 +422,8 @@ class Watch:
         # items, and ends: at most one of each per worker.
         self._queue: deque[_Watched | LiveEvent[_Watched] | _End] = deque()
         self._current: _Watched | None = None  # the worker whose events are being taken
-        self._events: AsyncIterator[Event] | None = None  # ... from its stream, by this
+        # Under asyncio, the loop that makes the readers' hand-back futures (see _pump).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._turn = 0  # how many more of its events before the next worker's turn
         self._waiting: deque[_Watched] = deque()  # ids waiting for a connection slot
         self._open = 0  # connections being read: given streams and opened ids
@@ -636,12 +649,21 @@ class Watch:
         """
         queue = self._queue
         w.events = stream.__aiter__()
+        w.handover = stream._handover
+        loop = self._loop
         while n := await stream.ready():
             w.ready = n
-            drained = w.drained = anyio.Event()
             queue.append(w)
             self._wake()
-            await drained.wait()
+            # Once per read of every watched stream: under asyncio a bare future, which
+            # costs a fraction of an anyio.Event (made through the backend lookup, with
+            # a waiter list of its own); cancelling the reader cancels the future.
+            if loop is not None:
+                drained = w.drained = loop.create_future()
+                await drained
+            else:
+                event = w.drained = anyio.Event()
+                await event.wait()
 
     def _item(
         self, w: _Watched, event: Event | None, error: HandingerError | None = None
@@ -695,23 +717,28 @@ class Watch:
                 if self._turn:
                     self._turn -= 1
                     w.ready -= 1
-                    assert self._events is not None
-                    try:
-                        # Ready: it returns at once, without reading.
-                        event = await self._events.__anext__()
-                    except StopAsyncIteration:  # a bad event skipped at the very end
-                        event = None
-                    except HandingerError as exc:  # a bad event (its stream closed itself)
+                    handover = w.handover
+                    assert handover is not None and w.events is not None
+                    head = handover.head
+                    if head < handover.limit:  # a plain event: by index, as _ready_item
+                        handover.head = head + 1
+                        event: Event | None = handover.queue[head]  # type: ignore[assignment]
+                    else:
+                        try:
+                            # A bad event, or a stream closed meanwhile: its own step.
+                            event = await w.events.__anext__()
+                        except StopAsyncIteration:  # a bad event skipped at the very end
+                            event = None
+                        except HandingerError as exc:  # a bad event (its stream closed itself)
+                            self._current = None
+                            w.error = exc
+                            w.hand_back()
+                            return self._item(w, None, exc)
+                    if event is None:
                         self._current = None
-                        w.error = exc
                         w.hand_back()
-                        return self._item(w, None, exc)
-                    if not w.ready or event is None:
-                        self._current = None
-                        w.hand_back()
-                    elif not self._turn:
-                        self._current = None
-                        queue.append(w)  # the rest after the others' turn
+                    else:
+                        self._took(w)
                     if event is not None and w.note(event):
                         return await self._labelled(w, event)
                     continue
@@ -720,7 +747,7 @@ class Watch:
                 item = queue.popleft()
                 if type(item) is _Watched:
                     if not item.removed:
-                        self._current, self._events = item, item.events
+                        self._current = item
                         self._turn = min(item.ready, self._buffer)
                     continue
                 w = item._w  # type: ignore[union-attr]
@@ -742,10 +769,73 @@ class Watch:
                 more = self._more = anyio.Event()
             await more.wait()
 
+    def _took(self, w: _Watched) -> None:
+        """One of ``w``'s ready events was taken: hand the stream back when it was the
+        last, or let the others have their turn when ``w``'s is over."""
+        if not w.ready:
+            self._current = None
+            w.hand_back()
+        elif not self._turn:
+            self._current = None
+            self._queue.append(w)  # the rest after the others' turn
+
+    def _ready_item(self) -> LiveEvent[_Watched] | None:
+        """The next item when it is a plain ready event of the worker being taken from;
+        ``None`` (nothing taken) when the consumer must go the long way, :meth:`_take`.
+
+        The hot path, once per event: no coroutine of its own, and the event is taken
+        from the stream's core by index, as the stream's own iterator takes it (the
+        reader is parked meanwhile, so the stream's queue holds still). An event that
+        may name a task (a ``start``, a snapshot) goes the long way, which may ask what
+        started that task.
+        """
+        queue = self._queue
+        while True:
+            w = self._current
+            if w is None or not self._turn:
+                # The next worker with events ready, as _take takes it; anything else
+                # (an error item, an end, an empty queue) is _take's.
+                if not queue:
+                    return None
+                first = queue[0]
+                if type(first) is not _Watched:
+                    return None
+                queue.popleft()
+                w = first
+                if w.removed:
+                    continue
+                self._current = w
+                self._turn = min(w.ready, self._buffer)
+            handover = w.handover
+            if handover is None:
+                return None
+            head = handover.head
+            if head >= handover.limit:
+                return None  # a bad event, or the stream closed meanwhile
+            event: Event = handover.queue[head]  # type: ignore[assignment]
+            kind = type(event)
+            if kind is StartEvent or kind is WorkerSnapshotEvent:
+                return None
+            task_id = w.playing  # not moved by this event: it names no task
+            if task_id is not None and task_id not in w.triggers:
+                return None  # (_labelled asks what started it)
+            handover.head = head + 1
+            self._turn -= 1
+            w.ready -= 1
+            self._took(w)
+            if not w.note(event):
+                continue
+            if task_id is not None and w.only is None:
+                self._task_owners[task_id] = w  # the latest stream to play it shows it
+            return self._item(w, event)
+
     def __aiter__(self) -> Watch:
         return self
 
     async def __anext__(self) -> WatchEvent:
+        ready = self._ready_item()
+        if ready is not None:
+            return ready
         while True:
             item = await self._take()
             if item is None:
@@ -787,6 +877,8 @@ class Watch:
         await tg.__aenter__()
         self._tg = tg
         self._phase = "open"
+        if sniffio.current_async_library() == "asyncio":
+            self._loop = asyncio.get_running_loop()
         for w in list(self._records.values()):
             self._schedule(w)
         return self
@@ -835,6 +927,9 @@ class _Items:
         return self
 
     async def __anext__(self) -> WatchEvent:
+        ready = self._watch._ready_item()
+        if ready is not None:
+            return ready
         while True:
             item = await self._watch._take()
             if item is None:

@@ -1,0 +1,112 @@
+"""client.workers.watch: the hand-back between a worker's reader and the one consumer.
+
+The consumer takes a reader's events from the stream's core by index, and
+the reader, parked meanwhile (on a bare future under asyncio, an anyio Event
+elsewhere), reads again only once all of them were taken. These tests hold
+the watch to that: nothing is read ahead while a batch waits (the memory
+bound), each worker's events come in its stream's order, and a worker
+removed while its reader is parked goes without another item.
+Over loopback against the emulator, under asyncio and trio.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import anyio
+import pytest
+
+from handinger_stream import AsyncHandinger, WorkerStream
+from handinger_stream.emulator import Emulator
+from tests.conftest import API_KEY
+from tests.helpers.emulators import emulator_fixture
+
+BACKENDS = ["asyncio", "trio"]
+
+# Workers that take a while (0.4 to 2 s each), so that readers are parked mid-stream.
+paced = emulator_fixture(api_key=API_KEY, tokens_per_second=100, keepalive_interval=0.2)
+
+
+def client_for(emu: Emulator) -> AsyncHandinger:
+    return AsyncHandinger(api_key=API_KEY, base_url=emu.base_url)
+
+
+async def open_streams(client: AsyncHandinger, n: int, prompt: str) -> list[WorkerStream]:
+    return [
+        await client.workers.create(input=f"{prompt} {i}", budget="low", stream=True)
+        for i in range(n)
+    ]
+
+
+def decoded(stream: WorkerStream) -> int:
+    """Events (and bad events) its stream has decoded so far, handed over or not."""
+    handover = stream._handover
+    return handover.base + len(handover.queue)
+
+
+async def replay_ids(client: AsyncHandinger, worker_id: str) -> list[str | None]:
+    stream = await client.workers.retrieve(worker_id, stream=True)
+    return [event.event_id async for event in stream]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_parked_reader_reads_nothing_until_its_batch_was_taken(
+    paced: Emulator, backend: str
+) -> None:
+    async def main() -> None:
+        async with client_for(paced) as client:
+            streams = await open_streams(client, 6, "Parked")
+            by_id = {stream.worker_id: stream for stream in streams}
+            ids: dict[str, list[str | None]] = defaultdict(list)
+            async with client.workers.watch(streams, buffer=4) as watch:
+                async for item in watch:
+                    assert item.event is not None
+                    ids[item.worker_id].append(item.event.event_id)
+                    if sum(map(len, ids.values())) == 1:
+                        # Meanwhile the server goes on sending, and every reader gets a
+                        # batch and parks with it (the first, handed back, reads once more).
+                        await anyio.sleep(0.3)
+                        before = {i: decoded(s) for i, s in by_id.items()}
+                        await anyio.sleep(0.3)
+                        # No reader read again while its batch waited for the consumer:
+                        # what is kept per worker stays the events of one read.
+                        assert {i: decoded(s) for i, s in by_id.items()} == before
+                        assert any(s._handover.head < s._handover.limit for s in streams)
+            for worker_id in by_id:
+                # Every event once, in its stream's order.
+                assert ids[worker_id] == await replay_ids(client, worker_id)
+
+    anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_removed_while_its_reader_is_parked_goes_at_once(
+    paced: Emulator, backend: str
+) -> None:
+    async def main() -> None:
+        async with client_for(paced) as client:
+            streams = await open_streams(client, 3, "Removed parked")
+            first_id: str | None = None
+            gone: WorkerStream | None = None
+            after = 0
+            async with client.workers.watch(streams) as watch:
+                async for item in watch:
+                    if first_id is None:
+                        first_id = item.worker_id
+                        await anyio.sleep(0.3)  # every reader parks with a batch
+                        gone = next(s for s in streams if s.worker_id != first_id)
+                        pending = gone._handover
+                        assert pending.head < pending.limit  # its batch is waiting
+                        watch.remove(gone.worker_id)
+                        continue
+                    assert gone is not None
+                    assert item.worker_id != gone.worker_id  # nothing of it after remove()
+                    after += 1
+                    if after == 1:
+                        await anyio.sleep(0.05)
+                        # Its reader was woken from its park by the cancel, and closed it.
+                        assert gone.closed
+            assert gone is not None and gone.worker_id not in watch.workers
+            assert after > 0
+
+    anyio.run(main, backend=backend)
