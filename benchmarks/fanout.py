@@ -336,6 +336,21 @@ def _measure(
     return result
 
 
+def _tree() -> dict[str, Any]:
+    """The code the relay ran: the commit, and the files of the package changed beside it
+    (the relay is measured as the working tree has it when the run starts)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
+
+    changed = git("status", "--porcelain", "--", "handinger_stream")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "changed": [line[3:] for line in changed.splitlines()],
+    }
+
+
 def run(
     readers: int = 1000,
     events: int = 2000,
@@ -346,6 +361,7 @@ def run(
     """Measure each system in turn on one upstream server; the results as a dict."""
     if join not in ("before", "during"):
         raise ValueError("join is before or during")
+    tree = _tree()
     with replay_server() as upstream:
         server = upstream[1]
         cpu0 = server_cpu(server)
@@ -357,6 +373,7 @@ def run(
         "pace_ms": pace_ms,
         "join": join,
         "upstream_cpu_s": round(upstream_cpu, 3),
+        "tree": tree,
         "results": results,
     }
 

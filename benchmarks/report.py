@@ -288,6 +288,14 @@ def _other(result: dict[str, Any]) -> str:
     return "–" if share is None else f"{share:.2f}"
 
 
+def _tree_note(tree: dict[str, Any] | None) -> str:
+    if not tree:
+        return ""
+    changed = tree["changed"]
+    extra = f", with {', '.join(f'`{c}`' for c in changed)} changed beside it" if changed else ""
+    return f" The relay's code: commit {tree['commit']}{extra}."
+
+
 def fanout_section(fanout: dict[str, Any]) -> list[str]:
     """``python -m benchmarks fanout --save``: four systems fanning one turn out, per mode."""
     out = [
@@ -334,7 +342,7 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
             "",
             f"{run['readers']:,} readers, {run['events']:,} deltas one per {run['pace_ms']:g} "
             f"ms; {joined}. The upstream server used {run['upstream_cpu_s']:.1f} s of CPU "
-            "over the four runs.",
+            f"over the four runs.{_tree_note(run.get('tree'))}",
             "",
             "| system | whole turn | from join | missed | lag p50 ms | lag p99 ms | "
             "p50 / p99 first tenth ms | p50 / p99 last tenth ms | CPU µs per delivered event | "
