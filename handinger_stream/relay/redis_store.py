@@ -41,9 +41,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Sequence
-from itertools import islice
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._redact import redact_url
@@ -335,26 +333,54 @@ def _text(value: bytes | None) -> str | None:
 
 
 class _Follower:
-    """One ``XREAD BLOCK`` loop per chat and process: its readers share what it reads."""
+    """One ``XREAD BLOCK`` loop per chat and process: its readers share what it reads.
+
+    Its window is a list of consecutive entries from seq ``first`` on, so that a
+    reader's slice costs its length, wherever it stands (a deque's ``islice``
+    walks from the left: on long turns, a thousand readers paid for the walk).
+    History a reader had to fetch is put in front of the window when it joins
+    it, so that the readers joining after it find it there.
+    """
 
     def __init__(self, store: RedisStore, chat_id: str, after: int) -> None:
         self.store = store
         self.chat_id = chat_id
         self.key = store._key(chat_id, "s")
         self.last = after
-        self.window: deque[Entry] = deque(maxlen=_WINDOW)
+        self.first = after + 1  # the seq of entries[0]
+        self.entries: list[Entry] = []
         self.signal = Signal()
         self.error: StoreUnavailableError | None = None
+        self.used = True  # read from since the follower last looked: it is wanted
         self.idle_since = time.monotonic()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def covers(self, after: int) -> bool:
-        window = self.window
-        return bool(window) and window[0].seq <= after + 1 <= window[-1].seq + 1
+        return bool(self.entries) and self.first <= after + 1 <= self.last + 1
 
     def slice(self, after: int, limit: int) -> list[Entry]:
-        start = after + 1 - self.window[0].seq
-        return list(islice(self.window, start, start + limit))
+        self.used = True
+        start = after + 1 - self.first
+        return self.entries[start : start + limit]
+
+    def prepend(self, older: list[Entry]) -> None:
+        """Put entries just read from Redis in front of the window, where they meet it."""
+        if not self.entries or not older or len(self.entries) >= _WINDOW:
+            return
+        first = older[0].seq
+        if first < self.first <= older[-1].seq + 1:
+            self.entries[:0] = older[: self.first - first]
+            self.first = first
+
+    def _add(self, found: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        entries = self.entries
+        entries.extend([_entry(entry_id, fields) for entry_id, fields in found])
+        self.last = entries[-1].seq
+        if len(entries) > 2 * _WINDOW:
+            # Trimmed in steps of _WINDOW, so that the copy is paid once per _WINDOW entries.
+            drop = len(entries) - _WINDOW
+            del entries[:drop]
+            self.first += drop
 
     async def _run(self) -> None:
         store = self.store
@@ -367,11 +393,7 @@ class _Follower:
             self.error = None
             if not found:
                 continue
-            window = self.window
-            for entry_id, fields in found[0][1]:
-                entry = _entry(entry_id, fields)
-                window.append(entry)
-            self.last = window[-1].seq
+            self._add(found[0][1])
             self.signal.fire()
         if store._followers.get(self.chat_id) is self:
             del store._followers[self.chat_id]
@@ -379,10 +401,13 @@ class _Follower:
     async def _read(self) -> Any:
         """One ``XREAD BLOCK``: what it found (empty when nothing came), or ``None``
         when nobody reads the chat here any more and the follower's linger is over."""
-        if not self.signal and time.monotonic() - self.idle_since > _LINGER:
+        now = time.monotonic()
+        # Readers busy writing wait on nothing, yet they read: either says "wanted".
+        if self.signal or self.used:
+            self.used = False
+            self.idle_since = now
+        elif now - self.idle_since > _LINGER:
             return None
-        if self.signal:
-            self.idle_since = time.monotonic()
         found = await self.store._blocking.xread(
             {self.key: f"0-{self.last}"}, count=1024, block=_BLOCK_MS
         )
@@ -483,6 +508,7 @@ class RedisStore(Store):
         self._admit = self._writer.register_script(_ADMIT)
         self._drop = self._writer.register_script(_DROP)
         self._followers: dict[str, _Follower] = {}
+        self._reading: dict[tuple[str, int, int], asyncio.Future[list[Entry]]] = {}
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -781,6 +807,27 @@ class RedisStore(Store):
         if follower is not None and follower.error is None:
             if follower.covers(after):
                 return follower.slice(after, limit)
+        # Readers joining together ask for the same history: one round trip serves them
+        # all (entries never change, so an answer begun a moment earlier is as good).
+        key = (chat_id, after, limit)
+        task = self._reading.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._read_range(chat_id, after, limit))
+            self._reading[key] = task
+            task.add_done_callback(lambda done: self._read_done(key, done))
+        entries = await asyncio.shield(task)
+        follower = self._followers.get(chat_id)
+        if follower is not None and follower.error is None:
+            follower.prepend(entries)
+        return list(entries)  # each caller its own list: readers cut theirs
+
+    def _read_done(self, key: tuple[str, int, int], task: asyncio.Future[list[Entry]]) -> None:
+        if self._reading.get(key) is task:
+            del self._reading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every caller was cancelled
+
+    async def _read_range(self, chat_id: str, after: int, limit: int) -> list[Entry]:
         meta, _, stream, _ = self._keys(chat_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xrange(stream, f"0-{after + 1}", "+", count=limit)

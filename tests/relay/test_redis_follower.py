@@ -1,0 +1,129 @@
+"""RedisStore's follower: one XREAD loop per chat and process, and the window of entries its
+readers share; checked against a real redis-server by counting the commands it ran."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from handinger_stream.relay import NewEntry, RedisStore
+from handinger_stream.relay import redis_store as redis_store_module
+from tests.relay_helpers import RedisServer, redis_server
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def stores(redis: RedisServer) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores on one prefix: the one under test, and one whose reads go to Redis."""
+    prefix = f"f{next(_prefixes)}:"
+    async with (
+        RedisStore(redis.url, prefix=prefix) as store,
+        RedisStore(redis.url, prefix=prefix) as plain,
+    ):
+        yield store, plain
+
+
+async def xranges(url: str) -> int:
+    """How many XRANGE commands the Redis server has run so far."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
+
+
+def entries(first: int, n: int) -> list[NewEntry]:
+    return [
+        NewEntry(b'{"type":"text-delta","id":"t","delta":"%d"}' % i, str(i))
+        for i in range(first, first + n)
+    ]
+
+
+async def test_a_long_turn_is_read_from_the_window_wherever_a_reader_stands(
+    stores: tuple[RedisStore, RedisStore], redis: RedisServer
+) -> None:
+    store, plain = stores
+    lease = await store.begin_turn("long", holder="p", ttl=30)
+    assert await store.wait("long", 0, 0.01) is False  # the follower starts at the turn's start
+    total = 5 * redis_store_module._WINDOW
+    for first in range(0, total, 256):
+        await store.append(lease, entries(first, min(256, total - first)))
+        await asyncio.sleep(0)
+    while store._followers["long"].last < total:
+        assert await store.wait("long", store._followers["long"].last, 2.0)
+    follower = store._followers["long"]
+    # Trimmed as it grew, never past twice the window, and what it keeps is the log's end.
+    assert redis_store_module._WINDOW <= len(follower.entries) <= 2 * redis_store_module._WINDOW
+    assert follower.entries[-1].seq == total
+    before = await xranges(redis.url)
+    for after in (follower.first - 1, total - 1000, total - 257, total - 1, total):
+        assert await store.read("long", after, 256) == await plain.read("long", after, 256)
+    # The plain store's five reads went to Redis; the follower's none.
+    assert await xranges(redis.url) == before + 5
+    # Before the window, a read goes to Redis and is still right.
+    assert await store.read("long", 10, 3) == await plain.read("long", 10, 3)
+    assert [e.seq for e in await store.read("long", 10, 3)] == [11, 12, 13]
+
+
+async def test_readers_joining_at_once_share_one_history_read_and_then_the_window(
+    stores: tuple[RedisStore, RedisStore], redis: RedisServer
+) -> None:
+    store, plain = stores
+    lease = await store.begin_turn("join", holder="p", ttl=30)
+    await store.append(lease, entries(0, 100))
+    await store.wait("join", 100, 0.01)  # a reader at the live end starts the follower
+    await store.append(lease, entries(100, 5))
+    assert await store.wait("join", 100, 2.0)
+    assert store._followers["join"].first == 101
+    before = await xranges(redis.url)
+    read = await asyncio.gather(*(store.read("join", 0, 256) for _ in range(50)))
+    assert await xranges(redis.url) == before + 1
+    expected = await plain.read("join", 0, 256)
+    assert [e.seq for e in expected] == list(range(1, 106))
+    assert all(got == expected for got in read)
+    # Each reader its own list: one cutting its batch cuts nobody else's.
+    assert len({id(got) for got in read}) == 50
+    del read[0][3:]
+    assert len(read[1]) == 105
+    # The history is in front of the window now: the next joiners never go to Redis.
+    assert store._followers["join"].first == 1
+    before = await xranges(redis.url)
+    assert await store.read("join", 40, 10) == expected[40:50]
+    assert await xranges(redis.url) == before
+
+
+async def test_readers_busy_writing_keep_the_follower_alive(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A follower quits when unwanted for the linger. Readers that always find entries
+    # never wait on it, yet want it: losing it sent them all to Redis, far behind.
+    monkeypatch.setattr(redis_store_module, "_LINGER", 0.1)
+    store, _ = stores
+    lease = await store.begin_turn("busy", holder="p", ttl=30)
+    await store.wait("busy", 0, 0.01)
+    follower = store._followers["busy"]
+    position = 0
+    for i in range(30):
+        await store.append(lease, entries(i, 1))
+        for _ in range(400):
+            if follower.last > position:
+                break
+            await asyncio.sleep(0.005)
+        assert follower.last > position, "the follower stopped following"
+        got = await store.read("busy", position, 256)
+        position = got[-1].seq
+        await asyncio.sleep(0.02)
+    assert position == 30
+    assert store._followers.get("busy") is follower and not follower.task.done()
