@@ -16,52 +16,71 @@ import asyncio
 __all__ = ["Signal"]
 
 
-def _expire(future: asyncio.Future[bool]) -> None:
-    if not future.done():
-        future.set_result(False)
-
-
 class Signal:
     """``await signal.wait(timeout)``: True when :meth:`fire` is called, False on timeout.
 
-    One future and one timer handle per wait (``asyncio.wait_for`` would make
-    a task each time): with a thousand readers on a chat, that is the cost
-    of every event.
+    One future per wait, and one timer for all of them, set for the soonest
+    deadline (``asyncio.wait_for`` would make a task each time, a timer per
+    wait a heap entry each time): with a thousand readers on a chat, that is
+    the cost of every event.
     """
 
-    __slots__ = ("_waiters",)
+    __slots__ = ("_timer", "_waiters")
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[bool]] = []
+        self._waiters: dict[asyncio.Future[bool], float] = {}  # future -> deadline
+        self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._waiters)
 
     def fire(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for future in waiters:
-            if not future.done():
-                future.set_result(True)
+        self._wake(True, None)
 
     def fail(self, error: BaseException) -> None:
         """Wake every waiter with ``error``."""
-        waiters, self._waiters = self._waiters, []
+        self._wake(False, error)
+
+    def _wake(self, result: bool, error: BaseException | None) -> None:
+        waiters, self._waiters = self._waiters, {}
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for future in waiters:
             if not future.done():
-                future.set_exception(error)
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+
+    def _expire(self, when: float) -> None:
+        """The soonest deadline passed: end the waits that are due, and set the timer on."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        # The loop runs a timer up to its clock's resolution early: ``when`` is due.
+        now = max(loop.time(), when)
+        due = [future for future, deadline in self._waiters.items() if deadline <= now]
+        for future in due:
+            del self._waiters[future]
+            if not future.done():
+                future.set_result(False)
+        if self._waiters:
+            soonest = min(self._waiters.values())
+            self._timer = loop.call_at(soonest, self._expire, soonest)
 
     async def wait(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(future)
-        handle = loop.call_later(max(timeout, 0.0), _expire, future)
+        deadline = loop.time() + max(timeout, 0.0)
+        self._waiters[future] = deadline
+        timer = self._timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire, deadline)
         try:
             return await future
         finally:
-            handle.cancel()
-            if future.cancelled() or (future.exception() is None and not future.result()):
-                # Timed out, or the wait was cancelled: not to be woken any more.
-                try:
-                    self._waiters.remove(future)
-                except ValueError:
-                    pass
+            if future.cancelled():
+                # Not to be woken any more (the timer may stay: it finds nothing due).
+                self._waiters.pop(future, None)
