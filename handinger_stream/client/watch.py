@@ -38,7 +38,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeAlias, TypeVar
 
 import anyio
 import sniffio
@@ -75,6 +75,26 @@ Stage = Literal["waiting", "open", "ended"]
 # What a watched id names: a worker (or a template: the same route answers both), a task
 # (given as one, with tasks=), or not known yet (a worker first, then a task on a 404).
 _Kind = Literal["worker", "task", "either"]
+
+
+# A one-shot gate a task waits at until another opens it: a reader until the consumer
+# took its events, the consumer until a reader handed some over. Once per read of
+# every watched stream, so under asyncio it is a bare future, a fraction of the cost
+# of an anyio.Event (made through the backend lookup, with a waiter list of its own);
+# cancelling the task that waits cancels the future. Elsewhere an anyio.Event.
+_Gate: TypeAlias = "asyncio.Future[None] | anyio.Event"
+
+
+def _open(gate: _Gate) -> None:
+    if not isinstance(gate, asyncio.Future):
+        gate.set()
+    elif not gate.done():  # (cancelled when the task waiting at it was)
+        gate.set_result(None)
+
+
+def _passed(gate: _Gate) -> Awaitable[object]:
+    """What to await to wait at ``gate``."""
+    return gate if isinstance(gate, asyncio.Future) else gate.wait()
 
 
 class OpenStream(Protocol):
@@ -200,6 +220,11 @@ class LiveEvent(WatchEvent, Generic[_F]):
         return self._w.snapshot
 
 
+# LiveEvent's slots filled in place: a third of the cost of its __init__ (keywords),
+# once per event on the watch's hot path.
+_new_item = LiveEvent.__new__
+
+
 class SnapshotsView(Mapping[str, Worker]):
     """``watch.workers``: id → the latest snapshot, read when looked up."""
 
@@ -289,8 +314,7 @@ class _Watched:
         self.given = stream is not None  # opened by the caller, not by the watch
         self.stage: Stage = "waiting"
         self.ready = 0  # events the consumer may take from the stream without waiting
-        # Set when the consumer took them all: a bare future under asyncio (see _pump).
-        self.drained: asyncio.Future[None] | anyio.Event | None = None
+        self.drained: _Gate | None = None  # opened when the consumer took them all
         self.scope: anyio.CancelScope | None = None
         self.removed = False
         self.finished = False  # the consumer has taken its end
@@ -355,13 +379,8 @@ class _Watched:
         """Nothing more is to be taken of what the reader handed over: let it read again."""
         self.ready = 0
         drained, self.drained = self.drained, None
-        if drained is None:
-            return
-        if isinstance(drained, asyncio.Future):
-            if not drained.done():  # (cancelled when its reader was)
-                drained.set_result(None)
-        else:
-            drained.set()
+        if drained is not None:
+            _open(drained)
 
 
 class Watch:
@@ -422,13 +441,12 @@ class Watch:
         # items, and ends: at most one of each per worker.
         self._queue: deque[_Watched | LiveEvent[_Watched] | _End] = deque()
         self._current: _Watched | None = None  # the worker whose events are being taken
-        # Under asyncio, the loop that makes the readers' hand-back futures (see _pump).
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._gate: Callable[[], _Gate] = anyio.Event  # a bare future's maker under asyncio
         self._turn = 0  # how many more of its events before the next worker's turn
         self._waiting: deque[_Watched] = deque()  # ids waiting for a connection slot
         self._open = 0  # connections being read: given streams and opened ids
         self._unfinished = 0  # workers whose end the consumer has not taken yet
-        self._more: anyio.Event | None = None  # set when the queue gets an item
+        self._more: _Gate | None = None  # opened when the queue gets an item
         self._done: list[str] = []
         self._orphans: list[WorkerStream] = []
         self._tg: TaskGroup | None = None
@@ -650,20 +668,13 @@ class Watch:
         queue = self._queue
         w.events = stream.__aiter__()
         w.handover = stream._handover
-        loop = self._loop
+        gate = self._gate
         while n := await stream.ready():
             w.ready = n
             queue.append(w)
             self._wake()
-            # Once per read of every watched stream: under asyncio a bare future, which
-            # costs a fraction of an anyio.Event (made through the backend lookup, with
-            # a waiter list of its own); cancelling the reader cancels the future.
-            if loop is not None:
-                drained = w.drained = loop.create_future()
-                await drained
-            else:
-                event = w.drained = anyio.Event()
-                await event.wait()
+            drained = w.drained = gate()
+            await _passed(drained)
 
     def _item(
         self, w: _Watched, event: Event | None, error: HandingerError | None = None
@@ -704,7 +715,7 @@ class Watch:
         more = self._more
         if more is not None:
             self._more = None
-            more.set()
+            _open(more)
 
     # -- consuming -------------------------------------------------------------
 
@@ -765,9 +776,10 @@ class Watch:
             if self._phase == "closed" or self._unfinished <= 0:
                 return None
             more = self._more
-            if more is None:
-                more = self._more = anyio.Event()
-            await more.wait()
+            if more is None or (isinstance(more, asyncio.Future) and more.done()):
+                # (a future is done once the consumer was cancelled waiting at it)
+                more = self._more = self._gate()
+            await _passed(more)
 
     def _took(self, w: _Watched) -> None:
         """One of ``w``'s ready events was taken: hand the stream back when it was the
@@ -823,11 +835,24 @@ class Watch:
             self._turn -= 1
             w.ready -= 1
             self._took(w)
-            if not w.note(event):
-                continue
-            if task_id is not None and w.only is None:
+            # What note() and _item() do for an event that names no task, inline.
+            replay = w.replay
+            if replay is not None and not replay.admit_id(event.event_id):
+                continue  # repeated by a reopened stream
+            only = w.only
+            if only is not None:
+                if task_id != only:
+                    continue
+            elif task_id is not None:
                 self._task_owners[task_id] = w  # the latest stream to play it shows it
-            return self._item(w, event)
+            item: LiveEvent[_Watched] = _new_item(LiveEvent)
+            item.worker_id = w.worker_id
+            item.event = event
+            item.error = None
+            item.task_id = task_id
+            item.trigger = w.triggers.get(task_id) if task_id is not None else None
+            item._w = w
+            return item
 
     def __aiter__(self) -> Watch:
         return self
@@ -878,7 +903,7 @@ class Watch:
         self._tg = tg
         self._phase = "open"
         if sniffio.current_async_library() == "asyncio":
-            self._loop = asyncio.get_running_loop()
+            self._gate = asyncio.get_running_loop().create_future
         for w in list(self._records.values()):
             self._schedule(w)
         return self

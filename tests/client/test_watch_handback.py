@@ -110,3 +110,37 @@ def test_a_worker_removed_while_its_reader_is_parked_goes_at_once(
             assert after > 0
 
     anyio.run(main, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_consumer_that_stops_waiting_and_comes_back_gets_every_event(
+    paced: Emulator, backend: str
+) -> None:
+    """Waiting for the next item can be given up (a timeout) and resumed, again and again."""
+
+    async def main() -> None:
+        async with client_for(paced) as client:
+            streams = await open_streams(client, 3, "Impatient")
+            worker_ids = [stream.worker_id for stream in streams]
+            ids: dict[str, list[str | None]] = defaultdict(list)
+            timeouts = 0
+            async with client.workers.watch(streams) as watch:
+                iterator = watch.__aiter__()
+                while True:
+                    # Shorter than the gaps between the paced events: it often times out
+                    # while the consumer waits for a reader to hand something over.
+                    with anyio.move_on_after(0.002) as scope:
+                        try:
+                            item = await iterator.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    if scope.cancelled_caught:
+                        timeouts += 1
+                        continue
+                    assert item.event is not None
+                    ids[item.worker_id].append(item.event.event_id)
+            assert timeouts > 10
+            for worker_id in worker_ids:
+                assert ids[worker_id] == await replay_ids(client, worker_id)
+
+    anyio.run(main, backend=backend)
