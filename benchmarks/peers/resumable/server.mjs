@@ -85,3 +85,5 @@ const server = http.createServer((req, res) => {
 server.listen({ port: Number(process.env.PORT || 0), host: "127.0.0.1", backlog: 4096 }, () => {
   console.log(JSON.stringify({ port: server.address().port }));
 });
+// Exit on SIGTERM through process.exit, so that --cpu-prof and the like write their files.
+process.on("SIGTERM", () => process.exit(0));
