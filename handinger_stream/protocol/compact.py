@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from msgspec import UNSET
@@ -64,6 +64,7 @@ the emulator's, not of the service's contract. See docs/emulator.md."""
 
 Entry = tuple[bytes, str | None]
 """An event's JSON bytes and the SSE id it was sent with."""
+_Id = TypeVar("_Id")  # whatever names an event: its SSE id, or a store's own entry
 
 # The canonical form the AI SDK (and this package's encoder) writes a delta in:
 # prefix, id, separator, text, '"}'. The byte path recognises only this form.
@@ -189,19 +190,20 @@ def _data_key(data: bytes) -> tuple[str, str] | None:
     return kind, part_id
 
 
-def compact(history: Iterable[Entry]) -> list[Entry]:
+def compact(history: Iterable[tuple[bytes, _Id]]) -> list[tuple[bytes, _Id]]:
     """The compacted history: each run of adjacent deltas of one part as one delta,
     each run of adjacent data parts of one type and id as its last; the rest as it is.
 
     ``history`` is (JSON bytes, SSE id) per event, as stored; a merged event has the
-    id of the last event it holds. Use it to serve a replay::
+    id of the last event it holds (an "id" may be anything: it is passed through).
+    Use it to serve a replay::
 
         for data, event_id in compact(log_after(last_event_id)):
             write(f"id: {event_id}\\ndata: ".encode() + data + b"\\n\\n")
     """
-    out: list[Entry] = []
+    out: list[tuple[bytes, _Id]] = []
     pending: _Delta | None = None  # the run of deltas being merged (its id: last_id)
-    last_id: str | None = None
+    last_id: Any = None
     data_key: tuple[str, str] | None = None  # the data part just written, replaceable
     for data, event_id in history:
         delta = _as_delta(data) if _DELTA_HEAD.match(data) else None

@@ -35,6 +35,7 @@ from ..errors import (
     HandingerError,
     InvalidRequestError,
 )
+from ..protocol.compact import compact
 from ..protocol.headers import SSE_HEADERS, WORKER_ID_HEADER
 from ..types.worker import BUDGETS
 from .access import (
@@ -64,6 +65,7 @@ __all__ = [
     "Reply",
     "SSEBody",
     "chat_input",
+    "compacted",
     "frame",
     "parse_chat",
     "public_error",
@@ -87,6 +89,9 @@ _MAX_MESSAGE_ID = 256
 RawHeaders = Headers | Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str]
 """A request's headers as a framework has them: pairs (ASGI's, aiohttp's raw ones) or a map."""
 _KEEPALIVE = b": keep-alive\n\n"
+# A batch this long is compacted: a reader joining or resuming (its history), or one
+# that fell behind (its backlog). A live reader's batches of one or two cost nothing.
+COMPACT_FROM = 8
 
 
 def frame(entry: Entry) -> bytes:
@@ -97,6 +102,28 @@ def frame(entry: Entry) -> bytes:
         error = _json.encode({"type": "error", "errorText": entry.error})
         return b"id: %d\ndata: %s\n\n%s" % (entry.seq, error, _DONE)
     return b"id: %d\ndata: %s\n\n" % (entry.seq, entry.data)
+
+
+def compacted(entries: list[Entry]) -> list[Entry]:
+    """``entries`` with each run of adjacent deltas of one part merged into one, and each
+    run of one data part into its last (:func:`~handinger_stream.protocol.compact.compact`).
+
+    A merged entry is the last entry it holds, with the merged data: its seq is the id
+    a reader resumes from, exactly where the whole log would have had it.
+
+    >>> delta = b'{"type":"text-delta","id":"t","delta":"%s"}'
+    >>> [(e.seq, e.data) for e in compacted([Entry(1, delta % b"Hel"), Entry(2, delta % b"lo")])]
+    [(2, b'{"type":"text-delta","id":"t","delta":"Hello"}')]
+    """
+    end = entries[-1] if entries and entries[-1].end else None
+    events = entries[:-1] if end is not None else entries
+    out = [
+        entry if data is entry.data else msgspec.structs.replace(entry, data=data)
+        for data, entry in compact([(entry.data, entry) for entry in events])
+    ]
+    if end is not None:
+        out.append(end)
+    return out
 
 
 def error_body(status: int, message: str, kind: str) -> bytes:
@@ -120,13 +147,19 @@ class SSEBody:
     An async iterator of ``bytes``; :meth:`aclose` when leaving early. A
     failure of the store after the response began is sent as an ``error``
     chunk (with no id, so a client resumes from the last event it got) and
-    ends the response without ``[DONE]``.
+    ends the response without ``[DONE]``. ``compact``: a batch of
+    ``COMPACT_FROM`` entries or more is sent :func:`compacted` (a history, a
+    backlog), so that a reader that joins late or falls behind catches up in
+    fewer, larger events that fold the same.
     """
 
-    def __init__(self, reader: Reader, *, keepalive: float, snapshots: bool) -> None:
+    def __init__(
+        self, reader: Reader, *, keepalive: float, snapshots: bool, compact: bool = True
+    ) -> None:
         self.reader = reader
         self.keepalive = keepalive
         self.snapshots = snapshots
+        self.compact = compact
         self._finished = False
 
     def __aiter__(self) -> SSEBody:
@@ -146,12 +179,13 @@ class SSEBody:
                 return _DONE
             if not batch:
                 return _KEEPALIVE
-            if self.snapshots:
-                out = b"".join([frame(entry) for entry in batch])
-            else:
-                out = b"".join([frame(entry) for entry in batch if not entry.snapshot])
             if batch[-1].end:
                 self._finished = True
+            if not self.snapshots:
+                batch = [entry for entry in batch if not entry.snapshot]
+            if self.compact and len(batch) >= COMPACT_FROM:
+                batch = compacted(batch)
+            out = b"".join([frame(entry) for entry in batch])
             if out:
                 return out
         raise StopAsyncIteration
@@ -179,6 +213,8 @@ class RelayHTTP:
     ``snapshots``: also send the worker's ``data-worker`` snapshots (the AI
     SDK ignores them, and they carry the whole Worker, growing with the chat;
     a request can ask for them with ``?snapshots=1``).
+    ``compact``: send a history or a backlog compacted (:class:`SSEBody`; a
+    request can ask for every event as stored with ``?compact=0``).
     ``body_timeout``: seconds a request's body may take to arrive (``408`` after).
     ``access``: who may use the relay, from where, how much (:class:`Access`);
     ``None`` checks nothing: an app that authenticates and limits on its own,
@@ -192,6 +228,7 @@ class RelayHTTP:
         keepalive: float = 15.0,
         write_timeout: float = 30.0,
         snapshots: bool = False,
+        compact: bool = True,
         access: Access | None = None,
         body_timeout: float = 30.0,
     ) -> None:
@@ -202,6 +239,7 @@ class RelayHTTP:
         self.keepalive = keepalive
         self.write_timeout = write_timeout
         self.snapshots = snapshots
+        self.compact = compact
         self._writers: set[_Writing] = set()
         self._watch: asyncio.Task[None] | None = None
         self._assets: dict[str, bytes] = {}
@@ -377,9 +415,9 @@ class RelayHTTP:
         if worker_id:
             headers[WORKER_ID_HEADER] = worker_id
         snapshots = self.snapshots or query.get("snapshots", ["0"])[-1] in ("1", "true")
-        return Reply(
-            200, headers, stream=SSEBody(reader, keepalive=self.keepalive, snapshots=snapshots)
-        )
+        compact = self.compact and query.get("compact", ["1"])[-1] not in ("0", "false")
+        body = SSEBody(reader, keepalive=self.keepalive, snapshots=snapshots, compact=compact)
+        return Reply(200, headers, stream=body)
 
     async def _send(
         self,

@@ -267,7 +267,7 @@ async def test_a_slow_reader_is_cut_and_resumes_while_the_others_get_everything(
                 stream = await client.workers.retrieve("wrk_big", stream=True)
                 turn = await relay.attach(stream)
                 assert turn.chat_id == "wrk_big"
-                url = base + "api/chat/wrk_big/stream"
+                url = base + "api/chat/wrk_big/stream?compact=0"  # every event, as stored
                 # A reader that takes (almost) nothing: a tiny window, and it does not read.
                 slow = socket.socket()
                 slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -278,9 +278,16 @@ async def test_a_slow_reader_is_cut_and_resumes_while_the_others_get_everything(
                     b"GET /relay/api/chat/wrk_big/stream HTTP/1.1\r\n"
                     b"Host: x\r\nConnection: close\r\n\r\n"
                 )
-                fast = await asyncio.gather(*(read_sse(http, "GET", url) for _ in range(3)))
+                # Read compacted (the default), the same turn comes in fewer, larger events.
+                *fast, merged = await asyncio.gather(
+                    *(read_sse(http, "GET", url) for _ in range(3)),
+                    read_sse(http, "GET", url.replace("?compact=0", "")),
+                )
                 for reply in fast:
                     assert reply.complete and len(reply.events) == n
+                assert merged.complete and len(merged.events) < n
+                assert text_of(merged.chunks) == text_of(fast[0].chunks)
+                assert merged.events[-1][0] == fast[0].events[-1][0]
                 # The slow one was cut: what it has is a prefix, and a resume gets the rest.
                 got = await _drain(slow)
                 assert b"HTTP/1.1 200" in got and b"[DONE]" not in got
@@ -290,6 +297,10 @@ async def test_a_slow_reader_is_cut_and_resumes_while_the_others_get_everything(
                 assert rest.complete and rest.data == fast[0].data[last:]
             finally:
                 await runner.cleanup()
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(c["delta"] for c in chunks if c.get("type") == "text-delta")
 
 
 async def _drain(sock: socket.socket) -> bytes:
@@ -453,7 +464,10 @@ async def test_a_relay_process_with_the_memory_store(
     relay_process: RelayProcess, emu_thread: Emulator, http: aiohttp.ClientSession
 ) -> None:
     turn = await read_sse(
-        http, "POST", relay_process.url + "api/chat?snapshots=1", json=chat_body("m", PROMPT)
+        http,
+        "POST",
+        relay_process.url + "api/chat?snapshots=1&compact=0",
+        json=chat_body("m", PROMPT),
     )
     assert turn.complete
     worker_id = turn.headers["x-handinger-worker-id"]

@@ -55,7 +55,7 @@ from tests.helpers.emulators import emulator_fixture
 from tests.relay_helpers import RedisServer, RelayProcess, chat_body, emulator_replay, redis_server
 
 PROMPT = "Hi"
-ALL = "?snapshots=1"  # every event the worker sent, its snapshots included
+ALL = "?snapshots=1&compact=0"  # every event the worker sent, as sent, its snapshots included
 LEASE = 1.0  # seconds: how soon a dead producer's turn is taken over
 RESUMES = 120  # resumes a reader makes at most (a 503 while Redis restarts is one)
 TERMINALS = (FinishEvent, ErrorEvent, AbortEvent)

@@ -332,7 +332,7 @@ def test_on_redis_a_killed_producers_turn_resumes_on_another_relay(
                     first = await read_sse(
                         http,
                         "POST",
-                        relays[0].url + "api/chat",
+                        relays[0].url + "api/chat?compact=0",  # every event, as sent
                         json=chat_body("r1", PROMPT),
                         stop_after=5,
                     )
@@ -342,7 +342,7 @@ def test_on_redis_a_killed_producers_turn_resumes_on_another_relay(
                     rest = await read_sse(
                         http,
                         "GET",
-                        relays[1].url + "api/chat/r1/stream",
+                        relays[1].url + "api/chat/r1/stream?compact=0",
                         headers={"last-event-id": first.last_id or ""},
                     )
                 # The template's replay ends once no turn plays: the e-mail's too.
