@@ -817,7 +817,8 @@ class Watch:
                 if w.removed:
                     continue
                 self._current = w
-                self._turn = min(w.ready, self._buffer)
+                ready, buffer = w.ready, self._buffer
+                self._turn = ready if ready < buffer else buffer  # (min(), without its call)
             handover = w.handover
             if handover is None:
                 return None
@@ -832,10 +833,15 @@ class Watch:
             if task_id is not None and task_id not in w.triggers:
                 return None  # (_labelled asks what started it)
             handover.head = head + 1
+            # What _took(), note() and _item() do for an event that names no task, inline.
             self._turn -= 1
             w.ready -= 1
-            self._took(w)
-            # What note() and _item() do for an event that names no task, inline.
+            if not w.ready:
+                self._current = None
+                w.hand_back()
+            elif not self._turn:
+                self._current = None
+                queue.append(w)  # the rest after the others' turn
             replay = w.replay
             if replay is not None and not replay.admit_id(event.event_id):
                 continue  # repeated by a reopened stream
