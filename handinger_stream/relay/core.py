@@ -195,6 +195,7 @@ class Relay:
         self.store_patience = store_patience
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._producers: dict[str, asyncio.Task[None]] = {}
+        self._taking_over: dict[str, asyncio.Future[None]] = {}
         # Histories by (chat, last seq, active): a page's reload costs neither a fold nor
         # a request of the API while the chat has not changed. Bounded, oldest out first.
         self._histories: dict[tuple[str, str | None, str, int, bool], list[Any]] = {}
@@ -460,9 +461,27 @@ class Relay:
             log.error("relay producer of chat %s failed", chat_id, exc_info=task.exception())
 
     async def _take_over(self, chat_id: str) -> None:
-        """Resume a turn whose producer is gone (called by readers that find it so)."""
+        """Resume a turn whose producer is gone (called by readers that find it so).
+
+        A thousand readers find it so at once: one attempt per chat and process, the
+        others wait for it (each asking the store would be a thousand lease scripts).
+        """
         if chat_id in self._producers or self._closed:
             return
+        attempt = self._taking_over.get(chat_id)
+        if attempt is None:
+            attempt = asyncio.ensure_future(self._try_take_over(chat_id))
+            self._taking_over[chat_id] = attempt
+            attempt.add_done_callback(lambda done: self._took_over(chat_id, done))
+        await asyncio.shield(attempt)
+
+    def _took_over(self, chat_id: str, attempt: asyncio.Future[None]) -> None:
+        if self._taking_over.get(chat_id) is attempt:
+            del self._taking_over[chat_id]
+        if not attempt.cancelled():
+            attempt.exception()  # retrieved here too, in case every reader was cancelled
+
+    async def _try_take_over(self, chat_id: str) -> None:
         lease = await self.store.take_over(chat_id, holder=self.name, ttl=self.lease_seconds)
         if lease is None:
             return  # someone else was quicker, or the turn is over

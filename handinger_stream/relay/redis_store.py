@@ -78,6 +78,7 @@ DEFAULT_PREFIX = "handinger:relay:"
 _BLOCK_MS = 2000  # one XREAD BLOCK call at most; then the follower looks around
 _LINGER = 5.0  # a follower with no reader stops after this long
 _WINDOW = 4096  # entries a follower keeps for the readers of its process
+_MAX_FOLLOWED = 10_000  # chats followed at once by one process (a connection each)
 # A follower's XREAD while Redis is unavailable: again soon, then every 2 s at most.
 _FOLLOW_RETRY = RetryPolicy(initial_delay=0.1, max_delay=2.0)
 _BUSY_RETRY = 5.0  # seconds: when a running turn ends is not known; a guess to retry after
@@ -491,14 +492,29 @@ class RedisStore(Store):
         except ValueError as exc:  # what redis says of a URL it cannot use
             raise InvalidRequestError(f"not a Redis URL: {self.url!r} ({exc})") from None
         self._redis: redis.asyncio.Redis = aioredis.Redis(connection_pool=pool)
-        # Blocked XREADs wait longer than a command may: their own connections.
-        self._blocking: redis.asyncio.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout + _BLOCK_MS / 1000, **options
+        # Blocked XREADs wait longer than a command may: their own connections, one per
+        # chat followed. (redis-py's own pool bound, 100, refuses the 101st outright:
+        # a process relaying more chats than that would fail them all.)
+        self._blocking: redis.asyncio.Redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=_MAX_FOLLOWED,
+                timeout=None,
+                socket_timeout=socket_timeout + _BLOCK_MS / 1000,
+                **options,
+            )
         )
         # Producers write on connections of their own, so that readers can never
-        # starve the lease renewals and appends (a starved producer loses its lease).
-        self._writer: redis.asyncio.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout, **options
+        # starve the lease renewals and appends (a starved producer loses its lease);
+        # a thousand producing at once wait their turn for one, as readers do.
+        self._writer: redis.asyncio.Redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=None,
+                socket_timeout=socket_timeout,
+                **options,
+            )
         )
         self._acquire = self._writer.register_script(_ACQUIRE)
         self._append = self._writer.register_script(_APPEND)
@@ -565,10 +581,10 @@ class RedisStore(Store):
         for follower in followers:
             with contextlib.suppress(BaseException):
                 await follower.task
-        await self._blocking.aclose()
-        await self._writer.aclose()
-        await self._redis.aclose()
-        await self._redis.connection_pool.disconnect()
+        # Clients given a pool leave it open when closed: each pool is disconnected too.
+        for client in (self._blocking, self._writer, self._redis):
+            await client.aclose()
+            await client.connection_pool.disconnect()
 
     # -- chats ------------------------------------------------------------
 

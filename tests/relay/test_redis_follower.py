@@ -127,3 +127,17 @@ async def test_readers_busy_writing_keep_the_follower_alive(
         await asyncio.sleep(0.02)
     assert position == 30
     assert store._followers.get("busy") is follower and not follower.task.done()
+
+
+async def test_more_chats_than_redis_py_pools_by_default_are_followed_and_produced_at_once(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    # redis-py's own connection pool refuses its 101st connection: one process following
+    # 150 chats (a blocked XREAD each) and producing them (an append each) must not fail.
+    store, _ = stores
+    chats = [f"many-{i}" for i in range(150)]
+    leases = await asyncio.gather(*(store.begin_turn(c, holder="p", ttl=30) for c in chats))
+    waits = [asyncio.ensure_future(store.wait(c, 0, 10.0)) for c in chats]
+    await asyncio.sleep(0.2)  # every follower blocked in its XREAD
+    await asyncio.gather(*(store.append(lease, entries(0, 1)) for lease in leases))
+    assert await asyncio.gather(*waits) == [True] * 150

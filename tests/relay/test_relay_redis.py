@@ -10,6 +10,7 @@ own replay of the worker, event for event.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ from tests.relay_helpers import (
 __all__ = ["http", "paced", "redis", "relays"]  # fixtures of tests/relay_helpers.py, used here
 
 PROMPT = "What's the weather in Barcelona?"
+LONG = "Write a report on SSE history"  # a longer answer
 ALL = (
     "?snapshots=1&compact=0"  # every event the worker sent, as sent, its Worker snapshots included
 )
@@ -227,3 +229,52 @@ async def test_many_readers_catching_up_wait_their_turn_and_never_starve_the_pro
         assert lease.last_seq == 2020
     finally:
         await store.aclose()
+
+
+async def test_a_producer_killed_under_a_thousand_readers_leaves_every_reader_complete(
+    relays: Callable[[], RelayProcess], paced: Emulator, redis: RedisServer
+) -> None:
+    # The failover under load: a thousand readers at relay b, the producer a SIGKILLed
+    # mid-turn; b takes the turn over once a's lease lapses and every reader ends whole.
+    # Half read every event as stored (each exactly once, in order); half compacted (the
+    # burst after the takeover arrives merged), folding the same.
+    a, b = relays(), relays()
+    chat = "killed-under-load"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        first = await read_sse(
+            http, "POST", f"{a.url}api/chat{ALL}", json=chat_body(chat, LONG), stop_after=5
+        )
+        worker_id = first.headers["x-handinger-worker-id"]
+        url = f"{b.url}api/chat/{chat}/stream"
+        # From the first event on: a reader connecting late on a loaded machine still
+        # gets its answer whole (without an id, one after the end would get a 204).
+        since = {"last-event-id": first.events[0][0] or ""}
+        readers = [
+            asyncio.ensure_future(
+                read_sse(http, "GET", url + (ALL if i % 2 else ""), headers=since, within=120)
+            )
+            for i in range(1000)
+        ]
+        async with RedisStore(redis.url) as store:
+            before = await store.chat(chat)
+            assert before is not None and before.active
+            a.kill()
+            replies = await asyncio.gather(*readers)
+            after = await store.chat(chat)
+    assert after is not None and not after.active and after.status == "completed"
+    assert after.producer != before.producer
+    replay = (await emulator_replay(paced.base_url, worker_id))[1:]
+    whole = [r for i, r in enumerate(replies) if i % 2]
+    merged = [r for i, r in enumerate(replies) if not i % 2]
+    statuses = collections.Counter((r.status, r.complete) for r in replies)
+    assert statuses == {(200, True): 1000}, (statuses, b.log()[-3000:])
+    for reply in whole:
+        assert reply.chunks == replay
+    text = "".join(c.get("delta", "") for c in replay if c.get("type") == "text-delta")
+    for reply in merged:
+        assert len(reply.events) <= len(replay)
+        assert (
+            "".join(c.get("delta", "") for c in reply.chunks if c.get("type") == "text-delta")
+            == text
+        )
