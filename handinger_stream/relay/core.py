@@ -249,7 +249,7 @@ class Relay:
         Raises :class:`ChatBusyError` while the chat has a turn running, and
         the client's errors when the worker could not be started.
         """
-        _check_chat_id(chat_id)
+        check_chat_id(chat_id)
         if not isinstance(input, str) or not input.strip():
             raise InvalidRequestError("input must be a non-empty string")
         lease = await self.store.begin_turn(chat_id, holder=self.name, ttl=self.lease_seconds)
@@ -293,7 +293,7 @@ class Relay:
         ``chat_id`` defaults to the worker's id.
         """
         chat_id = chat_id or stream.worker_id
-        _check_chat_id(chat_id)
+        check_chat_id(chat_id)
         lease = await self.store.begin_turn(chat_id, holder=self.name, ttl=self.lease_seconds)
         try:
             if stream.worker_id and stream.worker_id != lease.worker_id:
@@ -313,21 +313,27 @@ class Relay:
 
     # -- reading -------------------------------------------------------------
 
-    def read(self, chat_id: str, *, after: int | None = None) -> Reader:
+    def read(
+        self, chat_id: str, *, after: int | None = None, info: ChatInfo | None = None
+    ) -> Reader:
         """The chat's turn as it is stored and as it grows: an async iterator of entries.
 
         ``after=None`` starts at the first entry of the chat's current (or
         last) turn; ``after=n`` right after the entry with seq ``n`` (what a
         ``Last-Event-ID`` says). Iteration ends after the turn's end marker,
-        which is yielded (``entry.end``).
+        which is yielded (``entry.end``). ``info``: what :meth:`chat` just said
+        of the chat, so that the reader starts from it rather than ask again.
         """
-        _check_chat_id(chat_id)
+        check_chat_id(chat_id)
         if after is not None and after < 0:
             raise InvalidRequestError("after must be a non-negative seq")
-        return Reader(self, chat_id, after)
+        if info is not None and info.chat_id != chat_id:
+            raise InvalidRequestError("info must be the chat's own")
+        return Reader(self, chat_id, after, info)
 
     async def chat(self, chat_id: str) -> ChatInfo | None:
         """What the store knows of the chat (``None``: never seen, or expired)."""
+        check_chat_id(chat_id)
         return await self.store.chat(chat_id)
 
     async def fleet(self) -> list[ChatInfo]:
@@ -694,9 +700,12 @@ class Reader:
     entry it took), so a slow reader costs the others nothing.
     """
 
-    def __init__(self, relay: Relay, chat_id: str, after: int | None) -> None:
+    def __init__(
+        self, relay: Relay, chat_id: str, after: int | None, info: ChatInfo | None = None
+    ) -> None:
         self.relay = relay
         self.chat_id = chat_id
+        self._info = info  # what the store said of the chat as the reader was made
         self.position = after if after is not None else -1
         self._after = after
         self._started = False
@@ -725,8 +734,9 @@ class Reader:
 
     async def _start(self) -> None:
         self._started = True
-        store = self.relay.store
-        info = await store.chat(self.chat_id)
+        info, self._info = self._info, None
+        if info is None:
+            info = await self.relay.store.chat(self.chat_id)
         if self._after is None:
             self.position = info.turn_start - 1 if info is not None else 0
         if info is None or (not info.active and self.position >= info.last_seq):
@@ -797,7 +807,7 @@ def _with_sender_ids(messages: list[Any], ids: list[str]) -> list[Any]:
     return out
 
 
-def _check_chat_id(chat_id: str) -> None:
+def check_chat_id(chat_id: str) -> None:
     if not isinstance(chat_id, str) or not 0 < len(chat_id) <= 256:
         raise InvalidRequestError("a chat id must be a string of 1 to 256 characters")
     if "/" in chat_id or any(ord(c) < 32 or ord(c) == 127 for c in chat_id):

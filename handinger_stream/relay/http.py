@@ -51,7 +51,7 @@ from .access import (
     count_files,
     require_json,
 )
-from .core import Reader, Relay
+from .core import Reader, Relay, check_chat_id
 from .errors import EntriesGoneError, RelayError, StoreUnavailableError
 from .store import Entry
 
@@ -484,7 +484,7 @@ class RelayHTTP:
             if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 18:
                 raise InvalidRequestError("Last-Event-ID must be an id this relay sent (a number)")
             after = int(last_event_id)
-        reader = self.relay.read(chat_id, after=after)  # checks the chat id
+        check_chat_id(chat_id)
         info_ = await self.relay.chat(chat_id) if await self.owns(principal, chat_id) else None
         if info_ is None:
             # Never seen, another's, or forgotten (a store restarted without persistence):
@@ -502,10 +502,11 @@ class RelayHTTP:
             # The record lives on, its entries do not: the browser must know its answer
             # would be incomplete, not be given a stream with a hole.
             raise EntriesGoneError("this chat's answer is no longer kept") from None
+        reader = self.relay.read(chat_id, after=after, info=info_)
         return self._sse(reader, info_.worker_id, query)
 
     async def _history(self, chat_id: str, principal: str | None) -> Reply:
-        self.relay.read(chat_id)  # checks the chat id
+        check_chat_id(chat_id)
         if not await self.owns(principal, chat_id):
             raise NotFound()
         if await self.relay.chat(chat_id) is None:

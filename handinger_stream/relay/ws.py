@@ -44,7 +44,7 @@ import msgspec
 
 from ..errors import HandingerError, InvalidRequestError
 from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo
-from .core import Reader
+from .core import Reader, check_chat_id
 from .http import RelayHTTP, parse_chat, public_error
 from .store import Entry
 
@@ -465,14 +465,14 @@ class _Session:
         return self.relay.read(request.id, after=turn.after)
 
     async def _resume(self, request: ResumeRequest) -> Reader | None:
-        self.relay.read(request.id)  # checks the chat id
+        check_chat_id(request.id)
         if not await self.ws.http.owns(self.principal, request.id):
             return None  # another's chat looks like one never seen: nothing running
         info = await self.relay.chat(request.id)
         if info is None or not info.active:
             return None
         # From the running turn's first entry, whatever turn starts meanwhile.
-        return self.relay.read(request.id, after=info.turn_start - 1)
+        return self.relay.read(request.id, after=info.turn_start - 1, info=info)
 
     async def _stream(self, reader: Reader, rid: bytes, skip: int, mark: Any) -> None:
         """The turn's chunks as frames: ``sequence`` counts them from 0; those up to

@@ -1,0 +1,77 @@
+"""What a reader joining a turn costs the store: one look at the chat, not two."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from handinger_stream import AsyncHandinger, InvalidRequestError
+from handinger_stream.relay import ChatInfo, MemoryStore, Relay
+from tests.conftest import Canned, RawServer
+from tests.relay.test_relay import serve_aiohttp
+from tests.relay_helpers import http, read_sse
+
+__all__ = ["http"]  # a fixture of tests/relay_helpers.py, used here
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    async def chat(self, chat_id: str) -> ChatInfo | None:
+        self.looks += 1
+        return await super().chat(chat_id)
+
+
+async def test_a_joiner_looks_at_the_chat_once(
+    raw_server: RawServer, http: aiohttp.ClientSession
+) -> None:
+    events = [
+        b'id: %d\ndata: {"type":"text-delta","id":"t","delta":"%d "}\n\n' % (i, i)
+        for i in range(40)
+    ]
+    raw_server.serve(
+        Canned(
+            [b'id: s\ndata: {"type":"text-start","id":"t"}\n\n', *events, b"data: [DONE]\n\n"],
+            headers={"content-type": "text/event-stream", "x-handinger-worker-id": "wrk_j"},
+            pauses={0: 1.0},
+            delay=0.01,
+        )
+    )
+    store = CountingStore()
+    async with (
+        AsyncHandinger(api_key="k", base_url=raw_server.base_url) as client,
+        Relay(client, store) as relay,
+    ):
+        runner, base = await serve_aiohttp(relay, keepalive=5.0)
+        try:
+            await relay.attach(await client.workers.retrieve("wrk_j", stream=True))
+            store.looks = 0
+            url = base + "api/chat/wrk_j/stream"
+            replies = await asyncio.gather(*(read_sse(http, "GET", url) for _ in range(20)))
+        finally:
+            await runner.cleanup()
+    assert all(reply.complete and len(reply.events) >= 2 for reply in replies)
+    assert store.looks == 20  # the reader starts from what the request read
+
+
+async def test_a_reader_given_another_chats_record_is_refused() -> None:
+    async with AsyncHandinger(api_key="k", base_url="http://127.0.0.1:9") as client:
+        relay = Relay(client)
+        info = ChatInfo(
+            chat_id="a",
+            worker_id=None,
+            active=False,
+            turn_start=1,
+            last_seq=0,
+            last_upstream_id=None,
+            status="pending",
+            producer=None,
+            leased=False,
+        )
+        with pytest.raises(InvalidRequestError):
+            relay.read("b", info=info)
+        await relay.aclose()
