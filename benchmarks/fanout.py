@@ -20,15 +20,20 @@ it posts the turn (``POST /api/chat``) and opens the readers (``GET
 all at once as soon as the turn has begun (``before``: before the deltas have gone
 far) or spread over the first half of the turn (``during``).
 
-Reported per system: whether every reader got the whole turn once and in order,
-and whether each got every event from its joining point on; lag (receipt less
-stamp) p50/p99 over the events sent once every reader was connected
-(``before``) or once that reader was (``during``), and over the first and last
-tenth of the turn's deltas (does lag grow with the turn?); CPU time of each
-server process (``/proc/PID/stat``) per event delivered to a reader; the join
-time (from opening the first reader until every reader had its first byte) and
-each reader's own wait for it; the servers' memory per reader (peak resident
-set with the readers connected, less before them). The machine is shared: the
+Reported per system, judging each reader by content (the text of the deltas it
+received, in order, against the turn's: the relay merges the deltas of a backlog
+or a joiner's history into fewer events, so events are not counted one for one):
+whether every reader got the whole turn once and in order, and whether each got
+every delta from its joining point on (and how many it lacks of those sent, by
+the upstream's schedule, once it was connected); lag (receipt less stamp; a
+merged event carries, and is timed by, its newest delta's stamp) p50/p99 over
+the events sent once every reader was connected (``before``) or once that
+reader was (``during``), and over the first and last tenth of the turn's deltas
+(does lag grow with the turn?); CPU time of each server process
+(``/proc/PID/stat``) per delta delivered to a reader; the join time (from
+opening the first reader until every reader had its first byte) and each
+reader's own wait for it; the servers' memory per reader (peak resident set
+with the readers connected, less before them). The machine is shared: the
 cores' busy time (``/proc/stat``) that none of the benchmark's processes account
 for is reported too, as a share of a core.
 """
@@ -36,7 +41,6 @@ for is reported too, as a share of a core.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import os
@@ -67,8 +71,6 @@ SYSTEMS = ("relay-memory", "relay-redis", "resumable", "minimal")
 RESUMABLE = ROOT / "benchmarks" / "peers" / "resumable"
 # The peers pass the upstream's id-less events through: every system's events have a data line.
 DATA = b"data: "
-# Events after the last delta: text-end, finish and [DONE] (server.py's Shape.tail).
-TAIL = 3
 # A reader that has received nothing for this long is reported, not waited for.
 IDLE_S = 30.0
 # A peer prints its port on stdout; its stderr is drained (a full pipe would block it).
@@ -174,7 +176,7 @@ async def _fan_out(
     connection opened, and the time the last one did (in ns)."""
     loop = asyncio.get_running_loop()
     post, get = _chat_requests(port, events, pace_ms)
-    poster = _Reader(post, loop.create_future(), DATA)
+    poster = _Reader(post, loop.create_future(), DATA, deltas=True)
     posted, _ = await loop.create_connection(_given(poster), "127.0.0.1", port)
     await asyncio.wait_for(poster.started, 60)  # the turn has begun (a refusal never starts it)
     spread = events * pace_ms / 1000 / 2 if join == "during" else 0.0
@@ -185,7 +187,7 @@ async def _fan_out(
         delay = begun + spread * i / readers - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        reader = _Reader(get, loop.create_future(), DATA)
+        reader = _Reader(get, loop.create_future(), DATA, deltas=True)
         transport, _ = await loop.create_connection(_given(reader), "127.0.0.1", port)
         opened.append((reader, time.monotonic_ns()))
         transports.append(transport)
@@ -196,44 +198,69 @@ async def _fan_out(
     return poster, opened, connected_ns
 
 
+def _turn_text(deltas: int) -> bytes:
+    """The text of the turn's deltas, as the benchmark server makes them (``Shape.stamped``)."""
+    return b"".join(b"w%d " % (i % 1000) for i in range(deltas))
+
+
 def _figures(
-    poster: _Reader, opened: list[tuple[_Reader, int]], connected_ns: int, join: str
+    poster: _Reader,
+    opened: list[tuple[_Reader, int]],
+    connected_ns: int,
+    join: str,
+    deltas: int,
+    pace_ms: float,
 ) -> dict[str, Any]:
-    """What the readers got, against what the poster (who gets every system's whole turn) got."""
-    turn = [sent for sent, _ in poster.stamps]
-    n = len(turn)
-    first_tenth = turn[n // 10] if n >= 10 else 0
-    last_tenth = turn[n - n // 10] if n >= 10 else 0
+    """What the readers got, judged by content: the text of the deltas each received, in
+    order, against the turn's (the relay may merge a backlog's deltas into fewer events,
+    each with its newest delta's stamp, so events are not counted one for one)."""
+    turn = _turn_text(deltas)
+    pace_ns = pace_ms * 1e6
+    # When the upstream began the deltas, by its schedule (it sleeps to start + i * pace):
+    # to tell which deltas were sent once a reader was connected.
+    stamped = _indexed(poster, deltas)
+    start = min((sent - i * pace_ns for i, sent, _, _ in stamped), default=0.0)
+    first_tenth, last_tenth = deltas // 10, deltas - deltas // 10
     lags: list[int] = []
     firsts: list[int] = []
     lasts: list[int] = []
     whole = gapless = 0
     missed: list[int] = []
     waits: list[int] = []
+    got = merged = 0
     for reader, connected in opened:
-        sent = [s for s, _ in reader.stamps]
-        k = len(sent)
+        assert reader.deltas is not None
+        text = b"".join(part for part, _, _ in reader.deltas)
+        k = text.count(b" ")  # each delta's text ends in its one space
+        got += k
+        merged += k - len(reader.deltas)
+        cut = len(turn) - len(text)
         # The turn's deltas from some point on, each once and in order, then its end.
-        suffix = reader.complete and sent == turn[n - k :] and k + TAIL <= reader.events
-        gapless += suffix and reader.events <= poster.events
-        whole += reader.complete and sent == turn and reader.events == poster.events
-        # Deltas sent once its connection was open that it never got (a late join's loss).
-        missed.append(max(0, (n - k) - bisect.bisect_left(turn, connected)))
+        on_a_delta = cut == 0 or (cut > 0 and turn[cut - 1 : cut] == b" ")
+        suffix = reader.complete and on_a_delta and turn.endswith(text)
+        gapless += suffix
+        whole += reader.complete and text == turn
+        # Deltas sent (by the schedule) once its connection was open that it never got.
+        first_after = max(
+            0, -int((start - connected) // pace_ns)
+        )  # ceil((connected - start) / pace)
+        missed.append(max(0, (deltas - k) - first_after))
         if reader.first_byte_ns is not None:
             waits.append(reader.first_byte_ns - reader.opened_ns)
         since = connected_ns if join == "before" else connected
-        for s, received in reader.stamps:
-            if s >= since:
-                lag = received - s
+        for i, sent, received, _ in _indexed(reader, deltas):
+            if sent >= since:
+                lag = received - sent
                 lags.append(lag)
-                if s < first_tenth:
+                if i < first_tenth:
                     firsts.append(lag)
-                elif s >= last_tenth:
+                elif i >= last_tenth:
                     lasts.append(lag)
     readers = len(opened)
     first_bytes = [r.first_byte_ns for r, _ in opened if r.first_byte_ns is not None]
     return {
-        "expected_events": poster.events,
+        "turn_deltas": deltas,
+        "poster_events": poster.events,
         "every_reader_got_every_event": whole == readers,
         "readers_whole_turn": whole,
         "every_reader_got_every_event_from_join": gapless == readers,
@@ -241,7 +268,9 @@ def _figures(
         "readers_complete": sum(r.complete for r, _ in opened),
         "readers_missing_events_sent_after_connecting": sum(m > 0 for m in missed),
         "events_missed_after_connecting_max": max(missed, default=0),
-        "delivered_events": sum(r.events for r, _ in opened),
+        "delivered_events": sum(r.events for r, _ in opened),  # on the wire
+        "delivered_deltas": got,
+        "merged_deltas_share": round(merged / got, 3) if got else None,
         "lag_ms_p50": _percentile(lags, 50),
         "lag_ms_p99": _percentile(lags, 99),
         "lag_ms_first_tenth_p50": _percentile(firsts, 50),
@@ -257,6 +286,22 @@ def _figures(
         "join_wait_ms_p50": _percentile(waits, 50),
         "join_wait_ms_p99": _percentile(waits, 99),
     }
+
+
+def _indexed(reader: _Reader, deltas: int) -> list[tuple[int, int, int, int]]:
+    """The reader's stamped events: (index of the stamp's delta in the turn, its stamp,
+    receive time, deltas the event holds). A merged event holds several deltas and the
+    newest one's stamp: it is timed by that one (those merged into it waited longer)."""
+    assert reader.deltas is not None
+    held = sum(part.count(b" ") for part, _, _ in reader.deltas)
+    index = deltas - held - 1  # the delta before the reader's first
+    out = []
+    for part, stamp, received in reader.deltas:
+        count = part.count(b" ")
+        index += count
+        if stamp:
+            out.append((index, int(stamp), received, count))
+    return out
 
 
 def _machine_busy_s() -> float:
@@ -310,8 +355,10 @@ def _measure(
         wall = time.monotonic() - wall_before
         busy = _machine_busy_s() - busy_before
         ours = _own_cpu_s() + server_cpu(server) - ours_before + sum(cpu.values())
-    result = {"system": system, "readers": readers, **_figures(poster, opened, connected_ns, join)}
-    delivered = result["delivered_events"]
+    figures = _figures(poster, opened, connected_ns, join, events, pace_ms)
+    result = {"system": system, "readers": readers, **figures}
+    # Delivered: one of the turn's deltas to one reader (in an event of its own or merged).
+    delivered = result["delivered_deltas"]
     per_event = {
         role: round(seconds / delivered * 1e6, 3) if delivered else None
         for role, seconds in cpu.items()
@@ -319,8 +366,8 @@ def _measure(
     total = sum(cpu.values())
     result.update(
         cpu_s={role: round(seconds, 3) for role, seconds in cpu.items()},
-        cpu_us_per_delivered_event=per_event,
-        cpu_us_per_delivered_event_total=round(total / delivered * 1e6, 3) if delivered else None,
+        cpu_us_per_delivered_delta=per_event,
+        cpu_us_per_delivered_delta_total=round(total / delivered * 1e6, 3) if delivered else None,
         memory_kib_per_reader={
             role: round((peak[role] - rss_before[role]) / readers / 1024, 1) for role in processes
         },

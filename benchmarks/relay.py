@@ -39,6 +39,10 @@ from .suite import replay_server, server_cpu
 
 ROOT = Path(__file__).resolve().parent.parent
 _STAMP = re.compile(rb'"b":\{"t":(\d+)\}')
+# A text delta's text and stamp, if it has one (a merged delta has its newest one's).
+_DELTA = re.compile(
+    rb'"type":"text-delta","id":"[^"]*","delta":"([^"]*)"(?:,"providerMetadata":\{"b":\{"t":(\d+)\}\})?'
+)
 
 
 def _rss_bytes(pid: int) -> int:
@@ -53,11 +57,17 @@ class _Reader(asyncio.Protocol):
 
     ``marker``: how a line that counts an event begins (the relay's events each
     have an ``id:``; a server passing the upstream's id-less events through has
-    only their ``data:`` lines to count).
+    only their ``data:`` lines to count). ``deltas``: keep each text delta's text,
+    stamp (``b""`` if none) and receive time too, to check a reader by content
+    (the relay may merge a backlog's deltas into fewer events).
     """
 
     def __init__(
-        self, request: bytes, done: asyncio.Future[None], marker: bytes = b"id: "
+        self,
+        request: bytes,
+        done: asyncio.Future[None],
+        marker: bytes = b"id: ",
+        deltas: bool = False,
     ) -> None:
         self.request = request
         self.done = done
@@ -69,6 +79,7 @@ class _Reader(asyncio.Protocol):
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.opened_ns = time.monotonic_ns()  # made just before its connection is opened
         self.first_byte_ns: int | None = None  # when the response began (the join time)
+        self.deltas: list[tuple[bytes, bytes, int]] | None = [] if deltas else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -86,6 +97,8 @@ class _Reader(asyncio.Protocol):
         if self.events and not self.started.done():
             self.started.set_result(None)
         self.stamps.extend((int(stamp), now) for stamp in _STAMP.findall(whole))
+        if self.deltas is not None:
+            self.deltas.extend((text, stamp, now) for text, stamp in _DELTA.findall(whole))
         if b"data: [DONE]" in whole:
             self.complete = True
             if not self.done.done():

@@ -283,6 +283,10 @@ def _split(by_process: dict[str, float | None], total: float | None) -> str:
     return f"{parts} = {fmt(total)}"
 
 
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
 def _other(result: dict[str, Any]) -> str:
     share = result.get("other_cpu_share_of_a_core")
     return "–" if share is None else f"{share:.2f}"
@@ -312,15 +316,19 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
         "`benchmarks/peers/fanout_minimal.py`). Both Redis systems get a fresh redis-server "
         "of the same binary.",
         "",
-        "*Whole turn*: readers that got every event of the turn once, in order. *From "
-        "join*: readers that got every event from the point they joined on, once, in order "
+        "Readers are judged by content: the text of the deltas each received, in order, "
+        "against the turn's (the relay merges a backlog's or a joiner's history's deltas "
+        "into fewer events; *merged*: the share of deltas that came merged). *Whole turn*: "
+        "readers that got every delta of the turn once, in order, and its end. *From "
+        "join*: readers that got every delta from the point they joined on, once, in order "
         "(the relay and resumable-stream replay a joiner the turn from its start; the "
         "minimal fan-out has no history, so a joiner gets only what follows: its whole-turn "
-        "count is low by design). *Missed*: readers lacking deltas sent after their "
-        "connection was open (the largest loss in brackets). Lag: receipt less stamp, over "
+        "count is low by design). *Missed*: readers lacking deltas sent (by the upstream's "
+        "schedule) after their connection was open (the largest loss in brackets). Lag: "
+        "receipt less stamp (a merged event is timed by its newest delta), over "
         "the deltas sent once every reader was connected (join before) or once that reader "
         "was (join during); then over the first and last tenth of the turn's deltas. CPU: "
-        "each server process's time (`/proc/PID/stat`) per event delivered to a reader. "
+        "each server process's time (`/proc/PID/stat`) per delta delivered to a reader. "
         "Join: from opening the first reader until every reader had its first byte, and "
         "each reader's own wait for it (p99; with join during, the join time includes the "
         "spread of the joins over half the turn). Memory: the servers' peak resident set with "
@@ -344,10 +352,10 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
             f"ms; {joined}. The upstream server used {run['upstream_cpu_s']:.1f} s of CPU "
             f"over the four runs.{_tree_note(run.get('tree'))}",
             "",
-            "| system | whole turn | from join | missed | lag p50 ms | lag p99 ms | "
-            "p50 / p99 first tenth ms | p50 / p99 last tenth ms | CPU µs per delivered event | "
+            "| system | whole turn | from join | missed | merged | lag p50 ms | lag p99 ms | "
+            "p50 / p99 first tenth ms | p50 / p99 last tenth ms | CPU µs per delivered delta | "
             "join s | join wait p99 ms | memory KiB per reader | other load |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |",
         ]
         for r in run["results"]:
             readers = r["readers"]
@@ -359,10 +367,10 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
                 f"{r['readers_gapless_from_join']:,} | "
                 f"{missed:,}"
                 + (f" ({r['events_missed_after_connecting_max']})" if missed else "")
-                + f" | {_ms(r['lag_ms_p50'])} | {_ms(r['lag_ms_p99'])} | "
+                + f" | {_share(r.get('merged_deltas_share'))} | {_ms(r['lag_ms_p50'])} | {_ms(r['lag_ms_p99'])} | "
                 f"{_ms(r['lag_ms_first_tenth_p50'])} / {_ms(r['lag_ms_first_tenth_p99'])} | "
                 f"{_ms(r['lag_ms_last_tenth_p50'])} / {_ms(r['lag_ms_last_tenth_p99'])} | "
-                f"{_split(r['cpu_us_per_delivered_event'], r['cpu_us_per_delivered_event_total'])}"
+                f"{_split(r['cpu_us_per_delivered_delta'], r['cpu_us_per_delivered_delta_total'])}"
                 f" | {join_s} | {_ms(r['join_wait_ms_p99'])} | "
                 f"{_split(memory, r['memory_kib_per_reader_total'])} | "
                 f"{_other(r)} |"
@@ -371,7 +379,7 @@ def fanout_section(fanout: dict[str, Any]) -> list[str]:
 
 
 def fanout_chart(fanout: dict[str, Any], path: Path) -> None:
-    """Per mode, lag p50/p99 and CPU per delivered event (stacked by process) per system."""
+    """Per mode, lag p50/p99 and CPU per delivered delta (stacked by process) per system."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -402,9 +410,9 @@ def fanout_chart(fanout: dict[str, Any], path: Path) -> None:
         lag_ax.invert_yaxis()
         lag_ax.set_title(f"{key}: lag ms, p50 (dark) and p99 (log scale)", fontsize=10)
         left = [0.0] * len(names)
-        roles = {role for r in results for role in r["cpu_us_per_delivered_event"]}
+        roles = {role for r in results for role in r["cpu_us_per_delivered_delta"]}
         for role in sorted(roles, key=lambda role: role == "redis-server"):
-            values = [r["cpu_us_per_delivered_event"].get(role) or 0.0 for r in results]
+            values = [r["cpu_us_per_delivered_delta"].get(role) or 0.0 for r in results]
             redis = role == "redis-server"
             cpu_ax.barh(
                 rows,
@@ -419,7 +427,7 @@ def fanout_chart(fanout: dict[str, Any], path: Path) -> None:
         cpu_ax.set_xlim(0, max(left) * 1.15 or 1)  # room for the totals
         cpu_ax.set_yticks(list(rows), names)
         cpu_ax.invert_yaxis()
-        cpu_ax.set_title(f"{key}: server CPU µs per delivered event", fontsize=10)
+        cpu_ax.set_title(f"{key}: server CPU µs per delivered delta", fontsize=10)
         if "redis-server" in roles:
             cpu_ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
