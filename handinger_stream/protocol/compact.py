@@ -126,6 +126,25 @@ def _plain_text(text: bytes) -> bool:
     return True
 
 
+# What _as_delta found in a stored event's bytes, by the bytes object: a relay's
+# readers share one log, so a thousand readers catching up through one event parse it
+# once. The bytes are kept in the value, so that their id is not reused while cached.
+_parsed: dict[int, tuple[bytes, _Delta | None]] = {}
+_PARSED_MAX = 8192
+
+
+def _delta_of(data: bytes) -> _Delta | None:
+    """:func:`_as_delta`, remembered for the same bytes object; a fresh ``_Delta`` each
+    time (a merge appends to it)."""
+    found = _parsed.get(id(data))
+    if found is None or found[0] is not data:
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        found = _parsed[id(data)] = (data, _as_delta(data))
+    delta = found[1]
+    return None if delta is None else _Delta(delta.head, delta.pieces[0], delta.meta)
+
+
 def _as_delta(data: bytes) -> _Delta | None:
     """The delta ``data`` holds, or ``None`` when it is no delta that may be merged."""
     shape = next((shape for shape in _SHAPES if data.startswith(shape[0])), None)
@@ -206,7 +225,7 @@ def compact(history: Iterable[tuple[bytes, _Id]]) -> list[tuple[bytes, _Id]]:
     last_id: Any = None
     data_key: tuple[str, str] | None = None  # the data part just written, replaceable
     for data, event_id in history:
-        delta = _as_delta(data) if _DELTA_HEAD.match(data) else None
+        delta = _delta_of(data) if _DELTA_HEAD.match(data) else None
         if delta is not None:
             if pending is not None and delta.head == pending.head:
                 pending.pieces.append(delta.pieces[0])

@@ -223,6 +223,16 @@ def test_data_parts_adjacent_with_one_id_keep_the_last_and_the_rest_stay() -> No
     assert compact(kept) == kept
 
 
+def test_the_same_stored_events_compact_the_same_every_time() -> None:
+    # A relay's readers share its log's bytes, and each parse is remembered by them: a
+    # merge must never change what the next reader's compaction starts from.
+    delta = b'{"type":"text-delta","id":"t","delta":"%s","providerMetadata":{"b":{"t":%d}}}'
+    history = [(delta % (b"w%d " % i, i), str(i)) for i in range(20)]
+    first = compact(history)
+    assert compact(history) == first == compact(history[:])
+    assert compact(history[5:]) == [(first[0][0].replace(b"w0 w1 w2 w3 w4 ", b""), "19")]
+
+
 def test_typed_compaction_merges_as_the_bytes_do() -> None:
     events: list[Event] = [
         TextDeltaEvent(id="a", delta="x", event_id="1"),
