@@ -90,8 +90,10 @@ RawHeaders = Headers | Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, 
 """A request's headers as a framework has them: pairs (ASGI's, aiohttp's raw ones) or a map."""
 _KEEPALIVE = b": keep-alive\n\n"
 # A batch this long is compacted: a reader joining or resuming (its history), or one
-# that fell behind (its backlog). A live reader's batches of one or two cost nothing.
-COMPACT_FROM = 8
+# that fell behind (its backlog). Compacting costs each reader its own pass: a live
+# reader a few events behind (a thousand readers of one turn are, by tens) would pay
+# it for nothing, since a batch goes out in one write whatever its length.
+COMPACT_FROM = 64
 
 
 def frame(entry: Entry) -> bytes:
