@@ -761,7 +761,9 @@ class Reader:
         store = relay.store
         deadline = None if within is None else time.monotonic() + within
         while True:
-            entries = await store.read(self.chat_id, self.position, _BATCH)
+            entries = store.read_ready(self.chat_id, self.position, _BATCH)
+            if entries is None:
+                entries = await store.read(self.chat_id, self.position, _BATCH)
             if entries:
                 for i, entry in enumerate(entries):
                     if entry.end:

@@ -354,6 +354,9 @@ class MemoryStore(Store):
         return [] if chat is None else list(chat.message_ids)
 
     async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
+        return self.read_ready(chat_id, after, limit)
+
+    def read_ready(self, chat_id: str, after: int, limit: int) -> list[Entry]:
         chat = self._get(chat_id)
         if chat is None:
             return []

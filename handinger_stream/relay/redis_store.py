@@ -818,11 +818,16 @@ class RedisStore(Store):
 
     # -- reading -------------------------------------------------------------
 
-    async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
+    def read_ready(self, chat_id: str, after: int, limit: int) -> list[Entry] | None:
         follower = self._followers.get(chat_id)
-        if follower is not None and follower.error is None:
-            if follower.covers(after):
-                return follower.slice(after, limit)
+        if follower is not None and follower.error is None and follower.covers(after):
+            return follower.slice(after, limit)
+        return None
+
+    async def read(self, chat_id: str, after: int, limit: int) -> list[Entry]:
+        ready = self.read_ready(chat_id, after, limit)
+        if ready is not None:
+            return ready
         # Readers joining together ask for the same history: one round trip serves them
         # all (entries never change, so an answer begun a moment earlier is as good).
         key = (chat_id, after, limit)

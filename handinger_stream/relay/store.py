@@ -298,6 +298,12 @@ class Store(abc.ABC):
         trimmed or has expired.
         """
 
+    def read_ready(self, chat_id: str, after: int, limit: int) -> list[Entry] | None:
+        """:meth:`read`'s answer if the store has it at hand, without I/O; ``None`` if
+        not (then :meth:`read`). A live reader's every read asks this first: a thousand
+        readers of a turn read after each event."""
+        return None
+
     @abc.abstractmethod
     async def wait(self, chat_id: str, after: int, timeout: float) -> bool:
         """Wait until an entry after ``after`` exists (True) or ``timeout`` seconds pass."""
