@@ -302,3 +302,17 @@ async def test_whatever_the_interleaving_the_log_is_dense_and_only_holders_appen
     entries = await store.read("h", 0, 1000)
     assert [e.seq for e in entries] == list(range(1, len(expected) + 1))
     assert [e.data for e in entries] == expected
+
+
+async def test_read_ready_answers_as_read_does_or_not_at_all(store: Store) -> None:
+    lease = await store.begin_turn("ready", holder="p", ttl=5)
+    await store.append(lease, new_entries("a", "b", "c"))
+    await store.wait("ready", 3, 0.01)  # a live reader's wait (RedisStore: its follower)
+    await store.append(lease, new_entries("d", first_id=3))
+    assert await store.wait("ready", 3, 2.0)
+    for after, limit in ((0, 10), (1, 2), (3, 5), (4, 1)):
+        ready = store.read_ready("ready", after, limit)
+        if isinstance(store, MemoryStore):
+            assert ready is not None  # a MemoryStore always has its entries at hand
+        assert ready is None or ready == await store.read("ready", after, limit)
+    assert [e.seq for e in store.read_ready("ready", 2, 5) or []] == [3, 4]
