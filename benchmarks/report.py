@@ -384,6 +384,7 @@ def fanout_chart(fanout: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     runs = list(fanout.items())
     fig, axes = plt.subplots(len(runs), 2, figsize=(14, 3.2 * len(runs)), squeeze=False)
@@ -406,6 +407,7 @@ def fanout_chart(fanout: dict[str, Any], path: Path) -> None:
                     )
         lag_ax.set_yticks(list(rows), names)
         lag_ax.set_xscale("log")
+        lag_ax.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap
         lag_ax.set_xlim(right=max(r["lag_ms_p99"] or 1 for r in results) * 4)  # room for labels
         lag_ax.invert_yaxis()
         lag_ax.set_title(f"{key}: lag ms, p50 (dark) and p99 (log scale)", fontsize=10)
