@@ -138,7 +138,9 @@ def _serving(system: str, upstream: str) -> Iterator[_Serving]:
         elif system == "resumable":
             _npm_ci()
             env = {**os.environ, "UPSTREAM": upstream, "REDIS_URL": redis_url, "PORT": "0"}
-            process = subprocess.Popen(["node", "server.mjs"], cwd=RESUMABLE, env=env, **_PIPES)
+            # FANOUT_NODE_ARGS: node's own options, e.g. --cpu-prof (not allowed in NODE_OPTIONS).
+            node = ["node", *os.environ.get("FANOUT_NODE_ARGS", "").split(), "server.mjs"]
+            process = subprocess.Popen(node, cwd=RESUMABLE, env=env, **_PIPES)
             port, role = _port(process), "node"
         elif system == "minimal":
             module = "benchmarks.peers.fanout_minimal"
