@@ -768,7 +768,9 @@ async def test_a_listed_site_opens_the_websocket_without_the_visitors_cookies() 
         with pytest.raises(Unauthorized):
             await ws.check_upgrade(upgrade("https://partner.example"))
         # Access without an origin list keeps the relay's own WebSocket origin rule.
-        bare = RelayWS(RelayHTTP(Relay(client, store), access=Access(store, authenticate=from_cookie)))
+        bare = RelayWS(
+            RelayHTTP(Relay(client, store), access=Access(store, authenticate=from_cookie))
+        )
         with pytest.raises(Forbidden):
             await bare.check_upgrade(upgrade("https://evil.example"))
 
