@@ -62,6 +62,7 @@ __all__ = ["Reader", "Relay", "Turn", "task_id_for"]
 
 log = logging.getLogger("handinger_stream.relay")
 
+_MAX_LOOKS = 10_000  # chats whose last look a relay keeps (then it forgets them all)
 _BATCH = 256  # entries per store read, and at most per append
 _HISTORIES = 1024  # chats' folded histories kept per relay
 # Store writes while the store is unavailable: soon, then at most every second.
@@ -196,6 +197,7 @@ class Relay:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._producers: dict[str, asyncio.Task[None]] = {}
         self._taking_over: dict[str, asyncio.Future[None]] = {}
+        self._looks: dict[str, tuple[float, asyncio.Future[ChatInfo | None]]] = {}
         # Histories by (chat, last seq, active): a page's reload costs neither a fold nor
         # a request of the API while the chat has not changed. Bounded, oldest out first.
         self._histories: dict[tuple[str, str | None, str, int, bool], list[Any]] = {}
@@ -466,6 +468,21 @@ class Relay:
         if not task.cancelled() and task.exception() is not None:
             log.error("relay producer of chat %s failed", chat_id, exc_info=task.exception())
 
+    async def _look(self, chat_id: str) -> ChatInfo | None:
+        """The chat's record for a quiet reader's check: one look per chat and process
+        serves every reader checking within a quarter of ``check_interval`` (ten
+        thousand idle readers, each asking every few seconds, were a store's whole load;
+        a record that old delays a take-over by that much at most)."""
+        now = time.monotonic()
+        found = self._looks.get(chat_id)
+        if found is None or now - found[0] > self.check_interval / 4:
+            if len(self._looks) >= _MAX_LOOKS:
+                self._looks.clear()
+            look = asyncio.ensure_future(self.store.chat(chat_id))
+            look.add_done_callback(_retrieve)
+            found = self._looks[chat_id] = (now, look)
+        return await asyncio.shield(found[1])
+
     async def _take_over(self, chat_id: str) -> None:
         """Resume a turn whose producer is gone (called by readers that find it so).
 
@@ -484,8 +501,7 @@ class Relay:
     def _took_over(self, chat_id: str, attempt: asyncio.Future[None]) -> None:
         if self._taking_over.get(chat_id) is attempt:
             del self._taking_over[chat_id]
-        if not attempt.cancelled():
-            attempt.exception()  # retrieved here too, in case every reader was cancelled
+        _retrieve(attempt)
 
     async def _try_take_over(self, chat_id: str) -> None:
         lease = await self.store.take_over(chat_id, holder=self.name, ttl=self.lease_seconds)
@@ -780,7 +796,7 @@ class Reader:
             if now >= self._next_check:
                 # Quiet for a while: is the turn still being produced?
                 self._next_check = now + relay.check_interval
-                info = await store.chat(self.chat_id)
+                info = await relay._look(self.chat_id)
                 if info is None or (not info.active and self.position >= info.last_seq):
                     self._done = True
                     return None
@@ -791,6 +807,11 @@ class Reader:
             if deadline is not None:
                 wait = min(wait, deadline - now)
             await store.wait(self.chat_id, self.position, max(wait, 0.0))
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved, in case every waiter was cancelled
 
 
 def _with_sender_ids(messages: list[Any], ids: list[str]) -> list[Any]:

@@ -75,3 +75,37 @@ async def test_a_reader_given_another_chats_record_is_refused() -> None:
         with pytest.raises(InvalidRequestError):
             relay.read("b", info=info)
         await relay.aclose()
+
+
+async def test_quiet_readers_share_their_checks_of_the_chat(
+    raw_server: RawServer, http: aiohttp.ClientSession
+) -> None:
+    # A quiet turn: each reader checks every check_interval whether it is still produced.
+    # Fifty readers share one look per chat for a quarter of that interval.
+    raw_server.serve(
+        Canned(
+            [b'id: 0\ndata: {"type":"text-start","id":"t"}\n\n', b"data: [DONE]\n\n"],
+            headers={"content-type": "text/event-stream", "x-handinger-worker-id": "wrk_q"},
+            pauses={0: 2.5},
+        )
+    )
+    store = CountingStore()
+    async with (
+        AsyncHandinger(api_key="k", base_url=raw_server.base_url) as client,
+        Relay(client, store, lease_seconds=0.4) as relay,  # a check every 0.2 s
+    ):
+        runner, base = await serve_aiohttp(relay, keepalive=5.0)
+        try:
+            await relay.attach(await client.workers.retrieve("wrk_q", stream=True))
+            url = base + "api/chat/wrk_q/stream"
+            readers = [asyncio.ensure_future(read_sse(http, "GET", url)) for _ in range(50)]
+            await asyncio.sleep(0.5)  # every reader joined, and waiting
+            store.looks = 0
+            await asyncio.sleep(1.0)
+            looks = store.looks
+            replies = await asyncio.gather(*readers)
+        finally:
+            await runner.cleanup()
+    assert all(reply.complete for reply in replies)
+    # One look per 0.05 s at most (20 in the second), where each reader's own was 250.
+    assert looks <= 25, looks
