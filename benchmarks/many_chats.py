@@ -19,7 +19,7 @@ readers, who then wait on turns that send next to nothing: the resident set with
 less that before them, per reader is an idle reader's memory. Everything is closed after.
 
 The relay is started by ``relay.py``'s ``_start_relay`` with its per-principal limits
-lifted (see ``_limits_lifted``). The shared machine makes every figure noisy.
+lifted (``_LIFTED``). The shared machine makes every figure noisy.
 
 Reported per store: whether every reader got every event (and which chats not),
 judged by content: the turn's whole text, its last id and ``[DONE]`` (the relay merges
@@ -51,7 +51,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from unittest import mock
 
 from .relay import (
     ROOT,
@@ -124,22 +123,13 @@ class _Joining(_Reader):
         return b"".join(text for text, _, _ in self.deltas or ())
 
 
-@contextlib.contextmanager
-def _limits_lifted() -> Iterator[None]:
-    """``relay.py``'s ``_start_relay``, with the relay's per-principal limits lifted.
-
-    Without access control the relay still holds its one principal to ``Limits()``'s
-    defaults (2 turns at once, 10 a minute, 100 chats): a thousand chats need the flags
-    raised, and ``_start_relay`` takes no extra arguments, so its ``Popen`` gets them here.
-    """
-    real = subprocess.Popen
-
-    def popen(args: list[str], *rest: Any, **options: Any) -> Any:
-        lifted = ["--max-concurrent-turns", "--turns-per-minute", "--max-chats"]
-        return real([*args, *(a for flag in lifted for a in (flag, str(10**9)))], *rest, **options)
-
-    with mock.patch.object(subprocess, "Popen", popen):
-        yield
+# Without access control the relay still holds its one principal to ``Limits()``'s
+# defaults (2 turns at once, 10 a minute, 100 chats): a thousand chats need them raised.
+_LIFTED = tuple(
+    arg
+    for flag in ("--max-concurrent-turns", "--turns-per-minute", "--max-chats")
+    for arg in (flag, str(10**9))
+)
 
 
 class _Watch:
@@ -448,8 +438,7 @@ def _store(store: str) -> Iterator[tuple[str | None, subprocess.Popen[str] | Non
 def _measure(store: str, upstream: str, o: _Options) -> dict[str, Any]:
     print(f"# {store}: {o.chats} chats x {o.per_chat} readers", file=sys.stderr, flush=True)
     with _store(store) as (redis_url, redis_process):
-        with _limits_lifted():
-            relay, port = _start_relay(upstream, redis_url)
+        relay, port = _start_relay(upstream, redis_url, _LIFTED)
         said: list[str] = []
         threading.Thread(target=_drain, args=(relay.stderr, said), daemon=True).start()
         watch = _Watch(relay.pid, redis_url)

@@ -190,9 +190,12 @@ def _drain(stream: Any, into: list[str]) -> None:
         into.append(line.rstrip())
 
 
-def _start_relay(upstream: str, redis_url: str | None) -> tuple[subprocess.Popen[str], int]:
+def _start_relay(
+    upstream: str, redis_url: str | None, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], int]:
+    """``handinger-stream relay`` in a process of its own (``extra``: more of its flags)."""
     args = [sys.executable, "-m", "handinger_stream", "relay", "--port", "0"]
-    args += ["--base-url", upstream]
+    args += ["--base-url", upstream, *extra]
     if redis_url:
         args += ["--redis", redis_url]
     env = {**os.environ, "HANDINGER_API_KEY": "bench"}
