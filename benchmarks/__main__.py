@@ -1,5 +1,5 @@
 """``python -m benchmarks all | smoke | report | fold | concurrency | watch | relay | relay-ws
-| fanout``.
+| fanout | many-chats``.
 
 See ``benchmarks/README.md``. ``watch --save``, ``relay --save``, ``relay-ws --save`` and
 ``fanout --save`` merge their figures into ``benchmarks/results.json`` (``all`` keeps them)
@@ -44,6 +44,11 @@ def main() -> None:
         watched = watch(argv)
         if "--save" in sys.argv[2:]:
             _save("watch", watched)
+        return
+    if sys.argv[1:2] == ["many-chats"]:  # so has this one (prints its JSON)
+        from .many_chats import main as many_chats
+
+        many_chats(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument(

@@ -1,7 +1,7 @@
 """Many chats in one relay process: 1,000 turns, each joined by 10 SSE readers.
 
-``python -m benchmarks.many_chats [--chats 1000 --readers-per-chat 10 --events 200
---pace-ms 100 --store redis|memory|both]``
+``python -m benchmarks many-chats [--chats 1000 --readers-per-chat 10 --events 400
+--pace-ms 500 --store redis|memory|both]``
 
 For each store, in processes of their own: the benchmark server (``server.py``,
 its events stamped with ``time.monotonic_ns()``), ONE relay (``handinger-stream
@@ -519,8 +519,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.many_chats")
     parser.add_argument("--chats", type=int, default=1000)
     parser.add_argument("--readers-per-chat", type=int, default=10)
-    parser.add_argument("--events", type=int, default=200, help="deltas per turn")
-    parser.add_argument("--pace-ms", type=float, default=100.0, help="between a turn's deltas")
+    # 200-second turns: on 2 cores, 10,000 readers take longer than a shorter turn to join.
+    parser.add_argument("--events", type=int, default=400, help="deltas per turn")
+    parser.add_argument("--pace-ms", type=float, default=500.0, help="between a turn's deltas")
     parser.add_argument("--store", choices=["redis", "memory", "both"], default="redis")
     parser.add_argument("--batch", type=int, default=50, help="turns started at a time")
     parser.add_argument("--joining", type=int, default=100, help="readers joining at a time")
