@@ -1,4 +1,5 @@
-"""Signal: many waiters woken at once, each with its own timeout, no task per wait.
+"""Signal: many waiters woken at once, each with its own timeout, no task per wait;
+:func:`joined`: one call per key at a time, its result shared by whoever asks meanwhile.
 
 >>> import asyncio
 >>> async def demo():
@@ -12,8 +13,51 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
 
-__all__ = ["Signal"]
+__all__ = ["Signal", "joined", "retrieved"]
+
+_K = TypeVar("_K", bound=Hashable)
+_T = TypeVar("_T")
+
+
+def joined(
+    calls: dict[_K, asyncio.Future[_T]], key: _K, call: Callable[[], Awaitable[_T]]
+) -> Awaitable[_T]:
+    """``call()``'s result, shared with every caller of the same ``key`` while it runs
+    (``calls`` holds the running ones). A caller cancelled leaves the call to the others.
+
+    >>> async def demo():
+    ...     calls, made = {}, []
+    ...     async def fetch():
+    ...         made.append(1)
+    ...         await asyncio.sleep(0)
+    ...         return "record"
+    ...     both = await asyncio.gather(*(joined(calls, "k", fetch) for _ in range(2)))
+    ...     return both, len(made), calls
+    >>> asyncio.run(demo())
+    (['record', 'record'], 1, {})
+    """
+    running = calls.get(key)
+    if running is None:
+        running = calls[key] = asyncio.ensure_future(call())
+        running.add_done_callback(functools.partial(_ended, calls, key))
+    return asyncio.shield(running)
+
+
+def _ended(calls: dict[Any, asyncio.Future[Any]], key: Any, done: asyncio.Future[Any]) -> None:
+    if calls.get(key) is done:
+        del calls[key]
+    retrieved(done)
+
+
+def retrieved(done: asyncio.Future[Any]) -> None:
+    """Retrieve a shared future's exception, so that one whose every waiter was cancelled
+    is not reported as never retrieved."""
+    if not done.cancelled():
+        done.exception()
 
 
 class Signal:

@@ -53,6 +53,7 @@ from ..protocol.retry import RetryPolicy
 from ..protocol.wire import encode_event
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.worker import Budget
+from ._signal import joined, retrieved
 from .access import ANONYMOUS
 from .errors import EntriesGoneError, LeaseLostError, StoreUnavailableError
 from .memory import MemoryStore
@@ -479,7 +480,7 @@ class Relay:
             if len(self._looks) >= _MAX_LOOKS:
                 self._looks.clear()
             look = asyncio.ensure_future(self.store.chat(chat_id))
-            look.add_done_callback(_retrieve)
+            look.add_done_callback(retrieved)
             found = self._looks[chat_id] = (now, look)
         return await asyncio.shield(found[1])
 
@@ -491,17 +492,7 @@ class Relay:
         """
         if chat_id in self._producers or self._closed:
             return
-        attempt = self._taking_over.get(chat_id)
-        if attempt is None:
-            attempt = asyncio.ensure_future(self._try_take_over(chat_id))
-            self._taking_over[chat_id] = attempt
-            attempt.add_done_callback(lambda done: self._took_over(chat_id, done))
-        await asyncio.shield(attempt)
-
-    def _took_over(self, chat_id: str, attempt: asyncio.Future[None]) -> None:
-        if self._taking_over.get(chat_id) is attempt:
-            del self._taking_over[chat_id]
-        _retrieve(attempt)
+        await joined(self._taking_over, chat_id, lambda: self._try_take_over(chat_id))
 
     async def _try_take_over(self, chat_id: str) -> None:
         lease = await self.store.take_over(chat_id, holder=self.name, ttl=self.lease_seconds)
@@ -807,11 +798,6 @@ class Reader:
             if deadline is not None:
                 wait = min(wait, deadline - now)
             await store.wait(self.chat_id, self.position, max(wait, 0.0))
-
-
-def _retrieve(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled():
-        done.exception()  # retrieved, in case every waiter was cancelled
 
 
 def _with_sender_ids(messages: list[Any], ids: list[str]) -> list[Any]:

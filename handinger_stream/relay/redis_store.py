@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .._redact import redact_url
 from ..errors import InvalidRequestError
 from ..protocol.retry import RetryPolicy
-from ._signal import Signal
+from ._signal import Signal, joined
 from .errors import (
     ChatBusyError,
     EntriesGoneError,
@@ -830,23 +830,13 @@ class RedisStore(Store):
             return ready
         # Readers joining together ask for the same history: one round trip serves them
         # all (entries never change, so an answer begun a moment earlier is as good).
-        key = (chat_id, after, limit)
-        task = self._reading.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self._read_range(chat_id, after, limit))
-            self._reading[key] = task
-            task.add_done_callback(lambda done: self._read_done(key, done))
-        entries = await asyncio.shield(task)
+        entries = await joined(
+            self._reading, (chat_id, after, limit), lambda: self._read_range(chat_id, after, limit)
+        )
         follower = self._followers.get(chat_id)
         if follower is not None and follower.error is None:
             follower.prepend(entries)
         return list(entries)  # each caller its own list: readers cut theirs
-
-    def _read_done(self, key: tuple[str, int, int], task: asyncio.Future[list[Entry]]) -> None:
-        if self._reading.get(key) is task:
-            del self._reading[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here too, in case every caller was cancelled
 
     async def _read_range(self, chat_id: str, after: int, limit: int) -> list[Entry]:
         meta, _, stream, _ = self._keys(chat_id)
