@@ -378,6 +378,25 @@ class WorkerStream:
             if not await self._connection.advance():
                 return 0
 
+    async def read_ahead(self) -> int:
+        """Read once more while what was decoded before is still being handed over.
+
+        Only while the stream is OPEN and holds no bad event (``ready()`` goes
+        on from any other state, once everything was handed over). What was
+        handed over is dropped first; the new events are appended after those
+        still to be handed over. Returns how many more the ``__anext__`` calls
+        give without waiting: the new events before any bad one (0 for a read
+        that brought none, or that ended the connection: ``ready()`` decides
+        then). ``workers.watch`` reads so while its consumer takes the
+        previous read's events, at most one read ahead of it.
+        """
+        handover = self._handover
+        handover.drop_taken()
+        before = handover.limit
+        await self._connection._read()
+        added = handover.limit - before
+        return added if added > 0 else 0
+
     async def _bad_event(self, at: int) -> None:
         """The queue's next item is an event that could not be decoded: raise or skip it."""
         handover = self._handover
@@ -618,9 +637,7 @@ class _Connection:
                 limit=limit.name,
                 seconds=limit.seconds,
             )
-            await self._lose(brk)
-            if limit.name == "total" and self.handover.state is BROKEN:
-                self._fail_unless_ended(brk)
+            await self._lose(brk)  # (past the total limit, _after_break does not resume)
             return
         self._decode(chunk)
         if not chunk:
@@ -684,6 +701,12 @@ class _Connection:
         """BROKEN, and all the connection brought was handed over: end, resume or fail."""
         brk = self._break
         assert brk is not None  # BROKEN: a break was recorded
+        if brk.limit == "total":
+            # Decided here, once all was handed over, not where the read expired: a
+            # read ahead (workers.watch) expires with events still to hand over, and
+            # whether the turn had ended is known only from them.
+            self._fail_unless_ended(brk)
+            return
         clean_end = brk.cause is None and not brk.limit
         if clean_end and self.handover.snapshot().status == "completed":
             if self.handover.worker_state.awaiting_finish and not self._asked_for_finish:

@@ -244,6 +244,25 @@ class Handover:
         self.queue = []
         self.head = self.limit = self.folded = 0
 
+    def drop_taken(self) -> None:
+        """Fold what was handed over and drop it, keeping what is still to be handed over.
+
+        For a read ahead (``WorkerStream.read_ahead``): its events are appended
+        after those not yet taken, so the queue holds only what is still owed,
+        and :meth:`next_batch`, which drops everything, stays the single
+        stream's step. Indexes shift; ``index`` stays what it was.
+        """
+        head = self.head
+        if not head:
+            return
+        self.fold()
+        del self.queue[:head]
+        self.base += head
+        self.head = self.folded = 0
+        self.limit -= head
+        if self.stops:
+            self.stops = [at - head for at in self.stops]
+
     def add_too_large(self, message: str, event_id: str | None) -> None:
         """An oversized event ends what a read decoded: raised in its turn."""
         self.stops.append(len(self.queue))
