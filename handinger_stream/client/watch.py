@@ -19,10 +19,11 @@ template's stream is opened again when it closes, after the last event seen,
 so that tasks started later (by a schedule, an e-mail, the web UI, the API)
 show up as they start.
 
-Backpressure rather than a queue: a reader waits until the consumer has
-taken what its stream decoded before it lets the stream read again. A slow
-consumer therefore slows the reads (and TCP slows the server) while memory
-per worker stays its snapshot plus the events of one read.
+Backpressure rather than a queue: a reader reads at most one read ahead of
+the consumer (while the consumer takes one read's events, the stream reads
+the next, then waits until the first were taken). A slow consumer therefore
+slows the reads (and TCP slows the server) while memory per worker stays its
+snapshot plus the events of two reads.
 
 >>> async def follow(client, ids):  # doctest: +SKIP
 ...     async with client.workers.watch(ids, max_concurrency=50) as watch:
@@ -46,7 +47,7 @@ from anyio.abc import TaskGroup
 
 from ..errors import APIStatusError, HandingerError, InvalidRequestError, NotFoundError
 from ..protocol.cursor import ReplayCursor
-from ..protocol.handover import Handover
+from ..protocol.handover import OPEN, Handover
 from ..protocol.retry import RetryPolicy
 from ..types.events import Event, StartEvent, WorkerSnapshotEvent
 from ..types.task import Task, TaskTrigger
@@ -78,8 +79,8 @@ _Kind = Literal["worker", "task", "either"]
 
 
 # A one-shot gate a task waits at until another opens it: a reader until the consumer
-# took its events, the consumer until a reader handed some over. Once per read of
-# every watched stream, so under asyncio it is a bare future, a fraction of the cost
+# took its events, the consumer until a reader handed some over. Up to once per read
+# of every watched stream, so under asyncio it is a bare future, a fraction of the cost
 # of an anyio.Event (made through the backend lookup, with a waiter list of its own);
 # cancelling the task that waits cancels the future. Elsewhere an anyio.Event.
 _Gate: TypeAlias = "asyncio.Future[None] | anyio.Event"
@@ -290,6 +291,7 @@ class _Watched:
         "handover",
         "id",
         "kind",
+        "later",
         "only",
         "playing",
         "ready",
@@ -314,7 +316,10 @@ class _Watched:
         self.given = stream is not None  # opened by the caller, not by the watch
         self.stage: Stage = "waiting"
         self.ready = 0  # events the consumer may take from the stream without waiting
-        self.drained: _Gate | None = None  # opened when the consumer took them all
+        # ... and those of the read after theirs (read ahead meanwhile), theirs next.
+        self.later = 0
+        # Opened when the consumer took the ``ready`` ones: the reader waits at it.
+        self.drained: _Gate | None = None
         self.scope: anyio.CancelScope | None = None
         self.removed = False
         self.finished = False  # the consumer has taken its end
@@ -376,8 +381,8 @@ class _Watched:
         self.replay = ReplayCursor.resuming_after(last_event_id) if last_event_id else None
 
     def hand_back(self) -> None:
-        """Nothing more is to be taken of what the reader handed over: let it read again."""
-        self.ready = 0
+        """The stream ended while ready (an error, or closed): nothing more is to be taken."""
+        self.ready = self.later = 0
         drained, self.drained = self.drained, None
         if drained is not None:
             _open(drained)
@@ -660,21 +665,67 @@ class Watch:
             wait = FOLLOW_FIRST_WAIT if len(w.turns) > seen else min(wait * 2, FOLLOW_MAX_WAIT)
 
     async def _pump(self, w: _Watched, stream: WorkerStream) -> None:
-        """Wait for decoded events, hand the worker to the consumer, wait until it took them.
+        """Hand the worker's decoded events to the consumer, reading one read ahead of it.
 
-        Only the consumer takes events from the stream, and never while this
-        waits in ``ready()``: one coroutine reads the stream at a time.
+        While the consumer takes one read's events (``w.ready``), the reader
+        reads the next (``stream.read_ahead()``: appended after them, counted
+        in ``w.later``), and then waits until the consumer took the first: at
+        most two reads' events per worker are held, and a reader whose events
+        come as fast as they are taken never waits for the consumer (one task
+        step per read, as a stream of its own). Anything but a plain read (a
+        bad event, a break, the end) waits until the consumer took all, and
+        goes on with ``ready()``, as the stream's own step: only the consumer
+        takes events, and never while this waits in ``ready()``.
         """
-        queue = self._queue
         w.events = stream.__aiter__()
-        w.handover = stream._handover
+        w.handover = handover = stream._handover
         gate = self._gate
         while n := await stream.ready():
+            self._hand(w, n)
+            while handover.state is OPEN and not handover.stops:
+                if w.later:  # two reads held: wait until the consumer took the first
+                    drained = w.drained = gate()
+                    await _passed(drained)
+                    continue
+                try:
+                    n = await stream.read_ahead()
+                except HandingerError:
+                    await self._drained(w)  # what came before it is handed out first
+                    raise
+                if n:
+                    self._hand(w, n)
+            await self._drained(w)
+
+    def _hand(self, w: _Watched, n: int) -> None:
+        """``n`` more of ``w``'s events are ready: after those the consumer has, or now."""
+        if w.ready:
+            w.later += n  # (w is in the queue, or being taken from)
+        else:
             w.ready = n
-            queue.append(w)
+            self._queue.append(w)
             self._wake()
+
+    async def _drained(self, w: _Watched) -> None:
+        """Wait until the consumer took every event handed to it."""
+        gate = self._gate
+        while w.ready or w.later:
             drained = w.drained = gate()
             await _passed(drained)
+
+    def _hand_back(self, w: _Watched) -> None:
+        """The consumer took ``w``'s ready events: the read after them comes next (at
+        the back of the line: the others' turn first), and the reader may read again."""
+        later = w.later
+        if later:
+            w.ready = later
+            w.later = 0
+            self._queue.append(w)  # (the consumer calls this: nobody to wake)
+        else:
+            w.ready = 0
+        drained = w.drained
+        if drained is not None:
+            w.drained = None
+            _open(drained)
 
     def _item(
         self, w: _Watched, event: Event | None, error: HandingerError | None = None
@@ -745,7 +796,7 @@ class Watch:
                             w.error = exc
                             w.hand_back()
                             return self._item(w, None, exc)
-                    if event is None:
+                    if event is None:  # the stream was closed meanwhile
                         self._current = None
                         w.hand_back()
                     else:
@@ -786,7 +837,7 @@ class Watch:
         last, or let the others have their turn when ``w``'s is over."""
         if not w.ready:
             self._current = None
-            w.hand_back()
+            self._hand_back(w)
         elif not self._turn:
             self._current = None
             self._queue.append(w)  # the rest after the others' turn
@@ -797,7 +848,8 @@ class Watch:
 
         The hot path, once per event: no coroutine of its own, and the event is taken
         from the stream's core by index, as the stream's own iterator takes it (the
-        reader is parked meanwhile, so the stream's queue holds still). An event that
+        reader only appends to that queue, or drops what was taken, between two of
+        these calls: the index is read afresh each time). An event that
         may name a task (a ``start``, a snapshot) goes the long way, which may ask what
         started that task.
         """
@@ -838,7 +890,7 @@ class Watch:
             w.ready -= 1
             if not w.ready:
                 self._current = None
-                w.hand_back()
+                self._hand_back(w)
             elif not self._turn:
                 self._current = None
                 queue.append(w)  # the rest after the others' turn

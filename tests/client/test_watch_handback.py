@@ -1,10 +1,11 @@
 """client.workers.watch: the hand-back between a worker's reader and the one consumer.
 
-The consumer takes a reader's events from the stream's core by index, and
-the reader, parked meanwhile (on a bare future under asyncio, an anyio Event
-elsewhere), reads again only once all of them were taken. These tests hold
-the watch to that: nothing is read ahead while a batch waits (the memory
-bound), each worker's events come in its stream's order, and a worker
+The consumer takes a reader's events from the stream's core by index. While
+it takes one read's events, the reader reads the next (appended after them)
+and then parks (on a bare future under asyncio, an anyio Event elsewhere)
+until the first read's were all taken. These tests hold the watch to that:
+at most two reads of a worker are held while the consumer does not take (the
+memory bound), each worker's events come in its stream's order, and a worker
 removed while its reader is parked goes without another item.
 Over loopback against the emulator, under asyncio and trio.
 """
@@ -17,7 +18,9 @@ import anyio
 import pytest
 
 from handinger_stream import AsyncHandinger, WorkerStream
+from handinger_stream.client.stream import _Connection
 from handinger_stream.emulator import Emulator
+from handinger_stream.protocol.handover import Handover
 from tests.conftest import API_KEY
 from tests.helpers.emulators import emulator_fixture
 
@@ -50,9 +53,33 @@ async def replay_ids(client: AsyncHandinger, worker_id: str) -> list[str | None]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_parked_reader_reads_nothing_until_its_batch_was_taken(
-    paced: Emulator, backend: str
+def test_a_reader_holds_at_most_two_reads_while_the_consumer_does_not_take(
+    paced: Emulator, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Each read that brought events, by stream: where its events end (an index in the
+    # stream), checked against what the consumer took before every read.
+    ends: dict[Handover, list[int]] = defaultdict(list)  # (keeps each alive: no id reused)
+    most = 0  # the most reads of one stream held at once, over the whole run
+    read = _Connection._read
+
+    def held(handover: Handover) -> int:
+        """Reads of the stream with events not all taken yet."""
+        return sum(1 for end in ends[handover] if end > handover.index)
+
+    async def counted(self: _Connection) -> None:
+        nonlocal most
+        handover = self.handover
+        # A read starts only when at most one earlier read's events are still held.
+        assert held(handover) <= 1
+        before = handover.base + len(handover.queue)
+        await read(self)
+        after = handover.base + len(handover.queue)
+        if after > before:
+            ends[handover].append(after)
+            most = max(most, held(handover))
+
+    monkeypatch.setattr(_Connection, "_read", counted)
+
     async def main() -> None:
         async with client_for(paced) as client:
             streams = await open_streams(client, 6, "Parked")
@@ -63,15 +90,18 @@ def test_a_parked_reader_reads_nothing_until_its_batch_was_taken(
                     assert item.event is not None
                     ids[item.worker_id].append(item.event.event_id)
                     if sum(map(len, ids.values())) == 1:
-                        # Meanwhile the server goes on sending, and every reader gets a
-                        # batch and parks with it (the first, handed back, reads once more).
+                        # Meanwhile the server goes on sending: every reader reads a
+                        # batch, then the next, and parks with both.
                         await anyio.sleep(0.3)
                         before = {i: decoded(s) for i, s in by_id.items()}
                         await anyio.sleep(0.3)
-                        # No reader read again while its batch waited for the consumer:
-                        # what is kept per worker stays the events of one read.
+                        # No reader read again while two batches waited for the
+                        # consumer: what is kept per worker is the events of two reads.
                         assert {i: decoded(s) for i, s in by_id.items()} == before
-                        assert any(s._handover.head < s._handover.limit for s in streams)
+                        assert all(held(s._handover) <= 2 for s in streams)
+                        # ... and they did read ahead of the consumer.
+                        assert any(held(s._handover) == 2 for s in streams)
+            assert most == 2
             for worker_id in by_id:
                 # Every event once, in its stream's order.
                 assert ids[worker_id] == await replay_ids(client, worker_id)
