@@ -634,14 +634,23 @@ class LimitChecker:
     async def owns(self, principal: str, chat_id: str) -> bool:
         """Whether the chat is the principal's (one it started). A chat never seen and
         another's are alike: ``False``, so that no answer tells one from the other."""
-        owner = await self.store.owner(chat_id)
-        # A chat nobody owns (made without access control) is nobody's: False for all.
-        return owner is not None and hmac.compare_digest(owner.encode(), principal.encode())
+        return is_owner(await self.store.owner(chat_id), principal)
 
     async def check_owner(self, principal: str, chat_id: str) -> None:
         """:class:`NotFound` unless the chat is the principal's."""
         if not await self.owns(principal, chat_id):
             raise NotFound()
+
+
+def is_owner(owner: str | None, principal: str) -> bool:
+    """Whether a chat whose owner the store keeps as ``owner`` is ``principal``'s.
+
+    A chat nobody owns (made without access control) is nobody's: False for all.
+
+    >>> is_owner("alice", "alice"), is_owner("alice", "bob"), is_owner(None, "")
+    (True, False, False)
+    """
+    return owner is not None and hmac.compare_digest(owner.encode(), principal.encode())
 
 
 # -- from where: Host, Origin, CORS --------------------------------------------------

@@ -9,9 +9,10 @@ import pytest
 
 from handinger_stream import AsyncHandinger, InvalidRequestError
 from handinger_stream.relay import ChatInfo, MemoryStore, Relay
+from handinger_stream.relay.access import Access, bearer_token
 from tests.conftest import Canned, RawServer
 from tests.relay.test_relay import serve_aiohttp
-from tests.relay_helpers import http, read_sse
+from tests.relay_helpers import chat_body, http, read_sse
 
 __all__ = ["http"]  # a fixture of tests/relay_helpers.py, used here
 
@@ -109,3 +110,53 @@ async def test_quiet_readers_share_their_checks_of_the_chat(
     assert all(reply.complete for reply in replies)
     # One look per 0.05 s at most (20 in the second), where each reader's own was 250.
     assert looks <= 25, looks
+
+
+class OwnerCountingStore(CountingStore):
+    async def owner(self, chat_id: str) -> str | None:
+        self.looks += 1
+        return await super().owner(chat_id)
+
+
+async def test_with_access_a_joiner_still_looks_once_and_only_the_owner_joins(
+    raw_server: RawServer, http: aiohttp.ClientSession
+) -> None:
+    raw_server.serve(
+        Canned(
+            [b'id: 0\ndata: {"type":"text-start","id":"t"}\n\n', b"data: [DONE]\n\n"],
+            headers={"content-type": "text/event-stream", "x-handinger-worker-id": "wrk_o"},
+            pauses={0: 1.5},
+        )
+    )
+    store = OwnerCountingStore()
+    tokens = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab"}
+    access = Access(store, authenticate=bearer_token(tokens))
+    alice = {"authorization": "Bearer alice-token-0123456789"}
+    bob = {"authorization": "Bearer bob-token-0123456789ab"}
+    async with (
+        AsyncHandinger(api_key="k", base_url=raw_server.base_url) as client,
+        Relay(client, store) as relay,
+    ):
+        runner, base = await serve_aiohttp(relay, keepalive=5.0, access=access)
+        try:
+            first = await read_sse(
+                http,
+                "POST",
+                base + "api/chat",
+                json=chat_body("owned", "Hi"),
+                headers=alice,
+                stop_after=1,
+            )
+            assert first.status == 200
+            store.looks = 0
+            url = base + "api/chat/owned/stream"
+            theirs = await asyncio.gather(
+                *(read_sse(http, "GET", url, headers=alice) for _ in range(10))
+            )
+            looks = store.looks
+            async with http.get(url, headers=bob) as other:
+                assert other.status == 204  # another's chat looks like one never seen
+        finally:
+            await runner.cleanup()
+    assert all(reply.status == 200 and reply.complete for reply in theirs)
+    assert looks == 10
