@@ -54,7 +54,7 @@ from .access import (
 )
 from .core import Reader, Relay, check_chat_id
 from .errors import EntriesGoneError, RelayError, StoreUnavailableError
-from .store import Entry
+from .store import ChatInfo, Entry
 
 __all__ = [
     "MAX_BODY",
@@ -406,6 +406,19 @@ class RelayHTTP:
         """Whether the principal may read the chat (always, without ``access``)."""
         return self.access is None or await self.access.owns(principal or "", chat_id)
 
+    async def owned_chat(self, principal: str | None, chat_id: str) -> ChatInfo | None:
+        """The chat's record if the principal may read it, else ``None`` (as for a chat
+        never seen): one look at the store, its owner read from the record."""
+        check_chat_id(chat_id)
+        access = self.access
+        if access is not None and access.limits.store is not self.relay.store:
+            # Owners kept elsewhere than the chats (an unusual setup): asked there.
+            return await self.relay.chat(chat_id) if await self.owns(principal, chat_id) else None
+        info = await self.relay.chat(chat_id)
+        if info is not None and access is not None and not is_owner(info.owner, principal or ""):
+            return None
+        return info
+
     def _asset(self, path: str) -> Reply:
         name, content_type = _ASSETS[path]
         data = self._assets.get(name)
@@ -487,16 +500,7 @@ class RelayHTTP:
             if not (last_event_id.isascii() and last_event_id.isdigit()) or len(last_event_id) > 18:
                 raise InvalidRequestError("Last-Event-ID must be an id this relay sent (a number)")
             after = int(last_event_id)
-        check_chat_id(chat_id)
-        access = self.access
-        if access is not None and access.limits.store is not self.relay.store:
-            # Owners kept elsewhere than the chats (an unusual setup): asked there.
-            info_ = await self.relay.chat(chat_id) if await self.owns(principal, chat_id) else None
-        else:
-            info_ = await self.relay.chat(chat_id)
-            if info_ is not None and access is not None:
-                # Ownership from the record just read: a join is one look at the store.
-                info_ = info_ if is_owner(info_.owner, principal or "") else None
+        info_ = await self.owned_chat(principal, chat_id)
         if info_ is None:
             # Never seen, another's, or forgotten (a store restarted without persistence):
             # one answer for all three, so it tells nothing. Without an id, nothing runs;

@@ -44,7 +44,7 @@ import msgspec
 
 from ..errors import HandingerError, InvalidRequestError
 from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo
-from .core import Reader, check_chat_id
+from .core import Reader
 from .http import RelayHTTP, parse_chat, public_error
 from .store import Entry
 
@@ -465,10 +465,8 @@ class _Session:
         return self.relay.read(request.id, after=turn.after)
 
     async def _resume(self, request: ResumeRequest) -> Reader | None:
-        check_chat_id(request.id)
-        if not await self.ws.http.owns(self.principal, request.id):
-            return None  # another's chat looks like one never seen: nothing running
-        info = await self.relay.chat(request.id)
+        # Another's chat looks like one never seen: nothing running.
+        info = await self.ws.http.owned_chat(self.principal, request.id)
         if info is None or not info.active:
             return None
         # From the running turn's first entry, whatever turn starts meanwhile.
