@@ -373,15 +373,23 @@ class _Follower:
             self.entries[:0] = older[: self.first - first]
             self.first = first
 
-    def _add(self, found: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def put(self, new: list[Entry]) -> None:
+        """Entries that follow the window's last (read, or appended by this process),
+        added and their readers woken; any the window has already are skipped."""
+        last = self.last
+        if new and new[0].seq <= last:
+            new = [entry for entry in new if entry.seq > last]
+        if not new or new[0].seq != last + 1:
+            return  # nothing new, or not where the window ends: the XREAD brings it
         entries = self.entries
-        entries.extend([_entry(entry_id, fields) for entry_id, fields in found])
-        self.last = entries[-1].seq
+        entries.extend(new)
+        self.last = new[-1].seq
         if len(entries) > 2 * _WINDOW:
             # Trimmed in steps of _WINDOW, so that the copy is paid once per _WINDOW entries.
             drop = len(entries) - _WINDOW
             del entries[:drop]
             self.first += drop
+        self.signal.fire()
 
     async def _run(self) -> None:
         store = self.store
@@ -394,8 +402,7 @@ class _Follower:
             self.error = None
             if not found:
                 continue
-            self._add(found[0][1])
-            self.signal.fire()
+            self.put([_entry(entry_id, fields) for entry_id, fields in found[0][1]])
         if store._followers.get(self.chat_id) is self:
             del store._followers[self.chat_id]
 
@@ -772,8 +779,23 @@ class RedisStore(Store):
             raise LeaseLostError(
                 f"chat {lease.chat_id!r}: the log is not where this producer left it"
             )
+        first = lease.last_seq + 1
         lease.last_seq = last
         lease.last_upstream_id = upstream_id
+        if last == first + len(entries) - 1:
+            # This process's readers get them now, not after the XREAD brings them back.
+            self._appended(
+                lease.chat_id,
+                [
+                    Entry(first + i, new.data, new.upstream_id or None, new.snapshot)
+                    for i, new in enumerate(entries)
+                ],
+            )
+
+    def _appended(self, chat_id: str, entries: list[Entry]) -> None:
+        follower = self._followers.get(chat_id)
+        if follower is not None and follower.error is None:
+            follower.put(entries)
 
     async def finish(self, lease: Lease, error: str | None = None) -> None:
         meta, lease_key, stream, active = self._keys(lease.chat_id)
@@ -797,6 +819,8 @@ class RedisStore(Store):
         if seq == -1:
             raise self._lost(lease)
         if seq > 0:
+            if seq == lease.last_seq + 1:
+                self._appended(lease.chat_id, [Entry(seq, end=True, error=error)])
             lease.last_seq = seq
 
     async def set_message_id(self, lease: Lease, message_id: str) -> None:

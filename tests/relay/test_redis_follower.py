@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -141,3 +142,31 @@ async def test_more_chats_than_redis_py_pools_by_default_are_followed_and_produc
     await asyncio.sleep(0.2)  # every follower blocked in its XREAD
     await asyncio.gather(*(store.append(lease, entries(0, 1)) for lease in leases))
     assert await asyncio.gather(*waits) == [True] * 150
+
+
+async def test_the_producing_process_s_readers_get_its_appends_without_the_round_trip(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    store, plain = stores
+    # The follower's XREADs held back until the gate opens: what its readers see meanwhile
+    # can only come from this process's own appends.
+    gate = asyncio.Event()
+    xread = store._blocking.xread
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await xread(*args, **kwargs)
+
+    store._blocking.xread = held  # type: ignore[method-assign]
+    lease = await store.begin_turn("own", holder="p", ttl=30)
+    await store.wait("own", 0, 0.01)  # a reader here: the follower, waiting to XREAD
+    await store.append(lease, entries(0, 3))
+    ready = store.read_ready("own", 0, 10)
+    assert ready is not None and [e.seq for e in ready] == [1, 2, 3]
+    await store.finish(lease, "stopped")
+    gate.set()
+    await asyncio.sleep(0.1)  # the XREAD has returned the same entries meanwhile
+    ready = store.read_ready("own", 0, 10)
+    assert ready == await plain.read("own", 0, 10)
+    assert [e.seq for e in store._followers["own"].entries] == [1, 2, 3, 4]
+    assert ready[-1].end and ready[-1].error == "stopped"
