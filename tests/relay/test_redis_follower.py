@@ -28,11 +28,12 @@ def redis() -> Iterator[RedisServer]:
 async def stores(redis: RedisServer) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     """Two stores on one prefix: the one under test, and one whose reads go to Redis."""
     prefix = f"f{next(_prefixes)}:"
-    async with (
-        RedisStore(redis.url, prefix=prefix) as store,
-        RedisStore(redis.url, prefix=prefix) as plain,
-    ):
+    store, plain = RedisStore(redis.url, prefix=prefix), RedisStore(redis.url, prefix=prefix)
+    try:
         yield store, plain
+    finally:
+        await store.aclose()
+        await plain.aclose()
 
 
 async def xranges(url: str) -> int:
