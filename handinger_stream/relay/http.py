@@ -184,11 +184,16 @@ class SSEBody:
                 return _KEEPALIVE
             if batch[-1].end:
                 self._finished = True
-            if not self.snapshots:
-                batch = [entry for entry in batch if not entry.snapshot]
             if self.compact and len(batch) >= COMPACT_FROM:
-                batch = compacted(batch)
-            out = b"".join([frame(entry) for entry in batch])
+                if not self.snapshots:
+                    batch = [entry for entry in batch if not entry.snapshot]
+                if len(batch) >= COMPACT_FROM:
+                    batch = compacted(batch)
+                out = b"".join([frame(entry) for entry in batch])
+            elif self.snapshots:
+                out = b"".join([frame(entry) for entry in batch])
+            else:  # a live reader's batch: filtered and framed in one pass
+                out = b"".join([frame(entry) for entry in batch if not entry.snapshot])
             if out:
                 return out
         raise StopAsyncIteration
