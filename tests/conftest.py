@@ -83,6 +83,9 @@ class RawServer:
         self.requests: list[dict[str, Any]] = []
         self.open_streams = 0
         self.finished = 0
+        # serve() starts a new generation: a response of an earlier test, still
+        # being written when the next test begins, counts in neither.
+        self._generation = 0
         self.base_url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,6 +95,8 @@ class RawServer:
         self.responses = list(responses)
         self.requests = []
         self.finished = 0
+        self.open_streams = 0
+        self._generation += 1
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
@@ -106,6 +111,7 @@ class RawServer:
         if canned.abort and request.transport is not None:
             request.transport.abort()
             return web.Response()
+        generation = self._generation
         response = web.StreamResponse(status=canned.status, headers=canned.headers)
         await response.prepare(request)
         self.open_streams += 1
@@ -116,11 +122,13 @@ class RawServer:
                 if pause:
                     await asyncio.sleep(pause)
             await response.write_eof()
-            self.finished += 1
+            if generation == self._generation:
+                self.finished += 1
         except ConnectionError:
             pass  # the client left: tests check that it did
         finally:
-            self.open_streams -= 1
+            if generation == self._generation:
+                self.open_streams -= 1
         return response
 
     def __enter__(self) -> RawServer:

@@ -493,7 +493,8 @@ async def test_a_file_download_closes_its_response_when_left(
     raw_server: RawServer, transport: TransportName
 ) -> None:
     raw_server.serve(
-        Canned([b"x" * 1000] * 200, headers={"content-type": "text/plain"}, delay=0.01)
+        # 10 s to write it all, twice the wait below: a slow machine cannot finish it.
+        Canned([b"x" * 1000] * 200, headers={"content-type": "text/plain"}, delay=0.05)
     )
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
@@ -566,7 +567,9 @@ async def test_a_stream_dropped_after_anext_lets_its_connection_go(
     raw_server: RawServer, transport: TransportName
 ) -> None:
     body = [b'data: {"type":"start"}\n\n'] + [b'data: {"type":"start-step"}\n\n'] * 200
-    raw_server.serve(Canned(body, headers={"content-type": "text/event-stream"}, delay=0.01))
+    # 10 s to write it all, twice the wait below: on a slow machine the server must
+    # still be writing when the stream is dropped, or finished == 0 proves nothing.
+    raw_server.serve(Canned(body, headers={"content-type": "text/event-stream"}, delay=0.05))
     async with AsyncHandinger(
         api_key="k", base_url=raw_server.base_url, transport=transport
     ) as client:

@@ -142,7 +142,7 @@ def test_a_stream_resumes_and_says_so(sync_client: Handinger, emulator: Emulator
 def test_leaving_a_for_early_closes_the_response(raw_server: RawServer) -> None:
     body = [b'data: {"type":"start"}\n\n', b'data: {"type":"text-start","id":"t"}\n\n']
     body += [b'data: {"type":"text-delta","id":"t","delta":"x"}\n\n'] * 200
-    raw_server.serve(Canned(body, delay=0.02))
+    raw_server.serve(Canned(body, delay=0.05))  # 10 s: longer than any slow run of the test
     with Handinger(api_key=API_KEY, base_url=raw_server.base_url, max_reconnects=0) as client:
         stream = client.workers.create(input="x", stream=True)
         for i, _text in enumerate(stream.text_deltas()):

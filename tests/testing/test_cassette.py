@@ -198,7 +198,8 @@ async def test_realtime_replay_takes_at_least_the_recorded_time(tmp_path: Path) 
 async def test_the_proxy_relays_each_piece_as_it_arrives(
     raw_server: RawServer, tmp_path: Path
 ) -> None:
-    raw_server.serve(Canned([b"data: one\n\n", b"data: two\n\n"], delay=0.3))
+    # A second between the pieces: a loaded machine still reads the first in time.
+    raw_server.serve(Canned([b"data: one\n\n", b"data: two\n\n"], delay=1.0))
     async with (
         Recorder(tmp_path / "live.json", upstream=raw_server.base_url) as recorder,
         aiohttp.ClientSession() as http,
