@@ -1,5 +1,6 @@
 """Signal: many waiters woken at once, each with its own timeout, no task per wait;
-:func:`joined`: one call per key at a time, its result shared by whoever asks meanwhile.
+:func:`joined`: one call per key at a time, its result shared by whoever asks meanwhile;
+:func:`batched`: for a state that changes, a call shared only by those who asked before it began.
 
 >>> import asyncio
 >>> async def demo():
@@ -15,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Signal", "joined", "retrieved"]
+__all__ = ["Signal", "batched", "joined", "retrieved"]
 
 _K = TypeVar("_K", bound=Hashable)
 _T = TypeVar("_T")
@@ -51,6 +52,78 @@ def _ended(calls: dict[Any, asyncio.Future[Any]], key: Any, done: asyncio.Future
     if calls.get(key) is done:
         del calls[key]
     retrieved(done)
+
+
+class _Batch(Generic[_T]):
+    """A key's call running, and the callers gathered for the one after it."""
+
+    __slots__ = ("call", "next", "running")
+
+    def __init__(self, call: Callable[[], Awaitable[_T]]) -> None:
+        self.call = call
+        self.running: asyncio.Future[_T] = asyncio.ensure_future(call())
+        self.next: asyncio.Future[_T] | None = None
+
+
+def batched(batches: dict[_K, Any], key: _K, call: Callable[[], Awaitable[_T]]) -> Awaitable[_T]:
+    """``call()``'s result, from a call begun after this caller asked; shared with every
+    caller of the same ``key`` who asked before it began.
+
+    Unlike :func:`joined`, an answer is never older than the question: a record that
+    may change (a turn begun, elsewhere, just before the ask) is read afresh for a
+    caller who asked while a read was already on its way. At most two calls per key:
+    one running, and one gathering callers to begin when it ends (the same call for
+    a key: the first caller's is made). ``batches`` holds them.
+
+    >>> async def demo():
+    ...     batches, made = {}, []
+    ...     async def fetch():
+    ...         made.append(1)
+    ...         await asyncio.sleep(0)
+    ...         return len(made)
+    ...     first = batched(batches, "k", fetch)  # begins at once
+    ...     later = [batched(batches, "k", fetch) for _ in range(3)]  # share the next
+    ...     return await first, await asyncio.gather(*later), len(made), batches
+    >>> asyncio.run(demo())
+    (1, [2, 2, 2], 2, {})
+    """
+    batch: _Batch[_T] | None = batches.get(key)
+    if batch is None:
+        batch = batches[key] = _Batch(call)
+        batch.running.add_done_callback(functools.partial(_batch_ran, batches, key, batch))
+        return asyncio.shield(batch.running)
+    if batch.next is None:
+        batch.next = asyncio.get_running_loop().create_future()
+    return asyncio.shield(batch.next)
+
+
+def _batch_ran(
+    batches: dict[Any, Any], key: Any, batch: _Batch[Any], done: asyncio.Future[Any]
+) -> None:
+    retrieved(done)
+    gathered = batch.next
+    if gathered is None:
+        if batches.get(key) is batch:
+            del batches[key]
+        return
+    # The gathered callers' call begins now, after every one of them asked.
+    following = batch.running = asyncio.ensure_future(batch.call())
+    batch.next = None
+    following.add_done_callback(functools.partial(_handed, gathered))
+    following.add_done_callback(functools.partial(_batch_ran, batches, key, batch))
+
+
+def _handed(gathered: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Hand a call's outcome to the callers gathered for it."""
+    if gathered.done():
+        return
+    if done.cancelled():
+        gathered.cancel()
+    elif (error := done.exception()) is not None:
+        gathered.set_exception(error)
+    else:
+        gathered.set_result(done.result())
+    retrieved(gathered)
 
 
 def retrieved(done: asyncio.Future[Any]) -> None:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .._redact import redact_url
 from ..errors import InvalidRequestError
 from ..protocol.retry import RetryPolicy
-from ._signal import Signal, joined
+from ._signal import Signal, batched, joined
 from .errors import (
     ChatBusyError,
     EntriesGoneError,
@@ -532,6 +532,7 @@ class RedisStore(Store):
         self._drop = self._writer.register_script(_DROP)
         self._followers: dict[str, _Follower] = {}
         self._reading: dict[tuple[str, int, int], asyncio.Future[list[Entry]]] = {}
+        self._looking: dict[str, Any] = {}  # chat id -> its batched record reads
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
@@ -596,6 +597,12 @@ class RedisStore(Store):
     # -- chats ------------------------------------------------------------
 
     async def chat(self, chat_id: str) -> ChatInfo | None:
+        # A thousand readers joining at once ask the same: one round trip for all who
+        # asked before it went out (batched, not joined: a record read before a caller
+        # asked could miss the turn it knows began).
+        return await batched(self._looking, chat_id, lambda: self._chat(chat_id))
+
+    async def _chat(self, chat_id: str) -> ChatInfo | None:
         meta, lease, _, _ = self._keys(chat_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(meta)
