@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ..errors import HandingerError, InvalidRequestError
-from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo
+from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo, _origin
 from .core import Reader
 from .http import RelayHTTP, parse_chat, public_error
 from .store import Entry
@@ -171,17 +171,16 @@ def origin_allowed(headers: Mapping[str, str], allowed: Collection[str]) -> bool
     ``headers`` has lower-case names.
     """
     origin = headers.get("origin")
-    if origin is None:
+    if origin is None or "*" in allowed:
         return True
-    origin = origin.strip()
-    if "*" in allowed or origin in allowed:
-        return True
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    # One spelling for both sides, the one access.Origins uses: a default port, a
+    # trailing slash or a capital letter is not a different site.
+    canonical = _origin(origin)
+    if canonical is None:
         return False  # "null" (a sandboxed page, a file) and the like: nobody's own
-    normal = {o.rstrip("/").lower() for o in allowed}
-    if f"{parts.scheme}://{parts.netloc}".lower() in normal:
+    if canonical in {_origin(o) for o in allowed}:
         return True
+    parts = urlsplit(canonical)
     own = _host_port(headers.get("host", ""), parts.scheme)
     if own is None or not _literal_host(own[0]):
         return False

@@ -527,3 +527,20 @@ async def test_a_peer_that_stops_reading_after_a_bad_frame_is_cut() -> None:
             await RelayWS(http, limits=WSLimits(idle_timeout=60)).serve(socket)
         await http.aclose()
     assert socket.closed  # cut, not left open
+
+
+def test_origin_allowed_spells_origins_as_access_origins_does() -> None:
+    from handinger_stream.relay.access import Origins
+
+    host = {"host": "relay.example"}
+    for listed, sent in [
+        ("https://App.example/", "https://app.example"),
+        ("https://app.example:443", "https://app.example"),
+        ("https://app.example", "https://APP.example:443"),
+    ]:
+        # Whatever Origins takes as the same site, the WebSocket check does too.
+        assert Origins([listed]).is_own(sent)
+        assert origin_allowed({**host, "origin": sent}, (listed,))
+    for sent in ("https://app.example/path", "https://u:p@app.example", "null", "app.example"):
+        assert not Origins(["https://app.example"]).is_own(sent)
+        assert not origin_allowed({**host, "origin": sent}, ("https://app.example",))
