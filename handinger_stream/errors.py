@@ -156,6 +156,19 @@ class HandingerError(Exception):
     def __repr__(self) -> str:
         return redact(super().__repr__())
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Most errors take keyword-only arguments, which Exception's own reduce (the
+        # class called with ``args``) cannot give: one raised in a worker process
+        # would not reach its parent. Rebuilt from args and attributes instead, as
+        # already redacted, without calling __init__ again.
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(cls: type[HandingerError], args: tuple[Any, ...]) -> HandingerError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
+
 
 class InvalidRequestError(HandingerError, ValueError):
     """A call's arguments were refused before any request was made."""
