@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import msgspec
 
 from ..client.async_client import AsyncHandinger
 from ..client.stream import WorkerStream
@@ -66,6 +67,9 @@ log = logging.getLogger("handinger_stream.relay")
 _MAX_LOOKS = 10_000  # chats whose last look a relay keeps (then it forgets them all)
 _BATCH = 256  # entries per store read, and at most per append
 _HISTORIES = 1024  # chats' folded histories kept per relay
+# ...and their size: a history is as long as its chat, so a count alone bounds nothing.
+_HISTORIES_BYTES = 64 << 20
+_HISTORY_BYTES = 4 << 20  # a longer one is read afresh each time, never kept
 # Store writes while the store is unavailable: soon, then at most every second.
 _STORE_RETRY = RetryPolicy(initial_delay=0.05, max_delay=1.0)
 
@@ -201,7 +205,9 @@ class Relay:
         self._looks: dict[str, tuple[float, asyncio.Future[ChatInfo | None]]] = {}
         # Histories by (chat, last seq, active): a page's reload costs neither a fold nor
         # a request of the API while the chat has not changed. Bounded, oldest out first.
-        self._histories: dict[tuple[str, str | None, str, int, bool], list[Any]] = {}
+        # chat key -> (messages, their JSON size)
+        self._histories: dict[tuple[str, str | None, str, int, bool], tuple[list[Any], int]] = {}
+        self._history_bytes = 0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -360,15 +366,28 @@ class Relay:
         # by another principal (its record expired, a Redis without persistence) must
         # never be served the first owner's messages from this cache.
         key = (chat_id, info.owner, info.worker_id, info.last_seq, info.active)
-        messages = self._histories.get(key)
+        kept = self._histories.get(key)
+        messages = None if kept is None else kept[0]
         if messages is None:
             messages = None if self.worker_id is not None else await self._folded(chat_id, info)
             if messages is None:
                 messages = await self._fetched(chat_id, info)
-            if len(self._histories) >= _HISTORIES:
-                self._histories.pop(next(iter(self._histories)))
-            self._histories[key] = messages
+            self._keep_history(key, messages)
         return _with_sender_ids(messages, await self.store.message_ids(chat_id))
+
+    def _keep_history(
+        self, key: tuple[str, str | None, str, int, bool], messages: list[Any]
+    ) -> None:
+        """Keep a chat's history for the next page load, within the count and bytes bounds
+        (the oldest kept dropped first)."""
+        size = len(msgspec.json.encode(messages))
+        if size > _HISTORY_BYTES:
+            return
+        kept = self._histories
+        while kept and (len(kept) >= _HISTORIES or self._history_bytes + size > _HISTORIES_BYTES):
+            self._history_bytes -= kept.pop(next(iter(kept)))[1]
+        kept[key] = (messages, size)
+        self._history_bytes += size
 
     async def _folded(self, chat_id: str, info: ChatInfo) -> list[Any] | None:
         """The chat's messages folded from its last turn's entries; ``None`` when the store

@@ -790,3 +790,47 @@ async def test_a_content_length_of_other_digits_is_a_400() -> None:
     })  # fmt: skip
     with pytest.raises(BadRequest):
         await Access(MemoryStore()).request(info)
+
+
+async def test_kept_histories_are_bounded_in_bytes_not_only_in_count(
+    emu: Emulator, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handinger_stream.relay import core
+
+    async with AsyncHandinger(api_key="k", base_url=emu.base_url) as client:
+        async with Relay(client, MemoryStore()) as relay, serve(relay) as s:
+            for chat in ("b1", "b2", "b3"):
+                got = await read_sse(http, "POST", s.base + "api/chat", json=chat_body(chat, "Hi"))
+                assert got.complete
+                await relay.join(chat)
+            sizes = []
+            for chat in ("b1", "b2", "b3"):
+                async with http.get(s.base + f"api/chat/{chat}") as response:
+                    sizes.append(len(await response.read()))
+            assert len(relay._histories) == 3
+            relay._histories.clear()
+            relay._history_bytes = 0
+            # Room for two histories: the third drops the oldest, whatever the count allows.
+            monkeypatch.setattr(core, "_HISTORIES_BYTES", sizes[0] + sizes[1] + 10)
+            reads = 0
+            store_read = relay.store.read
+
+            async def counted(*args: Any, **kw: Any) -> Any:
+                nonlocal reads
+                reads += 1
+                return await store_read(*args, **kw)
+
+            relay.store.read = counted  # type: ignore[method-assign]
+            for chat in ("b1", "b2", "b3"):
+                async with http.get(s.base + f"api/chat/{chat}") as response:
+                    assert len((await response.json())["messages"]) == 2
+            assert len(relay._histories) == 2
+            assert relay._history_bytes <= core._HISTORIES_BYTES
+            assert [k[0] for k in relay._histories] == ["b2", "b3"]
+            # Over the bound for one history: read afresh at every load, never kept.
+            monkeypatch.setattr(core, "_HISTORY_BYTES", 10)
+            before = reads
+            for _ in range(2):
+                async with http.get(s.base + "api/chat/b1") as response:
+                    assert len((await response.json())["messages"]) == 2
+            assert reads > before + 1 and [k[0] for k in relay._histories] == ["b2", "b3"]
