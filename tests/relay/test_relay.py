@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -472,3 +473,16 @@ async def test_a_relay_process_with_the_memory_store(
     assert turn.complete
     worker_id = turn.headers["x-handinger-worker-id"]
     assert turn.chunks == await emulator_replay(emu_thread.base_url, worker_id)
+
+
+def test_a_relay_process_listens_with_a_backlog_for_a_crowd(relay_process: RelayProcess) -> None:
+    # aiohttp's 128 drops the SYNs of a crowd joining at once (they retry 1, 3, 7 s
+    # later). ss shows a listening socket's backlog as its Send-Q.
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    port = relay_process.url.split(":")[2].split("/")[0]
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert int(listing[2]) == min(4096, somaxconn) > 128
