@@ -268,6 +268,14 @@ def _figures(
         "every_reader_got_every_event_from_join": gapless == readers,
         "readers_gapless_from_join": gapless,
         "readers_complete": sum(r.complete for r, _ in opened),
+        # Of those not complete: the answer ended (its last chunk came) without the
+        # turn's end, or was left open; and one's last bytes, to see where it stopped.
+        "incomplete_ended": sum(
+            not r.complete and r.last.endswith(b"0\r\n\r\n") for r, _ in opened
+        ),
+        "incomplete_last_bytes": next(
+            (r.last[-160:].decode(errors="replace") for r, _ in opened if not r.complete), None
+        ),
         "readers_missing_events_sent_after_connecting": sum(m > 0 for m in missed),
         "events_missed_after_connecting_max": max(missed, default=0),
         "delivered_events": sum(r.events for r, _ in opened),  # on the wire

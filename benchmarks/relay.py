@@ -80,6 +80,7 @@ class _Reader(asyncio.Protocol):
         self.opened_ns = time.monotonic_ns()  # made just before its connection is opened
         self.first_byte_ns: int | None = None  # when the response began (the join time)
         self.deltas: list[tuple[bytes, bytes, int]] | None = [] if deltas else None
+        self.last = b""  # the end of what arrived: how an incomplete reader's answer stopped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -90,6 +91,7 @@ class _Reader(asyncio.Protocol):
         if self.first_byte_ns is None:
             self.first_byte_ns = now
         # Only whole events: a stamp or an id split between two reads counts once.
+        self.last = (self.last + data)[-256:]
         data = self.tail + data
         cut = data.rfind(b"\n\n") + 2
         whole, self.tail = data[:cut], data[cut:]
