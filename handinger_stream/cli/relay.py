@@ -27,6 +27,7 @@ from aiohttp import web
 from ..client.async_client import AsyncHandinger
 from ..errors import HandingerError, InvalidRequestError, NotFoundError
 from ..relay.access import (
+    MAX_STREAMS,
     TOKEN_ENV,
     Access,
     Limits,
@@ -165,6 +166,14 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="chats one principal may keep (default: %(default)s)",
     )
+    relay.add_argument(
+        "--max-streams",
+        type=positive_int,
+        default=MAX_STREAMS,
+        metavar="N",
+        help="answers (event streams, WebSockets) one principal may hold open at once, "
+        "with a token (default: %(default)s)",
+    )
     add_service_options(
         relay,
         json_help='print where it listens as one JSON object on stdout ({"url", "store", '
@@ -267,6 +276,7 @@ def _make_access(args: argparse.Namespace, store: Store, token: str | None) -> A
         store,
         authenticate=bearer_token(token) if token is not None else None,
         limits=limits,
+        max_streams=args.max_streams,
     )
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "ANONYMOUS",
     "MAX_HEADERS",
     "MAX_HEADER_VALUE",
+    "MAX_STREAMS",
     "TOKEN_ENV",
     "WS_BEARER_PROTOCOL",
     "Access",
@@ -901,8 +902,17 @@ def check_length(info: RequestInfo, limit: int) -> None:
 MAX_BODY = 8 * 1024 * 1024  # as the relay's HTTP layer: a chat request carries the conversation
 
 
+MAX_STREAMS = 32
+"""Answers (event streams, WebSockets) one principal may hold open at once in one relay
+process, by default (:class:`Access`)."""
+
+
+def _nothing() -> None:
+    """The release of an answer that was not counted."""
+
+
 class Access:
-    """Access control for one relay, behind four calls the HTTP layer makes:
+    """Access control for one relay, behind five calls the HTTP layer makes:
 
     - ``preflight(info)`` for ``OPTIONS``; ``cors_headers(info)`` on every answer;
     - ``principal = await access.request(info)`` before routing (Host, Origin,
@@ -910,7 +920,10 @@ class Access:
     - ``admitted = await access.admit(principal, info, chat)`` before a turn
       (``policy``, owner, limits), ``release(admitted)`` if it did not start;
     - ``await access.owns(principal, chat_id)`` (or ``check_owner``, raising
-      :class:`NotFound`) before reading a chat.
+      :class:`NotFound`) before reading a chat;
+    - ``release = access.hold_stream(principal)`` before answering with a stream
+      (``max_streams`` open at once per principal, in this process), ``release()``
+      once it ended.
 
     Without ``authenticate`` every request is :data:`ANONYMOUS`'s, and the
     limits hold for the relay as a whole. ``origins=None`` checks neither
@@ -926,12 +939,17 @@ class Access:
         limits: Limits | None = Limits(),  # frozen: one shared default is fine
         origins: Origins | None = None,
         max_body: int = MAX_BODY,
+        max_streams: int | None = MAX_STREAMS,
     ) -> None:
+        if max_streams is not None and (isinstance(max_streams, bool) or max_streams < 1):
+            raise InvalidRequestError("max_streams must be a positive number of answers, or None")
         self.authenticate = authenticate
         self.policy = policy or default_policy()
         self.limits = LimitChecker(store, limits)
         self.origins = origins
         self.max_body = max_body
+        self.max_streams = max_streams
+        self._streams: dict[str, int] = {}  # principal -> answers it holds open here
 
     def __repr__(self) -> str:
         auth = "none" if self.authenticate is None else repr(self.authenticate)
@@ -978,6 +996,49 @@ class Access:
             log.warning("relay: the authenticate hook named a principal the store cannot keep")
             raise Unauthorized() from None
         return principal
+
+    def hold_stream(self, principal: str) -> Callable[[], None]:
+        """Count an answer the principal is about to read (an event stream, a WebSocket)
+        against ``max_streams``, in this process; raises :class:`TooManyRequests` when it
+        holds that many already. Call what it returns once the answer ended (more than
+        once does nothing).
+
+        Each open answer holds a connection, a reader and its buffers: without a
+        bound, one principal's tabs or script could take them all. Without
+        ``authenticate`` everyone is one principal, and nothing is counted.
+
+        >>> from handinger_stream.relay import MemoryStore
+        >>> async def anyone(info): return "alice"
+        >>> access = Access(MemoryStore(), authenticate=anyone, max_streams=1)
+        >>> release = access.hold_stream("alice")
+        >>> access.hold_stream("alice")
+        Traceback (most recent call last):
+        ...
+        handinger_stream.relay.access.TooManyRequests: too many answers open at once: close one
+        >>> release(); release(); access.hold_stream("alice")  # doctest: +ELLIPSIS
+        <function ...>
+        """
+        limit = self.max_streams
+        if self.authenticate is None or limit is None:
+            return _nothing
+        streams = self._streams
+        held = streams.get(principal, 0)
+        if held >= limit:
+            raise TooManyRequests("too many answers open at once: close one", retry_after=1.0)
+        streams[principal] = held + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                left = streams[principal] - 1
+                if left:
+                    streams[principal] = left
+                else:
+                    del streams[principal]
+
+        return release
 
     async def admit(self, principal: str, info: RequestInfo, chat: ChatRequest) -> Admitted:
         """Decide a turn: the policy (:class:`Forbidden`), files, then the owner

@@ -157,13 +157,20 @@ class SSEBody:
     """
 
     def __init__(
-        self, reader: Reader, *, keepalive: float, snapshots: bool, compact: bool = True
+        self,
+        reader: Reader,
+        *,
+        keepalive: float,
+        snapshots: bool,
+        compact: bool = True,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.reader = reader
         self.keepalive = keepalive
         self.snapshots = snapshots
         self.compact = compact
         self._finished = False
+        self._on_close = on_close  # called once, by aclose (the access count's release)
 
     def __aiter__(self) -> SSEBody:
         return self
@@ -200,6 +207,9 @@ class SSEBody:
 
     async def aclose(self) -> None:
         self._finished = True
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
 
 class _Writing:
@@ -431,13 +441,27 @@ class RelayHTTP:
             data = self._assets[name] = (PAGE / name).read_bytes()
         return Reply(200, {"content-type": content_type, "cache-control": "no-cache"}, data)
 
-    def _sse(self, reader: Reader, worker_id: str | None, query: dict[str, list[str]]) -> Reply:
+    def hold_stream(self, principal: str | None) -> Callable[[], None] | None:
+        """Count an answer against the principal's ``max_streams`` (:meth:`Access.hold_stream`;
+        ``None`` without ``access``). Shared with the WebSocket."""
+        access = self.access
+        return None if access is None or principal is None else access.hold_stream(principal)
+
+    def _sse(
+        self,
+        reader: Reader,
+        worker_id: str | None,
+        query: dict[str, list[str]],
+        release: Callable[[], None] | None,
+    ) -> Reply:
         headers = dict(SSE_HEADERS)
         if worker_id:
             headers[WORKER_ID_HEADER] = worker_id
         snapshots = self.snapshots or query.get("snapshots", ["0"])[-1] in ("1", "true")
         compact = self.compact and query.get("compact", ["1"])[-1] not in ("0", "false")
-        body = SSEBody(reader, keepalive=self.keepalive, snapshots=snapshots, compact=compact)
+        body = SSEBody(
+            reader, keepalive=self.keepalive, snapshots=snapshots, compact=compact, on_close=release
+        )
         return Reply(200, headers, stream=body)
 
     async def _send(
@@ -461,8 +485,16 @@ class RelayHTTP:
         if len(raw) > self.max_body:
             raise TooLarge()
         request = parse_chat(raw)
-        turn = await self.start_turn(info, principal, request)
-        return self._sse(self.relay.read(request.chat_id, after=turn.after), turn.worker_id, query)
+        # Counted before the turn starts: a principal over its streams starts none.
+        release = self.hold_stream(principal)
+        try:
+            turn = await self.start_turn(info, principal, request)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
+        reader = self.relay.read(request.chat_id, after=turn.after)
+        return self._sse(reader, turn.worker_id, query, release)
 
     async def start_turn(
         self, info: RequestInfo, principal: str | None, request: ParsedChat
@@ -525,8 +557,9 @@ class RelayHTTP:
             # The record lives on, its entries do not: the browser must know its answer
             # would be incomplete, not be given a stream with a hole.
             raise EntriesGoneError("this chat's answer is no longer kept") from None
+        release = self.hold_stream(principal)
         reader = self.relay.read(chat_id, after=after, info=info_)
-        return self._sse(reader, info_.worker_id, query)
+        return self._sse(reader, info_.worker_id, query, release)
 
     async def _history(self, chat_id: str, principal: str | None) -> Reply:
         check_chat_id(chat_id)

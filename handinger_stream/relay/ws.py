@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ..errors import HandingerError, InvalidRequestError
-from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo, _origin
+from .access import WS_BEARER_PROTOCOL, Forbidden, RequestInfo, TooManyRequests, _origin
 from .core import Reader
 from .http import RelayHTTP, parse_chat, public_error
 from .store import Entry
@@ -62,9 +62,11 @@ __all__ = [
 
 log = logging.getLogger("handinger_stream.relay")
 
-# Close codes (RFC 6455): the peer broke a rule of ours; a frame was too big.
+# Close codes (RFC 6455 and its IANA registry): the peer broke a rule of ours; a frame
+# was too big; over a limit of the principal's, to be tried again later.
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+TRY_AGAIN_LATER = 1013
 NORMAL = 1000
 
 _Id = Annotated[str, msgspec.Meta(max_length=256)]
@@ -306,7 +308,16 @@ class RelayWS:
         """
         snapshots = self.http.snapshots or (query or {}).get("snapshots") in ("1", "true")
         upgrade = info or RequestInfo.of("GET", "/api/chat/ws", {})
-        await _Session(self, socket, snapshots, principal, upgrade).run()
+        try:
+            release = self.http.hold_stream(principal)  # a socket is one of its answers
+        except TooManyRequests as exc:
+            await socket.close(TRY_AGAIN_LATER, str(exc))
+            return
+        try:
+            await _Session(self, socket, snapshots, principal, upgrade).run()
+        finally:
+            if release is not None:
+                release()
 
 
 class _Gone(Exception):

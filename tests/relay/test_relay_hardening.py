@@ -834,3 +834,47 @@ async def test_kept_histories_are_bounded_in_bytes_not_only_in_count(
                 async with http.get(s.base + "api/chat/b1") as response:
                     assert len((await response.json())["messages"]) == 2
             assert reads > before + 1 and [k[0] for k in relay._histories] == ["b2", "b3"]
+
+
+async def test_a_principal_holds_at_most_max_streams_answers_open_at_once(
+    http: aiohttp.ClientSession,
+) -> None:
+    slow = Emulator(tokens_per_second=5)  # the turn runs while the answers are counted
+    async with slow, AsyncHandinger(api_key="k", base_url=slow.base_url) as client:
+        async with Relay(client, MemoryStore()) as relay:
+            async with serve(relay, access=guarded(relay.store, max_streams=2)) as s:
+                stream_url = s.base + "api/chat/c1/stream"
+                posted = await http.post(
+                    s.base + "api/chat", json=chat_body("c1", PROMPT), headers=auth(ALICE)
+                )
+                resumed = await http.get(stream_url, headers=auth(ALICE))
+                assert (posted.status, resumed.status) == (200, 200)
+                # A third answer for alice: refused, whether a resume or a new turn.
+                async with http.get(stream_url, headers=auth(ALICE)) as third:
+                    assert third.status == 429 and int(third.headers["retry-after"]) >= 1
+                    assert (await third.json())["error"]["type"] == "rate_limited"
+                async with http.post(
+                    s.base + "api/chat", json=chat_body("c2", PROMPT), headers=auth(ALICE)
+                ) as refused:
+                    assert refused.status == 429
+                assert await relay.chat("c2") is None  # refused before any turn began
+                ws_url = s.base.replace("http", "ws", 1) + "api/chat/ws"
+                async with http.ws_connect(ws_url, headers=auth(ALICE)) as ws:
+                    closing = await ws.receive(timeout=5)
+                    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1013
+                # Counted per principal: bob is not held back by alice's answers.
+                async with http.post(
+                    s.base + "api/chat", json=chat_body("c3", PROMPT), headers=auth(BOB)
+                ) as bobs:
+                    assert bobs.status == 200
+                # An answer that ends gives its place back.
+                resumed.close()
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 5
+                while True:
+                    async with http.get(stream_url, headers=auth(ALICE)) as again:
+                        if again.status == 200 or loop.time() > deadline:
+                            break
+                    await asyncio.sleep(0.05)
+                assert again.status == 200
+                posted.close()
