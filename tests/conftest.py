@@ -86,6 +86,9 @@ class RawServer:
         # serve() starts a new generation: a response of an earlier test, still
         # being written when the next test begins, counts in neither.
         self._generation = 0
+        self._counting = (
+            threading.Lock()
+        )  # serve() runs in the test's thread, _handle in the server's
         self.base_url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,9 +97,10 @@ class RawServer:
     def serve(self, *responses: Canned) -> None:
         self.responses = list(responses)
         self.requests = []
-        self.finished = 0
-        self.open_streams = 0
-        self._generation += 1
+        with self._counting:
+            self.finished = 0
+            self.open_streams = 0
+            self._generation += 1
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(
@@ -111,10 +115,11 @@ class RawServer:
         if canned.abort and request.transport is not None:
             request.transport.abort()
             return web.Response()
-        generation = self._generation
         response = web.StreamResponse(status=canned.status, headers=canned.headers)
         await response.prepare(request)
-        self.open_streams += 1
+        with self._counting:
+            generation = self._generation
+            self.open_streams += 1
         try:
             for i, piece in enumerate(canned.body):
                 await response.write(piece)
@@ -122,13 +127,15 @@ class RawServer:
                 if pause:
                     await asyncio.sleep(pause)
             await response.write_eof()
-            if generation == self._generation:
-                self.finished += 1
+            with self._counting:
+                if generation == self._generation:
+                    self.finished += 1
         except ConnectionError:
             pass  # the client left: tests check that it did
         finally:
-            if generation == self._generation:
-                self.open_streams -= 1
+            with self._counting:
+                if generation == self._generation:
+                    self.open_streams -= 1
         return response
 
     def __enter__(self) -> RawServer:

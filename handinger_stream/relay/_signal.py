@@ -107,8 +107,15 @@ def _batch_ran(
             del batches[key]
         return
     # The gathered callers' call begins now, after every one of them asked.
-    following = batch.running = asyncio.ensure_future(batch.call())
     batch.next = None
+    try:
+        following = batch.running = asyncio.ensure_future(batch.call())
+    except Exception as exc:  # the call could not even begin: its callers hear why
+        if batches.get(key) is batch:
+            del batches[key]
+        gathered.set_exception(exc)
+        retrieved(gathered)
+        return
     following.add_done_callback(functools.partial(_handed, gathered))
     following.add_done_callback(functools.partial(_batch_ran, batches, key, batch))
 

@@ -357,7 +357,8 @@ class Relay:
         resumed stream rebuilds that one). Only when the store no longer has that turn
         (its entries expired) or it opened without a snapshot, or for a template's task,
         is the API asked, once per chat and change: a history read must not cost the
-        account a request each time a page loads.
+        account a request each time a page loads (but for a history over 4 MiB, too long
+        to keep: it is read afresh each time).
         """
         info = await self.store.chat(chat_id)
         if info is None or not info.worker_id:
@@ -380,10 +381,14 @@ class Relay:
     ) -> None:
         """Keep a chat's history for the next page load, within the count and bytes bounds
         (the oldest kept dropped first)."""
+        kept = self._histories
+        # Two page loads of one chat may both have missed: the later one replaces it.
+        replaced = kept.pop(key, None)
+        if replaced is not None:
+            self._history_bytes -= replaced[1]
         size = len(msgspec.json.encode(messages))
         if size > _HISTORY_BYTES:
             return
-        kept = self._histories
         while kept and (len(kept) >= _HISTORIES or self._history_bytes + size > _HISTORIES_BYTES):
             self._history_bytes -= kept.pop(next(iter(kept)))[1]
         kept[key] = (messages, size)

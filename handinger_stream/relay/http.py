@@ -12,6 +12,9 @@ the relay is mounted:
 ``GET /api/chat/ws``      a WebSocket (ai 7's ``WebSocketChatTransport``, :mod:`.ws`)
 ========================  ==================================================
 
+With ``access``, a stream is ``429`` while its principal holds ``max_streams``
+answers open (:meth:`~.access.Access.hold_stream`).
+
 >>> frame(Entry(7, b'{"type":"text-delta","id":"t","delta":"Hi"}'))
 b'id: 7\\ndata: {"type":"text-delta","id":"t","delta":"Hi"}\\n\\n'
 """
@@ -147,7 +150,8 @@ class Reply:
 class SSEBody:
     """A turn as SSE bytes: one write per batch of entries, keep-alives in quiet spells.
 
-    An async iterator of ``bytes``; :meth:`aclose` when leaving early. A
+    An async iterator of ``bytes``; :meth:`aclose` when leaving early (its end, or
+    ``aclose``, calls ``on_close`` once: the stream's place in its principal's count). A
     failure of the store after the response began is sent as an ``error``
     chunk (with no id, so a client resumes from the last event it got) and
     ends the response without ``[DONE]``. ``compact``: a batch of
@@ -203,10 +207,14 @@ class SSEBody:
                 out = b"".join([frame(entry) for entry in batch if not entry.snapshot])
             if out:
                 return out
+        self._closed()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
         self._finished = True
+        self._closed()
+
+    def _closed(self) -> None:
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()

@@ -170,11 +170,13 @@ def origin_allowed(headers: Mapping[str, str], allowed: Collection[str]) -> bool
     makes its page's origin equal the ``Host`` it sends; name such origins in
     ``allowed``, or give the relay an ``Access`` with :class:`~.access.Origins`.
     A request without ``Origin`` comes from no browser and is let through.
+    An http(s) origin matches in any spelling :class:`~.access.Origins` takes as the
+    same (case, default port, trailing slash); any other is let in only as listed.
     ``headers`` has lower-case names.
     """
     origin = headers.get("origin")
-    if origin is None or "*" in allowed:
-        return True
+    if origin is None or "*" in allowed or origin.strip() in allowed:
+        return True  # listed as sent: an app's own scheme (chrome-extension://...) too
     # One spelling for both sides, the one access.Origins uses: a default port, a
     # trailing slash or a capital letter is not a different site.
     canonical = _origin(origin)
@@ -304,7 +306,8 @@ class RelayWS:
         worker's snapshots too, numbered like any chunk). Never raises but
         for cancellation; a socket that takes no bytes for the ``http``'s
         ``write_timeout`` is closed. ``principal`` and ``info``: what
-        :meth:`check_upgrade` found, for the policy, the limits and the owners.
+        :meth:`check_upgrade` found, for the policy, the limits and the owners; a
+        principal holding its ``max_streams`` answers already is closed with 1013.
         """
         snapshots = self.http.snapshots or (query or {}).get("snapshots") in ("1", "true")
         upgrade = info or RequestInfo.of("GET", "/api/chat/ws", {})

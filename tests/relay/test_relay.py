@@ -485,4 +485,6 @@ def test_a_relay_process_listens_with_a_backlog_for_a_crowd(relay_process: Relay
         ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
     ).stdout.split()
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
-    assert int(listing[2]) == min(4096, somaxconn) > 128
+    if somaxconn <= 128:
+        pytest.skip(f"net.core.somaxconn is {somaxconn}: no backlog over aiohttp's can show")
+    assert int(listing[2]) == min(4096, somaxconn)

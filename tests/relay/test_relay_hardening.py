@@ -834,6 +834,13 @@ async def test_kept_histories_are_bounded_in_bytes_not_only_in_count(
                 async with http.get(s.base + "api/chat/b1") as response:
                     assert len((await response.json())["messages"]) == 2
             assert reads > before + 1 and [k[0] for k in relay._histories] == ["b2", "b3"]
+            # Two page loads that both missed store one chat twice: counted once.
+            monkeypatch.setattr(core, "_HISTORY_BYTES", 4 << 20)
+            key, (messages, _) = next(iter(relay._histories.items()))
+            total = relay._history_bytes
+            for _ in range(3):
+                relay._keep_history(key, messages)
+            assert relay._history_bytes == total and len(relay._histories) == 2
 
 
 async def test_a_principal_holds_at_most_max_streams_answers_open_at_once(

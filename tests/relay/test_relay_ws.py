@@ -544,3 +544,7 @@ def test_origin_allowed_spells_origins_as_access_origins_does() -> None:
     for sent in ("https://app.example/path", "https://u:p@app.example", "null", "app.example"):
         assert not Origins(["https://app.example"]).is_own(sent)
         assert not origin_allowed({**host, "origin": sent}, ("https://app.example",))
+    # An app's own scheme is no web origin: let in only exactly as listed.
+    extension = "chrome-extension://abcdefghijklmnop"
+    assert origin_allowed({**host, "origin": extension}, (extension,))
+    assert not origin_allowed({**host, "origin": extension}, ("https://app.example",))
