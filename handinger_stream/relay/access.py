@@ -498,7 +498,9 @@ class ChatRequest:
 @dataclass(frozen=True, slots=True)
 class TurnOptions:
     """What a policy decided for a turn: its budget (``None``: the API's default), its
-    worker template (``None``: the relay's own) and whether files may come with it."""
+    worker template (``None``: the relay's own; a relay runs one template, so naming
+    another is a configuration error: the turn is refused with 500 and logged) and
+    whether files may come with it."""
 
     budget: Budget | None = "low"
     worker_id: str | None = None

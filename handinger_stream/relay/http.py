@@ -519,6 +519,14 @@ class RelayHTTP:
         chat = ChatRequest(request.chat_id, request.text, request.budget, request.files)
         admitted = await access.admit(principal, info, chat)
         try:
+            template = admitted.options.worker_id
+            if template is not None and template != self.relay.worker_id:
+                # A relay runs one template: its chats' task ids, take-overs and histories
+                # are that template's. Refused loudly (500, logged), never run elsewhere.
+                raise ValueError(
+                    "the policy named a worker template other than the relay's own: "
+                    "TurnOptions.worker_id must be None or Relay(worker_id=...)"
+                )
             return await self.relay.send(
                 request.chat_id,
                 request.text,

@@ -885,3 +885,26 @@ async def test_a_principal_holds_at_most_max_streams_answers_open_at_once(
                     await asyncio.sleep(0.05)
                 assert again.status == 200
                 posted.close()
+
+
+async def test_a_policy_naming_another_template_is_refused_not_run_elsewhere(
+    relay: Relay, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def policy(principal: str, info: RequestInfo, chat: ChatRequest) -> TurnOptions:
+        # A relay runs one template (here none: its chats are workers).
+        return TurnOptions(worker_id="tmpl_other" if chat.chat_id == "bad" else None)
+
+    limits = Limits(concurrent_turns=1, turns_per_minute=10, chats=10)
+    async with serve(relay, access=guarded(relay.store, limits=limits, policy=policy)) as s:
+        async with http.post(
+            s.base + "api/chat", json=chat_body("bad", PROMPT), headers=auth(ALICE)
+        ) as refused:
+            assert refused.status == 500
+            body = await refused.text()
+        assert "tmpl_other" not in body and "Traceback" not in body
+        assert "worker template other than the relay's own" in caplog.text
+        # Its admission was given back: the one turn allowed at once can still start.
+        good = await read_sse(
+            http, "POST", s.base + "api/chat", json=chat_body("good", PROMPT), headers=auth(ALICE)
+        )
+        assert good.status == 200 and good.complete
