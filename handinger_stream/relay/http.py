@@ -174,7 +174,7 @@ class SSEBody:
         self.snapshots = snapshots
         self.compact = compact
         self._finished = False
-        self._on_close = on_close  # called once, by aclose (the access count's release)
+        self._on_close = on_close  # called once, at the end or by aclose (a count's release)
 
     def __aiter__(self) -> SSEBody:
         return self
